@@ -1,0 +1,296 @@
+"""The evaluator contract: samples in, exactly one result per sample per metric out.
+
+An evaluator is a small class with a name, a version and a pydantic config, registered
+explicitly with :func:`register_evaluator` (or through the ``evalwatch.evaluators`` entry-point
+group). Results record what produced them, and a failure is an explicit unscored result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from storage.models import ScoreStatus
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BaseEvaluator",
+    "BatchResult",
+    "Evaluator",
+    "EvaluatorConfig",
+    "EvaluatorUnavailable",
+    "Provenance",
+    "Sample",
+    "ScoreResult",
+    "config_hash",
+    "create_evaluator",
+    "evaluator_names",
+    "get_evaluator_class",
+    "load_entry_points",
+    "register_evaluator",
+]
+
+ENTRY_POINT_GROUP = "evalwatch.evaluators"
+
+
+class Sample(BaseModel):
+    """What an evaluator scores: one response, with its prompt and optional extras."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject_id: int = Field(description="Interaction id or model-output id.")
+    subject_type: str = Field("interaction", description="'interaction' or 'output'.")
+    prompt: str
+    response: str
+    reference: str | None = None
+    context: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScoreResult(BaseModel):
+    """One metric about one sample. ``value`` is set only when ``status`` is ok."""
+
+    subject_id: int
+    subject_type: str = "interaction"
+    metric: str
+    value: float | None = None
+    label: str | None = None
+    explanation: str | None = None
+    status: ScoreStatus = ScoreStatus.ok
+    reason: str | None = None
+    details: dict[str, Any] | None = None
+
+    @classmethod
+    def unscored(
+        cls,
+        sample: Sample,
+        metric: str,
+        reason: str,
+        status: ScoreStatus = ScoreStatus.error,
+        details: dict[str, Any] | None = None,
+    ) -> ScoreResult:
+        """An explicit "no value" result with its reason (never a silent 0).
+
+        Examples:
+            >>> s = Sample(subject_id=1, prompt="p", response="")
+            >>> ScoreResult.unscored(s, "relevance", "empty response").value is None
+            True
+        """
+        return cls(
+            subject_id=sample.subject_id,
+            subject_type=sample.subject_type,
+            metric=metric,
+            status=status,
+            reason=reason,
+            details=details,
+        )
+
+
+class BatchResult(BaseModel):
+    """An evaluator's output for a batch: scores in sample-major, metric-minor order."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    scores: list[ScoreResult]
+    embeddings: np.ndarray | None = Field(
+        None, description="One row per sample (float32), or None for evaluators without one."
+    )
+    embedding_model: str | None = None
+    n_tokens: int | None = Field(None, description="Tokens processed, for tokens/s.")
+
+
+class Provenance(BaseModel):
+    """What produced a result, enough to rebuild the evaluator."""
+
+    name: str
+    version: str
+    config: dict[str, Any]
+    config_hash: str
+
+
+class EvaluatorUnavailable(RuntimeError):
+    """Raised by ``load`` when an evaluator cannot start; the message names the setting to fix."""
+
+
+class EvaluatorConfig(BaseModel):
+    """Base of every evaluator's options. Unknown options are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def config_hash(config: BaseModel) -> str:
+    """A short stable hash of a config, stored with every score.
+
+    Examples:
+        >>> len(config_hash(EvaluatorConfig()))
+        16
+    """
+    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """The contract every evaluator keeps."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    config: EvaluatorConfig
+
+    @property
+    def metrics(self) -> list[str]:
+        """Metric names, in the order results are returned for each sample."""
+        ...
+
+    def load(self) -> None:
+        """Load models or clients once; raise :class:`EvaluatorUnavailable` if impossible."""
+        ...
+
+    def evaluate(self, samples: Sequence[Sample]) -> BatchResult:
+        """Score a batch: ``len(samples) * len(metrics)`` results, sample-major, in order."""
+        ...
+
+    def provenance(self) -> Provenance:
+        """Name, version and config of this evaluator."""
+        ...
+
+
+C = TypeVar("C", bound=EvaluatorConfig)
+
+
+class BaseEvaluator(Generic[C]):
+    """Shared plumbing for evaluators: config parsing, provenance, lazy one-time loading.
+
+    Subclasses set ``name``, ``version``, ``Config`` and implement ``metrics``, ``_load``
+    (optional) and ``evaluate``.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Config: ClassVar[type[EvaluatorConfig]]
+
+    def __init__(self, config: C | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise TypeError("pass either a config object or options, not both")
+        self.config: C = config if config is not None else self.Config(**options)  # type: ignore[assignment]
+        self._loaded = False
+
+    @property
+    def metrics(self) -> list[str]:
+        """Metric names, in result order per sample."""
+        raise NotImplementedError
+
+    def _load(self) -> None:
+        """Load heavy backends; the default has none."""
+
+    def load(self) -> None:
+        """Load once; later calls are free."""
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+
+    def evaluate(self, samples: Sequence[Sample]) -> BatchResult:
+        """Score a batch (see :class:`Evaluator`)."""
+        raise NotImplementedError
+
+    def provenance(self) -> Provenance:
+        """Name, version, config and config hash."""
+        return Provenance(
+            name=self.name,
+            version=self.version,
+            config=self.config.model_dump(mode="json"),
+            config_hash=config_hash(self.config),
+        )
+
+
+_REGISTRY: dict[str, type[BaseEvaluator[Any]]] = {}
+_entry_points_loaded = False
+
+E = TypeVar("E", bound=type[BaseEvaluator[Any]])
+
+
+def register_evaluator(cls: E) -> E:
+    """Class decorator adding an evaluator to the registry under its ``name``.
+
+    Examples:
+        >>> @register_evaluator
+        ... class Echo(BaseEvaluator[EvaluatorConfig]):
+        ...     name, version, Config = "doc-echo", "1", EvaluatorConfig
+        >>> "doc-echo" in evaluator_names()
+        True
+    """
+    for attr in ("name", "version", "Config"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"evaluator {cls.__qualname__} lacks class attribute {attr!r}")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(
+            f"evaluator name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}"
+        )
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def load_entry_points() -> list[str]:
+    """Import evaluators that installed packages declare in the ``evalwatch.evaluators`` group.
+
+    Returns:
+        Names of the entry points loaded.
+    """
+    global _entry_points_loaded
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, BaseEvaluator):
+            register_evaluator(obj)
+        loaded.append(ep.name)
+    _entry_points_loaded = True
+    return loaded
+
+
+def _ensure_builtins() -> None:
+    # Importing the package registers the built-in evaluators.
+    import evaluators  # noqa: F401
+
+    if not _entry_points_loaded:
+        load_entry_points()
+
+
+def evaluator_names() -> list[str]:
+    """Names of all registered evaluators."""
+    _ensure_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_evaluator_class(name: str) -> type[BaseEvaluator[Any]]:
+    """The registered class for ``name``; the error lists the known names."""
+    _ensure_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown evaluator {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def create_evaluator(name: str, options: dict[str, Any] | None = None) -> BaseEvaluator[Any]:
+    """Build an evaluator from its name and options, validating the options.
+
+    Raises:
+        KeyError: Unknown evaluator name.
+        ValueError: Invalid options (the message names the evaluator and the field).
+    """
+    cls = get_evaluator_class(name)
+    try:
+        return cls(**(options or {}))
+    except ValidationError as exc:
+        raise ValueError(f"invalid options for evaluator {name!r}: {exc}") from exc
+
+
+FactoryT = Callable[..., BaseEvaluator[Any]]

@@ -1,0 +1,160 @@
+"""Configuration for evalwatch, read from ``EVALWATCH_*`` variables and an optional YAML file.
+
+Secrets are :class:`pydantic.SecretStr` so they never print in logs, reprs or artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+__all__ = [
+    "IngestSettings",
+    "JudgeSettings",
+    "Settings",
+    "get_settings",
+    "reset_settings",
+]
+
+
+class IngestSettings(BaseModel):
+    """Bounds and behaviour of traffic ingest and validation."""
+
+    redact: bool = Field(True, description="Redact PII and secrets before anything is stored.")
+    max_prompt_chars: int = Field(2_000_000, description="Longest prompt accepted, in characters.")
+    max_response_chars: int = Field(2_000_000, description="Longest response accepted.")
+    min_prompt_chars: int = Field(1, description="Shortest prompt accepted (empty prompts fail).")
+    rating_min: int = Field(1, description="Lowest valid user rating.")
+    rating_max: int = Field(5, description="Highest valid user rating.")
+    max_future_skew_s: float = Field(
+        300.0, description="How far past 'now' a timestamp may be before it counts as future."
+    )
+    chunk_size: int = Field(5_000, description="Rows validated and committed per chunk.")
+
+
+class JudgeSettings(BaseModel):
+    """Where and how the LLM judge is called. Falls back to ``OPENAI_*`` variables."""
+
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host/v1.")
+    model: str | None = Field(None, description="Judge model name.")
+    api_key: SecretStr | None = Field(None, description="API key; never logged or stored.")
+    api_key_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the key."
+    )
+    timeout_s: float = Field(60.0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(3, description="Retries for 429, 5xx and timeouts.")
+    concurrency: int = Field(16, description="Concurrent requests in flight.")
+    budget_usd: float | None = Field(None, description="Stop new calls once a run spent this much.")
+    redact: bool = Field(True, description="Redact text before it leaves for an external judge.")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Model -> (USD per 1M input tokens, USD per 1M output tokens).",
+    )
+
+    def resolved_base_url(self) -> str | None:
+        """The configured base URL, else ``OPENAI_BASE_URL``."""
+        return self.base_url or os.environ.get("OPENAI_BASE_URL")
+
+    def resolved_api_key(self) -> SecretStr | None:
+        """The configured key, else a Prefect Secret block, else ``OPENAI_API_KEY``."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_block:
+            from prefect.blocks.system import Secret
+
+            value = Secret.load(self.api_key_block).get()  # type: ignore[union-attr]
+            return SecretStr(str(value))
+        env = os.environ.get("OPENAI_API_KEY")
+        return SecretStr(env) if env else None
+
+
+class Settings(BaseSettings):
+    """All evalwatch settings.
+
+    Values come, highest priority first, from init arguments, ``EVALWATCH_*`` environment
+    variables (nested with ``__``, e.g. ``EVALWATCH_JUDGE__MODEL``), the YAML file named by
+    ``EVALWATCH_CONFIG_FILE``, then defaults.
+
+    Examples:
+        >>> Settings(database_url="sqlite:///x.db").database_url
+        'sqlite:///x.db'
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVALWATCH_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    database_url: str = Field(
+        "sqlite:///evalwatch.db", description="SQLAlchemy URL of the store."
+    )
+    config_file: Path | None = Field(None, description="Optional YAML file with more settings.")
+    hash_key: SecretStr | None = Field(
+        None,
+        description="Key for hashing user and session ids. Without one a random key is created "
+        "once in ~/.evalwatch/hash.key; set it explicitly when several machines ingest.",
+    )
+    home: Path = Field(Path.home() / ".evalwatch", description="Local state folder.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    evaluator_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-evaluator config, e.g. {'embedding': {...}}."
+    )
+    rules_file: Path | None = Field(None, description="Alert rules YAML file.")
+    task_runner: Literal["default", "dask"] = Field(
+        "default", description="Prefect task runner for the flows."
+    )
+    dask_workers: int = Field(2, description="Local Dask workers when task_runner is 'dask'.")
+    report_dir: Path = Field(Path("reports"), description="Where HTML reports are written.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Add the optional YAML file below the environment."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("EVALWATCH_CONFIG_FILE")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"EVALWATCH_CONFIG_FILE={config_file} does not exist")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def resolved_hash_key(self) -> bytes:
+        """The key used for hashing user/session ids, created on first use if unset."""
+        if self.hash_key is not None:
+            return self.hash_key.get_secret_value().encode()
+        path = self.home / "hash.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (after changing the environment, e.g. in tests)."""
+    get_settings.cache_clear()
