@@ -115,6 +115,9 @@ class Settings(BaseSettings):
         "default", description="Prefect task runner for the flows."
     )
     dask_workers: int = Field(2, description="Local Dask workers when task_runner is 'dask'.")
+    dask_address: str | None = Field(
+        None, description="Address of an existing Dask scheduler (instead of a local cluster)."
+    )
     report_dir: Path = Field(Path("reports"), description="Where HTML reports are written.")
 
     @classmethod

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
@@ -143,5 +144,11 @@ def sample_spec(
             seed=seed,
             unscored_by=unscored_by,
         )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-') or 'window'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise bad_input(f"bad sampling options: {problems}") from exc
     except ValueError as exc:
         raise bad_input(str(exc)) from exc

@@ -1,0 +1,70 @@
+"""``evalwatch sample``: preview which stored interactions a run would evaluate."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.table import Table
+
+from evalwatch.commands.common import (
+    AppOpt,
+    MaxItemsOpt,
+    ModelVersionOpt,
+    RateOpt,
+    SeedOpt,
+    SinceOpt,
+    StratifyOpt,
+    UntilOpt,
+    console,
+    open_store,
+    sample_spec,
+)
+from storage.models import Interaction
+from storage.sampling import sample_interactions
+
+
+def sample(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    app: AppOpt = None,
+    model_version: ModelVersionOpt = None,
+    rate: RateOpt = 1.0,
+    max_items: MaxItemsOpt = None,
+    stratify: StratifyOpt = False,
+    seed: SeedOpt = 0,
+    unscored_by: Annotated[
+        str | None,
+        typer.Option("--unscored-by", help="Only what EVALUATOR[@VERSION] has not scored yet."),
+    ] = None,
+    show_ids: Annotated[bool, typer.Option("--ids", help="Print the sampled ids.")] = False,
+) -> None:
+    """Show what a sample of stored traffic holds (counts per app and model version)."""
+    spec = sample_spec(
+        since, until, app, model_version, rate, max_items, stratify, seed, unscored_by
+    )
+    engine = open_store()
+    ids = sample_interactions(engine, spec)
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    per: Counter[tuple[str, str]] = Counter()
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 5_000):
+            chunk = ids[start : start + 5_000]
+            q = sa.select(it.c.app, it.c.model_version).where(it.c.id.in_(chunk))
+            per.update((a, v) for a, v in conn.execute(q))
+    table = Table(title=f"sample: {len(ids)} interactions")
+    table.add_column("app")
+    table.add_column("model version")
+    table.add_column("n", justify="right")
+    for (a, v), n in sorted(per.items()):
+        table.add_row(a, v, str(n))
+    console.print(table)
+    if show_ids:
+        console.print(" ".join(map(str, ids)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sample`` command."""
+    app.command("sample")(sample)

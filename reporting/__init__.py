@@ -1,0 +1,19 @@
+"""Reports a person reads: self-contained HTML pages and Prefect markdown artifacts."""
+
+from reporting.run_report import (
+    metric_rows,
+    profile_rows,
+    render_run_html,
+    run_markdown,
+    worst_items,
+    write_run_html,
+)
+
+__all__ = [
+    "metric_rows",
+    "profile_rows",
+    "render_run_html",
+    "run_markdown",
+    "worst_items",
+    "write_run_html",
+]

@@ -1,0 +1,96 @@
+"""Matplotlib figures rendered to inline PNG data URIs, so reports need no external files."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = [
+    "distributions_png",
+    "figure_to_data_uri",
+    "group_comparison_png",
+    "over_time_png",
+]
+
+
+def figure_to_data_uri(fig: Figure) -> str:
+    """Render a figure as a ``data:image/png;base64,...`` URI and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _grid(n: int) -> tuple[Figure, list[plt.Axes]]:
+    cols = min(3, max(1, n))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def distributions_png(df: pd.DataFrame) -> str | None:
+    """Histogram of each metric's scored values (``metric``, ``value`` columns)."""
+    ok = df.dropna(subset=["value"])
+    metrics = sorted(ok["metric"].unique())
+    if not metrics:
+        return None
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        values = ok.loc[ok["metric"] == metric, "value"].to_numpy()
+        ax.hist(values, bins=30, color="#4878d0")
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Score distributions", fontsize=11)
+    return figure_to_data_uri(fig)
+
+
+def group_comparison_png(df: pd.DataFrame) -> str | None:
+    """Mean with a 95% interval of each metric per group (model version or model)."""
+    ok = df.dropna(subset=["value"])
+    metrics = sorted(ok["metric"].unique())
+    if not metrics or ok["group"].nunique() < 1:
+        return None
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        sub = ok[ok["metric"] == metric].groupby("group")["value"]
+        means = sub.mean()
+        sem = sub.sem().fillna(0.0)
+        ax.bar(means.index.astype(str), means.to_numpy(), yerr=1.96 * sem.to_numpy(),
+               color="#ee854a", capsize=3)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7, axis="both")
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle("Comparison across model versions (mean, 95% CI)", fontsize=11)
+    return figure_to_data_uri(fig)
+
+
+def over_time_png(df: pd.DataFrame, freq: str = "D") -> str | None:
+    """Mean of each metric per period (by the subject's timestamp), one line per group."""
+    ok = df.dropna(subset=["value"])
+    if ok.empty or ok["ts"].nunique() < 2:
+        return None
+    metrics = sorted(ok["metric"].unique())
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        sub = ok[ok["metric"] == metric]
+        for group, g in sub.groupby("group"):
+            series = g.set_index("ts")["value"].resample(freq).mean().dropna()
+            ax.plot(series.index, series.to_numpy(), marker=".", label=str(group))
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.tick_params(axis="x", rotation=30)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Scores over time", fontsize=11)
+    return figure_to_data_uri(fig)

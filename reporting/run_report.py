@@ -1,0 +1,183 @@
+"""What a person reviews after a run: a markdown summary, a metrics table and an HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from evaluators.summary import MetricSummary
+from reporting.page import html_page, html_table, img, section
+from reporting.plots import distributions_png, group_comparison_png, over_time_png
+from runs.common import summaries_from_frame
+from storage.frames import run_scores_frame
+from storage.models import EvalRun, EvaluatorProfile
+from storage.repo import get_run
+
+__all__ = [
+    "metric_rows",
+    "profile_rows",
+    "render_run_html",
+    "run_markdown",
+    "worst_items",
+    "write_run_html",
+]
+
+# Metrics where a high value is the bad end (so "worst" means highest).
+_HIGH_IS_BAD = {"refusal", "empty_response", "pii_leak", "toxicity", "severe_toxicity",
+                "obscene", "threat", "insult", "identity_attack", "sexual_explicit"}
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def metric_rows(summaries: list[MetricSummary], by_group: bool = False) -> list[dict[str, Any]]:
+    """Table rows (metric, [group], n, mean, CI, unscored) for artifacts and reports."""
+    rows = []
+    for s in summaries:
+        row: dict[str, Any] = {"metric": f"{s.evaluator}.{s.metric}"}
+        if by_group:
+            row["model version"] = s.model_version
+        row |= {
+            "n": s.count,
+            "mean": None if s.mean is None else round(s.mean, 4),
+            "95% CI": "—" if s.ci_low is None else f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]",
+            "unscored": s.unscored,
+        }
+        rows.append(row)
+    return rows
+
+
+def profile_rows(engine: Engine, run_id: int) -> list[dict[str, Any]]:
+    """One row per evaluator profile of the run."""
+    table = EvaluatorProfile.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        profiles = conn.execute(sa.select(table).where(table.c.run_id == run_id)).mappings().all()
+    rows = []
+    for p in profiles:
+        rows.append({
+            "evaluator": p["evaluator"],
+            "device": p["device"],
+            "items": p["n_items"],
+            "items/s": None if p["items_per_s"] is None else round(p["items_per_s"], 1),
+            "load s": None if p["load_seconds"] is None else round(p["load_seconds"], 2),
+            "GPU util mean/max": (
+                f"{_fmt(p['gpu_util_mean'], 0)}/{_fmt(p['gpu_util_max'], 0)}%"
+                if p["gpu_available"] else "no GPU"
+            ),
+            "GPU peak MB": p["gpu_mem_peak_mb"],
+            "energy J": p["gpu_energy_j"],
+            "CPU %": None if p["cpu_percent_mean"] is None else round(p["cpu_percent_mean"], 1),
+            "peak RSS MB": None if p["rss_peak_mb"] is None else round(p["rss_peak_mb"], 1),
+            "note": p["gpu_note"],
+        })
+    return rows
+
+
+def worst_items(frame: pd.DataFrame, per_metric: int = 3) -> list[dict[str, Any]]:
+    """The worst scored items per metric, with their explanation (for review)."""
+    ok = frame[frame["status"] == "ok"].dropna(subset=["value"])
+    rows: list[dict[str, Any]] = []
+    for metric, g in ok.groupby("metric", sort=True):
+        bad_high = str(metric).split(".", 1)[-1] in _HIGH_IS_BAD
+        picked = g.nlargest(per_metric, "value") if bad_high else g.nsmallest(per_metric, "value")
+        if bad_high:
+            picked = picked[picked["value"] > 0]
+        for _, r in picked.iterrows():
+            text = str(r["text"] or "")
+            rows.append({
+                "metric": metric,
+                "value": round(float(r["value"]), 4),
+                "item": r["item"],
+                "group": r["group"],
+                "response": text[:160] + ("…" if len(text) > 160 else ""),
+                "explanation": (r["explanation"] or "")[:200] or None,
+            })
+    return rows
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "_none_\n"
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = ["—" if r[c] is None else str(r[c]).replace("|", "\\|").replace("\n", " ")
+                 for c in cols]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def run_markdown(engine: Engine, run_id: int, report_path: str | None = None) -> str:
+    """The markdown artifact of a run: sample, counts, metrics, versions, worst items, profiles."""
+    run = get_run(engine, run_id)
+    if run is None:
+        raise KeyError(f"no evaluation run {run_id}")
+    frame = run_scores_frame(engine, run_id)
+    params = run.params or {}
+    summary = run.summary or {}
+    lines = [
+        f"# evalwatch {run.kind} run {run_id}",
+        "",
+        f"**status** {run.status} · **started** {run.started_at:%Y-%m-%d %H:%M:%S} UTC"
+        + (f" · **model** {run.model}" if run.model else ""),
+        "",
+        "## What was evaluated",
+        "",
+        f"- sampled: {params.get('n_sampled', summary.get('n_sampled', '—'))}, "
+        f"set aside by validation: {params.get('n_invalid', summary.get('n_invalid', 0))}, "
+        f"scored subjects: {frame['subject_id'].nunique() if not frame.empty else 0}",
+        "- evaluators: " + ", ".join(
+            f"{k} {v.get('version')}" for k, v in (run.evaluators or {}).items()
+        ),
+    ]
+    sample = params.get("sample")
+    if sample:
+        shown = {k: v for k, v in sample.items() if v not in (None, [], False)}
+        lines.append(f"- sample: `{shown}`")
+    lines += ["", "## Metrics (mean, 95% CI, unscored)", "",
+              _md_table(metric_rows(summaries_from_frame(frame)))]
+    if not frame.empty and frame["group"].nunique() > 1:
+        lines += ["## Per model version", "",
+                  _md_table(metric_rows(summaries_from_frame(frame, by="group"), by_group=True))]
+    lines += ["## Worst items", "", _md_table(worst_items(frame)),
+              "## Evaluator profiles", "", _md_table(profile_rows(engine, run_id))]
+    if report_path:
+        lines += [f"HTML report: `{report_path}`", ""]
+    return "\n".join(lines)
+
+
+def render_run_html(engine: Engine, run_id: int) -> str:
+    """A self-contained HTML report of a run, with plots."""
+    run: EvalRun | None = get_run(engine, run_id)
+    if run is None:
+        raise KeyError(f"no evaluation run {run_id}")
+    frame = run_scores_frame(engine, run_id)
+    subtitle = f"status {run.status}; started {run.started_at:%Y-%m-%d %H:%M} UTC" + (
+        f"; model {run.model}" if run.model else ""
+    )
+    return html_page(
+        f"evalwatch {run.kind} run {run_id}",
+        section("Metrics", html_table(metric_rows(summaries_from_frame(frame)))),
+        section("Score distributions", img(distributions_png(frame), "score distributions")),
+        section(
+            "Across model versions",
+            img(group_comparison_png(frame), "comparison across model versions"),
+            html_table(metric_rows(summaries_from_frame(frame, by="group"), by_group=True)),
+        ),
+        section("Over time", img(over_time_png(frame), "scores over time")),
+        section("Worst items", html_table(worst_items(frame))),
+        section("Evaluator profiles", html_table(profile_rows(engine, run_id))),
+        subtitle=subtitle,
+    )
+
+
+def write_run_html(engine: Engine, run_id: int, path: Path) -> Path:
+    """Write :func:`render_run_html` to ``path`` (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_run_html(engine, run_id), encoding="utf-8")
+    return path.resolve()

@@ -1,0 +1,198 @@
+"""Evaluating a sample of stored traffic: sample -> validate -> evaluate -> summarise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+from sqlalchemy.engine import Engine
+
+from evaluators.base import BaseEvaluator
+from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
+from evalwatch.settings import IngestSettings, Settings
+from runs.common import build_evaluators, evaluator_provenance, merge_profiles
+from storage.models import Interaction, RunStatus
+from storage.repo import content_hash, create_run, finish_run, iter_rows
+from storage.sampling import SampleSpec, sample_interactions
+
+__all__ = [
+    "PreparedRun",
+    "TrafficOutcome",
+    "TrafficParams",
+    "evaluate_traffic",
+    "prepare_traffic_run",
+    "validate_sample",
+]
+
+
+class TrafficParams(BaseModel):
+    """What an ``evaluate_traffic`` run scores and how.
+
+    Examples:
+        >>> TrafficParams(window="1h", evaluators=["heuristics"]).evaluators
+        ['heuristics']
+    """
+
+    sample: SampleSpec = Field(default_factory=SampleSpec, description="What to sample.")
+    window: str | None = Field(
+        None,
+        description="Relative window ending now (e.g. '1h', '7d'); for schedules. "
+        "Overrides sample.start/end.",
+    )
+    evaluators: list[str] = Field(
+        default_factory=lambda: ["embedding", "heuristics"], description="Evaluator names."
+    )
+    evaluator_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-evaluator options over the settings' ones."
+    )
+    batch_size: int = Field(DEFAULT_CHUNK_SIZE, gt=0, description="Subjects per batch/task.")
+
+    def resolved(self, now: datetime | None = None) -> TrafficParams:
+        """A copy with the relative window turned into absolute times."""
+        if not self.window:
+            return self
+        from evalwatch.commands.common import parse_duration
+
+        end = now or datetime.now(UTC)
+        spec = self.sample.model_copy(update={"start": end - parse_duration(self.window),
+                                              "end": end})
+        return self.model_copy(update={"sample": spec, "window": None})
+
+
+@dataclass
+class PreparedRun:
+    """A run that is ready to evaluate: its id, the subjects, and what validation set aside."""
+
+    run_id: int
+    run_key: str
+    ids: list[int]
+    invalid: dict[int, list[str]] = field(default_factory=dict)
+    evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
+    resumed: bool = False
+
+
+@dataclass
+class TrafficOutcome:
+    """What a traffic evaluation did."""
+
+    prepared: PreparedRun
+    result: RunResult
+
+
+def validate_sample(
+    rows: list[dict[str, Any]], bounds: IngestSettings, now: datetime | None = None
+) -> dict[int, list[str]]:
+    """Reasons why sampled interactions should not be evaluated, by interaction id.
+
+    Ingest validated every row already; this re-checks what may have changed since (the
+    configured bounds) or what a scorer cannot work with.
+    """
+    now = now or datetime.now(UTC)
+    problems: dict[int, list[str]] = {}
+    for r in rows:
+        reasons = []
+        prompt, response = r.get("prompt") or "", r.get("response")
+        if response is None:
+            reasons.append("response is missing")
+        if len(prompt) < bounds.min_prompt_chars:
+            reasons.append(f"prompt shorter than {bounds.min_prompt_chars} characters")
+        if len(prompt) > bounds.max_prompt_chars:
+            reasons.append(f"prompt longer than {bounds.max_prompt_chars} characters")
+        if response is not None and len(response) > bounds.max_response_chars:
+            reasons.append(f"response longer than {bounds.max_response_chars} characters")
+        ts = r.get("ts")
+        if ts is not None and (ts - now).total_seconds() > bounds.max_future_skew_s:
+            reasons.append("timestamp is in the future")
+        if reasons:
+            problems[r["id"]] = reasons
+    return problems
+
+
+def prepare_traffic_run(
+    engine: Engine,
+    params: TrafficParams,
+    settings: Settings,
+    *,
+    flow_run_id: str | None = None,
+) -> PreparedRun:
+    """Build the evaluators, sample, validate the sample, and create (or resume) the run.
+
+    The run key is a hash of the resolved sample and the evaluators' provenance, so running
+    the same parameters again after a crash resumes the same run.
+    """
+    params = params.resolved()
+    evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options)
+    provenance = evaluator_provenance(evaluators)
+    ids = sample_interactions(engine, params.sample)
+    invalid: dict[int, list[str]] = {}
+    for rows in iter_rows(engine, Interaction, ids, 2_000):
+        invalid.update(validate_sample(rows, settings.ingest))
+    valid = [i for i in ids if i not in invalid]
+    key = content_hash(
+        {"kind": "traffic", "sample": params.sample.model_dump(mode="json"), "ev": provenance}
+    )[:32]
+    run = create_run(
+        engine,
+        "traffic",
+        params=params.model_dump(mode="json")
+        | {"n_sampled": len(ids), "n_invalid": len(invalid)},
+        evaluators=provenance,
+        run_key=key,
+        flow_run_id=flow_run_id,
+    )
+    assert run.id is not None
+    return PreparedRun(
+        run_id=run.id,
+        run_key=key,
+        ids=valid,
+        invalid=invalid,
+        evaluators=evaluators,
+        resumed=run.started_at is not None and bool(run.summary),
+    )
+
+
+def evaluate_traffic(
+    engine: Engine,
+    params: TrafficParams,
+    settings: Settings,
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+) -> TrafficOutcome:
+    """Run a whole traffic evaluation in this process (the CLI path; flows split it in tasks).
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
+        >>> out = evaluate_traffic(eng, TrafficParams(evaluators=["heuristics"]), Settings(),
+        ...                        progress=False)
+        >>> out.result.n_subjects
+        0
+    """
+    prepared = prepare_traffic_run(engine, params, settings)
+    try:
+        result = run_evaluation(
+            engine,
+            prepared.evaluators,
+            prepared.ids,
+            run_id=prepared.run_id,
+            chunk_size=params.batch_size,
+            progress=progress,
+            skip_scored=True,
+            finish=False,
+            console=console,
+        )
+        merge_profiles(engine, prepared.run_id)
+        summary = result.summary_dict() | {
+            "n_sampled": len(prepared.ids) + len(prepared.invalid),
+            "invalid": {str(k): v for k, v in list(prepared.invalid.items())[:50]},
+            "n_invalid": len(prepared.invalid),
+        }
+        finish_run(engine, prepared.run_id, RunStatus.completed, summary=summary)
+    except BaseException as exc:
+        finish_run(engine, prepared.run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return TrafficOutcome(prepared=prepared, result=result)
