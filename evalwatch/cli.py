@@ -21,7 +21,19 @@ app = typer.Typer(
 )
 
 # Each module defines register(app); modules are imported here so every group shows in --help.
-_COMMAND_MODULES = ["db", "ingest", "datasets", "sample", "evaluate", "demo"]
+_COMMAND_MODULES = [
+    "db",
+    "ingest",
+    "datasets",
+    "sample",
+    "evaluate",
+    "run",
+    "report",
+    "judge",
+    "rules",
+    "alerts",
+    "demo",
+]
 
 
 @app.callback()

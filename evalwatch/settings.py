@@ -23,6 +23,7 @@ __all__ = [
     "IngestSettings",
     "JudgeSettings",
     "Settings",
+    "TargetSettings",
     "get_settings",
     "reset_settings",
 ]
@@ -46,7 +47,9 @@ class IngestSettings(BaseModel):
 class JudgeSettings(BaseModel):
     """Where and how the LLM judge is called. Falls back to ``OPENAI_*`` variables."""
 
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host/v1.")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://host/v1."
+    )
     model: str | None = Field(None, description="Judge model name.")
     api_key: SecretStr | None = Field(None, description="API key; never logged or stored.")
     api_key_block: str | None = Field(
@@ -79,6 +82,23 @@ class JudgeSettings(BaseModel):
         return SecretStr(env) if env else None
 
 
+class TargetSettings(BaseModel):
+    """The model under test, called through an OpenAI-compatible endpoint by evaluate_dataset."""
+
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL.")
+    api_key: SecretStr | None = Field(None, description="API key; never logged or stored.")
+    timeout_s: float = Field(60.0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(3, description="Retries for 429, 5xx and timeouts.")
+    concurrency: int = Field(8, description="Concurrent requests in flight.")
+    temperature: float = Field(0.0, description="Sampling temperature.")
+    max_tokens: int = Field(512, description="Longest answer requested.")
+    system_prompt: str | None = Field(None, description="System message sent before each input.")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Model -> (USD per 1M input tokens, USD per 1M output tokens).",
+    )
+
+
 class Settings(BaseSettings):
     """All evalwatch settings.
 
@@ -95,9 +115,7 @@ class Settings(BaseSettings):
         env_prefix="EVALWATCH_", env_nested_delimiter="__", extra="ignore"
     )
 
-    database_url: str = Field(
-        "sqlite:///evalwatch.db", description="SQLAlchemy URL of the store."
-    )
+    database_url: str = Field("sqlite:///evalwatch.db", description="SQLAlchemy URL of the store.")
     config_file: Path | None = Field(None, description="Optional YAML file with more settings.")
     hash_key: SecretStr | None = Field(
         None,
@@ -107,6 +125,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path.home() / ".evalwatch", description="Local state folder.")
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    target: TargetSettings = Field(default_factory=TargetSettings)
     evaluator_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-evaluator config, e.g. {'embedding': {...}}."
     )

@@ -1,0 +1,9 @@
+"""Prefect flows: thin compositions of the plain functions in ``runs``, ``checks`` and friends.
+
+Deployments for them are declared in ``prefect.yaml``.
+"""
+
+from flows.dataset import evaluate_dataset
+from flows.traffic import evaluate_traffic
+
+__all__ = ["evaluate_dataset", "evaluate_traffic"]

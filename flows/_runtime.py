@@ -27,8 +27,12 @@ def make_task_runner(settings: Settings | None = None) -> TaskRunner[Any]:
         if s.dask_address:
             return DaskTaskRunner(address=s.dask_address)
         return DaskTaskRunner(
-            cluster_kwargs={"n_workers": s.dask_workers, "threads_per_worker": 1,
-                            "processes": True, "dashboard_address": None},
+            cluster_kwargs={
+                "n_workers": s.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
         )
     # Two threads: evaluators release the GIL in torch and the store, and models are shared.
     return ThreadPoolTaskRunner(max_workers=2)

@@ -159,11 +159,7 @@ def merge_profiles(engine: Engine, run_id: int) -> list[EvaluatorProfile]:
                 rss_peak_mb=_max(parts, "rss_peak_mb"),
                 details=details,
             )
-            conn.execute(
-                sa.delete(table).where(
-                    table.c.id.in_([p.id for p in parts])
-                )
-            )
+            conn.execute(sa.delete(table).where(table.c.id.in_([p.id for p in parts])))
             conn.execute(
                 sa.insert(table),
                 [m.model_dump(exclude={"id"})],

@@ -57,8 +57,9 @@ class TrafficParams(BaseModel):
         from evalwatch.commands.common import parse_duration
 
         end = now or datetime.now(UTC)
-        spec = self.sample.model_copy(update={"start": end - parse_duration(self.window),
-                                              "end": end})
+        spec = self.sample.model_copy(
+            update={"start": end - parse_duration(self.window), "end": end}
+        )
         return self.model_copy(update={"sample": spec, "window": None})
 
 
@@ -137,8 +138,7 @@ def prepare_traffic_run(
     run = create_run(
         engine,
         "traffic",
-        params=params.model_dump(mode="json")
-        | {"n_sampled": len(ids), "n_invalid": len(invalid)},
+        params=params.model_dump(mode="json") | {"n_sampled": len(ids), "n_invalid": len(invalid)},
         evaluators=provenance,
         run_key=key,
         flow_run_id=flow_run_id,

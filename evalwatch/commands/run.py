@@ -1,0 +1,143 @@
+"""``evalwatch run``: start the Prefect flows from the command line (visible in Prefect)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from evalwatch.commands.common import (
+    EXIT_CHECK_FAILED,
+    STATE,
+    AppOpt,
+    MaxItemsOpt,
+    ModelVersionOpt,
+    RateOpt,
+    SeedOpt,
+    SinceOpt,
+    StratifyOpt,
+    UntilOpt,
+    bad_input,
+    console,
+    sample_spec,
+)
+
+run_app = typer.Typer(help="Run evalwatch's Prefect flows.", no_args_is_help=True)
+
+EvaluatorsOpt = Annotated[
+    str, typer.Option("--evaluators", help="Comma-separated evaluator names.")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Subjects per Prefect task.")]
+
+
+def _names(evaluators: str) -> list[str]:
+    names = [n.strip() for n in evaluators.split(",") if n.strip()]
+    if not names:
+        raise bad_input("--evaluators names no evaluator")
+    from evaluators.base import evaluator_names
+
+    unknown = [n for n in names if n not in evaluator_names()]
+    if unknown:
+        raise bad_input(
+            f"unknown evaluator(s) {', '.join(unknown)}; known: {', '.join(evaluator_names())}"
+        )
+    return names
+
+
+def print_run_summary(summary: dict[str, Any]) -> None:
+    """Print a flow's summary: run id, per-metric table, where the report is."""
+    table = Table(title=f"run {summary.get('run_id')}")
+    for col in ("metric", "n", "mean", "95% CI", "unscored"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for m in summary.get("metrics", []):
+        ci = "—" if m.get("ci_low") is None else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+        mean = "—" if m.get("mean") is None else f"{m['mean']:.4f}"
+        table.add_row(
+            f"{m['evaluator']}.{m['metric']}", str(m["count"]), mean, ci, str(m.get("unscored", 0))
+        )
+    console.print(table)
+    for name, why in (summary.get("unavailable") or {}).items():
+        console.print(f"[yellow]evaluator {name} unavailable:[/yellow] {why}")
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}")
+
+
+@run_app.command("traffic")
+def run_traffic(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    app: AppOpt = None,
+    model_version: ModelVersionOpt = None,
+    rate: RateOpt = 1.0,
+    max_items: MaxItemsOpt = None,
+    stratify: StratifyOpt = False,
+    seed: SeedOpt = 0,
+    evaluators: EvaluatorsOpt = "embedding,heuristics",
+    batch_size: BatchOpt = 1024,
+) -> None:
+    """Run the evaluate-traffic flow on a sample of stored traffic."""
+    from flows.traffic import evaluate_traffic
+    from runs.traffic import TrafficParams
+
+    spec = sample_spec(since, until, app, model_version, rate, max_items, stratify, seed)
+    params = TrafficParams(sample=spec, evaluators=_names(evaluators), batch_size=batch_size)
+    summary = evaluate_traffic(params=params, database_url=STATE.settings().database_url)
+    print_run_summary(summary)
+
+
+@run_app.command("dataset")
+def run_dataset(
+    name: Annotated[str, typer.Argument(help="Test-set name (see `evalwatch datasets list`).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Call this model (EVALWATCH_TARGET__*).")
+    ] = None,
+    outputs: Annotated[
+        str | None, typer.Option("--outputs", help="Predictions file instead of model calls.")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model-name", help="Model name for a predictions file.")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Test-set version (default newest).")
+    ] = None,
+    evaluators: EvaluatorsOpt = "embedding,heuristics",
+    batch_size: BatchOpt = 1024,
+) -> None:
+    """Run the evaluate-dataset flow: a model on a versioned test set."""
+    from flows.dataset import evaluate_dataset
+    from runs.dataset import DatasetParams, DatasetRunError
+
+    try:
+        params = DatasetParams(
+            dataset=name,
+            version=version,
+            model=model,
+            outputs_file=outputs,
+            output_model=model_name,
+            evaluators=_names(evaluators),
+            batch_size=batch_size,
+        )
+    except ValidationError as exc:
+        raise bad_input("; ".join(e["msg"] for e in exc.errors())) from exc
+    try:
+        summary = evaluate_dataset(params=params, database_url=STATE.settings().database_url)
+    except DatasetRunError as exc:
+        raise bad_input(str(exc)) from exc
+    console.print(
+        f"{summary['model']} on {summary['dataset']}@{summary['dataset_version']}"
+        + (
+            f", {summary['generation_errors']} generation errors"
+            if summary.get("generation_errors")
+            else ""
+        )
+    )
+    print_run_summary(summary)
+    if summary.get("unavailable") and len(summary["unavailable"]) == len(params.evaluators):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``run`` group."""
+    app.add_typer(run_app, name="run")

@@ -1,0 +1,128 @@
+"""Tasks every evaluation flow shares: scoring a batch, and finishing with artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect import task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+
+from evaluators.runner import run_evaluation
+from flows._runtime import artifact_key, flow_settings, store
+from reporting.run_report import metric_rows, run_markdown, write_run_html
+from runs.common import build_evaluators, merge_profiles, run_summary_from_store
+from runs.common import summaries_from_frame as _summaries
+from storage.frames import run_scores_frame
+from storage.models import RunStatus
+from storage.repo import finish_run
+
+__all__ = ["evaluate_batch", "evaluate_in_batches", "fail_run", "finish_and_report"]
+
+
+@task(name="evaluate-batch", retries=2, retry_delay_seconds=5)
+def evaluate_batch(
+    run_id: int,
+    ids: list[int],
+    evaluators: list[str],
+    evaluator_options: dict[str, dict[str, Any]],
+    database_url: str | None,
+    subject_type: str = "interaction",
+) -> dict[str, Any]:
+    """Score one batch with every evaluator; already-scored subjects are skipped.
+
+    Retrying (or re-running the flow after a crash) therefore never duplicates a score.
+    """
+    settings = flow_settings(database_url)
+    built = build_evaluators(evaluators, settings, evaluator_options)
+    result = run_evaluation(
+        store(database_url),
+        built,
+        ids,
+        subject_type,
+        run_id=run_id,
+        chunk_size=max(1, len(ids)),
+        progress=False,
+        skip_scored=True,
+        finish=False,
+    )
+    return {
+        "n": len(ids),
+        "scores_written": result.scores_written,
+        "unavailable": result.unavailable,
+        "failed_batches": result.failed_batches,
+    }
+
+
+@task(name="finish-and-report")
+def finish_and_report(
+    run_id: int, database_url: str | None, kind: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Fold profiles, store the summary, publish the markdown, table and report artifacts."""
+    settings = flow_settings(database_url)
+    engine = store(database_url)
+    merge_profiles(engine, run_id)
+    summary = run_summary_from_store(engine, run_id) | extra
+    finish_run(engine, run_id, RunStatus.completed, summary=summary)
+    report = write_run_html(engine, run_id, settings.report_dir / f"run-{run_id}.html")
+    frame = run_scores_frame(engine, run_id)
+    create_markdown_artifact(
+        markdown=run_markdown(engine, run_id, report_path=str(report)),
+        key=artifact_key("evalwatch", kind, "summary"),
+        description=f"evalwatch {kind} run {run_id}",
+    )
+    rows = metric_rows(_summaries(frame))
+    if rows:
+        create_table_artifact(
+            table=rows,
+            key=artifact_key("evalwatch", kind, "metrics"),
+            description=f"per-metric summary of run {run_id}",
+        )
+    create_link_artifact(
+        link=report.as_uri(),
+        link_text=f"HTML report of run {run_id}",
+        key=artifact_key("evalwatch", kind, "report"),
+    )
+    return summary | {"run_id": run_id, "report": str(report)}
+
+
+def evaluate_in_batches(
+    kind: str,
+    run_id: int,
+    ids: list[int],
+    batch_size: int,
+    evaluators: list[str],
+    evaluator_options: dict[str, dict[str, Any]],
+    database_url: str | None,
+    subject_type: str = "interaction",
+) -> dict[str, str]:
+    """Submit one task per batch, update the progress artifact, return unavailable evaluators."""
+    batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+    progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
+        progress=0.0,
+        key=artifact_key("evalwatch", kind, "progress"),
+        description=f"run {run_id}: batches scored",
+    )
+    futures = [
+        evaluate_batch.submit(run_id, b, evaluators, evaluator_options, database_url, subject_type)
+        for b in batches
+    ]
+    unavailable: dict[str, str] = {}
+    for done, fut in enumerate(as_completed(futures), start=1):
+        unavailable.update(fut.result()["unavailable"])
+        update_progress_artifact(progress_id, progress=100.0 * done / len(batches))
+    if not batches:
+        update_progress_artifact(progress_id, progress=100.0)
+    return unavailable
+
+
+def fail_run(database_url: str | None, run_id: int, exc: BaseException) -> None:
+    """Mark a run failed with the exception that stopped it."""
+    finish_run(store(database_url), run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")

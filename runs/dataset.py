@@ -1,0 +1,279 @@
+"""Evaluating a model on a versioned test set: outputs -> evaluators -> one run."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field, model_validator
+from rich.console import Console
+from sqlalchemy.engine import Engine
+
+from evaluators.base import BaseEvaluator
+from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
+from evalwatch.settings import Settings
+from runs.common import build_evaluators, evaluator_provenance, merge_profiles
+from runs.generate import generate_outputs
+from storage.models import Dataset, DatasetItem, ModelOutput, RunStatus
+from storage.repo import (
+    content_hash,
+    create_run,
+    dataset_items,
+    finish_run,
+    get_dataset,
+    insert_model_outputs,
+)
+
+__all__ = [
+    "DatasetParams",
+    "DatasetRunError",
+    "PreparedDatasetRun",
+    "evaluate_dataset",
+    "latest_outputs",
+    "prepare_dataset_run",
+    "store_outputs",
+]
+
+
+class DatasetRunError(ValueError):
+    """Bad input for a test-set run (unknown dataset, no outputs...)."""
+
+
+class DatasetParams(BaseModel):
+    """What an ``evaluate_dataset`` run evaluates.
+
+    Exactly one of ``model`` (call it through ``EVALWATCH_TARGET__BASE_URL``) or
+    ``outputs_file`` (a predictions file) says where the answers come from.
+
+    Examples:
+        >>> DatasetParams(dataset="support-qa", outputs_file="p.jsonl").model is None
+        True
+    """
+
+    dataset: str = Field(description="Test-set name.")
+    version: str | None = Field(None, description="Test-set version; the newest by default.")
+    model: str | None = Field(None, description="Model under test, called to answer the items.")
+    outputs_file: str | None = Field(None, description="Predictions file (JSONL: id, output).")
+    output_model: str | None = Field(
+        None, description="Model name for a predictions file whose rows carry none."
+    )
+    evaluators: list[str] = Field(default_factory=lambda: ["embedding", "heuristics"])
+    evaluator_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    batch_size: int = Field(DEFAULT_CHUNK_SIZE, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetParams:
+        if (self.model is None) == (self.outputs_file is None):
+            raise ValueError("give exactly one of model (to call) or outputs_file (predictions)")
+        return self
+
+
+@dataclass
+class PreparedDatasetRun:
+    """A test-set run ready to evaluate."""
+
+    run_id: int
+    dataset: Dataset
+    model: str
+    output_ids: list[int]
+    generation_errors: int = 0
+    evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
+
+
+def _output_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def store_outputs(
+    engine: Engine,
+    dataset: Dataset,
+    model: str,
+    rows: Sequence[Mapping[str, Any]],
+    source: str | None = None,
+) -> list[str]:
+    """Store answers for items of ``dataset`` (rows: ``id`` = item key, ``output``, extras).
+
+    Returns:
+        Item keys in ``rows`` that the dataset version does not have (not stored).
+    """
+    assert dataset.id is not None
+    items = {i.item_key: i.id for i in dataset_items(engine, dataset.id)}
+    unknown = [str(r["id"]) for r in rows if str(r["id"]) not in items]
+    out = []
+    for r in rows:
+        key = str(r["id"])
+        if key not in items:
+            continue
+        text = r.get("output")
+        error = r.get("error")
+        out.append(
+            {
+                "dataset_item_id": items[key],
+                "model": str(r.get("model") or model),
+                "output": "" if text is None else str(text),
+                "output_hash": _output_hash(f"error:{error}" if text is None else str(text)),
+                "latency_ms": r.get("latency_ms"),
+                "input_tokens": r.get("input_tokens"),
+                "output_tokens": r.get("output_tokens"),
+                "cost": r.get("cost"),
+                "error": error,
+                "source": source,
+            }
+        )
+    insert_model_outputs(engine, out)
+    return unknown
+
+
+def latest_outputs(engine: Engine, dataset_id: int, model: str) -> dict[str, int]:
+    """Item key -> newest output id of ``model`` for each item of the dataset version."""
+    mo = ModelOutput.__table__  # type: ignore[attr-defined]
+    di = DatasetItem.__table__  # type: ignore[attr-defined]
+    q = (
+        sa.select(di.c.item_key, mo.c.id)
+        .join(mo, mo.c.dataset_item_id == di.c.id)
+        .where(di.c.dataset_id == dataset_id, mo.c.model == model)
+        .order_by(mo.c.id)
+    )
+    with engine.connect() as conn:
+        return {k: i for k, i in conn.execute(q)}  # later rows (newer ids) win
+
+
+def _read_predictions(path: Path) -> list[dict[str, Any]]:
+    from ingest.datasets import read_predictions
+
+    return read_predictions(path)
+
+
+def prepare_dataset_run(
+    engine: Engine,
+    params: DatasetParams,
+    settings: Settings,
+    *,
+    flow_run_id: str | None = None,
+) -> PreparedDatasetRun:
+    """Resolve the dataset, obtain the outputs (file or model calls) and create the run.
+
+    Raises:
+        DatasetRunError: Unknown dataset/version, unreadable predictions, or no outputs.
+    """
+    ds = get_dataset(engine, params.dataset, params.version)
+    if ds is None or ds.id is None:
+        what = f"{params.dataset}@{params.version}" if params.version else params.dataset
+        raise DatasetRunError(f"no test set {what!r}; load it with `evalwatch datasets load`")
+    evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options)
+    errors = 0
+    if params.outputs_file is not None:
+        path = Path(params.outputs_file)
+        if not path.is_file():
+            raise DatasetRunError(f"predictions file {path} does not exist")
+        rows = _read_predictions(path)
+        models = {str(r["model"]) for r in rows if r.get("model")}
+        model = params.output_model or (models.pop() if len(models) == 1 else None)
+        if model is None:
+            raise DatasetRunError(
+                f"{path}: rows name {len(models)} models; pass output_model (--model-name)"
+                if models
+                else f"{path}: rows name no model; pass output_model (--model-name)"
+            )
+        unknown = store_outputs(
+            engine, ds, model, [dict(r, model=model) for r in rows], source=str(path)
+        )
+        if unknown:
+            raise DatasetRunError(
+                f"{path}: {len(unknown)} ids are not items of {ds.name}@{ds.version} "
+                f"(e.g. {unknown[:3]}); is it the right dataset version?"
+            )
+    else:
+        model = str(params.model)
+        if not settings.target.base_url:
+            raise DatasetRunError(
+                "no endpoint for the model under test: set EVALWATCH_TARGET__BASE_URL "
+                "(and EVALWATCH_TARGET__API_KEY), or pass a predictions file"
+            )
+        have = latest_outputs(engine, ds.id, model)
+        todo = [i for i in dataset_items(engine, ds.id) if i.item_key not in have]
+        gens = generate_outputs(model, [(i.item_key, i.input) for i in todo], settings.target)
+        errors = sum(g.error is not None for g in gens)
+        store_outputs(
+            engine,
+            ds,
+            model,
+            [
+                {
+                    "id": g.key,
+                    "output": g.output,
+                    "error": g.error,
+                    "latency_ms": g.latency_ms,
+                    "input_tokens": g.input_tokens,
+                    "output_tokens": g.output_tokens,
+                    "cost": g.cost,
+                }
+                for g in gens
+            ],
+            source=f"model:{model}",
+        )
+    outputs = latest_outputs(engine, ds.id, model)
+    if not outputs:
+        raise DatasetRunError(f"no outputs of {model!r} for {ds.name}@{ds.version}")
+    provenance = evaluator_provenance(evaluators)
+    key = content_hash(
+        {
+            "kind": "dataset",
+            "dataset": ds.id,
+            "model": model,
+            "outputs": sorted(outputs.values()),
+            "ev": provenance,
+        }
+    )[:32]
+    run = create_run(
+        engine,
+        "dataset",
+        params=params.model_dump(mode="json") | {"dataset_version": ds.version},
+        evaluators=provenance,
+        model=model,
+        dataset_id=ds.id,
+        run_key=key,
+        flow_run_id=flow_run_id,
+    )
+    assert run.id is not None
+    return PreparedDatasetRun(run.id, ds, model, sorted(outputs.values()), errors, evaluators)
+
+
+def evaluate_dataset(
+    engine: Engine,
+    params: DatasetParams,
+    settings: Settings,
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+) -> tuple[PreparedDatasetRun, RunResult]:
+    """Run a whole test-set evaluation in this process (the CLI path)."""
+    prepared = prepare_dataset_run(engine, params, settings)
+    try:
+        result = run_evaluation(
+            engine,
+            prepared.evaluators,
+            prepared.output_ids,
+            "output",
+            run_id=prepared.run_id,
+            chunk_size=params.batch_size,
+            progress=progress,
+            skip_scored=True,
+            finish=False,
+            console=console,
+        )
+        merge_profiles(engine, prepared.run_id)
+        finish_run(
+            engine,
+            prepared.run_id,
+            RunStatus.completed,
+            summary=result.summary_dict() | {"generation_errors": prepared.generation_errors},
+        )
+    except BaseException as exc:
+        finish_run(engine, prepared.run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return prepared, result
