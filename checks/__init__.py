@@ -1,0 +1,58 @@
+"""Checks on evalwatch's data: validation, drift, anomalies, the regression gate, alert rules.
+
+Every statistic here is a pure function (arrays in, pydantic results out, no I/O). The public
+names are re-exported lazily, so ``import checks.rules`` does not pay for scipy and sklearn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "checks.validation": (
+        "ValidationEngineError",
+        "validate_feedback",
+        "validate_feedback_rows",
+        "validate_traffic",
+        "validate_traffic_rows",
+    ),
+    "checks.drift": (
+        "DriftConfig",
+        "DriftInput",
+        "DriftReport",
+        "DriftTestResult",
+        "benjamini_hochberg",
+        "run_drift",
+    ),
+    "checks.anomaly": ("AnomalyPoint", "AnomalyReport", "aggregate_series", "detect_anomalies"),
+    "checks.policy": (
+        "GateInputError",
+        "GatePolicy",
+        "MetricPolicy",
+        "PolicyError",
+        "default_policy",
+        "load_policy",
+    ),
+    "checks.regression": (
+        "GateReport",
+        "MetricComparison",
+        "check_comparable",
+        "compare_paired",
+        "compare_pairwise",
+        "compare_unpaired",
+        "run_canary",
+        "run_gate",
+    ),
+    "checks.rules": ("Rule", "RulesError", "RulesFile", "check_rules", "load_rules"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'checks' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -149,7 +149,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Add the optional YAML file below the environment."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            _FlatJudgeEnv(settings_cls),
+        ]
         config_file = os.environ.get("EVALWATCH_CONFIG_FILE")
         if config_file:
             path = Path(config_file)
@@ -169,6 +173,35 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32))
         return path.read_text().strip().encode()
+
+
+class _FlatJudgeEnv(PydanticBaseSettingsSource):
+    """Reads ``EVALWATCH_JUDGE_BASE_URL``-style names (single underscore) for the judge.
+
+    The nested form ``EVALWATCH_JUDGE__BASE_URL`` wins when both are set.
+    """
+
+    _FIELDS = (
+        "base_url",
+        "model",
+        "api_key",
+        "timeout_s",
+        "max_retries",
+        "concurrency",
+        "budget_usd",
+        "api_key_block",
+    )
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        judge = {
+            name: os.environ[f"EVALWATCH_JUDGE_{name.upper()}"]
+            for name in self._FIELDS
+            if f"EVALWATCH_JUDGE_{name.upper()}" in os.environ
+        }
+        return {"judge": judge} if judge else {}
 
 
 @lru_cache(maxsize=1)

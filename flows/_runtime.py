@@ -20,7 +20,7 @@ def make_task_runner(settings: Settings | None = None) -> TaskRunner[Any]:
     or on the scheduler at ``EVALWATCH_DASK_ADDRESS``. Workers inherit ``PREFECT_API_URL``
     and the ``EVALWATCH_*`` variables from the process that starts the cluster.
     """
-    s = settings or get_settings()
+    s = settings or Settings()
     if s.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -24,7 +24,13 @@ from storage.frames import run_scores_frame
 from storage.models import RunStatus
 from storage.repo import finish_run
 
-__all__ = ["evaluate_batch", "evaluate_in_batches", "fail_run", "finish_and_report"]
+__all__ = [
+    "evaluate_alert_rules",
+    "evaluate_batch",
+    "evaluate_in_batches",
+    "fail_run",
+    "finish_and_report",
+]
 
 
 @task(name="evaluate-batch", retries=2, retry_delay_seconds=5)
@@ -126,3 +132,37 @@ def evaluate_in_batches(
 def fail_run(database_url: str | None, run_id: int, exc: BaseException) -> None:
     """Mark a run failed with the exception that stopped it."""
     finish_run(store(database_url), run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
+
+
+@task(name="evaluate-alert-rules", retries=1, retry_delay_seconds=5)
+def evaluate_alert_rules(run_id: int | None, database_url: str | None) -> list[dict[str, Any]]:
+    """Evaluate the alert rules in force after a run; a failure here never fails the run."""
+    from alerting import evaluate_after_run
+
+    logger = get_run_logger()
+    try:
+        events = evaluate_after_run(store(database_url), run_id)
+    except Exception as exc:  # alerting problems are reported, the run's results stand
+        logger.error("alert rules could not be evaluated: %s: %s", type(exc).__name__, exc)
+        return []
+    out = []
+    for e in events:
+        logger.warning(
+            "alert %s %s [%s] %s: value %s vs threshold %s",
+            e.alert_id,
+            e.action,
+            e.severity,
+            e.rule,
+            e.value,
+            e.threshold,
+        )
+        out.append(
+            {
+                "alert_id": e.alert_id,
+                "rule": e.rule,
+                "action": e.action,
+                "severity": e.severity,
+                "scope": e.scope_key,
+            }
+        )
+    return out

@@ -30,6 +30,7 @@ def prepare_outputs(params: DatasetParams, database_url: str | None) -> dict[str
         "dataset": prepared.dataset.name,
         "dataset_version": prepared.dataset.version,
         "generation_errors": prepared.generation_errors,
+        "quarantined_predictions": prepared.quarantined,
     }
 
 
@@ -70,7 +71,16 @@ def evaluate_dataset(params: DatasetParams, database_url: str | None = None) -> 
             run_id,
             database_url,
             "dataset",
-            {k: prepared[k] for k in ("model", "dataset", "dataset_version", "generation_errors")}
+            {
+                k: prepared[k]
+                for k in (
+                    "model",
+                    "dataset",
+                    "dataset_version",
+                    "generation_errors",
+                    "quarantined_predictions",
+                )
+            }
             | {"unavailable": unavailable},
         )
     except BaseException as exc:

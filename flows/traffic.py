@@ -8,7 +8,12 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as prefect_flow_run
 
 from flows._runtime import flow_settings, make_task_runner, store
-from flows._tasks import evaluate_in_batches, fail_run, finish_and_report
+from flows._tasks import (
+    evaluate_alert_rules,
+    evaluate_in_batches,
+    fail_run,
+    finish_and_report,
+)
 from runs.traffic import TrafficParams, prepare_traffic_run
 
 __all__ = ["evaluate_traffic", "prepare"]
@@ -59,7 +64,7 @@ def evaluate_traffic(
         )
         for name, why in unavailable.items():
             logger.warning("evaluator %s unavailable: %s", name, why)
-        return finish_and_report(
+        summary = finish_and_report(
             run_id,
             database_url,
             "traffic",
@@ -73,3 +78,5 @@ def evaluate_traffic(
     except BaseException as exc:
         fail_run(database_url, run_id, exc)
         raise
+    summary["alerts"] = evaluate_alert_rules(run_id, database_url)
+    return summary

@@ -67,8 +67,13 @@ def group_comparison_png(df: pd.DataFrame) -> str | None:
         sub = ok[ok["metric"] == metric].groupby("group")["value"]
         means = sub.mean()
         sem = sub.sem().fillna(0.0)
-        ax.bar(means.index.astype(str), means.to_numpy(), yerr=1.96 * sem.to_numpy(),
-               color="#ee854a", capsize=3)
+        ax.bar(
+            means.index.astype(str),
+            means.to_numpy(),
+            yerr=1.96 * sem.to_numpy(),
+            color="#ee854a",
+            capsize=3,
+        )
         ax.set_title(metric, fontsize=9)
         ax.tick_params(labelsize=7, axis="both")
         ax.tick_params(axis="x", rotation=30)

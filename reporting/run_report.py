@@ -27,8 +27,18 @@ __all__ = [
 ]
 
 # Metrics where a high value is the bad end (so "worst" means highest).
-_HIGH_IS_BAD = {"refusal", "empty_response", "pii_leak", "toxicity", "severe_toxicity",
-                "obscene", "threat", "insult", "identity_attack", "sexual_explicit"}
+_HIGH_IS_BAD = {
+    "refusal",
+    "empty_response",
+    "pii_leak",
+    "toxicity",
+    "severe_toxicity",
+    "obscene",
+    "threat",
+    "insult",
+    "identity_attack",
+    "sexual_explicit",
+}
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -59,22 +69,25 @@ def profile_rows(engine: Engine, run_id: int) -> list[dict[str, Any]]:
         profiles = conn.execute(sa.select(table).where(table.c.run_id == run_id)).mappings().all()
     rows = []
     for p in profiles:
-        rows.append({
-            "evaluator": p["evaluator"],
-            "device": p["device"],
-            "items": p["n_items"],
-            "items/s": None if p["items_per_s"] is None else round(p["items_per_s"], 1),
-            "load s": None if p["load_seconds"] is None else round(p["load_seconds"], 2),
-            "GPU util mean/max": (
-                f"{_fmt(p['gpu_util_mean'], 0)}/{_fmt(p['gpu_util_max'], 0)}%"
-                if p["gpu_available"] else "no GPU"
-            ),
-            "GPU peak MB": p["gpu_mem_peak_mb"],
-            "energy J": p["gpu_energy_j"],
-            "CPU %": None if p["cpu_percent_mean"] is None else round(p["cpu_percent_mean"], 1),
-            "peak RSS MB": None if p["rss_peak_mb"] is None else round(p["rss_peak_mb"], 1),
-            "note": p["gpu_note"],
-        })
+        rows.append(
+            {
+                "evaluator": p["evaluator"],
+                "device": p["device"],
+                "items": p["n_items"],
+                "items/s": None if p["items_per_s"] is None else round(p["items_per_s"], 1),
+                "load s": None if p["load_seconds"] is None else round(p["load_seconds"], 2),
+                "GPU util mean/max": (
+                    f"{_fmt(p['gpu_util_mean'], 0)}/{_fmt(p['gpu_util_max'], 0)}%"
+                    if p["gpu_available"]
+                    else "no GPU"
+                ),
+                "GPU peak MB": p["gpu_mem_peak_mb"],
+                "energy J": p["gpu_energy_j"],
+                "CPU %": None if p["cpu_percent_mean"] is None else round(p["cpu_percent_mean"], 1),
+                "peak RSS MB": None if p["rss_peak_mb"] is None else round(p["rss_peak_mb"], 1),
+                "note": p["gpu_note"],
+            }
+        )
     return rows
 
 
@@ -89,14 +102,16 @@ def worst_items(frame: pd.DataFrame, per_metric: int = 3) -> list[dict[str, Any]
             picked = picked[picked["value"] > 0]
         for _, r in picked.iterrows():
             text = str(r["text"] or "")
-            rows.append({
-                "metric": metric,
-                "value": round(float(r["value"]), 4),
-                "item": r["item"],
-                "group": r["group"],
-                "response": text[:160] + ("…" if len(text) > 160 else ""),
-                "explanation": (r["explanation"] or "")[:200] or None,
-            })
+            rows.append(
+                {
+                    "metric": metric,
+                    "value": round(float(r["value"]), 4),
+                    "item": r["item"],
+                    "group": r["group"],
+                    "response": text[:160] + ("…" if len(text) > 160 else ""),
+                    "explanation": (r["explanation"] or "")[:200] or None,
+                }
+            )
     return rows
 
 
@@ -106,8 +121,9 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     cols = list(rows[0])
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = ["—" if r[c] is None else str(r[c]).replace("|", "\\|").replace("\n", " ")
-                 for c in cols]
+        cells = [
+            "—" if r[c] is None else str(r[c]).replace("|", "\\|").replace("\n", " ") for c in cols
+        ]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -131,21 +147,33 @@ def run_markdown(engine: Engine, run_id: int, report_path: str | None = None) ->
         f"- sampled: {params.get('n_sampled', summary.get('n_sampled', '—'))}, "
         f"set aside by validation: {params.get('n_invalid', summary.get('n_invalid', 0))}, "
         f"scored subjects: {frame['subject_id'].nunique() if not frame.empty else 0}",
-        "- evaluators: " + ", ".join(
-            f"{k} {v.get('version')}" for k, v in (run.evaluators or {}).items()
-        ),
+        "- evaluators: "
+        + ", ".join(f"{k} {v.get('version')}" for k, v in (run.evaluators or {}).items()),
     ]
     sample = params.get("sample")
     if sample:
         shown = {k: v for k, v in sample.items() if v not in (None, [], False)}
         lines.append(f"- sample: `{shown}`")
-    lines += ["", "## Metrics (mean, 95% CI, unscored)", "",
-              _md_table(metric_rows(summaries_from_frame(frame)))]
+    lines += [
+        "",
+        "## Metrics (mean, 95% CI, unscored)",
+        "",
+        _md_table(metric_rows(summaries_from_frame(frame))),
+    ]
     if not frame.empty and frame["group"].nunique() > 1:
-        lines += ["## Per model version", "",
-                  _md_table(metric_rows(summaries_from_frame(frame, by="group"), by_group=True))]
-    lines += ["## Worst items", "", _md_table(worst_items(frame)),
-              "## Evaluator profiles", "", _md_table(profile_rows(engine, run_id))]
+        lines += [
+            "## Per model version",
+            "",
+            _md_table(metric_rows(summaries_from_frame(frame, by="group"), by_group=True)),
+        ]
+    lines += [
+        "## Worst items",
+        "",
+        _md_table(worst_items(frame)),
+        "## Evaluator profiles",
+        "",
+        _md_table(profile_rows(engine, run_id)),
+    ]
     if report_path:
         lines += [f"HTML report: `{report_path}`", ""]
     return "\n".join(lines)

@@ -16,6 +16,8 @@ from sqlalchemy.engine import Engine
 from evaluators.base import BaseEvaluator
 from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
 from evalwatch.settings import Settings
+from ingest.datasets import load_outputs
+from ingest.readers import UnreadableFileError
 from runs.common import build_evaluators, evaluator_provenance, merge_profiles
 from runs.generate import generate_outputs
 from storage.models import Dataset, DatasetItem, ModelOutput, RunStatus
@@ -58,9 +60,6 @@ class DatasetParams(BaseModel):
     version: str | None = Field(None, description="Test-set version; the newest by default.")
     model: str | None = Field(None, description="Model under test, called to answer the items.")
     outputs_file: str | None = Field(None, description="Predictions file (JSONL: id, output).")
-    output_model: str | None = Field(
-        None, description="Model name for a predictions file whose rows carry none."
-    )
     evaluators: list[str] = Field(default_factory=lambda: ["embedding", "heuristics"])
     evaluator_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     batch_size: int = Field(DEFAULT_CHUNK_SIZE, gt=0)
@@ -81,6 +80,7 @@ class PreparedDatasetRun:
     model: str
     output_ids: list[int]
     generation_errors: int = 0
+    quarantined: int = 0
     evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
 
 
@@ -142,10 +142,17 @@ def latest_outputs(engine: Engine, dataset_id: int, model: str) -> dict[str, int
         return {k: i for k, i in conn.execute(q)}  # later rows (newer ids) win
 
 
-def _read_predictions(path: Path) -> list[dict[str, Any]]:
-    from ingest.datasets import read_predictions
-
-    return read_predictions(path)
+def _models_from_source(engine: Engine, dataset_id: int, source: str) -> set[str]:
+    mo = ModelOutput.__table__  # type: ignore[attr-defined]
+    di = DatasetItem.__table__  # type: ignore[attr-defined]
+    q = (
+        sa.select(mo.c.model)
+        .join(di, mo.c.dataset_item_id == di.c.id)
+        .where(di.c.dataset_id == dataset_id, mo.c.source == source)
+        .distinct()
+    )
+    with engine.connect() as conn:
+        return {m for (m,) in conn.execute(q)}
 
 
 def prepare_dataset_run(
@@ -166,27 +173,24 @@ def prepare_dataset_run(
         raise DatasetRunError(f"no test set {what!r}; load it with `evalwatch datasets load`")
     evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options)
     errors = 0
+    quarantined = 0
     if params.outputs_file is not None:
         path = Path(params.outputs_file)
         if not path.is_file():
             raise DatasetRunError(f"predictions file {path} does not exist")
-        rows = _read_predictions(path)
-        models = {str(r["model"]) for r in rows if r.get("model")}
-        model = params.output_model or (models.pop() if len(models) == 1 else None)
-        if model is None:
+        try:
+            loaded = load_outputs(engine, path, ds.name, ds.version)
+        except UnreadableFileError as exc:
+            raise DatasetRunError(str(exc)) from exc
+        quarantined = loaded.quarantined
+        models = _models_from_source(engine, ds.id, str(path.resolve())[-500:])
+        if len(models) != 1:
+            reasons = "; ".join(f"{r} ({n})" for r, n in loaded.reasons.most_common(3))
             raise DatasetRunError(
-                f"{path}: rows name {len(models)} models; pass output_model (--model-name)"
-                if models
-                else f"{path}: rows name no model; pass output_model (--model-name)"
+                f"{path}: predictions must name exactly one model, found {sorted(models)}"
+                + (f"; {quarantined} rows quarantined: {reasons}" if quarantined else "")
             )
-        unknown = store_outputs(
-            engine, ds, model, [dict(r, model=model) for r in rows], source=str(path)
-        )
-        if unknown:
-            raise DatasetRunError(
-                f"{path}: {len(unknown)} ids are not items of {ds.name}@{ds.version} "
-                f"(e.g. {unknown[:3]}); is it the right dataset version?"
-            )
+        model = models.pop()
     else:
         model = str(params.model)
         if not settings.target.base_url:
@@ -240,7 +244,9 @@ def prepare_dataset_run(
         flow_run_id=flow_run_id,
     )
     assert run.id is not None
-    return PreparedDatasetRun(run.id, ds, model, sorted(outputs.values()), errors, evaluators)
+    return PreparedDatasetRun(
+        run.id, ds, model, sorted(outputs.values()), errors, quarantined, evaluators
+    )
 
 
 def evaluate_dataset(
@@ -271,7 +277,11 @@ def evaluate_dataset(
             engine,
             prepared.run_id,
             RunStatus.completed,
-            summary=result.summary_dict() | {"generation_errors": prepared.generation_errors},
+            summary=result.summary_dict()
+            | {
+                "generation_errors": prepared.generation_errors,
+                "quarantined_predictions": prepared.quarantined,
+            },
         )
     except BaseException as exc:
         finish_run(engine, prepared.run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")

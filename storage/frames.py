@@ -71,8 +71,21 @@ def run_scores_frame(engine: Engine, run_id: int) -> pd.DataFrame:
                 frames.append(pd.DataFrame([dict(r) for r in rows]))
     if not frames:
         return pd.DataFrame(
-            columns=["subject_type", "subject_id", "evaluator", "metric", "value", "status",
-                     "reason", "explanation", "group", "ts", "item", "tags", "text"]
+            columns=[
+                "subject_type",
+                "subject_id",
+                "evaluator",
+                "metric",
+                "value",
+                "status",
+                "reason",
+                "explanation",
+                "group",
+                "ts",
+                "item",
+                "tags",
+                "text",
+            ]
         )
     df = pd.concat(frames, ignore_index=True)
     df["ts"] = pd.to_datetime(df["ts"], utc=True)

@@ -391,9 +391,7 @@ class Quarantine(SQLModel, table=True):
     """A rejected input row, kept raw with its source, line and every reason."""
 
     __tablename__ = "quarantine"
-    __table_args__ = (
-        sa.UniqueConstraint("source", "line", "raw_hash", name="uq_quarantine_row"),
-    )
+    __table_args__ = (sa.UniqueConstraint("source", "line", "raw_hash", name="uq_quarantine_row"),)
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=32)  # traffic | feedback | dataset

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,8 @@ from storage.models import (
     EvaluatorProfile,
     Feedback,
     Interaction,
+    JudgeCache,
+    JudgeCalibration,
     ModelOutput,
     Quarantine,
     RunStatus,
@@ -39,16 +42,19 @@ __all__ = [
     "dataset_items",
     "finish_run",
     "get_dataset",
+    "get_judge_cache",
     "get_run",
     "insert_feedback",
     "insert_ignore",
     "insert_interactions",
+    "insert_judge_calibration",
     "insert_model_outputs",
     "insert_quarantine",
     "interaction_ids_for",
     "iter_rows",
     "list_datasets",
     "prune",
+    "put_judge_cache",
     "register_dataset",
     "scored_subject_ids",
     "table_counts",
@@ -102,6 +108,8 @@ def insert_ignore(
     if not rows:
         return []
     table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    if len(rows) >= _STAGE_MIN_ROWS and conn.dialect.name in ("postgresql", "sqlite"):
+        return _staged_insert_ignore(conn, table, rows, conflict_cols, returning)
     stmt = (
         _insert(conn, table)
         .on_conflict_do_nothing(index_elements=list(conflict_cols))
@@ -113,6 +121,91 @@ def insert_ignore(
         chunk = [dict(r) for r in rows[start : start + per_stmt]]
         out.extend(r[0] for r in conn.execute(stmt, chunk))
     return out
+
+
+# From this many rows on, bulk inserts go through a staging table (see _staged_insert_ignore).
+_STAGE_MIN_ROWS = 500
+
+
+def _staged_insert_ignore(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    conflict_cols: Sequence[str],
+    returning: str,
+) -> list[Any]:
+    """The fast path of :func:`insert_ignore` for large batches.
+
+    Rows go into an unindexed temporary table with the driver's bulk path (``COPY`` on
+    PostgreSQL, ``executemany`` on SQLite), then one ``INSERT ... SELECT ... ON CONFLICT DO
+    NOTHING RETURNING`` moves them. Multi-row ``VALUES`` statements cost a statement parse per
+    batch in psycopg and SQLAlchemy; this costs about what the raw driver does. Values pass
+    through the same SQLAlchemy type processors, and Python column defaults are filled, so the
+    stored rows are the same as the other path's.
+    """
+    dialect = conn.dialect
+    cols = [c for c in rows[0] if c in table.c]
+    fill: dict[str, Any] = {}
+    for col in table.c:
+        if col.key in rows[0] or col.primary_key or col.default is None:
+            continue
+        default: Any = col.default
+        if getattr(default, "is_sequence", False):
+            continue
+        fill[col.key] = default.arg(None) if default.is_callable else default.arg
+    names = cols + list(fill)
+    procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in names]
+    todo = [(i, p) for i, p in enumerate(procs) if p is not None]
+    fixed = list(fill.values())
+
+    def values() -> Iterator[list[Any]]:
+        for r in rows:
+            v = [r[c] for c in cols]
+            v.extend(fixed)
+            for i, p in todo:
+                v[i] = p(v[i])
+            yield v
+
+    q = dialect.identifier_preparer.quote
+    stage = f"_evalwatch_stage_{uuid.uuid4().hex[:12]}"
+    collist = ", ".join(q(table.c[c].name) for c in names)
+    target = q(table.name)
+    conflict = ", ".join(q(table.c[c].name) for c in conflict_cols)
+    ret = q(table.c[returning].name)
+    dbapi_conn: Any = conn.connection.driver_connection
+    if dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
+            f"SELECT {collist} FROM {target} WITH NO DATA"
+        )
+        with dbapi_conn.cursor() as cur, cur.copy(f"COPY {stage} ({collist}) FROM STDIN") as cp:
+            for v in values():
+                cp.write_row(v)
+        out = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                f"INSERT INTO {target} ({collist}) SELECT {collist} FROM {stage} "
+                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {ret}"
+            )
+        ]
+        conn.exec_driver_sql(f"DROP TABLE {stage}")
+        return out
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} AS SELECT {collist} FROM {target} WHERE 0")
+    try:
+        cur = dbapi_conn.cursor()
+        marks = ", ".join("?" * len(names))
+        cur.executemany(f"INSERT INTO {stage} ({collist}) VALUES ({marks})", values())
+        cur.close()
+        # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
+        return [
+            r[0]
+            for r in conn.exec_driver_sql(
+                f"INSERT INTO {target} ({collist}) SELECT {collist} FROM {stage} WHERE true "
+                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {ret}"
+            )
+        ]
+    finally:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
 
 
 def insert_interactions(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -185,8 +278,15 @@ def register_dataset(
         ds_ids = insert_ignore(
             conn,
             Dataset,
-            [{"name": name, "version": version, "n_items": len(items), "source": source,
-              "created_at": utcnow()}],
+            [
+                {
+                    "name": name,
+                    "version": version,
+                    "n_items": len(items),
+                    "source": source,
+                    "created_at": utcnow(),
+                }
+            ],
             ["name", "version"],
         )
         if not ds_ids:  # a concurrent loader won the race; its items are complete
@@ -200,7 +300,7 @@ def register_dataset(
                     "reference": i.get("reference"),
                     "context": i.get("context"),
                     "tags": list(i.get("tags") or []),
-                    "meta": i.get("meta"),
+                    "metadata": i.get("meta"),  # the column behind DatasetItem.meta
                 }
                 for i in items
             ]
@@ -243,9 +343,7 @@ def dataset_items(engine: Engine, dataset_id: int) -> list[DatasetItem]:
 def insert_model_outputs(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """Store model outputs for dataset items; returns the ids of those newly stored."""
     with engine.begin() as conn:
-        return insert_ignore(
-            conn, ModelOutput, rows, ["dataset_item_id", "model", "output_hash"]
-        )
+        return insert_ignore(conn, ModelOutput, rows, ["dataset_item_id", "model", "output_hash"])
 
 
 def create_run(
@@ -323,9 +421,7 @@ def write_scores(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str
     return len(insert_ignore(conn_or_engine, Score, rows, cols))
 
 
-def write_embeddings(
-    conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str, Any]]
-) -> int:
+def write_embeddings(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str, Any]]) -> int:
     """Store embeddings (``vector`` as bytes); existing ones stay."""
     cols = ["subject_type", "subject_id", "model"]
     if isinstance(conn_or_engine, Engine):
@@ -407,9 +503,47 @@ def prune(engine: Engine, older_than: timedelta, now: datetime | None = None) ->
 
 def table_counts(engine: Engine) -> dict[str, int]:
     """Row counts of the main tables (for summaries and tests)."""
-    names = ["interactions", "feedback", "quarantine", "datasets", "dataset_items",
-             "model_outputs", "eval_runs", "scores", "embeddings"]
+    names = [
+        "interactions",
+        "feedback",
+        "quarantine",
+        "datasets",
+        "dataset_items",
+        "model_outputs",
+        "eval_runs",
+        "scores",
+        "embeddings",
+    ]
     with engine.connect() as conn:
         return {
             n: int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {n}")).scalar_one()) for n in names
         }
+
+
+def get_judge_cache(engine: Engine, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Cached judge answers for the given keys (absent keys are not in the result)."""
+    table = JudgeCache.__table__  # type: ignore[attr-defined]
+    out: dict[str, dict[str, Any]] = {}
+    unique = list(dict.fromkeys(keys))
+    with engine.connect() as conn:
+        for start in range(0, len(unique), 5_000):
+            chunk = unique[start : start + 5_000]
+            q = sa.select(table).where(table.c.key.in_(chunk))
+            out.update({r["key"]: dict(r) for r in conn.execute(q).mappings()})
+    return out
+
+
+def put_judge_cache(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Store judge answers; a key already cached keeps its first answer. Returns how many new."""
+    with engine.begin() as conn:
+        return len(insert_ignore(conn, JudgeCache, rows, ["key"], returning="key"))
+
+
+def insert_judge_calibration(engine: Engine, row: Mapping[str, Any]) -> int:
+    """Store one judge-vs-human calibration result; returns its id."""
+    with session_scope(engine) as s:
+        cal = JudgeCalibration(**dict(row))
+        s.add(cal)
+        s.flush()
+        assert cal.id is not None
+        return cal.id

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from evalwatch.settings import reset_settings
 from storage.db import make_engine
 from storage.repo import insert_interactions, register_dataset, table_counts
 
@@ -67,6 +68,14 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
     from storage.models import EvalRun
 
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nchannels: {}\nrules:\n"
+        "  - {name: refusal-seen, selector: heuristics.refusal, aggregation: any,\n"
+        "     comparison: '>', threshold: 0.5, window: run, consecutive: 1, severity: warning}\n"
+    )
+    monkeypatch.setenv("EVALWATCH_RULES_FILE", str(rules))
+    reset_settings()
     engine = make_engine(db_url)
     insert_interactions(engine, _traffic(60))
     state = evaluate_traffic(
@@ -77,6 +86,8 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
     summary = state.result()
     assert summary["n_subjects"] == 60
     assert summary["n_scores"] == 60 * 6
+    assert [a["rule"] for a in summary["alerts"]] == ["refusal-seen"]
+    assert summary["alerts"][0]["action"] == "open"
     refusal = next(m for m in summary["metrics"] if m["metric"] == "refusal")
     assert refusal["count"] == 60 and abs(refusal["mean"] - 7 / 60) < 1e-9
     with engine.connect() as conn:
@@ -108,6 +119,7 @@ def test_evaluate_dataset_flow_from_predictions_file(db_url, prefect_harness, tm
     from runs.dataset import DatasetParams
 
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
+    reset_settings()
     engine = make_engine(db_url)
     items = [{"item_key": f"q{i}", "input": f"question {i}?", "reference": f"answer {i}",
               "tags": ["a" if i % 2 else "b"]} for i in range(12)]
@@ -174,3 +186,34 @@ def test_killed_flow_run_rerun_finishes_without_duplicates_or_gaps(api_url, tmp_
     assert per_metric["slow-length.chars"] == n and distinct == n
     assert all(count == n for count in per_metric.values()), per_metric
     assert len(runs) == 1 and runs[0][1] == "completed"  # the same run was resumed
+
+
+def test_traffic_flow_runs_unchanged_on_a_local_dask_cluster(api_url, tmp_path, monkeypatch):
+    from evalwatch.settings import Settings
+    from flows._runtime import make_task_runner
+    from flows.traffic import evaluate_traffic
+    from runs.traffic import TrafficParams
+
+    # Dask's worker processes inherit the environment: point them at this test's server.
+    monkeypatch.setenv("PREFECT_API_URL", api_url)
+    monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
+    reset_settings()
+    url = f"sqlite:///{tmp_path / 'dask.db'}"
+    engine = make_engine(url)
+    from storage.db import upgrade
+
+    upgrade(engine)
+    insert_interactions(engine, _traffic(50))
+    runner = make_task_runner(Settings(task_runner="dask", dask_workers=2))
+    from prefect_dask import DaskTaskRunner
+
+    assert isinstance(runner, DaskTaskRunner)
+    summary = evaluate_traffic.with_options(task_runner=runner)(
+        params=TrafficParams(evaluators=["heuristics"], batch_size=10), database_url=url
+    )
+    assert summary["n_subjects"] == 50 and summary["n_scores"] == 50 * 6
+    with engine.connect() as conn:
+        dupes = conn.execute(sa.text(
+            "SELECT COUNT(*) FROM (SELECT subject_id, metric FROM scores "
+            "GROUP BY subject_id, metric HAVING COUNT(*) > 1) d")).scalar_one()
+    assert dupes == 0

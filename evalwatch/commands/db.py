@@ -37,7 +37,8 @@ def db_prune(
     upgrade(engine)
     deleted = prune(engine, period)
     console.print(
-        "pruned " + ", ".join(f"{n} {table}" for table, n in deleted.items())
+        "pruned "
+        + ", ".join(f"{n} {table}" for table, n in deleted.items())
         + f" older than {older_than}"
     )
 

@@ -96,9 +96,6 @@ def run_dataset(
     outputs: Annotated[
         str | None, typer.Option("--outputs", help="Predictions file instead of model calls.")
     ] = None,
-    model_name: Annotated[
-        str | None, typer.Option("--model-name", help="Model name for a predictions file.")
-    ] = None,
     version: Annotated[
         str | None, typer.Option("--version", help="Test-set version (default newest).")
     ] = None,
@@ -115,7 +112,6 @@ def run_dataset(
             version=version,
             model=model,
             outputs_file=outputs,
-            output_model=model_name,
             evaluators=_names(evaluators),
             batch_size=batch_size,
         )

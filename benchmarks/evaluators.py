@@ -1,0 +1,796 @@
+"""Evaluator throughput against the raw models, and peak memory against the subject count.
+
+Throughput (one process, same texts, same batch size, best of ``--repeats``):
+
+* embedding: ``SentenceTransformer.encode`` on every text the evaluator embeds (prompts,
+  responses and references) vs ``EmbeddingEvaluator.evaluate`` on the samples, vs
+  ``run_evaluation`` over the same samples stored in a SQLite file (reads, scoring, score and
+  embedding writes, profiling). Goals: API >= 0.95 of raw, with the store >= 0.90.
+* toxicity: ``Detoxify.predict`` over the responses in batches (as given, and sorted by length)
+  vs ``ToxicityEvaluator.evaluate`` vs ``run_evaluation``. Without ``--toxicity-checkpoint`` the
+  model is a random-weight checkpoint of detoxify's ``original`` architecture (BERT-base,
+  12 layers, 768 wide, 30,522-token WordPiece vocabulary, 512 positions, six labels): the
+  timing is the real model's, the scores are meaningless. The header says which was measured.
+
+Peak RSS (``--rss-sizes``, each size in its own subprocess so every figure is a fresh
+process): ``run_evaluation`` over N stored interactions; printed as the process peak and the
+peak while scoring, next to the RSS after loading. Flat streaming means the same figures for
+5,000 and 50,000.
+
+Run: ``python benchmarks/evaluators.py [--n 5000] [--device auto] [--batch-size B]``.
+On a 2-core CPU the defaults take long (BERT-base on CPU scores ~10-30 texts/s); see
+``--help`` for the smaller settings used there. On a GPU the defaults take a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil
+import sqlalchemy as sa
+
+from evaluators.base import BaseEvaluator, Sample
+from evaluators.runner import DEFAULT_CHUNK_SIZE, run_evaluation
+from storage.db import make_engine, upgrade
+from storage.repo import create_run, insert_interactions
+
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "you",
+    "that",
+    "it",
+    "for",
+    "was",
+    "on",
+    "are",
+    "with",
+    "as",
+    "his",
+    "they",
+    "be",
+    "at",
+    "one",
+    "have",
+    "this",
+    "from",
+    "or",
+    "had",
+    "by",
+    "hot",
+    "word",
+    "but",
+    "what",
+    "some",
+    "we",
+    "can",
+    "out",
+    "other",
+    "were",
+    "all",
+    "there",
+    "when",
+    "up",
+    "use",
+    "your",
+    "how",
+    "said",
+    "an",
+    "each",
+    "she",
+    "which",
+    "do",
+    "their",
+    "time",
+    "if",
+    "will",
+    "way",
+    "about",
+    "many",
+    "then",
+    "them",
+    "write",
+    "would",
+    "like",
+    "so",
+    "these",
+    "her",
+    "long",
+    "make",
+    "thing",
+    "see",
+    "him",
+    "two",
+    "has",
+    "look",
+    "more",
+    "day",
+    "could",
+    "go",
+    "come",
+    "did",
+    "number",
+    "sound",
+    "no",
+    "most",
+    "people",
+    "my",
+    "over",
+    "know",
+    "water",
+    "than",
+    "call",
+    "first",
+    "who",
+    "may",
+    "down",
+    "side",
+    "been",
+    "now",
+    "find",
+    "any",
+    "new",
+    "work",
+    "part",
+    "take",
+    "get",
+    "place",
+    "made",
+    "live",
+    "where",
+    "after",
+    "back",
+    "little",
+    "only",
+    "round",
+    "man",
+    "year",
+    "came",
+    "show",
+    "every",
+    "good",
+    "me",
+    "give",
+    "our",
+    "under",
+    "name",
+    "very",
+    "through",
+    "just",
+    "form",
+    "sentence",
+    "great",
+    "think",
+    "say",
+    "help",
+    "low",
+    "line",
+    "differ",
+    "turn",
+    "cause",
+    "much",
+    "mean",
+    "before",
+    "move",
+    "right",
+    "boy",
+    "old",
+    "too",
+    "same",
+    "tell",
+    "does",
+    "set",
+    "three",
+    "want",
+    "air",
+    "well",
+    "also",
+    "play",
+    "small",
+    "end",
+    "put",
+    "home",
+    "read",
+    "hand",
+    "port",
+    "large",
+    "spell",
+    "add",
+    "even",
+    "land",
+    "here",
+    "must",
+    "big",
+    "high",
+    "such",
+    "follow",
+    "act",
+    "why",
+    "ask",
+    "men",
+    "change",
+    "went",
+    "light",
+    "kind",
+    "off",
+    "need",
+    "house",
+    "picture",
+    "try",
+    "us",
+    "again",
+    "animal",
+    "point",
+    "mother",
+    "world",
+    "near",
+    "build",
+    "self",
+    "earth",
+    "father",
+    "account",
+    "password",
+    "invoice",
+    "refund",
+    "shipping",
+    "order",
+    "delivery",
+    "subscription",
+    "cancel",
+    "upgrade",
+    "warranty",
+    "kubernetes",
+    "latency",
+    "database",
+    "migration",
+    "token",
+    "embedding",
+    "gradient",
+    "deploy",
+    "rollback",
+    "idiot",
+    "stupid",
+    "hate",
+    "kill",
+    "awful",
+    "terrible",
+    "garbage",
+    "useless",
+]
+EXOTIC = ["café", "naïve", "über", "日本語", "données", "😀", "—", "Zürich", "straße", "mañana"]
+
+
+def _words(rng: random.Random, n: int) -> str:
+    out = []
+    for i in range(n):
+        w = rng.choice(EXOTIC) if rng.random() < 0.02 else rng.choice(WORDS)
+        if i and rng.random() < 0.08:
+            w += rng.choice([".", ",", "?", "!", ";"])
+        out.append(w)
+    return " ".join(out)
+
+
+def make_rows(n: int, seed: int = 0, start_index: int = 0) -> Iterator[dict[str, Any]]:
+    """``n`` varied traffic rows: 0 to ~900-word responses, some empty, some JSON."""
+    rng = random.Random(seed * 1_000_003 + start_index)
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    for i in range(start_index, start_index + n):
+        prompt = _words(rng, max(2, int(rng.lognormvariate(math.log(15), 0.7)))) + "?"
+        u = rng.random()
+        if u < 0.02:
+            response = ""
+        elif u < 0.05:
+            response = json.dumps({"answer": _words(rng, 8), "confidence": round(rng.random(), 2)})
+        else:
+            response = _words(rng, min(900, max(1, int(rng.lognormvariate(math.log(45), 1.0)))))
+        yield {
+            "request_id": f"bench-{i}",
+            "ts": t0 + timedelta(seconds=i),
+            "app": "bench",
+            "model_name": "m",
+            "model_version": f"v{i % 3}",
+            "prompt": prompt,
+            "response": response,
+            "reference": _words(rng, 12) if rng.random() < 0.5 else None,
+            "metadata": {"expects_json": u < 0.05 and u >= 0.02},
+        }
+
+
+def to_samples(rows: list[dict[str, Any]]) -> list[Sample]:
+    return [
+        Sample(
+            subject_id=i,
+            prompt=r["prompt"],
+            response=r["response"],
+            reference=r["reference"],
+            meta=r["metadata"],
+        )
+        for i, r in enumerate(rows)
+    ]
+
+
+def build_store(path: Path, n: int, seed: int, batch: int = 2_000) -> None:
+    """A migrated SQLite store holding ``n`` generated interactions (inserted in batches)."""
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    for start in range(0, n, batch):
+        insert_interactions(engine, list(make_rows(min(batch, n - start), seed, start)))
+    engine.dispose()
+
+
+def _ids(engine: sa.Engine) -> list[int]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(sa.text("SELECT id FROM interactions ORDER BY id"))]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Callable[[], Any], device: str) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def _store_run(
+    template: Path, workdir: Path, ev: BaseEvaluator[Any], chunk: int
+) -> tuple[float, Any]:
+    """run_evaluation over a fresh copy of the template store; returns (seconds, result)."""
+    db = workdir / f"run-{time.monotonic_ns()}.db"
+    shutil.copy(template, db)
+    engine = make_engine(f"sqlite:///{db}")
+    ids = _ids(engine)
+    run = create_run(engine, "traffic")
+    assert run.id is not None
+    t = time.perf_counter()
+    res = run_evaluation(engine, [ev], ids, run_id=run.id, chunk_size=chunk, progress=False)
+    seconds = time.perf_counter() - t
+    engine.dispose()
+    db.unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    return seconds, res
+
+
+def bench_embedding(
+    samples: list[Sample],
+    device: str,
+    batch_size: int | None,
+    repeats: int,
+    chunk: int,
+    template: Path,
+    workdir: Path,
+) -> dict[str, Any]:
+    from evaluators.embedding import EmbeddingEvaluator
+
+    ev = EmbeddingEvaluator(device=device, batch_size=batch_size)
+    t = time.perf_counter()
+    ev.load()
+    load_s = time.perf_counter() - t
+    model, bs = ev.model, ev.batch_size
+    texts = [s.prompt for s in samples] + [s.response for s in samples]
+    texts += [s.reference for s in samples if s.reference and s.reference.strip()]
+
+    def raw() -> None:
+        model.encode(
+            texts,
+            batch_size=bs,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+    def api() -> None:
+        ev.evaluate(samples)
+
+    ev.evaluate(samples[:64])  # warm-up (kernels, allocator)
+    model.encode(texts[:64], batch_size=bs, show_progress_bar=False)
+    times: dict[str, list[float]] = {"raw encode": [], "evaluator API": [], "with store": []}
+    profile = None
+    for _ in range(repeats):
+        times["raw encode"].append(_timed(raw, ev.device))
+        times["evaluator API"].append(_timed(api, ev.device))
+        s, res = _store_run(template, workdir, ev, chunk)
+        times["with store"].append(s)
+        profile = res.profiles[0]
+    return {
+        "name": "embedding",
+        "model": ev.model_id,
+        "device": ev.device,
+        "dtype": ev.dtype,
+        "batch_size": bs,
+        "load_s": load_s,
+        "n_texts_model": len(texts),
+        "best": {k: min(v) for k, v in times.items()},
+        "baseline": "raw encode",
+        "profile": profile,
+    }
+
+
+def bench_toxicity(
+    samples: list[Sample],
+    device: str,
+    batch_size: int | None,
+    repeats: int,
+    chunk: int,
+    template: Path,
+    workdir: Path,
+    checkpoint: str,
+    hf_config: str | None,
+) -> dict[str, Any]:
+    import numpy as np
+
+    from evaluators.toxicity import ToxicityEvaluator
+
+    ev = ToxicityEvaluator(
+        device=device,
+        batch_size=batch_size,
+        checkpoint=checkpoint,
+        huggingface_config_path=hf_config,
+    )
+    t = time.perf_counter()
+    ev.load()
+    load_s = time.perf_counter() - t
+    detox, bs = ev.detoxify, ev.batch_size
+    texts = [s.response for s in samples]
+    order = np.argsort([-len(x) for x in texts], kind="stable")
+    sorted_texts = [texts[i] for i in order]
+
+    def raw(xs: list[str]) -> Callable[[], None]:
+        def go() -> None:
+            for i in range(0, len(xs), bs):
+                detox.predict(xs[i : i + bs])
+
+        return go
+
+    def api() -> None:
+        ev.evaluate(samples)
+
+    ev.evaluate(samples[:32])
+    detox.predict(texts[:32])
+    times: dict[str, list[float]] = {
+        "raw predict (input order)": [],
+        "raw predict (sorted)": [],
+        "evaluator API": [],
+        "with store": [],
+    }
+    profile = None
+    for _ in range(repeats):
+        times["raw predict (input order)"].append(_timed(raw(texts), ev.device))
+        times["raw predict (sorted)"].append(_timed(raw(sorted_texts), ev.device))
+        times["evaluator API"].append(_timed(api, ev.device))
+        s, res = _store_run(template, workdir, ev, chunk)
+        times["with store"].append(s)
+        profile = res.profiles[0]
+    return {
+        "name": "toxicity",
+        "model": checkpoint,
+        "device": ev.device,
+        "dtype": ev.dtype,
+        "batch_size": bs,
+        "load_s": load_s,
+        "n_texts_model": len(texts),
+        "best": {k: min(v) for k, v in times.items()},
+        "baseline": "raw predict (sorted)",
+        "profile": profile,
+    }
+
+
+def print_throughput(r: dict[str, Any], n: int) -> None:
+    best = r["best"]
+    base = best[r["baseline"]]
+    print(
+        f"\n== {r['name']}: {n} samples ({r['n_texts_model']} texts through the model), "
+        f"device {r['device']} {r['dtype']}, batch size {r['batch_size']}, "
+        f"model load {r['load_s']:.1f} s"
+    )
+    print(f"   model: {r['model']}")
+    print(f"   {'path':<28}{'seconds':>10}{'samples/s':>12}{'vs ' + r['baseline']:>30}")
+    for k, v in best.items():
+        print(f"   {k:<28}{v:>10.2f}{n / v:>12.1f}{base / v:>30.3f}")
+    api, store = base / best["evaluator API"], base / best["with store"]
+    print(
+        f"   API ratio {api:.3f} (goal >= 0.95: {'met' if api >= 0.95 else 'NOT met'}); "
+        f"with store {store:.3f} (goal >= 0.90: {'met' if store >= 0.90 else 'NOT met'})"
+    )
+    p = r["profile"]
+    if p is not None:
+        gpu = (
+            f"GPU util mean/max {p.gpu_util_mean:.0f}/{p.gpu_util_max:.0f} %, memory peak "
+            f"{p.gpu_mem_peak_mb:.0f} MB, energy {p.gpu_energy_j or 0:.0f} J, torch peak "
+            f"{p.torch_peak_mb or 0:.0f} MB"
+            if p.gpu_available
+            else f"no GPU figures ({p.gpu_note})"
+        )
+        tps = f"{p.tokens_per_s:.0f}" if p.tokens_per_s else "n/a"
+        print(
+            f"   profile (last store run): {p.items_per_s or 0:.1f} items/s, {tps} tokens/s, "
+            f"CPU {p.cpu_percent_mean or 0:.0f} %, RSS peak {p.rss_peak_mb or 0:.0f} MB; {gpu}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak RSS, one subprocess per size
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM, which exec resets (ru_maxrss would carry the parent's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_child(
+    db: Path, evaluators: list[str], options: dict[str, dict[str, Any]], chunk: int
+) -> None:
+    from evaluators.base import create_evaluator
+
+    proc = psutil.Process()
+    engine = make_engine(f"sqlite:///{db}")
+    ids = _ids(engine)
+    evs = [create_evaluator(name, options.get(name, {})) for name in evaluators]
+    for ev in evs:
+        ev.load()
+    after_load = proc.memory_info().rss / 2**20
+    peak_run = [after_load]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            peak_run[0] = max(peak_run[0], proc.memory_info().rss / 2**20)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    run = create_run(engine, "traffic")
+    assert run.id is not None
+    t = time.perf_counter()
+    res = run_evaluation(engine, evs, ids, run_id=run.id, chunk_size=chunk, progress=False)
+    seconds = time.perf_counter() - t
+    stop.set()
+    th.join()
+    print(
+        json.dumps(
+            {
+                "n": len(ids),
+                "scores": res.scores_written,
+                "embeddings": res.embeddings_written,
+                "after_load_mb": after_load,
+                "run_peak_mb": peak_run[0],
+                "process_peak_mb": _peak_rss_mb(),
+                "seconds": seconds,
+            }
+        )
+    )
+
+
+def bench_rss(
+    sizes: list[int],
+    evaluators: list[str],
+    options: dict[str, dict[str, Any]],
+    chunk: int,
+    seed: int,
+    workdir: Path,
+    threads: int | None = None,
+) -> None:
+    print(
+        f"\n== peak RSS of run_evaluation ({', '.join(evaluators)}; chunk size {chunk}; "
+        "each size in a fresh subprocess; SQLite store)"
+    )
+    print(
+        f"   {'interactions':>12}{'after load MB':>15}{'run peak MB':>13}"
+        f"{'process peak MB':>17}{'seconds':>10}{'scores':>10}"
+    )
+    for n in sizes:
+        db = workdir / f"rss-{n}.db"
+        build_store(db, n, seed)
+        cmd = [
+            sys.executable,
+            __file__,
+            "--_rss-child",
+            str(db),
+            "--evaluators",
+            ",".join(evaluators),
+            "--_options",
+            json.dumps(options),
+            "--chunk-size",
+            str(chunk),
+        ]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            print(f"   {n:>12}  FAILED: {out.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"   {r['n']:>12}{r['after_load_mb']:>15.0f}{r['run_peak_mb']:>13.0f}"
+            f"{r['process_peak_mb']:>17.0f}{r['seconds']:>10.1f}{r['scores']:>10}"
+        )
+        db.unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=5000, help="samples for the throughput part")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: per evaluator/device")
+    ap.add_argument("--repeats", type=int, default=2, help="best of this many runs per path")
+    ap.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--evaluators",
+        default="embedding,toxicity",
+        help="throughput part: embedding and/or toxicity",
+    )
+    ap.add_argument(
+        "--toxicity-checkpoint",
+        default=None,
+        help="a real detoxify .ckpt (default: random weights, real architecture)",
+    )
+    ap.add_argument(
+        "--toxicity-hf-config",
+        default=None,
+        help="local base-model folder for --toxicity-checkpoint",
+    )
+    ap.add_argument(
+        "--toxicity-size",
+        choices=["base", "tiny"],
+        default="base",
+        help="random checkpoint size when no real one is given",
+    )
+    ap.add_argument("--rss-sizes", default="5000,50000", help="comma-separated; empty to skip")
+    ap.add_argument(
+        "--rss-evaluators",
+        default=None,
+        help="default: heuristics,embedding,toxicity on CUDA; heuristics,toxicity "
+        "(tiny random checkpoint) on CPU, where MiniLM/BERT-base over 50k "
+        "texts would take hours",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice). On a CPU shared with other work, 1 "
+        "avoids OpenMP spin-waiting that can slow small matmuls tenfold",
+    )
+    ap.add_argument("--_rss-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_options", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args._rss_child:
+        rss_child(
+            Path(args._rss_child),
+            args.evaluators.split(","),
+            json.loads(args._options),
+            args.chunk_size,
+        )
+        return
+
+    import torch
+
+    from evaluators.profiling import resolve_device
+    from evaluators.toxicity import build_random_checkpoint
+
+    device = resolve_device(args.device)
+    cuda = device.startswith("cuda")
+    print(
+        f"device {device}"
+        + (
+            f" ({torch.cuda.get_device_name()})"
+            if cuda
+            else f" (no GPU; torch threads {torch.get_num_threads()}, {os.cpu_count()} cores)"
+        )
+    )
+    t_all = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="evalwatch-bench-"))
+    try:
+        rows = list(make_rows(args.n, args.seed))
+        samples = to_samples(rows)
+        template = workdir / "template.db"
+        build_store(template, args.n, args.seed)
+        names = [x for x in args.evaluators.split(",") if x]
+        ckpt, hf = args.toxicity_checkpoint, args.toxicity_hf_config
+        if "toxicity" in names and ckpt is None:
+            c, b = build_random_checkpoint(workdir / "detox", size=args.toxicity_size)
+            ckpt, hf = str(c), str(b)
+            arch = (
+                "BERT-base: 12 layers x 768, 512 positions"
+                if args.toxicity_size == "base"
+                else "2 layers x 32"
+            )
+            print(
+                f"toxicity: random-weight detoxify checkpoint, {args.toxicity_size} size "
+                f"({arch}), "
+                "MiniLM's bert-base-uncased WordPiece tokenizer: real cost, meaningless scores"
+            )
+        if "embedding" in names:
+            r = bench_embedding(
+                samples, device, args.batch_size, args.repeats, args.chunk_size, template, workdir
+            )
+            print_throughput(r, args.n)
+        if "toxicity" in names:
+            assert ckpt is not None
+            r = bench_toxicity(
+                samples,
+                device,
+                args.batch_size,
+                args.repeats,
+                args.chunk_size,
+                template,
+                workdir,
+                ckpt,
+                hf,
+            )
+            print_throughput(r, args.n)
+        sizes = [int(x) for x in args.rss_sizes.split(",") if x.strip()]
+        if sizes:
+            rss_names = (
+                args.rss_evaluators
+                or ("heuristics,embedding,toxicity" if cuda else "heuristics,toxicity")
+            ).split(",")
+            options: dict[str, dict[str, Any]] = {"embedding": {"device": device}}
+            if "toxicity" in rss_names:
+                if cuda or args.toxicity_checkpoint:
+                    tckpt, thf = ckpt, hf
+                else:
+                    c, b = build_random_checkpoint(workdir / "detox-tiny", size="tiny")
+                    tckpt, thf = str(c), str(b)
+                    print(
+                        "\n(RSS on CPU: toxicity uses a tiny random checkpoint so 50k texts "
+                        "finish; model memory is constant either way)"
+                    )
+                if tckpt is None:
+                    c, b = build_random_checkpoint(workdir / "detox-rss", size=args.toxicity_size)
+                    tckpt, thf = str(c), str(b)
+                options["toxicity"] = {
+                    "checkpoint": tckpt,
+                    "huggingface_config_path": thf,
+                    "device": device,
+                }
+            bench_rss(sizes, rss_names, options, args.chunk_size, args.seed, workdir, args.threads)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\ntotal {time.perf_counter() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,814 @@
+"""Validation of ingested rows, chunk by chunk, with Great Expectations.
+
+Two steps, each giving every reason a row fails (a row is rejected with all of them):
+
+1. :func:`coerce_traffic` / :func:`coerce_feedback` read each parsed row into typed values.
+   They catch what a DataFrame cannot show: a line that is not a JSON object, a text field
+   holding a number, a count holding ``"fast"``, a timestamp that does not parse.
+2. :func:`validate_traffic_rows` / :func:`validate_feedback_rows` put the chunk in a pandas
+   DataFrame and validate it with one Great Expectations suite: required fields present, text
+   lengths within bounds, timestamps not in the future, rating within its scale, latency,
+   tokens and cost non-negative, request ids unique. ``COMPLETE`` results give the failing row
+   indexes, which become per-row reasons.
+
+The Great Expectations context is ephemeral, built once per process and reused; each chunk is
+one batch validated against one suite, with progress bars off.
+
+Reasons read ``"<field>: <problem>"`` with an optional `` (<detail>)``; :func:`reason_key` strips
+the detail so reasons can be counted.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evalwatch.settings import IngestSettings
+
+__all__ = [
+    "FEEDBACK_KINDS",
+    "MAX_ID_CHARS",
+    "MAX_INT",
+    "REQUIRED_TRAFFIC_FIELDS",
+    "Coerced",
+    "ValidationEngineError",
+    "coerce_feedback",
+    "coerce_traffic",
+    "parse_timestamp",
+    "reason_key",
+    "validate_feedback",
+    "validate_feedback_rows",
+    "validate_traffic",
+    "validate_traffic_rows",
+]
+
+#: Fields every traffic row must have.
+REQUIRED_TRAFFIC_FIELDS: tuple[str, ...] = (
+    "timestamp",
+    "app",
+    "model_name",
+    "model_version",
+    "prompt",
+    "response",
+)
+#: Kinds of feedback event.
+FEEDBACK_KINDS: tuple[str, ...] = ("rating", "thumbs", "follow_up", "abandon")
+
+_EXTRA_KEY = "_extra"  # where ingest.readers.normalise_keys puts unknown fields
+#: Longest identifier (request id, app, model name and version) the store holds.
+MAX_ID_CHARS = 200
+#: Largest token count the store holds (a 32-bit integer column).
+MAX_INT = 2_147_483_647
+# Identifier-like fields: numbers are read as their text, blank text counts as missing.
+_ID_FIELDS = ("request_id", "user_id", "session_id", "model_version")
+_ID_NAME_FIELDS = ("request_id", "user_id", "session_id", "model_version", "app", "model_name")
+_TEXT_FIELDS = ("prompt", "response", "reference")
+_FLOAT_FIELDS = ("latency_ms", "cost")
+_INT_FIELDS = ("input_tokens", "output_tokens", "rating")
+_THUMBS = {"up": "up", "down": "down", "true": "up", "false": "down", "+1": "up", "-1": "down"}
+
+
+class ValidationEngineError(RuntimeError):
+    """Great Expectations could not evaluate an expectation (a bug, not bad data)."""
+
+
+@dataclass
+class Coerced:
+    """Typed rows of one chunk, with the reasons found while reading them.
+
+    Attributes:
+        rows: One typed row per input (None where the input was not an object).
+        reasons: Per input row, every problem found so far.
+        bad_fields: Per input row, the fields whose value had the wrong type; the "missing"
+            check does not repeat those.
+    """
+
+    rows: list[dict[str, Any] | None]
+    reasons: list[list[str]]
+    bad_fields: list[set[str]] = field(default_factory=list)
+
+
+def reason_key(reason: str) -> str:
+    """A reason without its detail, for counting.
+
+    Examples:
+        >>> reason_key("timestamp: not ISO-8601 ('yesterday')")
+        'timestamp: not ISO-8601'
+    """
+    return reason.split(" (", 1)[0]
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def parse_timestamp(value: Any) -> datetime | str:
+    """An aware UTC datetime, or the reason the value is not one.
+
+    ISO-8601 text (``Z`` or an offset; no zone means UTC) and datetime objects are accepted.
+
+    Examples:
+        >>> parse_timestamp("2026-11-01T10:00:00Z")
+        datetime.datetime(2026, 11, 1, 10, 0, tzinfo=datetime.timezone.utc)
+        >>> parse_timestamp("yesterday")
+        "not ISO-8601 ('yesterday')"
+    """
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return f"not ISO-8601 ({_short(value)})"
+    else:
+        return f"expected an ISO-8601 string, got {_type_name(value)}"
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def _as_float(value: Any) -> float | str:
+    if isinstance(value, bool):
+        return "expected a number, got boolean"
+    if isinstance(value, int | float):
+        f = float(value)
+    elif isinstance(value, str):
+        try:
+            f = float(value.strip())
+        except ValueError:
+            return f"expected a number ({_short(value)})"
+    else:
+        return f"expected a number, got {_type_name(value)}"
+    if not math.isfinite(f):
+        return f"not a finite number ({_short(value)})"
+    return f
+
+
+def _as_int(value: Any) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    f = _as_float(value)
+    if isinstance(f, str):
+        return f.replace("a number", "an integer")
+    if not f.is_integer():
+        return f"expected an integer ({_short(value)})"
+    return int(f)
+
+
+def _str_problem(name: str, v: str, limit: int | None) -> str | None:
+    if "\x00" in v:
+        return f"{name}: contains NUL characters"
+    if limit is not None and len(v) > limit:
+        return f"{name}: longer than {limit} characters"
+    return None
+
+
+def coerce_traffic(values: Sequence[Any]) -> Coerced:
+    """Read parsed traffic rows (canonical keys) into typed values, noting every type problem.
+
+    Besides types this checks what the store cannot hold: identifiers longer than
+    :data:`MAX_ID_CHARS`, NUL characters in text, token counts beyond a 32-bit integer.
+
+    Args:
+        values: Parsed rows, keyed as :func:`ingest.readers.normalise_keys` returns them;
+            anything that is not a dict is rejected as a whole.
+
+    Returns:
+        Typed rows (``ts`` is an aware datetime; ``metadata`` includes unknown fields) and the
+        reasons found per row.
+
+    Examples:
+        >>> c = coerce_traffic([{"prompt": 3, "latency_ms": "12.5", "rating": "4"}, [1]])
+        >>> c.rows[0]["latency_ms"], c.rows[0]["rating"], c.reasons[0]
+        (12.5, 4, ['prompt: expected a string, got number'])
+        >>> c.reasons[1]
+        ['row: expected an object, got array']
+    """
+    rows: list[dict[str, Any] | None] = []
+    reasons: list[list[str]] = []
+    bad_fields: list[set[str]] = []
+    isfinite = math.isfinite
+    for value in values:
+        why: list[str] = []
+        bad: set[str] = set()
+        if not isinstance(value, Mapping):
+            rows.append(None)
+            reasons.append([f"row: expected an object, got {_type_name(value)}"])
+            bad_fields.append(bad)
+            continue
+        get = value.get
+        row: dict[str, Any] = {}
+        # Identifiers: text (numbers read as text); blank counts as missing.
+        for name in _ID_NAME_FIELDS:
+            v = get(name)
+            t = type(v)
+            if v is None:
+                row[name] = None
+                continue
+            if t is int and name in _ID_FIELDS:
+                v = str(v)
+            elif t is not str:
+                row[name] = None
+                bad.add(name)
+                why.append(f"{name}: expected a string, got {_type_name(v)}")
+                continue
+            if not v or v.isspace():
+                row[name] = None
+                continue
+            if len(v) > MAX_ID_CHARS or "\x00" in v:
+                bad.add(name)
+                why.append(_str_problem(name, v, MAX_ID_CHARS))  # type: ignore[arg-type]
+                v = None
+            row[name] = v
+        for name in _TEXT_FIELDS:
+            v = get(name)
+            if v is None or type(v) is str:
+                if v is not None and "\x00" in v:
+                    bad.add(name)
+                    why.append(f"{name}: contains NUL characters")
+                    v = None
+                row[name] = v
+            else:
+                row[name] = None
+                bad.add(name)
+                why.append(f"{name}: expected a string, got {_type_name(v)}")
+        v = get("context")
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            v = "\n\n".join(v)  # retrieved passages, one after another
+        if v is None or type(v) is str:
+            if v is not None and "\x00" in v:
+                bad.add("context")
+                why.append("context: contains NUL characters")
+                v = None
+            row["context"] = v
+        else:
+            row["context"] = None
+            bad.add("context")
+            why.append(f"context: expected a string or a list of strings, got {_type_name(v)}")
+        for name in _FLOAT_FIELDS:
+            v = get(name)
+            t = type(v)
+            if v is None:
+                row[name] = None
+            elif (t is float or t is int) and isfinite(v):
+                row[name] = float(v)
+            else:
+                f = _as_float(v)
+                if isinstance(f, str):
+                    row[name] = None
+                    bad.add(name)
+                    why.append(f"{name}: {f}")
+                else:
+                    row[name] = f
+        for name in _INT_FIELDS:
+            v = get(name)
+            if v is None:
+                row[name] = None
+                continue
+            n = v if type(v) is int else _as_int(v)
+            if isinstance(n, str):
+                row[name] = None
+                bad.add(name)
+                why.append(f"{name}: {n}")
+            elif abs(n) > MAX_INT:
+                row[name] = None
+                bad.add(name)
+                why.append(f"{name}: too large ({n})")
+            else:
+                row[name] = n
+        v = get("thumbs")
+        if v is None:
+            row["thumbs"] = None
+        elif isinstance(v, bool):
+            row["thumbs"] = "up" if v else "down"
+        elif isinstance(v, str):
+            row["thumbs"] = _THUMBS.get(v.strip().lower(), v)
+        else:
+            row["thumbs"] = None
+            bad.add("thumbs")
+            why.append(f"thumbs: expected 'up' or 'down', got {_type_name(v)}")
+        v = get("timestamp")
+        if v is None:
+            row["ts"] = None
+        else:
+            ts = parse_timestamp(v)
+            if isinstance(ts, str):
+                row["ts"] = None
+                bad.add("timestamp")
+                why.append(f"timestamp: {ts}")
+            else:
+                row["ts"] = ts
+        meta = get("metadata")
+        extra = get(_EXTRA_KEY)
+        if meta is not None and not isinstance(meta, Mapping):
+            bad.add("metadata")
+            why.append(f"metadata: expected an object, got {_type_name(meta)}")
+            meta = None
+        if extra:
+            meta = {**extra, **(meta or {})}
+        row["metadata"] = dict(meta) if meta is not None else None
+        rows.append(row)
+        reasons.append(why)
+        bad_fields.append(bad)
+    return Coerced(rows, reasons, bad_fields)
+
+
+def coerce_feedback(values: Sequence[Any]) -> Coerced:
+    """Read parsed feedback rows (canonical keys) into typed values, noting every type problem.
+
+    A ``thumbs`` value becomes a label (``up``/``down``) and a value (1/0); a ``rating`` value
+    must be an integer; ``follow_up`` and ``abandon`` carry an optional value.
+
+    Args:
+        values: Parsed feedback rows (``request_id``, ``kind``, ``value``, ``timestamp``,
+            ``comment``).
+
+    Returns:
+        Typed rows (``ts``, ``value`` as float or None, ``label``) and reasons per row.
+
+    Examples:
+        >>> c = coerce_feedback([{"request_id": "r1", "kind": "thumbs", "value": "up",
+        ...                       "timestamp": "2026-11-01T00:00:00Z"}])
+        >>> c.rows[0]["value"], c.rows[0]["label"], c.reasons
+        (1.0, 'up', [[]])
+    """
+    rows: list[dict[str, Any] | None] = []
+    reasons: list[list[str]] = []
+    bad_fields: list[set[str]] = []
+    for value in values:
+        why: list[str] = []
+        bad: set[str] = set()
+        if not isinstance(value, Mapping):
+            rows.append(None)
+            reasons.append([f"row: expected an object, got {_type_name(value)}"])
+            bad_fields.append(bad)
+            continue
+        row: dict[str, Any] = {"label": None, "value": None}
+        rid = value.get("request_id")
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            rid = str(rid)
+        if rid is not None and not isinstance(rid, str):
+            bad.add("request_id")
+            why.append(f"request_id: expected a string, got {_type_name(rid)}")
+            rid = None
+        if rid is not None and (problem := _str_problem("request_id", rid, MAX_ID_CHARS)):
+            bad.add("request_id")
+            why.append(problem)
+            rid = None
+        row["request_id"] = rid if rid is None or rid.strip() else None
+        kind = value.get("kind")
+        if kind is not None and not isinstance(kind, str):
+            bad.add("kind")
+            why.append(f"kind: expected a string, got {_type_name(kind)}")
+            kind = None
+        kind = kind.strip().lower().replace("-", "_") if isinstance(kind, str) else None
+        row["kind"] = kind
+        raw_value = value.get("value")
+        if kind == "thumbs":
+            if isinstance(raw_value, bool):
+                row["label"] = "up" if raw_value else "down"
+            elif isinstance(raw_value, str):
+                row["label"] = _THUMBS.get(raw_value.strip().lower(), raw_value[:64])
+            elif isinstance(raw_value, int | float) and raw_value in (1, 0, -1):
+                row["label"] = "up" if raw_value == 1 else "down"
+            elif raw_value is not None:
+                bad.add("value")
+                why.append(f"value: expected 'up' or 'down', got {_type_name(raw_value)}")
+            if row["label"] in ("up", "down"):
+                row["value"] = 1.0 if row["label"] == "up" else 0.0
+        elif kind == "rating":
+            if raw_value is not None:
+                n = _as_int(raw_value)
+                if isinstance(n, str):
+                    bad.add("value")
+                    why.append(f"value: {n}")
+                else:
+                    row["value"] = float(n)
+        elif raw_value is not None:
+            if isinstance(raw_value, str):
+                row["label"] = raw_value[:64].replace("\x00", "\ufffd")
+            else:
+                f = _as_float(raw_value)
+                if isinstance(f, str):
+                    bad.add("value")
+                    why.append(f"value: {f}")
+                else:
+                    row["value"] = f
+        ts_value = value.get("timestamp")
+        row["ts"] = None
+        if ts_value is not None:
+            ts = parse_timestamp(ts_value)
+            if isinstance(ts, str):
+                bad.add("timestamp")
+                why.append(f"timestamp: {ts}")
+            else:
+                row["ts"] = ts
+        comment = value.get("comment")
+        if comment is not None and not isinstance(comment, str):
+            bad.add("comment")
+            why.append(f"comment: expected a string, got {_type_name(comment)}")
+            comment = None
+        if comment is not None and "\x00" in comment:
+            bad.add("comment")
+            why.append("comment: contains NUL characters")
+            comment = None
+        row["comment"] = comment
+        rows.append(row)
+        reasons.append(why)
+        bad_fields.append(bad)
+    return Coerced(rows, reasons, bad_fields)
+
+
+# --------------------------------------------------------------------------- Great Expectations
+
+
+class _Engine:
+    """The process's ephemeral Great Expectations context and its one pandas batch definition."""
+
+    def __init__(self) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        source = self.context.data_sources.add_pandas("evalwatch_ingest")
+        asset = source.add_dataframe_asset("chunk")
+        self.batch_definition = asset.add_batch_definition_whole_dataframe("whole_chunk")
+        self.lock = threading.Lock()
+
+    def failures(
+        self, frame: pd.DataFrame, suite: Any, parameters: Mapping[str, Any]
+    ) -> list[tuple[int, str, str]]:
+        """(row index, reason, field) for every failing row of every expectation."""
+        with self.lock:
+            batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+            result = batch.validate(
+                suite,
+                result_format={
+                    "result_format": "COMPLETE",
+                    "partial_unexpected_count": 0,
+                    "return_unexpected_index_query": False,
+                    "exclude_unexpected_values": True,
+                },
+                expectation_parameters=dict(parameters),
+            )
+        out: list[tuple[int, str, str]] = []
+        for r in result.results:
+            meta = r.expectation_config.meta or {}
+            problem = _raised(r.exception_info)
+            if problem is not None:
+                raise ValidationEngineError(
+                    f"expectation {r.expectation_config.type} on {meta.get('field')!r} "
+                    f"could not run: {problem}"
+                )
+            if r.success:
+                continue
+            indexes = (r.result or {}).get("unexpected_index_list")
+            if indexes is None:
+                raise ValidationEngineError(
+                    f"expectation {r.expectation_config.type} gave no failing row indexes"
+                )
+            out += [(int(i), str(meta["reason"]), str(meta["field"])) for i in indexes]
+        return out
+
+
+def _raised(info: Any) -> str | None:
+    """The message of an exception Great Expectations caught, if any.
+
+    It reports them either flat or keyed by metric, depending on where they happened.
+    """
+    if not isinstance(info, Mapping):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "unknown error")
+    for value in info.values():
+        if isinstance(value, Mapping) and value.get("raised_exception"):
+            return str(value.get("exception_message") or "unknown error")
+    return None
+
+
+@lru_cache(maxsize=1)
+def _engine() -> _Engine:
+    return _Engine()
+
+
+def _suite(name: str, expectations: list[Any]) -> Any:
+    suite = _engine().gx.ExpectationSuite(name=name)
+    for e in expectations:
+        suite.add_expectation(e)
+    return suite
+
+
+@lru_cache(maxsize=8)
+def _traffic_suite(
+    min_prompt: int, max_prompt: int, max_response: int, rating_min: int, rating_max: int
+) -> Any:
+    import great_expectations.expectations as gxe
+
+    def m(field: str, reason: str) -> dict[str, str]:
+        return {"field": field, "reason": reason}
+
+    exps: list[Any] = [
+        gxe.ExpectColumnValuesToNotBeNull(column=col, meta=m(name, f"{name}: missing"))
+        for name, col in zip(
+            REQUIRED_TRAFFIC_FIELDS,
+            ("ts_epoch", "app", "model_name", "model_version", "prompt", "response"),
+            strict=True,
+        )
+    ]
+    exps += [
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="prompt",
+            min_value=min_prompt,
+            max_value=max_prompt,
+            meta=m("prompt", f"prompt: length outside {min_prompt}..{max_prompt} characters"),
+        ),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="response",
+            min_value=0,
+            max_value=max_response,
+            meta=m("response", f"response: longer than {max_response} characters"),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="ts_epoch",
+            max_value={"$PARAMETER": "latest_ts"},
+            meta=m("timestamp", "timestamp: in the future"),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="rating",
+            min_value=rating_min,
+            max_value=rating_max,
+            meta=m("rating", f"rating: outside the {rating_min}..{rating_max} scale"),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="thumbs",
+            value_set=["up", "down"],
+            meta=m("thumbs", "thumbs: not 'up' or 'down'"),
+        ),
+        gxe.ExpectColumnValuesToBeUnique(
+            column="request_id", meta=m("request_id", "request_id: not unique")
+        ),
+    ]
+    exps += [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=col, min_value=0, meta=m(col, f"{col}: negative")
+        )
+        for col in ("latency_ms", "input_tokens", "output_tokens", "cost")
+    ]
+    return _suite("traffic", exps)
+
+
+@lru_cache(maxsize=8)
+def _feedback_suite(rating_min: int, rating_max: int) -> Any:
+    import great_expectations.expectations as gxe
+
+    def m(field: str, reason: str) -> dict[str, str]:
+        return {"field": field, "reason": reason}
+
+    exps: list[Any] = [
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="request_id", meta=m("request_id", "request_id: missing")
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column="kind", meta=m("kind", "kind: missing")),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="ts_epoch", meta=m("timestamp", "timestamp: missing")
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="kind",
+            value_set=list(FEEDBACK_KINDS),
+            meta=m("kind", f"kind: not one of {', '.join(FEEDBACK_KINDS)}"),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="ts_epoch",
+            max_value={"$PARAMETER": "latest_ts"},
+            meta=m("timestamp", "timestamp: in the future"),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="rating_value",
+            min_value=rating_min,
+            max_value=rating_max,
+            meta=m("value", f"value: rating outside the {rating_min}..{rating_max} scale"),
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="needs_value",
+            meta=m("value", "value: missing"),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="thumbs_label",
+            value_set=["up", "down"],
+            meta=m("value", "value: thumbs not 'up' or 'down'"),
+        ),
+    ]
+    return _suite("feedback", exps)
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _epoch(values: list[datetime | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v.timestamp() for v in values], dtype=np.float64)
+
+
+def _collect(
+    n: int,
+    failures: list[tuple[int, str, str]],
+    positions: list[int],
+    bad_fields: Sequence[set[str]] | None,
+) -> list[list[str]]:
+    out: list[list[str]] = [[] for _ in range(n)]
+    for i, reason, fld in failures:
+        row = positions[i]
+        if bad_fields is not None and fld in bad_fields[row]:
+            continue  # already reported as a wrong type
+        out[row].append(reason)
+    return out
+
+
+def validate_traffic_rows(
+    rows: Sequence[dict[str, Any] | None],
+    settings: IngestSettings,
+    now: datetime | None = None,
+    bad_fields: Sequence[set[str]] | None = None,
+) -> list[list[str]]:
+    """Great Expectations reasons for each typed traffic row of one chunk.
+
+    Args:
+        rows: Typed rows from :func:`coerce_traffic` (None rows are skipped); ``request_id``
+            must already be final (ingest derives missing ones first).
+        settings: Bounds (text lengths, rating scale, future-timestamp tolerance).
+        now: The present, for the future-timestamp check (default: the clock).
+        bad_fields: Fields per row already reported as wrong types (not reported as missing).
+
+    Returns:
+        One list of reasons per input row (empty when valid).
+
+    Raises:
+        ValidationEngineError: If Great Expectations could not evaluate an expectation.
+    """
+    positions = [i for i, r in enumerate(rows) if r is not None]
+    if not positions:
+        return [[] for _ in rows]
+    present = [rows[i] for i in positions]
+    frame = pd.DataFrame(
+        {
+            "request_id": [r["request_id"] for r in present],  # type: ignore[index]
+            "ts_epoch": _epoch([r["ts"] for r in present]),  # type: ignore[index]
+            "app": [r["app"] for r in present],  # type: ignore[index]
+            "model_name": [r["model_name"] for r in present],  # type: ignore[index]
+            "model_version": [r["model_version"] for r in present],  # type: ignore[index]
+            "prompt": [r["prompt"] for r in present],  # type: ignore[index]
+            "response": [r["response"] for r in present],  # type: ignore[index]
+            "rating": _floats([r["rating"] for r in present]),  # type: ignore[index]
+            "thumbs": [r["thumbs"] for r in present],  # type: ignore[index]
+            "latency_ms": _floats([r["latency_ms"] for r in present]),  # type: ignore[index]
+            "input_tokens": _floats([r["input_tokens"] for r in present]),  # type: ignore[index]
+            "output_tokens": _floats([r["output_tokens"] for r in present]),  # type: ignore[index]
+            "cost": _floats([r["cost"] for r in present]),  # type: ignore[index]
+        }
+    )
+    now = now or datetime.now(UTC)
+    latest = (now + timedelta(seconds=settings.max_future_skew_s)).timestamp()
+    suite = _traffic_suite(
+        settings.min_prompt_chars,
+        settings.max_prompt_chars,
+        settings.max_response_chars,
+        settings.rating_min,
+        settings.rating_max,
+    )
+    failures = _engine().failures(frame, suite, {"latest_ts": latest})
+    return _collect(len(rows), failures, positions, bad_fields)
+
+
+def validate_feedback_rows(
+    rows: Sequence[dict[str, Any] | None],
+    settings: IngestSettings,
+    now: datetime | None = None,
+    bad_fields: Sequence[set[str]] | None = None,
+) -> list[list[str]]:
+    """Great Expectations reasons for each typed feedback row of one chunk.
+
+    Args:
+        rows: Typed rows from :func:`coerce_feedback` (None rows are skipped).
+        settings: Rating scale and future-timestamp tolerance.
+        now: The present (default: the clock).
+        bad_fields: Fields per row already reported as wrong types.
+
+    Returns:
+        One list of reasons per input row (empty when valid).
+
+    Raises:
+        ValidationEngineError: If Great Expectations could not evaluate an expectation.
+    """
+    positions = [i for i, r in enumerate(rows) if r is not None]
+    if not positions:
+        return [[] for _ in rows]
+    present: list[dict[str, Any]] = [rows[i] for i in positions]  # type: ignore[misc]
+    kinds = [r["kind"] for r in present]
+    frame = pd.DataFrame(
+        {
+            "request_id": [r["request_id"] for r in present],
+            "kind": kinds,
+            "ts_epoch": _epoch([r["ts"] for r in present]),
+            "rating_value": _floats(
+                [r["value"] if k == "rating" else None for r, k in zip(present, kinds, strict=True)]
+            ),
+            # Ratings and thumbs need a value, other kinds do not ("x" stands for "fine"); a
+            # thumbs value that is not up/down is reported once, by the in-set check.
+            "needs_value": [
+                r["value"] if k in ("rating", "thumbs") and r["label"] is None else "x"
+                for r, k in zip(present, kinds, strict=True)
+            ],
+            "thumbs_label": [
+                r["label"] if k == "thumbs" else None for r, k in zip(present, kinds, strict=True)
+            ],
+        }
+    )
+    now = now or datetime.now(UTC)
+    latest = (now + timedelta(seconds=settings.max_future_skew_s)).timestamp()
+    suite = _feedback_suite(settings.rating_min, settings.rating_max)
+    failures = _engine().failures(frame, suite, {"latest_ts": latest})
+    return _collect(len(rows), failures, positions, bad_fields)
+
+
+def _merge(first: list[list[str]], second: list[list[str]]) -> list[list[str]]:
+    return [list(dict.fromkeys(a + b)) for a, b in zip(first, second, strict=True)]
+
+
+def validate_traffic(
+    values: Sequence[Any], settings: IngestSettings, now: datetime | None = None
+) -> Coerced:
+    """Type checks and Great Expectations checks for one chunk of parsed traffic rows.
+
+    Rows without a ``request_id`` are not given one here (ingest derives it), so uniqueness
+    is checked among the ids present.
+
+    Args:
+        values: Parsed rows with canonical keys.
+        settings: Validation bounds.
+        now: The present (default: the clock).
+
+    Returns:
+        Typed rows and every reason per row.
+
+    Examples:
+        >>> from evalwatch.settings import IngestSettings
+        >>> row = {"timestamp": "2026-01-01T00:00:00Z", "app": "a", "model_name": "m",
+        ...        "model_version": "v1", "prompt": "hi", "response": "yo", "latency_ms": -5}
+        >>> validate_traffic([row], IngestSettings()).reasons
+        [['latency_ms: negative']]
+    """
+    coerced = coerce_traffic(values)
+    gx_reasons = validate_traffic_rows(coerced.rows, settings, now, coerced.bad_fields)
+    coerced.reasons = _merge(coerced.reasons, gx_reasons)
+    return coerced
+
+
+def validate_feedback(
+    values: Sequence[Any], settings: IngestSettings, now: datetime | None = None
+) -> Coerced:
+    """Type checks and Great Expectations checks for one chunk of parsed feedback rows.
+
+    Args:
+        values: Parsed feedback rows with canonical keys.
+        settings: Rating scale and future-timestamp tolerance.
+        now: The present (default: the clock).
+
+    Returns:
+        Typed rows and every reason per row.
+
+    Examples:
+        >>> from evalwatch.settings import IngestSettings
+        >>> fb = {"request_id": "r1", "kind": "rating", "value": 9,
+        ...       "timestamp": "2026-01-01T00:00:00Z"}
+        >>> validate_feedback([fb], IngestSettings()).reasons
+        [['value: rating outside the 1..5 scale']]
+    """
+    coerced = coerce_feedback(values)
+    gx_reasons = validate_feedback_rows(coerced.rows, settings, now, coerced.bad_fields)
+    coerced.reasons = _merge(coerced.reasons, gx_reasons)
+    return coerced

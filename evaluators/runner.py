@@ -1,0 +1,546 @@
+"""Run evaluators over stored subjects, chunk by chunk, and store what they say.
+
+:func:`run_evaluation` is the one function the CLI and the Prefect flows call. It streams
+interactions (or model outputs with their dataset items) from the store a chunk at a time,
+hands each chunk to every evaluator, and writes scores, embeddings and one profile per
+evaluator. Reading the next chunk and writing the last one overlap with scoring (one
+background thread each, at most two chunks queued), so the store costs little wall time and
+memory stays flat however many subjects a run covers.
+
+Failures stay visible: an evaluator that cannot start is reported and skipped while the
+others go on; an exception inside ``evaluate`` turns that batch's results into unscored
+errors carrying the reason; nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.engine import Engine
+
+from evaluators.base import BaseEvaluator, BatchResult, EvaluatorUnavailable, Sample, ScoreResult
+from evaluators.profiling import Profiler
+from evaluators.summary import MetricSummary, ScoreSummarizer
+from storage.models import (
+    DatasetItem,
+    EvaluatorProfile,
+    Interaction,
+    ModelOutput,
+    RunStatus,
+    ScoreStatus,
+)
+from storage.repo import (
+    finish_run,
+    iter_rows,
+    scored_subject_ids,
+    write_embeddings,
+    write_profile,
+    write_scores,
+)
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "RunResult", "run_evaluation"]
+
+DEFAULT_CHUNK_SIZE = 1024
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunResult:
+    """What a run did: per-metric summaries, profiles, and what could not run."""
+
+    run_id: int
+    subject_type: str
+    n_subjects: int
+    metrics: list[MetricSummary] = field(default_factory=list)
+    by_model_version: list[MetricSummary] = field(default_factory=list)
+    profiles: list[EvaluatorProfile] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    failed_batches: dict[str, int] = field(default_factory=dict)
+    scores_written: int = 0
+    embeddings_written: int = 0
+    seconds: float = 0.0
+
+    def summary_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary, stored on the run."""
+        return {
+            "subject_type": self.subject_type,
+            "n_subjects": self.n_subjects,
+            "metrics": [m.model_dump(mode="json") for m in self.metrics],
+            "by_model_version": [m.model_dump(mode="json") for m in self.by_model_version],
+            "unavailable": dict(self.unavailable),
+            "failed_batches": dict(self.failed_batches),
+            "scores_written": self.scores_written,
+            "embeddings_written": self.embeddings_written,
+            "seconds": round(self.seconds, 3),
+            "profiles": [
+                p.model_dump(mode="json", exclude={"id", "run_id", "created_at"})
+                for p in self.profiles
+            ],
+        }
+
+
+@dataclass
+class _Chunk:
+    samples: list[Sample]
+    versions: dict[int, str]
+    # Subjects that cannot be scored at all (e.g. a model output that failed), with the reason.
+    blocked: dict[int, str]
+
+
+@dataclass
+class _Active:
+    evaluator: BaseEvaluator[Any]
+    metrics: list[str]
+    profiler: Profiler
+    provenance_hash: str
+    skip: set[int]
+    failed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading subjects
+
+
+def _interaction_chunks(
+    engine: Engine, ids: Sequence[int], chunk_size: int
+) -> Iterator[tuple[int, _Chunk]]:
+    for rows in iter_rows(engine, Interaction, ids, chunk_size):
+        samples = [
+            Sample(
+                subject_id=r["id"],
+                subject_type="interaction",
+                prompt=r["prompt"],
+                response=r["response"],
+                reference=r.get("reference"),
+                context=r.get("context"),
+                meta=r.get("metadata") or r.get("meta") or {},
+            )
+            for r in rows
+        ]
+        versions = {r["id"]: r["model_version"] for r in rows}
+        yield min(chunk_size, len(ids)), _Chunk(samples, versions, {})
+
+
+def _output_chunks(
+    engine: Engine, ids: Sequence[int], chunk_size: int
+) -> Iterator[tuple[int, _Chunk]]:
+    for rows in iter_rows(engine, ModelOutput, ids, chunk_size):
+        item_ids = list(dict.fromkeys(r["dataset_item_id"] for r in rows))
+        items = {
+            it["id"]: it
+            for batch in iter_rows(engine, DatasetItem, item_ids, max(1, len(item_ids)))
+            for it in batch
+        }
+        samples: list[Sample] = []
+        versions: dict[int, str] = {}
+        blocked: dict[int, str] = {}
+        for r in rows:
+            item = items.get(r["dataset_item_id"])
+            if item is None:
+                continue
+            samples.append(
+                Sample(
+                    subject_id=r["id"],
+                    subject_type="output",
+                    prompt=item["input"],
+                    response=r["output"],
+                    reference=item.get("reference"),
+                    context=item.get("context"),
+                    meta=item.get("metadata") or item.get("meta") or {},
+                )
+            )
+            versions[r["id"]] = r["model"]
+            if r.get("error"):
+                blocked[r["id"]] = f"model output failed: {r['error']}"
+        yield min(chunk_size, len(ids)), _Chunk(samples, versions, blocked)
+
+
+# ---------------------------------------------------------------------------------------------
+# Background reading and writing
+
+
+def _prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, at most ``depth`` ahead."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("done", None))
+        except BaseException as exc:  # re-raised in the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="evalwatch-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, payload = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise payload
+            yield payload
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+class _Writer:
+    """Writes each chunk's scores and embeddings in one transaction, off the scoring thread."""
+
+    def __init__(self, engine: Engine, threaded: bool) -> None:
+        self.engine = engine
+        self.scores_written = 0
+        self.embeddings_written = 0
+        self._error: BaseException | None = None
+        self._q: queue.Queue[tuple[list[dict[str, Any]], list[dict[str, Any]]] | None] | None = (
+            queue.Queue(maxsize=2) if threaded else None
+        )
+        self._thread: threading.Thread | None = None
+        if self._q is not None:
+            self._thread = threading.Thread(target=self._run, name="evalwatch-writer", daemon=True)
+            self._thread.start()
+
+    def _write(self, scores: list[dict[str, Any]], embeddings: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            if scores:
+                self.scores_written += write_scores(conn, scores)
+            if embeddings:
+                self.embeddings_written += write_embeddings(conn, embeddings)
+
+    def _run(self) -> None:
+        assert self._q is not None
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(*job)
+                except BaseException as exc:  # re-raised on the caller's thread
+                    self._error = exc
+
+    def submit(self, scores: list[dict[str, Any]], embeddings: list[dict[str, Any]]) -> None:
+        """Queue a chunk's rows (blocks while two chunks are already waiting)."""
+        if self._error is not None:
+            raise self._error
+        if self._q is None:
+            self._write(scores, embeddings)
+        else:
+            self._q.put((scores, embeddings))
+
+    def close(self) -> None:
+        """Wait for queued writes; raise the first write error, if any."""
+        if self._q is not None and self._thread is not None:
+            self._q.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _threads_ok(engine: Engine) -> bool:
+    # An in-memory SQLite database is private to one connection; threads would not see it.
+    url = engine.url
+    return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _contract_error(
+    batch: BatchResult, samples: Sequence[Sample], metrics: list[str]
+) -> str | None:
+    expected = len(samples) * len(metrics)
+    if len(batch.scores) != expected:
+        return (
+            f"evaluator returned {len(batch.scores)} results for {len(samples)} samples x "
+            f"{len(metrics)} metrics"
+        )
+    k = len(metrics)
+    for i, s in enumerate(samples):
+        for j, m in enumerate(metrics):
+            r = batch.scores[i * k + j]
+            if r.subject_id != s.subject_id or r.metric != m:
+                return (
+                    f"result {i * k + j} is ({r.subject_id}, {r.metric}); expected "
+                    f"({s.subject_id}, {m})"
+                )
+    return None
+
+
+def _all_unscored(samples: Sequence[Sample], metrics: list[str], reason: str) -> list[ScoreResult]:
+    return [ScoreResult.unscored(s, m, reason) for s in samples for m in metrics]
+
+
+def _score_chunk(act: _Active, samples: list[Sample], console: Console) -> BatchResult:
+    ev = act.evaluator
+    try:
+        with act.profiler.active():
+            batch = ev.evaluate(samples)
+        act.profiler.add(len(samples), batch.n_tokens)
+    except Exception as exc:  # a failing batch becomes unscored errors
+        act.failed += 1
+        reason = f"evaluator error: {type(exc).__name__}: {exc}"
+        if act.failed == 1:
+            console.print(
+                f"[red]evaluator {ev.name} failed on a batch of {len(samples)}:[/red] {reason} "
+                "(results recorded as unscored errors; later failures are counted, not printed)",
+                highlight=False,
+            )
+        return BatchResult(scores=_all_unscored(samples, act.metrics, reason[:2000]))
+    problem = _contract_error(batch, samples, act.metrics)
+    if problem is not None:
+        act.failed += 1
+        reason = f"contract violation: {problem}"
+        return BatchResult(scores=_all_unscored(samples, act.metrics, reason))
+    if batch.embeddings is not None and len(batch.embeddings) != len(samples):
+        act.failed += 1
+        batch = BatchResult(scores=batch.scores, n_tokens=batch.n_tokens)
+    return batch
+
+
+def _score_row(run_id: int, act: _Active, r: ScoreResult) -> dict[str, Any]:
+    value, status, reason = r.value, str(r.status), r.reason
+    if status == ScoreStatus.ok and (value is None or not math.isfinite(value)):
+        value, status, reason = None, str(ScoreStatus.error), f"non-finite value {value!r}"
+    if status != ScoreStatus.ok:
+        value = None
+    ev = act.evaluator
+    return {
+        "run_id": run_id,
+        "subject_type": r.subject_type,
+        "subject_id": r.subject_id,
+        "evaluator": ev.name,
+        "evaluator_version": ev.version,
+        "config_hash": act.provenance_hash,
+        "metric": r.metric,
+        "value": value,
+        "label": r.label,
+        "explanation": r.explanation,
+        "status": status,
+        "reason": reason,
+        "details": r.details,
+    }
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _load_all(
+    evaluators: Sequence[BaseEvaluator[Any]],
+    engine: Engine,
+    subject_type: str,
+    skip_scored: bool,
+    console: Console,
+) -> tuple[list[_Active], dict[str, str]]:
+    active: list[_Active] = []
+    unavailable: dict[str, str] = {}
+    for ev in evaluators:
+        t0 = time.perf_counter()
+        try:
+            ev.load()
+        except EvaluatorUnavailable as exc:
+            unavailable[ev.name] = str(exc)
+            console.print(
+                f"[yellow]evaluator {ev.name} unavailable, skipped:[/yellow] {exc}", highlight=False
+            )
+            continue
+        load_s = time.perf_counter() - t0
+        prof = Profiler(ev.name, ev.version, device=str(getattr(ev, "device", "cpu")))
+        prof.load_seconds = load_s
+        skip = (
+            scored_subject_ids(engine, ev.name, ev.version, subject_type) if skip_scored else set()
+        )
+        active.append(_Active(ev, list(ev.metrics), prof, ev.provenance().config_hash, skip))
+    return active, unavailable
+
+
+def run_evaluation(
+    engine: Engine,
+    evaluators: Sequence[BaseEvaluator[Any]],
+    subject_ids: Sequence[int],
+    subject_type: str = "interaction",
+    *,
+    run_id: int,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+    skip_scored: bool = False,
+    finish: bool = True,
+    console: Console | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Score stored subjects with every evaluator and store scores, embeddings and profiles.
+
+    Args:
+        engine: The store.
+        evaluators: Evaluator instances (loaded here; unavailable ones are reported and skipped).
+        subject_ids: Interaction ids, or model-output ids when ``subject_type`` is ``output``.
+        subject_type: ``interaction`` or ``output``.
+        run_id: The :class:`~storage.models.EvalRun` the scores belong to.
+        chunk_size: Subjects read, scored and written per step.
+        progress: Show a progress bar.
+        skip_scored: Leave out subjects an evaluator (same version) has already scored.
+        finish: Mark the run completed (or failed) with its summary when done.
+        console: Where messages and the progress bar go (default: stderr).
+        on_chunk: Called with the number of subjects after each chunk (e.g. flow progress).
+
+    Returns:
+        Per-metric summaries overall and per model version, profiles, unavailable evaluators.
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> from storage.repo import create_run
+        >>> from evaluators.heuristics import HeuristicsEvaluator
+        >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
+        >>> run = create_run(eng, "traffic")
+        >>> res = run_evaluation(eng, [HeuristicsEvaluator()], [], run_id=run.id, progress=False)
+        >>> res.n_subjects, res.unavailable
+        (0, {})
+    """
+    if subject_type not in ("interaction", "output"):
+        raise ValueError(f"subject_type must be 'interaction' or 'output', not {subject_type!r}")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    console = console or Console(stderr=True)
+    t_start = time.perf_counter()
+    ids = list(dict.fromkeys(subject_ids))
+    result = RunResult(run_id=run_id, subject_type=subject_type, n_subjects=len(ids))
+    summarizer = ScoreSummarizer()
+    active: list[_Active] = []
+    try:
+        active, result.unavailable = _load_all(
+            evaluators, engine, subject_type, skip_scored, console
+        )
+        threaded = _threads_ok(engine)
+        writer = _Writer(engine, threaded)
+        chunks_fn = _interaction_chunks if subject_type == "interaction" else _output_chunks
+        chunks: Iterable[tuple[int, _Chunk]] = chunks_fn(engine, ids, chunk_size)
+        if threaded:
+            chunks = _prefetch(chunks)
+        for act in active:
+            act.profiler.start()
+        try:
+            with _progress(console, progress and bool(ids) and bool(active)) as bar:
+                task = bar.add_task("evaluating", total=len(ids))
+                done = 0
+                for n_ids, chunk in chunks if active else ():
+                    score_rows, emb_rows = _score_all(active, chunk, run_id, summarizer, console)
+                    writer.submit(score_rows, emb_rows)
+                    step = min(n_ids, len(ids) - done)
+                    done += step
+                    bar.advance(task, step)
+                    if on_chunk is not None:
+                        on_chunk(step)
+        finally:
+            for act in active:
+                act.profiler.stop()
+            writer.close()
+        result.scores_written = writer.scores_written
+        result.embeddings_written = writer.embeddings_written
+        for act in active:
+            profile = act.profiler.profile(run_id)
+            if act.failed:
+                profile.details = {**(profile.details or {}), "failed_batches": act.failed}
+            write_profile(engine, profile)
+            result.profiles.append(profile)
+            result.failed_batches[act.evaluator.name] = act.failed
+        result.metrics = summarizer.overall()
+        result.by_model_version = summarizer.by_model_version()
+        result.seconds = time.perf_counter() - t_start
+        if finish:
+            if not active and ids and result.unavailable:
+                finish_run(
+                    engine,
+                    run_id,
+                    RunStatus.failed,
+                    summary=result.summary_dict(),
+                    error="no evaluator could start: "
+                    + "; ".join(f"{k}: {v}" for k, v in result.unavailable.items()),
+                )
+            else:
+                finish_run(engine, run_id, RunStatus.completed, summary=result.summary_dict())
+    except BaseException as exc:
+        if finish:
+            with suppress(Exception):  # keep the original error
+                finish_run(engine, run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return result
+
+
+def _score_all(
+    active: list[_Active],
+    chunk: _Chunk,
+    run_id: int,
+    summarizer: ScoreSummarizer,
+    console: Console,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    score_rows: list[dict[str, Any]] = []
+    emb_rows: list[dict[str, Any]] = []
+    for act in active:
+        ev = act.evaluator
+        todo = [s for s in chunk.samples if s.subject_id not in act.skip]
+        blocked = [s for s in todo if s.subject_id in chunk.blocked]
+        runnable = [s for s in todo if s.subject_id not in chunk.blocked]
+        results: list[ScoreResult] = []
+        if runnable:
+            batch = _score_chunk(act, runnable, console)
+            results.extend(batch.scores)
+            if batch.embeddings is not None:
+                vectors = batch.embeddings.astype("<f2")
+                model = batch.embedding_model or ev.name
+                for s, vec in zip(runnable, vectors, strict=True):
+                    emb_rows.append(
+                        {
+                            "subject_type": s.subject_type,
+                            "subject_id": s.subject_id,
+                            "model": model,
+                            "dim": int(vec.shape[0]),
+                            "dtype": "float16",
+                            "vector": vec.tobytes(),
+                        }
+                    )
+        for s in blocked:
+            results.extend(
+                ScoreResult.unscored(s, m, chunk.blocked[s.subject_id], ScoreStatus.skipped)
+                for m in act.metrics
+            )
+        for r in results:
+            row = _score_row(run_id, act, r)
+            score_rows.append(row)
+            summarizer.add(
+                ev.name,
+                r.metric,
+                chunk.versions.get(r.subject_id),
+                row["value"] if row["status"] == ScoreStatus.ok else None,
+                None if row["status"] == ScoreStatus.ok else f"{row['status']}: {row['reason']}",
+            )
+    return score_rows, emb_rows

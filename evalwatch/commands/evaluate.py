@@ -1,0 +1,291 @@
+"""``evalwatch evaluate``: score a sample of stored traffic with the chosen evaluators.
+
+Runs directly (no Prefect): samples interactions, opens an evaluation run, streams the sample
+through :func:`evaluators.runner.run_evaluation`, and prints the per-metric summary and each
+evaluator's profile. The flows wrap the same functions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy.engine import Engine
+
+from evaluators.base import BaseEvaluator, evaluator_names, get_evaluator_class
+from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
+from evaluators.summary import MetricSummary
+from evalwatch.commands.common import (
+    STATE,
+    AppOpt,
+    MaxItemsOpt,
+    ModelVersionOpt,
+    RateOpt,
+    SeedOpt,
+    SinceOpt,
+    StratifyOpt,
+    UntilOpt,
+    bad_input,
+    console,
+    err_console,
+    open_store,
+    sample_spec,
+)
+from storage.models import EvaluatorProfile
+from storage.repo import create_run
+from storage.sampling import sample_interactions
+
+__all__ = ["build_evaluators", "evaluator_options", "print_result", "register"]
+
+# The evaluator that --rubrics configures (its options get {"rubrics": [...]}).
+JUDGE = "judge"
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (repeatable and comma-separated both work)."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def evaluator_options(
+    names: list[str], options_file: Path | None, rubrics: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Each selected evaluator's options: settings, then the options file, then CLI options.
+
+    Args:
+        names: Selected evaluator names.
+        options_file: YAML mapping evaluator name -> options (optional).
+        rubrics: Judge rubrics from ``--rubrics``.
+
+    Returns:
+        Options per selected evaluator.
+
+    Raises:
+        typer.Exit: Code 2 for an unreadable options file or ``--rubrics`` without the judge.
+
+    Examples:
+        >>> evaluator_options(["heuristics"], None, [])
+        {'heuristics': {}}
+    """
+    base = STATE.settings().evaluator_options
+    from_file: dict[str, Any] = {}
+    if options_file is not None:
+        try:
+            loaded = yaml.safe_load(options_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise bad_input(f"cannot read options file {options_file}: {exc}") from exc
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise bad_input(
+                f"options file {options_file} must map evaluator names to option mappings"
+            )
+        unused = sorted(set(loaded) - set(names))
+        if unused:
+            err_console.print(
+                f"[yellow]note:[/yellow] options for unselected evaluators ignored: "
+                f"{', '.join(unused)}",
+                highlight=False,
+            )
+        from_file = loaded
+    if rubrics and JUDGE not in names:
+        raise bad_input(f"--rubrics applies to the judge; add '{JUDGE}' to --evaluators")
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        opts = {**base.get(name, {}), **from_file.get(name, {})}
+        if name == JUDGE and rubrics:
+            opts["rubrics"] = rubrics
+        out[name] = opts
+    return out
+
+
+def build_evaluators(
+    options: dict[str, dict[str, Any]], engine: Engine | None = None
+) -> list[BaseEvaluator[Any]]:
+    """Instantiate the evaluators (not loaded yet); invalid options raise ``ValueError``.
+
+    An evaluator whose constructor takes an ``engine`` argument (the judge, for its cache)
+    gets the store.
+    """
+    out: list[BaseEvaluator[Any]] = []
+    for name, opts in options.items():
+        cls = get_evaluator_class(name)
+        extra: dict[str, Any] = {}
+        if engine is not None and "engine" in inspect.signature(cls.__init__).parameters:
+            extra["engine"] = engine
+        try:
+            out.append(cls(**extra, **opts))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"invalid options for evaluator {name!r}: {exc}") from exc
+    return out
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _metrics_table(title: str, rows: list[MetricSummary], by_version: bool = False) -> Table:
+    table = Table(title=title, title_justify="left")
+    if by_version:
+        table.add_column("version", no_wrap=True)
+        table.add_column("evaluator.metric", no_wrap=True)
+    else:
+        table.add_column("evaluator", no_wrap=True)
+        table.add_column("metric", no_wrap=True)
+    for col in ("n", "mean", "95% CI", "unscored"):
+        table.add_column(col, justify="right", no_wrap=col != "unscored")
+    for m in rows:
+        ci = "—" if m.ci_low is None else f"{m.ci_low:.3f}–{m.ci_high:.3f}"
+        if by_version:
+            cells = [escape(m.model_version or ""), escape(f"{m.evaluator}.{m.metric}")]
+        else:
+            cells = [escape(m.evaluator), escape(m.metric)]
+        cells += [str(m.count), _fmt(m.mean), ci, str(m.unscored)]
+        table.add_row(*cells)
+    return table
+
+
+def _profiles_table(profiles: list[EvaluatorProfile]) -> Table:
+    # One column per evaluator: a dozen figures per evaluator fit narrow terminals this way.
+    table = Table(title="profile", title_justify="left")
+    table.add_column("")
+    for p in profiles:
+        table.add_column(escape(p.evaluator), justify="right")
+
+    def util(p: EvaluatorProfile) -> str:
+        if p.gpu_util_mean is None:
+            return "—"
+        return f"{p.gpu_util_mean:.0f} / {(p.gpu_util_max or 0):.0f}"
+
+    rows: list[tuple[str, Any]] = [
+        ("device", lambda p: escape(p.device)),
+        ("items", lambda p: str(p.n_items)),
+        ("seconds", lambda p: _fmt(p.seconds, 2)),
+        ("items/s", lambda p: _fmt(p.items_per_s, 1)),
+        ("tokens/s", lambda p: _fmt(p.tokens_per_s, 0)),
+        ("model load s", lambda p: _fmt(p.load_seconds, 2)),
+        ("GPU util mean / max %", util),
+        ("GPU memory peak MB", lambda p: _fmt(p.gpu_mem_peak_mb, 0)),
+        ("GPU temperature max C", lambda p: _fmt(p.gpu_temp_max_c, 0)),
+        ("GPU power mean W", lambda p: _fmt(p.gpu_power_mean_w, 0)),
+        ("GPU energy J", lambda p: _fmt(p.gpu_energy_j, 1)),
+        ("torch peak allocated MB", lambda p: _fmt(p.torch_peak_mb, 0)),
+        ("process CPU %", lambda p: _fmt(p.cpu_percent_mean, 0)),
+        ("process RSS peak MB", lambda p: _fmt(p.rss_peak_mb, 0)),
+    ]
+    for label, cell in rows:
+        table.add_row(label, *(cell(p) for p in profiles))
+    return table
+
+
+def print_result(result: RunResult) -> None:
+    """Print a run's per-metric summary, per-version summary and profiles."""
+    console.print(
+        _metrics_table(f"run {result.run_id}: {result.n_subjects} interactions", result.metrics)
+    )
+    if len({m.model_version for m in result.by_model_version}) > 1:
+        console.print(_metrics_table("per model version", result.by_model_version, True))
+    console.print(_profiles_table(result.profiles))
+    for p in result.profiles:
+        if p.gpu_note:
+            console.print(f"{escape(p.evaluator)}: {escape(p.gpu_note)}", highlight=False)
+    for name, message in result.unavailable.items():
+        err_console.print(
+            f"[yellow]{escape(name)} did not run:[/yellow] {escape(message)}", highlight=False
+        )
+    for name, n in result.failed_batches.items():
+        if n:
+            err_console.print(
+                f"[red]{escape(name)}: {n} batch(es) failed[/red]; their results are stored as "
+                "unscored errors with the reason",
+                highlight=False,
+            )
+
+
+def evaluate(
+    evaluators: Annotated[
+        str,
+        typer.Option(
+            "--evaluators", "-e", help="Comma-separated evaluator names (see the list on error)."
+        ),
+    ] = "embedding,toxicity,heuristics",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    app: AppOpt = None,
+    model_version: ModelVersionOpt = None,
+    rate: RateOpt = 1.0,
+    max_items: MaxItemsOpt = None,
+    stratify: StratifyOpt = False,
+    seed: SeedOpt = 0,
+    options_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--options-file",
+            help="YAML mapping evaluator name -> options (over EVALWATCH_EVALUATOR_OPTIONS).",
+        ),
+    ] = None,
+    rubrics: Annotated[
+        list[str] | None,
+        typer.Option("--rubrics", help="Judge rubrics, comma-separated or repeated (judge only)."),
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Interactions per read/score/write step.")
+    ] = DEFAULT_CHUNK_SIZE,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+    ] = True,
+) -> None:
+    """Score a sample of stored traffic and print per-metric summaries and profiles."""
+    names = list(dict.fromkeys(_split([evaluators])))
+    known = evaluator_names()
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise bad_input(
+            (f"unknown evaluator(s): {', '.join(unknown)}; " if unknown else "no evaluators; ")
+            + f"known: {', '.join(known)}"
+        )
+    options = evaluator_options(names, options_file, _split(rubrics))
+    spec = sample_spec(since, until, app, model_version, rate, max_items, stratify, seed)
+    engine = open_store()
+    try:
+        evs = build_evaluators(options, engine)
+    except ValueError as exc:
+        raise bad_input(str(exc)) from exc
+    ids = sample_interactions(engine, spec)
+    if not ids:
+        console.print("no stored interactions match the sample; nothing to evaluate")
+        return
+    run = create_run(
+        engine,
+        "traffic",
+        params={
+            "sample": spec.model_dump(mode="json"),
+            "evaluators": names,
+            "n_subjects": len(ids),
+        },
+        evaluators={e.name: e.provenance().model_dump(mode="json") for e in evs},
+    )
+    assert run.id is not None
+    result = run_evaluation(
+        engine,
+        evs,
+        ids,
+        run_id=run.id,
+        chunk_size=chunk_size,
+        progress=progress,
+        console=err_console,
+    )
+    print_result(result)
+    if len(result.unavailable) == len(evs):
+        raise bad_input(
+            "no evaluator could start; fix the settings named above "
+            "(evaluator_options / EVALWATCH_EVALUATOR_OPTIONS or --options-file)"
+        )
+    console.print(f"stored as run {run.id}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``evaluate`` command."""
+    app.command("evaluate")(evaluate)

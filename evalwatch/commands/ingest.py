@@ -1,0 +1,114 @@
+"""``evalwatch ingest``: load traffic or feedback files into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from evalwatch.commands.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    STATE,
+    bad_input,
+    console,
+    err_console,
+    open_store,
+)
+from ingest.pipeline import IngestResult, ingest
+from ingest.readers import FORMATS, SourceReader, UnreadableFileError
+
+_TOP_REASONS = 8
+
+
+def _summary(result: IngestResult) -> None:
+    what = "feedback rows" if result.kind == "feedback" else "interactions"
+    console.print(
+        f"[bold]{result.ingested}[/bold] {what} ingested, "
+        f"[bold]{result.duplicates}[/bold] duplicate, "
+        f"[bold]{result.quarantined}[/bold] quarantined "
+        f"({result.rows} rows from {len(result.files)} file(s) in {result.seconds:.1f}s)",
+        highlight=False,
+    )
+    if result.kind == "traffic" and result.feedback:
+        console.print(f"{result.feedback} feedback rows from ratings and thumbs", highlight=False)
+    for why, n in sorted(result.skipped.items()):
+        console.print(f"skipped {n} line(s): {why}", highlight=False)
+    for why, n in sorted(result.warnings.items()):
+        console.print(f"stored {n} row(s) with a warning: {why}", highlight=False)
+    if result.reasons:
+        table = Table(title="Top quarantine reasons", title_justify="left")
+        table.add_column("reason")
+        table.add_column("rows", justify="right")
+        for why, n in result.reasons.most_common(_TOP_REASONS):
+            table.add_row(why, str(n))
+        console.print(table)
+        console.print(
+            "Rejected rows are in the quarantine table with their raw text, file, line and "
+            "every reason.",
+            highlight=False,
+        )
+
+
+def ingest_cmd(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files to ingest: JSONL, CSV, Parquet or OTLP JSON.", show_default=False
+        ),
+    ],
+    kind: Annotated[
+        str,
+        typer.Option("--kind", help="traffic rows, or feedback rows keyed by request id."),
+    ] = "traffic",
+    no_redact: Annotated[
+        bool,
+        typer.Option("--no-redact", help="Store text as is (PII redaction is on by default)."),
+    ] = False,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="auto (by name and content), jsonl, csv, parquet or otlp."),
+    ] = "auto",
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress bar.")
+    ] = False,
+) -> None:
+    """Validate and store traffic (or feedback); rejected rows go to quarantine.
+
+    Exit code 0 when every row was stored or was a duplicate, 1 when any row was quarantined,
+    2 for a missing or unreadable file or bad options.
+    """
+    if kind not in ("traffic", "feedback"):
+        raise bad_input(f"--kind must be traffic or feedback, not {kind!r}")
+    if fmt not in FORMATS:
+        raise bad_input(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    try:
+        for path in files:
+            SourceReader(path, fmt)  # every file opens before anything is stored
+    except UnreadableFileError as exc:
+        raise bad_input(str(exc)) from exc
+    settings = STATE.settings()
+    engine = open_store()
+    mode: Literal["traffic", "feedback"] = "feedback" if kind == "feedback" else "traffic"
+    try:
+        result = ingest(
+            engine,
+            files,
+            kind=mode,
+            fmt=fmt,
+            settings=settings,
+            redact=False if no_redact else None,
+            progress=not no_progress and err_console.is_terminal,
+            console=err_console,
+        )
+    except UnreadableFileError as exc:
+        raise bad_input(f"{exc} (rows of earlier chunks are stored; re-run to finish)") from exc
+    _summary(result)
+    raise typer.Exit(EXIT_CHECK_FAILED if result.quarantined else EXIT_OK)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``ingest`` command."""
+    app.command("ingest")(ingest_cmd)

@@ -1,0 +1,541 @@
+"""Readers for input files: JSONL, CSV, Parquet and OTLP JSON traces.
+
+Every reader yields one :class:`RawRecord` per line (per row for Parquet, per span for OTLP),
+so nothing is dropped on the way in: a line that does not parse comes back with its raw text and
+the reason, a blank line comes back marked as such, and bytes that are not UTF-8 are decoded with
+U+FFFD replacement characters and flagged.
+
+Field names are matched loosely (case, ``-``, ``_`` and spaces do not matter) and common aliases
+are accepted; see :data:`TRAFFIC_ALIASES`. Fields that are not in the schema are kept in the
+row's ``metadata``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import orjson
+
+from ingest import otel
+
+__all__ = [
+    "DATASET_ALIASES",
+    "EXTRA_KEY",
+    "FEEDBACK_ALIASES",
+    "FEEDBACK_FIELDS",
+    "FORMATS",
+    "PREDICTION_ALIASES",
+    "TRAFFIC_ALIASES",
+    "TRAFFIC_FIELDS",
+    "Format",
+    "RawRecord",
+    "SourceReader",
+    "UnreadableFileError",
+    "detect_format",
+    "normalise_keys",
+    "open_source",
+]
+
+Format = Literal["auto", "jsonl", "csv", "parquet", "otlp"]
+FORMATS: tuple[str, ...] = ("auto", "jsonl", "csv", "parquet", "otlp")
+
+#: The canonical traffic row fields (see the README's data schema).
+TRAFFIC_FIELDS: tuple[str, ...] = (
+    "request_id",
+    "timestamp",
+    "app",
+    "model_name",
+    "model_version",
+    "prompt",
+    "response",
+    "context",
+    "reference",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "user_id",
+    "session_id",
+    "rating",
+    "thumbs",
+    "metadata",
+)
+FEEDBACK_FIELDS: tuple[str, ...] = ("request_id", "kind", "value", "timestamp", "comment")
+
+#: Alias -> canonical traffic field. Keys are compared squashed: lower case, letters and digits.
+TRAFFIC_ALIASES: dict[str, str] = {
+    "id": "request_id",
+    "requestid": "request_id",
+    "reqid": "request_id",
+    "callid": "request_id",
+    "ts": "timestamp",
+    "time": "timestamp",
+    "datetime": "timestamp",
+    "createdat": "timestamp",
+    "loggedat": "timestamp",
+    "application": "app",
+    "appname": "app",
+    "service": "app",
+    "servicename": "app",
+    "model": "model_name",
+    "version": "model_version",
+    "input": "prompt",
+    "question": "prompt",
+    "query": "prompt",
+    "userinput": "prompt",
+    "prompttext": "prompt",
+    "output": "response",
+    "completion": "response",
+    "answer": "response",
+    "generation": "response",
+    "responsetext": "response",
+    "contexts": "context",
+    "retrievedcontext": "context",
+    "documents": "context",
+    "expected": "reference",
+    "expectedoutput": "reference",
+    "groundtruth": "reference",
+    "referenceanswer": "reference",
+    "latency": "latency_ms",
+    "durationms": "latency_ms",
+    "elapsedms": "latency_ms",
+    "prompttokens": "input_tokens",
+    "tokensin": "input_tokens",
+    "completiontokens": "output_tokens",
+    "tokensout": "output_tokens",
+    "costusd": "cost",
+    "price": "cost",
+    "user": "user_id",
+    "session": "session_id",
+    "conversationid": "session_id",
+    "userrating": "rating",
+    "stars": "rating",
+    "thumb": "thumbs",
+    "meta": "metadata",
+}
+#: Aliases whose values are in seconds; they become milliseconds.
+_SECONDS_ALIASES: dict[str, str] = {
+    "latencys": "latency_ms",
+    "latencyseconds": "latency_ms",
+    "durations": "latency_ms",
+    "duration": "latency_ms",
+}
+FEEDBACK_ALIASES: dict[str, str] = {
+    "id": "request_id",
+    "requestid": "request_id",
+    "interactionid": "request_id",
+    "type": "kind",
+    "event": "kind",
+    "score": "value",
+    "rating": "value",
+    "ts": "timestamp",
+    "time": "timestamp",
+    "createdat": "timestamp",
+    "text": "comment",
+    "note": "comment",
+}
+DATASET_ALIASES: dict[str, str] = {
+    "itemid": "id",
+    "key": "id",
+    "prompt": "input",
+    "question": "input",
+    "query": "input",
+    "answer": "reference",
+    "expected": "reference",
+    "expectedoutput": "reference",
+    "groundtruth": "reference",
+    "target": "reference",
+    "contexts": "context",
+    "slices": "tags",
+    "labels": "tags",
+    "meta": "metadata",
+}
+PREDICTION_ALIASES: dict[str, str] = {
+    "itemid": "id",
+    "modelname": "model",
+    "response": "output",
+    "completion": "output",
+    "prediction": "output",
+    "answer": "output",
+    "latency": "latency_ms",
+    "prompttokens": "input_tokens",
+    "completiontokens": "output_tokens",
+}
+#: Key under which :func:`normalise_keys` puts fields that are not in the schema.
+EXTRA_KEY = "_extra"
+
+_SQUASH = re.compile(r"[^0-9a-z]")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_BOM = b"\xef\xbb\xbf"
+
+
+class UnreadableFileError(Exception):
+    """A file that cannot be opened, or that is not in the format it was read as."""
+
+
+class RawRecord(NamedTuple):
+    """One line (row, span) of an input file, parsed or not.
+
+    Attributes:
+        line: 1-based line number (row number for Parquet; the document's line for OTLP).
+        raw: The text as read (decoded with replacement characters where needed).
+        value: The parsed value (usually a dict); None when ``error`` or ``skip`` is set.
+        error: Why the line could not be parsed, or None.
+        replaced: Whether bytes that are not UTF-8 were replaced by U+FFFD.
+        skip: Why this is not a row at all (a blank line, a span that is no GenAI call).
+    """
+
+    line: int
+    raw: str
+    value: Any
+    error: str | None = None
+    replaced: bool = False
+    skip: str | None = None
+
+
+def _squash(key: str) -> str:
+    return _SQUASH.sub("", key.lower())
+
+
+def normalise_keys(
+    obj: Mapping[str, Any],
+    fields: Sequence[str] = TRAFFIC_FIELDS,
+    aliases: Mapping[str, str] = TRAFFIC_ALIASES,
+) -> dict[str, Any]:
+    """Rename fields to their canonical names; fields not in the schema go under ``_extra``.
+
+    A canonical name beats an alias for the same field; the alias then goes under ``_extra``.
+
+    Args:
+        obj: A parsed row.
+        fields: Canonical field names.
+        aliases: Squashed alias -> canonical field.
+
+    Returns:
+        The row keyed by canonical names (plus ``_extra`` when there were unknown fields).
+
+    Examples:
+        >>> normalise_keys({"Input": "hi", "completion": "yo", "team": "a"})
+        {'prompt': 'hi', 'response': 'yo', '_extra': {'team': 'a'}}
+        >>> normalise_keys({"latency_s": 1.5})
+        {'latency_ms': 1500.0}
+    """
+    if obj.keys() <= _field_set(tuple(fields)):  # the common case: already canonical
+        return dict(obj)
+    by_squashed = {_squash(f): f for f in fields}
+    out: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    pending: list[tuple[str, str, Any]] = []
+    for key, value in obj.items():
+        if key in fields:
+            out[key] = value
+            continue
+        sq = _squash(str(key))
+        if sq in by_squashed:
+            pending.append((by_squashed[sq], key, value))
+        elif sq in aliases and aliases[sq] in fields:
+            pending.append((aliases[sq], key, value))
+        elif sq in _SECONDS_ALIASES and _SECONDS_ALIASES[sq] in fields:
+            scaled = value * 1000.0 if _is_number(value) else value
+            pending.append((_SECONDS_ALIASES[sq], key, scaled))
+        else:
+            extra[str(key)] = value
+    for field, key, value in pending:
+        if field in out:
+            extra[str(key)] = value
+        else:
+            out[field] = value
+    if extra:
+        out[EXTRA_KEY] = extra
+    return out
+
+
+@lru_cache(maxsize=16)
+def _field_set(fields: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(fields)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fix_surrogates(text: str) -> tuple[str, bool]:
+    """Undo ``surrogateescape``: invalid bytes become U+FFFD, and say whether there were any."""
+    if not _SURROGATE.search(text):
+        return text, False
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), True
+
+
+def _parse_json(line: bytes) -> tuple[str, Any, str | None, bool]:
+    """(text, value, error, replaced) for one JSON line."""
+    try:
+        value = orjson.loads(line)
+        return line.decode("utf-8"), value, None, False
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        text = line.decode("utf-8")
+        replaced = False
+    except UnicodeDecodeError:
+        text = line.decode("utf-8", "replace")
+        replaced = True
+    try:
+        # The standard library also reads what orjson refuses (NaN, huge integers).
+        value = json.loads(text)
+    except ValueError as exc:
+        return text, None, f"malformed JSON ({exc})", replaced
+    except RecursionError:
+        return text, None, "malformed JSON (nested too deeply)", replaced
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        if "surrogates" in str(exc):  # "\ud800" escapes decode to text no database stores
+            return text, None, "malformed JSON (lone surrogate escape)", replaced
+    return text, value, None, replaced
+
+
+class SourceReader:
+    r"""Iterates the records of one input file and tracks how far it got (for progress bars).
+
+    Args:
+        path: The file.
+        fmt: Its format (``auto`` detects it from the name and the first bytes).
+
+    Raises:
+        UnreadableFileError: If the file does not exist or cannot be read.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.jsonl"
+        >>> _ = p.write_text('{"prompt": "hi"}\n\nnot json\n')
+        >>> [(r.line, r.value, r.error is not None, r.skip) for r in SourceReader(p)]
+        [(1, {'prompt': 'hi'}, False, None), (2, None, False, 'blank line'), (3, None, True, None)]
+    """
+
+    def __init__(self, path: str | Path, fmt: Format | str = "auto") -> None:
+        self.path = Path(path)
+        if fmt not in FORMATS:
+            raise UnreadableFileError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        if not self.path.exists():
+            raise UnreadableFileError(f"{self.path}: no such file")
+        if not self.path.is_file():
+            raise UnreadableFileError(f"{self.path}: not a regular file")
+        try:
+            self.total = self.path.stat().st_size
+            with self.path.open("rb") as fh:
+                head = fh.read(65_536)
+        except OSError as exc:
+            raise UnreadableFileError(f"{self.path}: {exc.strerror or exc}") from exc
+        self.fmt: str = detect_format(self.path, head) if fmt == "auto" else fmt
+        #: Progress so far, in the unit of ``total`` (bytes; rows for Parquet).
+        self.done = 0
+
+    def __iter__(self) -> Iterator[RawRecord]:
+        try:
+            if self.fmt == "jsonl":
+                yield from self._jsonl()
+            elif self.fmt == "csv":
+                yield from self._csv()
+            elif self.fmt == "parquet":
+                yield from self._parquet()
+            else:
+                yield from self._otlp()
+        except OSError as exc:
+            raise UnreadableFileError(f"{self.path}: {exc.strerror or exc}") from exc
+
+    def _jsonl(self) -> Iterator[RawRecord]:
+        with self.path.open("rb") as fh:
+            for n, line in enumerate(fh, start=1):
+                self.done += len(line)
+                if n == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM) :]
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    yield RawRecord(n, line.decode("utf-8", "replace"), None, skip="blank line")
+                    continue
+                text, value, error, replaced = _parse_json(line)
+                yield RawRecord(n, text, value, error, replaced)
+
+    def _csv(self) -> Iterator[RawRecord]:
+        with self.path.open("rb") as binary:
+            text = io.TextIOWrapper(
+                binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
+            )
+            dialect: type[csv.Dialect] = (
+                csv.excel_tab if self.path.suffix.lower() == ".tsv" else csv.excel
+            )
+            reader = csv.reader(text, dialect)
+            header: list[str] | None = None
+            prev_line = 0
+            for cells in reader:
+                first_line, prev_line = prev_line + 1, reader.line_num
+                self.done = binary.tell()
+                fixed = [_fix_surrogates(c) for c in cells]
+                values = [c for c, _ in fixed]
+                replaced = any(r for _, r in fixed)
+                raw = _csv_line(values, dialect)
+                if header is None:
+                    if not any(v.strip() for v in values):
+                        continue
+                    header = [v.strip() for v in values]
+                    continue
+                if not any(v.strip() for v in values):
+                    yield RawRecord(first_line, raw, None, skip="blank line", replaced=replaced)
+                    continue
+                if len(values) > len(header):
+                    yield RawRecord(
+                        first_line,
+                        raw,
+                        None,
+                        f"malformed CSV row ({len(values)} fields, header has {len(header)})",
+                        replaced,
+                    )
+                    continue
+                row: dict[str, Any] = {}
+                for key, value in zip(header, values, strict=False):
+                    row[key] = _csv_value(key, value)
+                yield RawRecord(first_line, raw, row, None, replaced)
+
+    def _parquet(self) -> Iterator[RawRecord]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self.path)
+        except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+            raise UnreadableFileError(f"{self.path}: not a readable Parquet file ({exc})") from exc
+        self.total = pf.metadata.num_rows
+        n = 0
+        try:
+            for batch in pf.iter_batches(batch_size=5_000):
+                for row in batch.to_pylist():
+                    n += 1
+                    clean = {k: _parquet_value(v) for k, v in row.items()}
+                    raw = orjson.dumps(clean, default=str, option=orjson.OPT_NON_STR_KEYS)
+                    yield RawRecord(n, raw.decode(), clean)
+                self.done = n
+        except (pa.ArrowInvalid, pa.ArrowException) as exc:
+            raise UnreadableFileError(
+                f"{self.path}: Parquet read failed at row {n + 1} ({exc})"
+            ) from exc
+
+    def _otlp(self) -> Iterator[RawRecord]:
+        with self.path.open("rb") as fh:
+            first = fh.readline()
+            fh.seek(0)
+            # One export request per line (the collector's file exporter), or one document.
+            docs: Iterator[tuple[int, bytes]] = (
+                enumerate(fh, start=1) if _parses_as_object(first) else iter([(1, fh.read())])
+            )
+            for n, blob in docs:
+                self.done += len(blob)
+                if n == 1 and blob.startswith(_BOM):
+                    blob = blob[len(_BOM) :]
+                if not blob.strip():
+                    yield RawRecord(n, "", None, skip="blank line")
+                    continue
+                text, doc, error, replaced = _parse_json(blob.strip())
+                if error is not None:
+                    yield RawRecord(n, text, None, error, replaced)
+                    continue
+                try:
+                    spans = list(otel.iter_spans(doc))
+                except ValueError as exc:
+                    yield RawRecord(n, text, None, str(exc), replaced)
+                    continue
+                except (AttributeError, TypeError):
+                    yield RawRecord(n, text, None, "malformed OTLP document", replaced)
+                    continue
+                for resource, _scope, span in spans:
+                    raw = orjson.dumps(span, option=orjson.OPT_NON_STR_KEYS).decode()
+                    try:
+                        row = otel.span_to_row(span, resource)
+                    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                        yield RawRecord(n, raw, None, f"malformed OTLP span ({exc})", replaced)
+                        continue
+                    if row is None:
+                        yield RawRecord(n, raw, None, skip="not a GenAI span", replaced=replaced)
+                    else:
+                        yield RawRecord(n, raw, row, None, replaced)
+
+
+def _parses_as_object(line: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(line.strip().lstrip(_BOM) or b"null"), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _csv_line(values: Sequence[str], dialect: type[csv.Dialect]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, dialect, lineterminator="").writerow(values)
+    return buf.getvalue()
+
+
+def _csv_value(key: str, value: str) -> Any:
+    # CSV has only text: an empty cell is a missing value, and JSON-looking object/list cells
+    # (metadata, tags) are decoded. Numbers stay text; validation reads numeric text.
+    if value == "":
+        return None
+    stripped = value.strip()
+    if stripped[:1] in ("{", "[") and _squash(key) in ("metadata", "meta", "tags", "slices"):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            return value
+    return value
+
+
+def _parquet_value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def detect_format(path: Path, head: bytes) -> str:
+    """The format of a file from its name and first bytes.
+
+    Args:
+        path: The file's path (the suffix decides CSV and Parquet).
+        head: Its first bytes.
+
+    Returns:
+        ``jsonl``, ``csv``, ``parquet`` or ``otlp`` (a JSON file whose head mentions
+        ``resourceSpans``).
+
+    Examples:
+        >>> detect_format(Path("t.json"), b'{"resourceSpans": []}')
+        'otlp'
+        >>> detect_format(Path("x.csv"), b"")
+        'csv'
+
+    """
+    suffix = path.suffix.lower()
+    if head.startswith(b"PAR1") or suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if b'"resourceSpans"' in head or b'"resource_spans"' in head:
+        return "otlp"
+    return "jsonl"
+
+
+def open_source(path: str | Path, fmt: Format | str = "auto") -> SourceReader:
+    """A reader for one input file (see :class:`SourceReader`).
+
+    Examples:
+        >>> try:
+        ...     open_source("missing.jsonl")
+        ... except UnreadableFileError as exc:
+        ...     print(exc)
+        missing.jsonl: no such file
+    """
+    return SourceReader(path, fmt)
