@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -244,6 +245,7 @@ class _Baseline(NamedTuple):
     dof: float  # effective degrees of freedom of ``scale``
 
 
+@lru_cache(maxsize=4096)
 def _cutoff(threshold: float, dof: float) -> float:
     """``threshold`` as a normal z, widened for a scale estimated from little history.
 
@@ -277,18 +279,7 @@ def _mad_baseline(
         # The median's own error (variance pi/2 sigma^2/n) adds to the next window's.
         scale = _robust_scale(hist) * math.sqrt(1 + math.pi / (2 * n))
         return _Baseline(float(np.median(hist)), scale, False, n, _MAD_EFFICIENCY * (n - 1))
-    profile = np.full(period, np.nan)
-    loo_residuals: list[npt.NDArray[np.float64]] = []
-    for s in np.unique(hist_slots):
-        group = hist[hist_slots == s]
-        profile[s] = np.median(group)
-        k = group.size
-        if k >= _MIN_CYCLES:
-            # Leave-one-out residuals are prediction errors: in-sample residuals from a median
-            # of 3-14 values are too small (one of 3 is exactly 0) and would flag plain noise.
-            others = np.broadcast_to(group, (k, k))[~np.eye(k, dtype=bool)].reshape(k, k - 1)
-            loo_residuals.append(group - np.median(others, axis=1))
-    residuals = np.concatenate(loo_residuals)
+    profile, residuals = _seasonal_profile(values[lo:t], slots[lo:t], lo + int(slots[0]), period)
     return _Baseline(
         float(profile[slots[t]]),
         _robust_scale(residuals),
@@ -296,6 +287,39 @@ def _mad_baseline(
         n,
         _MAD_EFFICIENCY * (residuals.size - 1),
     )
+
+
+def _seasonal_profile(
+    values: npt.NDArray[np.float64], slots: npt.NDArray[np.int64], first: int, period: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per-slot medians and leave-one-out residuals of a history, cycles as matrix rows.
+
+    Leave-one-out residuals are prediction errors: in-sample residuals from a median of 3-14
+    values are too small (one of 3 is exactly 0) and would flag plain noise. Removing the
+    entry of rank r from a sorted column of k values leaves the median at positions
+    (k-2)//2 and (k-1)//2 of the rest, i.e. sorted index j + (j >= r): no loop needed.
+    """
+    rows = (first + np.arange(values.size)) // period
+    rows -= rows[0]
+    grid = np.full((int(rows[-1]) + 1, period), np.nan)
+    grid[rows, slots] = values
+    k = np.sum(np.isfinite(grid), axis=0)
+    order = np.argsort(grid, axis=0)  # NaN sorts last
+    ordered = np.take_along_axis(grid, order, axis=0)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(grid.shape[0])[:, None], axis=0)
+
+    def at(idx: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        safe = np.clip(idx, 0, grid.shape[0] - 1)
+        return np.take_along_axis(ordered, safe, axis=0)
+
+    cols_k = np.broadcast_to(k, grid.shape)
+    mid = at(np.stack([(k - 1) // 2, k // 2]).clip(0))
+    profile = np.where(k > 0, mid.mean(axis=0), np.nan)
+    j1, j2 = (cols_k - 2) // 2, (cols_k - 1) // 2
+    loo = 0.5 * (at(j1 + (j1 >= rank)) + at(j2 + (j2 >= rank)))
+    use = np.isfinite(grid) & (cols_k >= _MIN_CYCLES)
+    return profile, (grid - loo)[use]
 
 
 def detect_anomalies(

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,25 +97,6 @@ _IDENTITY = (
     "context",
     "user_id",
     "session_id",
-)
-_CONTENT = (
-    "request_id",
-    "app",
-    "model_name",
-    "model_version",
-    "prompt",
-    "response",
-    "context",
-    "reference",
-    "latency_ms",
-    "input_tokens",
-    "output_tokens",
-    "cost",
-    "user_id",
-    "session_id",
-    "rating",
-    "thumbs",
-    "metadata",
 )
 
 
@@ -201,9 +182,14 @@ def derived_request_id(row: dict[str, Any]) -> str:
 def _content_hash(row: dict[str, Any]) -> int:
     # Compared only within one run (to tell a repeat from a conflicting row), so Python's own
     # 64-bit hash will do; it is many times cheaper than a cryptographic one on long texts.
-    meta = row.get("metadata")
+    meta = row["metadata"]
     return hash(
-        (row.get("ts"), *(row.get(k) for k in _CONTENT[:-1]), _dumps(meta) if meta else None)
+        (
+            row["ts"], row["request_id"], row["app"], row["model_name"], row["model_version"],
+            row["prompt"], row["response"], row["context"], row["reference"], row["latency_ms"],
+            row["input_tokens"], row["output_tokens"], row["cost"], row["user_id"],
+            row["session_id"], row["rating"], row["thumbs"], _dumps(meta) if meta else None,
+        )
     )
 
 
@@ -297,7 +283,6 @@ class _Run:
                         raw.encode("utf-8", "surrogatepass")
                     ).hexdigest(),
                     "reasons": list(reasons),
-                    "created_at": datetime.now(UTC),
                 }
             )
         insert_quarantine(self.engine, rows)
@@ -388,7 +373,6 @@ class _Run:
         found = self.redactor.find_many(flat) if self.redactor is not None else None
         out: list[dict[str, Any]] = []
         pos = 0
-        now = datetime.now(UTC)
         for rec, row, mine in zip(recs, rows, texts_per_row, strict=True):
             redactions = 0
             texts = {k: row[k] for k in ("prompt", "response", "context", "reference")}
@@ -424,7 +408,6 @@ class _Run:
                     "metadata": meta,
                     "redactions": redactions,
                     "source": source,
-                    "ingested_at": now,
                 }
             )
         return out

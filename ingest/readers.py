@@ -173,6 +173,7 @@ PREDICTION_ALIASES: dict[str, str] = {
 EXTRA_KEY = "_extra"
 
 _SQUASH = re.compile(r"[^0-9a-z]")
+_JSON_COLUMNS = frozenset({"metadata", "meta", "tags", "slices", "labels"})
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _BOM = b"\xef\xbb\xbf"
 
@@ -418,7 +419,7 @@ class SourceReader:
             for batch in pf.iter_batches(batch_size=5_000):
                 for row in batch.to_pylist():
                     n += 1
-                    clean = {k: _parquet_value(v) for k, v in row.items()}
+                    clean = {k: _parquet_value(k, v) for k, v in row.items()}
                     raw = orjson.dumps(clean, default=str, option=orjson.OPT_NON_STR_KEYS)
                     yield RawRecord(n, raw.decode(), clean)
                 self.done = n
@@ -480,13 +481,10 @@ def _csv_line(values: Sequence[str], dialect: type[csv.Dialect]) -> str:
     return buf.getvalue()
 
 
-def _csv_value(key: str, value: str) -> Any:
-    # CSV has only text: an empty cell is a missing value, and JSON-looking object/list cells
-    # (metadata, tags) are decoded. Numbers stay text; validation reads numeric text.
-    if value == "":
-        return None
+def _json_cell(key: str, value: str) -> Any:
+    # Tables keep free-form fields (metadata, tags) as JSON text; decode what looks like it.
     stripped = value.strip()
-    if stripped[:1] in ("{", "[") and _squash(key) in ("metadata", "meta", "tags", "slices"):
+    if stripped[:1] in ("{", "[") and _squash(key) in _JSON_COLUMNS:
         try:
             return json.loads(stripped)
         except ValueError:
@@ -494,9 +492,19 @@ def _csv_value(key: str, value: str) -> Any:
     return value
 
 
-def _parquet_value(value: Any) -> Any:
+def _csv_value(key: str, value: str) -> Any:
+    # CSV has only text: an empty cell is a missing value. Numbers stay text; validation
+    # reads numeric text.
+    if value == "":
+        return None
+    return _json_cell(key, value)
+
+
+def _parquet_value(key: str, value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, str):
+        return _json_cell(key, value)
     return value
 
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.models import DatasetItem, Interaction, ModelOutput, Score
+from storage.models import DatasetItem, Feedback, Interaction, ModelOutput, Score
 
-__all__ = ["run_scores_frame"]
+__all__ = [
+    "output_scores_frame",
+    "run_scores_frame",
+    "traffic_window_feedback_frame",
+    "traffic_window_frame",
+    "traffic_window_scores_frame",
+]
+
+# Bound parameters per IN list, under SQLite's and psycopg's limits.
+_IN_CHUNK = 5_000
 
 
 def run_scores_frame(engine: Engine, run_id: int) -> pd.DataFrame:
@@ -89,5 +101,207 @@ def run_scores_frame(engine: Engine, run_id: int) -> pd.DataFrame:
         )
     df = pd.concat(frames, ignore_index=True)
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df
+
+
+def output_scores_frame(
+    engine: Engine, output_ids: Sequence[int], evaluators: Mapping[str, str]
+) -> pd.DataFrame:
+    """Every stored score of the given test-set outputs by the given evaluator versions.
+
+    A score is unique per output, evaluator version and metric whichever run wrote it, so an
+    output that an earlier run already scored keeps that score (later runs skip it). This
+    reads them all, where :func:`run_scores_frame` reads only what one run wrote.
+
+    Args:
+        engine: The store.
+        output_ids: Model-output ids.
+        evaluators: Evaluator name -> version whose scores are wanted.
+
+    Returns:
+        One row per score: ``run_id, subject_id, evaluator, evaluator_version, metric`` (as
+        ``evaluator.metric``), ``value``, ``status``, ``reason``, ``explanation``, ``model``,
+        ``item`` (dataset item key), ``tags`` and ``text`` (the output).
+    """
+    sc = Score.__table__  # type: ignore[attr-defined]
+    mo = ModelOutput.__table__  # type: ignore[attr-defined]
+    di = DatasetItem.__table__  # type: ignore[attr-defined]
+    columns = [
+        "run_id",
+        "subject_id",
+        "evaluator",
+        "evaluator_version",
+        "metric",
+        "value",
+        "status",
+        "reason",
+        "explanation",
+        "model",
+        "item",
+        "tags",
+        "text",
+    ]
+    ids = list(dict.fromkeys(int(i) for i in output_ids))
+    if not ids or not evaluators:
+        return pd.DataFrame(columns=columns)
+    which = sa.or_(
+        *(sa.and_(sc.c.evaluator == n, sc.c.evaluator_version == v) for n, v in evaluators.items())
+    )
+    rows: list[dict[str, object]] = []
+    with engine.connect() as conn:
+        for start in range(0, len(ids), _IN_CHUNK):
+            q = (
+                sa.select(
+                    sc.c.run_id,
+                    sc.c.subject_id,
+                    sc.c.evaluator,
+                    sc.c.evaluator_version,
+                    (sc.c.evaluator + "." + sc.c.metric).label("metric"),
+                    sc.c.value,
+                    sc.c.status,
+                    sc.c.reason,
+                    sc.c.explanation,
+                    mo.c.model,
+                    di.c.item_key.label("item"),
+                    di.c.tags,
+                    mo.c.output.label("text"),
+                )
+                .join(mo, mo.c.id == sc.c.subject_id)
+                .join(di, di.c.id == mo.c.dataset_item_id)
+                .where(
+                    sc.c.subject_type == "output",
+                    sc.c.subject_id.in_(ids[start : start + _IN_CHUNK]),
+                    which,
+                )
+            )
+            rows.extend(dict(r) for r in conn.execute(q).mappings())
+    df = pd.DataFrame(rows, columns=columns)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df
+
+
+def _window_where(
+    it: sa.Table, app: str, model_versions: Sequence[str], start: datetime, end: datetime
+) -> list[sa.ColumnElement[bool]]:
+    return [
+        it.c.app == app,
+        it.c.model_version.in_(list(model_versions)),
+        it.c.ts >= start,
+        it.c.ts < end,
+    ]
+
+
+def traffic_window_frame(
+    engine: Engine, app: str, model_versions: Sequence[str], start: datetime, end: datetime
+) -> pd.DataFrame:
+    """The interactions of one app and some model versions in ``[start, end)``.
+
+    Args:
+        engine: The store.
+        app: The app.
+        model_versions: Versions to include.
+        start: Window start (inclusive).
+        end: Window end (exclusive).
+
+    Returns:
+        One row per interaction: ``id, request_id, ts, model_version, latency_ms,
+        input_tokens, output_tokens, cost``.
+    """
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    q = sa.select(
+        it.c.id,
+        it.c.request_id,
+        it.c.ts,
+        it.c.model_version,
+        it.c.latency_ms,
+        it.c.input_tokens,
+        it.c.output_tokens,
+        it.c.cost,
+    ).where(*_window_where(it, app, model_versions, start, end))
+    columns = [
+        "id",
+        "request_id",
+        "ts",
+        "model_version",
+        "latency_ms",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+    ]
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(q.order_by(it.c.ts, it.c.id)).mappings()]
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("latency_ms", "input_tokens", "output_tokens", "cost"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def traffic_window_scores_frame(
+    engine: Engine, app: str, model_versions: Sequence[str], start: datetime, end: datetime
+) -> pd.DataFrame:
+    """Every score of the interactions of :func:`traffic_window_frame`, whichever run wrote it.
+
+    Returns:
+        One row per score: ``interaction_id, model_version, evaluator, evaluator_version,
+        metric`` (as ``evaluator.metric``), ``value`` and ``status``.
+    """
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    sc = Score.__table__  # type: ignore[attr-defined]
+    q = (
+        sa.select(
+            it.c.id.label("interaction_id"),
+            it.c.model_version,
+            sc.c.evaluator,
+            sc.c.evaluator_version,
+            (sc.c.evaluator + "." + sc.c.metric).label("metric"),
+            sc.c.value,
+            sc.c.status,
+        )
+        .join(sc, sa.and_(sc.c.subject_type == "interaction", sc.c.subject_id == it.c.id))
+        .where(*_window_where(it, app, model_versions, start, end))
+    )
+    columns = [
+        "interaction_id",
+        "model_version",
+        "evaluator",
+        "evaluator_version",
+        "metric",
+        "value",
+        "status",
+    ]
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    df = pd.DataFrame(rows, columns=columns)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df
+
+
+def traffic_window_feedback_frame(
+    engine: Engine, app: str, model_versions: Sequence[str], start: datetime, end: datetime
+) -> pd.DataFrame:
+    """User feedback on the interactions of :func:`traffic_window_frame`.
+
+    Returns:
+        One row per feedback: ``interaction_id, model_version, kind`` (rating, thumbs, ...),
+        ``value`` (a rating 1-5; thumbs 1 up, 0 down) and ``ts``.
+    """
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    fb = Feedback.__table__  # type: ignore[attr-defined]
+    q = (
+        sa.select(
+            it.c.id.label("interaction_id"),
+            it.c.model_version,
+            fb.c.kind,
+            fb.c.value,
+            fb.c.ts,
+        )
+        .join(fb, fb.c.interaction_id == it.c.id)
+        .where(*_window_where(it, app, model_versions, start, end))
+    )
+    columns = ["interaction_id", "model_version", "kind", "value", "ts"]
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(q.order_by(fb.c.ts, fb.c.id)).mappings()]
+    df = pd.DataFrame(rows, columns=columns)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     return df

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from storage.models import (
     JudgeCalibration,
     ModelOutput,
     Quarantine,
+    RegressionReport,
     RunStatus,
     Score,
     utcnow,
@@ -50,6 +51,7 @@ __all__ = [
     "insert_judge_calibration",
     "insert_model_outputs",
     "insert_quarantine",
+    "insert_regression_report",
     "interaction_ids_for",
     "iter_rows",
     "list_datasets",
@@ -109,7 +111,7 @@ def insert_ignore(
         return []
     table: sa.Table = model.__table__  # type: ignore[attr-defined]
     if len(rows) >= _STAGE_MIN_ROWS and conn.dialect.name in ("postgresql", "sqlite"):
-        return _staged_insert_ignore(conn, table, rows, conflict_cols, returning)
+        return _bulk_insert_ignore(conn, table, rows, conflict_cols, returning)
     stmt = (
         _insert(conn, table)
         .on_conflict_do_nothing(index_elements=list(conflict_cols))
@@ -123,11 +125,13 @@ def insert_ignore(
     return out
 
 
-# From this many rows on, bulk inserts go through a staging table (see _staged_insert_ignore).
+# From this many rows on, bulk inserts take the driver's bulk path (see _bulk_insert_ignore).
 _STAGE_MIN_ROWS = 500
+# Keys per "IN (...)" lookup, under SQLite's bound-parameter limit.
+_KEYS_PER_LOOKUP = 30_000
 
 
-def _staged_insert_ignore(
+def _bulk_insert_ignore(
     conn: Connection,
     table: sa.Table,
     rows: Sequence[Mapping[str, Any]],
@@ -136,12 +140,21 @@ def _staged_insert_ignore(
 ) -> list[Any]:
     """The fast path of :func:`insert_ignore` for large batches.
 
-    Rows go into an unindexed temporary table with the driver's bulk path (``COPY`` on
-    PostgreSQL, ``executemany`` on SQLite), then one ``INSERT ... SELECT ... ON CONFLICT DO
-    NOTHING RETURNING`` moves them. Multi-row ``VALUES`` statements cost a statement parse per
-    batch in psycopg and SQLAlchemy; this costs about what the raw driver does. Values pass
-    through the same SQLAlchemy type processors, and Python column defaults are filled, so the
-    stored rows are the same as the other path's.
+    Multi-row ``VALUES`` statements cost a statement parse per batch in psycopg and
+    SQLAlchemy; the driver's bulk paths cost about what the raw driver does:
+
+    * PostgreSQL, when the conflict key is a single column and is what is returned: look up
+      which keys exist and ``COPY`` the rest straight into the table (under a savepoint: if a
+      concurrent writer added one of the keys meanwhile, the copy is undone and the next
+      path runs);
+    * PostgreSQL otherwise: ``COPY`` into an unindexed temporary table, then one
+      ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING``;
+    * SQLite, when the conflict key is a single column and is what is returned: take the write
+      lock, look up which keys exist, then one ``executemany`` of ``INSERT ... ON CONFLICT DO
+      NOTHING``; otherwise through a staging table as on PostgreSQL.
+
+    Values pass through the same SQLAlchemy type processors and Python column defaults are
+    filled, so the stored rows are the same as the other path's.
     """
     dialect = conn.dialect
     cols = [c for c in rows[0] if c in table.c]
@@ -154,16 +167,19 @@ def _staged_insert_ignore(
             continue
         fill[col.key] = default.arg(None) if default.is_callable else default.arg
     names = cols + list(fill)
-    procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in names]
-    todo = [(i, p) for i, p in enumerate(procs) if p is not None]
-    fixed = list(fill.values())
+
+    def processor(name: str) -> Any:
+        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+
+    todo = [(i, p) for i, c in enumerate(cols) if (p := processor(c)) is not None]
+    fixed = [processor(c)(v) if processor(c) is not None else v for c, v in fill.items()]
 
     def values() -> Iterator[list[Any]]:
         for r in rows:
             v = [r[c] for c in cols]
-            v.extend(fixed)
             for i, p in todo:
                 v[i] = p(v[i])
+            v.extend(fixed)
             yield v
 
     q = dialect.identifier_preparer.quote
@@ -173,6 +189,11 @@ def _staged_insert_ignore(
     conflict = ", ".join(q(table.c[c].name) for c in conflict_cols)
     ret = q(table.c[returning].name)
     dbapi_conn: Any = conn.connection.driver_connection
+    direct = list(conflict_cols) == [returning] and returning in cols
+    if dialect.name == "postgresql" and direct:
+        copied = _copy_new_rows(conn, table, rows, names, values, returning)
+        if copied is not None:
+            return copied
     if dialect.name == "postgresql":
         conn.exec_driver_sql(
             f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
@@ -190,10 +211,38 @@ def _staged_insert_ignore(
         ]
         conn.exec_driver_sql(f"DROP TABLE {stage}")
         return out
+    marks = ", ".join("?" * len(names))
+    if direct:
+        if not dbapi_conn.in_transaction:
+            # Take the write lock before looking: no writer can add a key in between.
+            dbapi_conn.execute("BEGIN IMMEDIATE")
+        key_proc = processor(returning)
+        keys = [r[returning] for r in rows]
+        bound = [key_proc(k) for k in keys] if key_proc is not None else keys
+        existing: set[Any] = set()
+        for start in range(0, len(bound), _KEYS_PER_LOOKUP):
+            part = list(dict.fromkeys(bound[start : start + _KEYS_PER_LOOKUP]))
+            found = dbapi_conn.execute(
+                f"SELECT {ret} FROM {target} WHERE {ret} IN ({', '.join('?' * len(part))})",
+                part,
+            )
+            existing.update(k for (k,) in found)
+        cur = dbapi_conn.cursor()
+        cur.executemany(
+            f"INSERT INTO {target} ({collist}) VALUES ({marks}) "
+            f"ON CONFLICT ({conflict}) DO NOTHING",
+            values(),
+        )
+        cur.close()
+        inserted: list[Any] = []
+        for key, b in zip(keys, bound, strict=True):
+            if b not in existing:
+                existing.add(b)  # a repeat later in the batch was skipped
+                inserted.append(key)
+        return inserted
     conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} AS SELECT {collist} FROM {target} WHERE 0")
     try:
         cur = dbapi_conn.cursor()
-        marks = ", ".join("?" * len(names))
         cur.executemany(f"INSERT INTO {stage} ({collist}) VALUES ({marks})", values())
         cur.close()
         # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
@@ -208,6 +257,59 @@ def _staged_insert_ignore(
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
 
 
+def _existing_keys(conn: Connection, table: sa.Table, key: str, keys: Sequence[Any]) -> set[Any]:
+    """PostgreSQL: which of ``keys`` are stored already."""
+    lookup = sa.select(table.c[key]).where(
+        table.c[key] == sa.any_(sa.bindparam("keys", type_=postgresql.ARRAY(table.c[key].type)))
+    )
+    unique = list(dict.fromkeys(keys))
+    existing: set[Any] = set()
+    for start in range(0, len(unique), 50_000):
+        existing.update(conn.execute(lookup, {"keys": unique[start : start + 50_000]}).scalars())
+    return existing
+
+
+def _copy_new_rows(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    values: Callable[[], Iterator[list[Any]]],
+    key: str,
+) -> list[Any] | None:
+    """PostgreSQL: ``COPY`` the rows whose key is not stored yet; None if a key collided."""
+    import psycopg
+
+    q = conn.dialect.identifier_preparer.quote
+    keys = [r[key] for r in rows]
+    existing = _existing_keys(conn, table, key, keys)
+    keep: list[bool] = []
+    inserted: list[Any] = []
+    for k in keys:
+        new = k not in existing
+        keep.append(new)
+        if new:
+            existing.add(k)  # a repeat later in the batch is a duplicate
+            inserted.append(k)
+    if not inserted:
+        return []
+    collist = ", ".join(q(table.c[c].name) for c in names)
+    savepoint = conn.begin_nested()
+    try:
+        dbapi_conn: Any = conn.connection.driver_connection
+        with dbapi_conn.cursor() as cur, cur.copy(
+            f"COPY {q(table.name)} ({collist}) FROM STDIN"
+        ) as cp:
+            for v, ok in zip(values(), keep, strict=True):
+                if ok:
+                    cp.write_row(v)
+    except psycopg.errors.UniqueViolation:
+        savepoint.rollback()
+        return None
+    savepoint.commit()
+    return inserted
+
+
 def insert_interactions(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Store interactions; returns the request ids newly stored (duplicates are skipped)."""
     with engine.begin() as conn:
@@ -220,6 +322,14 @@ def interaction_ids_for(engine: Engine, request_ids: Iterable[str]) -> dict[str,
     out: dict[str, int] = {}
     table = Interaction.__table__  # type: ignore[attr-defined]
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # One array parameter instead of thousands of bound values per statement.
+            q = sa.select(table.c.request_id, table.c.id).where(
+                table.c.request_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
+            )
+            for start in range(0, len(ids), 50_000):
+                out.update({r: i for r, i in conn.execute(q, {"ids": ids[start : start + 50_000]})})
+            return out
         for start in range(0, len(ids), 5_000):
             chunk = ids[start : start + 5_000]
             q = sa.select(table.c.request_id, table.c.id).where(table.c.request_id.in_(chunk))
@@ -230,7 +340,7 @@ def interaction_ids_for(engine: Engine, request_ids: Iterable[str]) -> dict[str,
 def insert_feedback(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
     """Store feedback rows (with ``interaction_id`` resolved); returns how many were new."""
     with engine.begin() as conn:
-        return len(insert_ignore(conn, Feedback, rows, ["feedback_key"]))
+        return len(insert_ignore(conn, Feedback, rows, ["feedback_key"], "feedback_key"))
 
 
 def insert_quarantine(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -547,3 +657,13 @@ def insert_judge_calibration(engine: Engine, row: Mapping[str, Any]) -> int:
         s.flush()
         assert cal.id is not None
         return cal.id
+
+
+def insert_regression_report(engine: Engine, row: Mapping[str, Any]) -> int:
+    """Store one regression gate or canary comparison outcome; returns its id."""
+    with session_scope(engine) as s:
+        rep = RegressionReport(**dict(row))
+        s.add(rep)
+        s.flush()
+        assert rep.id is not None
+        return rep.id

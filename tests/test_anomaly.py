@@ -165,7 +165,7 @@ def test_weekly_seasonality_for_daily_series() -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_noise_alone_raises_few_false_alarms(method: str) -> None:
     flags = windows = 0
-    for seed in range(10):
+    for seed in range(8):
         rng = np.random.default_rng(100 + seed)
         hours = hourly(14)
         report = detect_anomalies(

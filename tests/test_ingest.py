@@ -3,8 +3,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import importlib.util
 import io
 import json
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +35,20 @@ def _settings(**ingest_kw) -> Settings:
     return Settings(hash_key=KEY, ingest=IngestSettings(**ingest_kw))
 
 
+def _generator():
+    name = "generate_sample_data"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def _traffic(n: int, seed: int = 3) -> list[dict]:
-    try:
-        from scripts.generate_sample_data import generate_traffic
-    except ImportError:  # pragma: no cover - the generator ships with the repo
-        pytest.fail("scripts/generate_sample_data.py is missing")
-    return list(generate_traffic(n, datetime(2026, 10, 1, tzinfo=UTC), 14, seed, 3))
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    return list(_generator().generate_traffic(n, start, 14, seed, 3))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -227,7 +237,9 @@ def test_formats_store_the_same_rows(engine, tmp_path):
                     "session_hash FROM interactions ORDER BY request_id"
                 )
             ).all()
-            fb = conn.execute(sa.text("SELECT kind, value, label FROM feedback ORDER BY kind, value")).all()
+            fb = conn.execute(
+                sa.text("SELECT kind, value, label FROM feedback ORDER BY kind, value")
+            ).all()
         return [tuple(r) for r in got], [tuple(r) for r in fb]
 
     baseline = None
@@ -267,6 +279,7 @@ def test_feedback_files(engine, tmp_path):
     result = ingest(engine, [path], kind="feedback", settings=_settings(), collect_outcomes=True)
     assert (result.ingested, result.duplicates, result.quarantined) == (4, 1, 5)
     assert result.feedback == 4
+    assert result.outcomes is not None
     status = {o.line: o.status for o in result.outcomes}
     assert status == {1: "stored", 2: "stored", 3: "stored", 4: "stored", 5: "duplicate",
                       6: "quarantined", 7: "quarantined", 8: "quarantined", 9: "quarantined",
@@ -306,7 +319,7 @@ def test_both_bulk_write_paths_store_the_same_rows(engine):
     with engine.begin() as conn:
         assert len(insert_ignore(conn, Interaction, small, ["request_id"], "request_id")) == 400
         got = insert_ignore(conn, Interaction, large + small[:10], ["request_id"], "request_id")
-    assert sorted(got) == sorted(r["request_id"] for r in large)
+    assert sorted(got) == sorted(str(r["request_id"]) for r in large)
     with engine.connect() as conn:
         stored = conn.execute(
             sa.text("SELECT request_id, ts, metadata, redactions, ingested_at FROM interactions")
@@ -412,3 +425,28 @@ def test_reasons_are_counted_once_per_row(sqlite_engine, tmp_path):
         {f"{f}: missing": 3 for f in ("timestamp", "app", "model_name", "model_version",
                                       "response")}
     )
+
+
+def test_postgres_copy_falls_back_when_a_key_appears_meanwhile(pg_database_url, monkeypatch):
+    import storage.repo as repo
+    from storage.db import make_engine
+
+    engine = make_engine(pg_database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE interactions RESTART IDENTITY CASCADE"))
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [
+        {"request_id": f"race-{i}", "ts": now, "app": "a", "model_name": "m",
+         "model_version": "v", "prompt": "p", "response": "r"}
+        for i in range(600)
+    ]
+    with engine.begin() as conn:
+        insert_ignore(conn, Interaction, rows[:5], ["request_id"], "request_id")
+    # As if another writer stored race-0..4 after the lookup: the COPY collides, is undone
+    # to its savepoint, and the staging path stores the rest.
+    monkeypatch.setattr(repo, "_existing_keys", lambda *a, **k: set())
+    with engine.begin() as conn:
+        got = insert_ignore(conn, Interaction, rows, ["request_id"], "request_id")
+    assert sorted(got) == sorted(f"race-{i}" for i in range(5, 600))
+    assert _count(engine, "interactions") == 600
+    engine.dispose()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.redact import PII_KINDS, Finding, Redactor, luhn_ok, mask
 from ingest import redact as R
+from ingest.redact import PII_KINDS, Finding, Redactor, luhn_ok, mask
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
         ("xoxb-1234567890-abcdef", "secret", "[REDACTED:secret]"),
         ("AIza" + "B" * 35, "secret", "[REDACTED:secret]"),
         ("API_KEY=abcdefghijklmnop", "secret", "[REDACTED:secret]"),
-        ("Authorization: Bearer abcdefghijklmnopqrstu", "secret", "Authorization: [REDACTED:secret]"),
+        ("Auth: Bearer abcdefghijklmnopqrstu", "secret", "Auth: [REDACTED:secret]"),
         ("password: hunter2hunter2hunter2", "secret", "[REDACTED:secret]"),
         ("I forgot my password, help", "secret", None),
         ("a task-based plan", "secret", None),

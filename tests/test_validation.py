@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,6 +19,8 @@ from checks.validation import (
 from evalwatch.settings import IngestSettings
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+TS = "2026-11-01T00:00:00Z"
+R1 = {"request_id": "r1"}
 
 
 def _row(**kw):
@@ -80,6 +83,7 @@ def test_coercion_reads_numeric_text_and_aliases_values():
         ]
     )
     row = c.rows[0]
+    assert row is not None
     assert c.reasons == [[]]
     assert row["request_id"] == "17" and row["user_id"] == "5"
     assert (row["latency_ms"], row["input_tokens"], row["output_tokens"]) == (12.5, 7, 3)
@@ -144,9 +148,11 @@ def test_request_ids_must_be_unique_within_a_chunk():
 
 
 def test_many_rows_map_failures_to_the_right_rows():
-    rows = [_row(request_id=f"r{i}", latency_ms=-1 if i % 97 == 0 else 5) for i in range(3000)]
+    rows: list[Any] = [
+        _row(request_id=f"r{i}", latency_ms=-1 if i % 97 == 0 else 5) for i in range(3000)
+    ]
     rows[1234]["rating"] = 42
-    rows.insert(10, "not a row")  # type: ignore[arg-type]
+    rows.insert(10, "not a row")
     result = validate_traffic(rows, IngestSettings(), NOW)
     failing = {i for i, r in enumerate(result.reasons) if r}
     expected = {i + (i >= 10) for i in range(3000) if i % 97 == 0} | {1235, 10}
@@ -166,7 +172,8 @@ def test_the_context_is_built_once_with_progress_bars_off():
     first = V._engine()
     validate_traffic([_row()], IngestSettings(), NOW)
     assert V._engine() is first
-    assert first.context.variables.progress_bars.globally is False
+    bars = first.context.variables.progress_bars
+    assert bars is not None and bars.globally is False
 
 
 def test_an_expectation_that_cannot_run_is_an_error_not_a_pass():
@@ -182,25 +189,25 @@ def test_an_expectation_that_cannot_run_is_an_error_not_a_pass():
 @pytest.mark.parametrize(
     ("row", "reasons"),
     [
-        ({"request_id": "r1", "kind": "rating", "value": 4}, []),
-        ({"request_id": "r1", "kind": "rating", "value": 9}, ["value: rating outside the 1..5 scale"]),
-        ({"request_id": "r1", "kind": "rating"}, ["value: missing"]),
-        ({"request_id": "r1", "kind": "rating", "value": 4.5}, ["value: expected an integer (4.5)"]),
-        ({"request_id": "r1", "kind": "thumbs", "value": "up"}, []),
-        ({"request_id": "r1", "kind": "thumbs", "value": False}, []),
-        ({"request_id": "r1", "kind": "thumbs", "value": "meh"}, ["value: thumbs not 'up' or 'down'"]),
-        ({"request_id": "r1", "kind": "thumbs"}, ["value: missing"]),
-        ({"request_id": "r1", "kind": "follow_up", "value": "and then?"}, []),
-        ({"request_id": "r1", "kind": "abandon"}, []),
-        ({"request_id": "r1", "kind": "like"}, ["kind: not one of rating, thumbs, follow_up, abandon"]),
+        ({**R1, "kind": "rating", "value": 4}, []),
+        ({**R1, "kind": "rating", "value": 9}, ["value: rating outside the 1..5 scale"]),
+        ({**R1, "kind": "rating"}, ["value: missing"]),
+        ({**R1, "kind": "rating", "value": 4.5}, ["value: expected an integer (4.5)"]),
+        ({**R1, "kind": "thumbs", "value": "up"}, []),
+        ({**R1, "kind": "thumbs", "value": False}, []),
+        ({**R1, "kind": "thumbs", "value": "meh"}, ["value: thumbs not 'up' or 'down'"]),
+        ({**R1, "kind": "thumbs"}, ["value: missing"]),
+        ({**R1, "kind": "follow_up", "value": "and then?"}, []),
+        ({**R1, "kind": "abandon"}, []),
+        ({**R1, "kind": "like"}, ["kind: not one of rating, thumbs, follow_up, abandon"]),
         ({"kind": "abandon"}, ["request_id: missing"]),
         ({"request_id": "r1"}, ["kind: missing"]),
-        ({"request_id": "r1", "kind": "abandon", "timestamp": None}, ["timestamp: missing"]),
+        ({**R1, "kind": "abandon", "timestamp": None}, ["timestamp: missing"]),
         (
             {"request_id": "r1", "kind": "abandon", "timestamp": "2099-01-01T00:00:00Z"},
             ["timestamp: in the future"],
         ),
-        ({"request_id": "r1", "kind": "abandon", "comment": 5}, ["comment: expected a string, got number"]),
+        ({**R1, "kind": "abandon", "comment": 5}, ["comment: expected a string, got number"]),
     ],
 )
 def test_feedback_checks(row, reasons):
@@ -211,14 +218,16 @@ def test_feedback_checks(row, reasons):
 def test_feedback_values():
     c = coerce_feedback(
         [
-            {"request_id": 7, "kind": "Thumbs", "value": "down", "timestamp": "2026-11-01T00:00:00Z"},
-            {"request_id": "r", "kind": "rating", "value": "5", "timestamp": "2026-11-01T00:00:00Z"},
+            {"request_id": 7, "kind": "Thumbs", "value": "down", "timestamp": TS},
+            {"request_id": "r", "kind": "rating", "value": "5", "timestamp": TS},
         ]
     )
-    assert (c.rows[0]["request_id"], c.rows[0]["kind"], c.rows[0]["value"], c.rows[0]["label"]) == (
+    first, second = c.rows
+    assert first is not None and second is not None
+    assert (first["request_id"], first["kind"], first["value"], first["label"]) == (
         "7", "thumbs", 0.0, "down"
     )
-    assert c.rows[1]["value"] == 5.0
+    assert second["value"] == 5.0
 
 
 @pytest.mark.parametrize(

@@ -81,15 +81,11 @@ def datasets_list() -> None:
         console.print("no datasets yet; load one with `evalwatch datasets load FILE`")
         return
     table = Table(title="Datasets")
-    for col in ("name", "version", "items", "created (UTC)", "source"):
+    for col in ("name", "version", "items", "created (UTC)"):
         table.add_column(col, justify="right" if col == "items" else "left")
     for ds in rows:
         table.add_row(
-            ds.name,
-            ds.version,
-            str(ds.n_items),
-            ds.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            ds.source or "",
+            ds.name, ds.version, str(ds.n_items), ds.created_at.strftime("%Y-%m-%d %H:%M:%S")
         )
     console.print(table)
 

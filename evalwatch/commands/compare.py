@@ -1,0 +1,102 @@
+"""``evalwatch compare``: is the canary version worse than the current one on live traffic?
+
+Exit codes: 0 not shown worse (too little traffic does not roll back), 1 the canary is worse,
+2 bad input (no traffic for a version, bad window, invalid policy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from evalwatch.commands.common import (
+    EXIT_OK,
+    bad_input,
+    open_store,
+    parse_duration,
+    parse_time,
+)
+
+__all__ = ["compare", "register"]
+
+
+def compare(
+    app: Annotated[str, typer.Option("--app", help="The app whose traffic is compared.")],
+    model_a: Annotated[
+        str, typer.Option("--model-a", help="Current model version (the baseline).")
+    ],
+    model_b: Annotated[str, typer.Option("--model-b", help="Canary model version.")],
+    window: Annotated[
+        str, typer.Option("--window", help="Window length before --until (30m, 24h, 7d).")
+    ] = "24h",
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Window end (exclusive): ISO time or 2h back; default now."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Gate policy YAML (margins, rule, alpha).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Compare two model versions serving the same traffic window: exit 1 if the canary is worse.
+
+    Per metric, unpaired tests: a bootstrap interval of the difference of means with
+    Mann-Whitney U as a rank check, and two-proportion tests for rates (refusals, empty
+    answers, thumbs up), Holm-corrected, with the policy's margins.
+    """
+    from checks.policy import GateInputError
+    from evalwatch.commands.gate import print_outcome_extras
+    from runs.canary import CanaryParams, compare_versions
+
+    try:
+        length = parse_duration(window)
+        end = parse_time(until) if until else None
+    except ValueError as exc:
+        raise bad_input(str(exc)) from exc
+    try:
+        params = CanaryParams(
+            app=app,
+            model_a=model_a,
+            model_b=model_b,
+            window=length,
+            until=end,
+            policy_file=str(policy) if policy else None,
+        )
+    except ValidationError as exc:
+        raise bad_input(
+            "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        ) from exc
+    try:
+        outcome = compare_versions(open_store(), params)
+    except GateInputError as exc:
+        raise bad_input(str(exc)) from exc
+    report = outcome.report
+    if json_out:
+        report.meta["alerts"] = outcome.alerts
+        typer.echo(report.to_json())
+    else:
+        meta = report.meta
+        n = meta.get("interactions", {})
+        w = meta.get("window", {})
+        typer.echo(
+            f"{app}: {model_a} ({n.get(model_a)} interactions) vs canary {model_b} "
+            f"({n.get(model_b)}), {w.get('start')} to {w.get('end')}\n"
+        )
+        typer.echo(report.to_text())
+        left = meta.get("not_compared") or {}
+        if left:
+            typer.echo("\nNot compared:")
+            for metric, why in left.items():
+                typer.echo(f"  {metric}: {why}")
+        print_outcome_extras(outcome)
+    code = report.exit_code()
+    if code != EXIT_OK:
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``compare`` command."""
+    app.command("compare")(compare)
