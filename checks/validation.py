@@ -48,6 +48,7 @@ __all__ = [
     "validate_feedback_rows",
     "validate_traffic",
     "validate_traffic_rows",
+    "warm_up",
 ]
 
 #: Fields every traffic row must have.
@@ -514,6 +515,15 @@ def _raised(info: Any) -> str | None:
 @lru_cache(maxsize=1)
 def _engine() -> _Engine:
     return _Engine()
+
+
+def warm_up() -> None:
+    """Build the Great Expectations context now (imports take seconds) instead of on first use.
+
+    Examples:
+        >>> warm_up()
+    """
+    _engine()
 
 
 def _suite(name: str, expectations: list[Any]) -> Any:

@@ -460,10 +460,15 @@ def run_evaluation(
                     bar.advance(task, step)
                     if on_chunk is not None:
                         on_chunk(step)
-        finally:
+        except BaseException:
             for act in active:
                 act.profiler.stop()
-            writer.close()
+            with suppress(BaseException):  # the scoring error is the one to report
+                writer.close()
+            raise
+        for act in active:
+            act.profiler.stop()
+        writer.close()
         result.scores_written = writer.scores_written
         result.embeddings_written = writer.embeddings_written
         for act in active:

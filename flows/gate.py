@@ -6,7 +6,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 
+from checks.policy import GateInputError
 from flows._runtime import artifact_key, flow_settings, store
 from flows._tasks import evaluate_alert_rules
 from runs.gate import (
@@ -29,7 +31,23 @@ def plan(params: GateParams, database_url: str | None) -> GatePlan:
     return plan_gate(store(database_url), params, flow_settings(database_url))
 
 
-@task(name="evaluate-gate-side", retries=1, retry_delay_seconds=5)
+def _retry_unless_bad_input(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Retry transient failures only: bad input stays bad."""
+    try:
+        state.result()
+    except GateInputError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="evaluate-gate-side",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_unless_bad_input,
+)
 def evaluate_gate_side(gate_plan: GatePlan, role: str, database_url: str | None) -> GateSide:
     """Resolve one side and run its missing evaluation (idempotent: a retry rescores nothing)."""
     return evaluate_side(
@@ -52,8 +70,8 @@ def compare_and_store(
         engine,
         report,
         dataset_id=gate_plan.dataset_id,
-        baseline=baseline.describe(),
-        candidate=candidate.describe(),
+        baseline=report.meta["baseline"],
+        candidate=report.meta["candidate"],
     )
     report.meta["regression_report_id"] = report_id
     extra = worst_items_markdown(report)

@@ -983,6 +983,9 @@ def compare_sides(
     cand_scores = {m: cand.scores[m] for m in metrics if m in cand.scores}
     keys = set(baseline.outputs) | set(candidate.outputs)
     tags = {k: list(items[k].tags or []) for k in keys if k in items}
+    # The runs whose scores were used (earlier runs may have scored some outputs).
+    for side, data in ((baseline, base), (candidate, cand)):
+        side.runs = sorted(set(side.runs) | {int(r) for r in data.rows["run_id"]})
     meta = {
         "dataset": plan.dataset,
         "dataset_version": plan.dataset_version,
@@ -1193,8 +1196,8 @@ def run_gate_job(
         engine,
         report,
         dataset_id=plan.dataset_id,
-        baseline=baseline.describe(),
-        candidate=candidate.describe(),
+        baseline=report.meta["baseline"],
+        candidate=report.meta["candidate"],
     )
     report.meta["regression_report_id"] = report_id
     events: list[dict[str, Any]] = []

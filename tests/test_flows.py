@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -49,7 +50,7 @@ def api_url(prefect_harness) -> str:
     return str(url)
 
 
-def _artifacts(flow_run_id: str) -> dict[str, object]:
+def _artifacts(flow_run_id: str) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -177,7 +178,7 @@ def test_killed_flow_run_rerun_finishes_without_duplicates_or_gaps(api_url, tmp_
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with engine.connect() as conn:
-        per_metric = dict(conn.execute(sa.text(
+        per_metric: dict[str, int] = dict(conn.execute(sa.text(
             "SELECT evaluator || '.' || metric, COUNT(*) FROM scores GROUP BY 1")).all())
         distinct = conn.execute(sa.text(
             "SELECT COUNT(DISTINCT subject_id) FROM scores WHERE evaluator='slow-length'"
@@ -208,7 +209,7 @@ def test_traffic_flow_runs_unchanged_on_a_local_dask_cluster(api_url, tmp_path, 
     from prefect_dask import DaskTaskRunner
 
     assert isinstance(runner, DaskTaskRunner)
-    summary = evaluate_traffic.with_options(task_runner=runner)(
+    summary = evaluate_traffic.with_options(task_runner=runner)(  # type: ignore[arg-type]
         params=TrafficParams(evaluators=["heuristics"], batch_size=10), database_url=url
     )
     assert summary["n_subjects"] == 50 and summary["n_scores"] == 50 * 6

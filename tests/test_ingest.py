@@ -74,8 +74,9 @@ def _check_outcomes(result) -> None:
             assert len(o.reasons) == len(exp["reasons"]), (line, exp["case"], o.reasons)
 
 
-def test_bad_traffic_every_line_is_accounted_for(engine):
-    result = ingest(engine, [BAD], settings=_settings(), collect_outcomes=True)
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "worker"])
+def test_bad_traffic_every_line_is_accounted_for(engine, parallel):
+    result = ingest(engine, [BAD], settings=_settings(), collect_outcomes=True, parallel=parallel)
     _check_outcomes(result)
     totals = EXPECTED["totals"]
     assert result.ingested == totals["stored"]
@@ -107,10 +108,11 @@ def test_bad_traffic_every_line_is_accounted_for(engine):
 def test_bad_traffic_outcomes_do_not_depend_on_chunk_size(sqlite_engine, tmp_path):
     from storage.db import make_engine, upgrade
 
-    for size in (1, 7):
+    for size, parallel in ((1, False), (7, True)):
         eng = make_engine(f"sqlite:///{tmp_path / f's{size}.db'}")
         upgrade(eng)
-        result = ingest(eng, [BAD], settings=_settings(chunk_size=size), collect_outcomes=True)
+        result = ingest(eng, [BAD], settings=_settings(chunk_size=size), collect_outcomes=True,
+                        parallel=parallel)
         _check_outcomes(result)
         assert result.ingested == EXPECTED["totals"]["stored"]
         eng.dispose()
@@ -170,7 +172,7 @@ def test_no_redact_stores_text_as_is(engine):
 
 def test_ingesting_twice_stores_nothing_new(engine, tmp_path):
     path = _write_jsonl(tmp_path / "t.jsonl", _traffic(700))
-    first = ingest(engine, [path], settings=_settings())
+    first = ingest(engine, [path], settings=_settings(chunk_size=300), parallel=True)
     assert (first.ingested, first.duplicates, first.quarantined) == (700, 0, 0)
     counts = table_counts(engine)
     second = ingest(engine, [path], settings=_settings())
@@ -180,7 +182,10 @@ def test_ingesting_twice_stores_nothing_new(engine, tmp_path):
     assert counts["feedback"] == first.feedback > 0
 
 
-def test_a_crash_loses_nothing_reported_and_a_rerun_finishes(engine, tmp_path, monkeypatch):
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "worker"])
+def test_a_crash_loses_nothing_reported_and_a_rerun_finishes(
+    engine, tmp_path, monkeypatch, parallel
+):
     rows = _traffic(1500, seed=5)
     path = _write_jsonl(tmp_path / "t.jsonl", rows)
     reported: list[int] = []
@@ -195,12 +200,12 @@ def test_a_crash_loses_nothing_reported_and_a_rerun_finishes(engine, tmp_path, m
 
     monkeypatch.setattr(pipeline, "insert_interactions", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        ingest(engine, [path], settings=_settings(chunk_size=500),
+        ingest(engine, [path], settings=_settings(chunk_size=500), parallel=parallel,
                on_chunk=lambda r: reported.append(r.ingested))
     assert reported == [500]
     assert _count(engine, "interactions") >= reported[-1] == 500
     monkeypatch.setattr(pipeline, "insert_interactions", real)
-    again = ingest(engine, [path], settings=_settings(chunk_size=500))
+    again = ingest(engine, [path], settings=_settings(chunk_size=500), parallel=parallel)
     assert (again.ingested, again.duplicates, again.quarantined) == (1000, 500, 0)
     with engine.connect() as conn:
         stored = [r[0] for r in conn.execute(sa.text("SELECT request_id FROM interactions"))]

@@ -1,13 +1,32 @@
-"""``evalwatch report``: self-contained HTML reports."""
+"""``evalwatch report``: self-contained HTML reports of a run, or the operations overview."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
+from sqlalchemy.engine import Engine
 
-from evalwatch.commands.common import bad_input, console, open_store
+from evalwatch.commands.common import bad_input, console, open_store, parse_time
+
+
+def overview_window(
+    engine: Engine, days: float, until: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """``days`` ending at ``until``, else at the newest stored interaction (else now)."""
+    from storage.models import Interaction
+
+    if until is None:
+        it = Interaction.__table__  # type: ignore[attr-defined]
+        with engine.connect() as conn:
+            newest = conn.execute(sa.select(sa.func.max(it.c.ts))).scalar()
+        if newest is not None and newest.tzinfo is None:
+            newest = newest.replace(tzinfo=UTC)
+        until = newest + timedelta(seconds=1) if newest is not None else datetime.now(UTC)
+    return until - timedelta(days=days), until
 
 
 def report(
@@ -15,14 +34,39 @@ def report(
     html: Annotated[Path, typer.Option("--html", help="Where to write the HTML report.")] = Path(
         "report.html"
     ),
+    overview: Annotated[
+        bool, typer.Option("--overview", help="The operations overview instead of one run.")
+    ] = False,
+    days: Annotated[float, typer.Option("--days", help="Overview window in days.")] = 7.0,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Overview window end (default: newest traffic)."),
+    ] = None,
 ) -> None:
-    """Write the HTML report of an evaluation run (plots inline, no external scripts)."""
+    """Write the HTML report of an evaluation run, or with --overview the operations overview."""
+    engine = open_store()
+    if overview:
+        from reporting.overview import overview_html
+        from storage.overview import load_overview
+
+        if run_id is not None:
+            raise bad_input("--overview takes no RUN_ID")
+        if days <= 0:
+            raise bad_input("--days must be positive")
+        try:
+            end = parse_time(until) if until else None
+        except ValueError as exc:
+            raise bad_input(str(exc)) from exc
+        start, end = overview_window(engine, days, end)
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(overview_html(load_overview(engine, start, end)), encoding="utf-8")
+        console.print(f"overview: {html.resolve()}")
+        return
     from reporting.run_report import write_run_html
     from storage.repo import get_run
 
     if run_id is None:
-        raise bad_input("give a RUN_ID")
-    engine = open_store()
+        raise bad_input("give a RUN_ID, or --overview")
     if get_run(engine, run_id) is None:
         raise bad_input(f"no evaluation run {run_id}")
     path = write_run_html(engine, run_id, html)

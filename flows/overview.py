@@ -1,0 +1,59 @@
+"""``operations_overview``: the daily overview as a markdown artifact and an HTML page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from flows._runtime import artifact_key, flow_settings, store
+
+__all__ = ["operations_overview"]
+
+
+@task(name="build-overview")
+def build_overview(days: float, until: datetime | None, database_url: str | None) -> dict[str, Any]:
+    """Load the window, publish the markdown artifact and write the HTML page."""
+    from evalwatch.commands.report import overview_window
+    from reporting.overview import overview_html, overview_markdown
+    from storage.overview import load_overview
+
+    engine = store(database_url)
+    start, end = overview_window(engine, days, until)
+    data = load_overview(engine, start, end)
+    create_markdown_artifact(
+        markdown=overview_markdown(data),
+        key=artifact_key("evalwatch", "overview"),
+        description=f"evalwatch overview, last {days:g} days",
+    )
+    path = flow_settings(database_url).report_dir / f"overview-{datetime.now(UTC):%Y%m%d}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(overview_html(data), encoding="utf-8")
+    create_link_artifact(
+        link=path.resolve().as_uri(),
+        link_text="operations overview",
+        key=artifact_key("evalwatch", "overview", "report"),
+    )
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "report": str(path.resolve()),
+        "interactions": len(data.traffic),
+        "open_alerts": len(data.open_alerts),
+    }
+
+
+@flow(name="operations-overview", log_prints=True)
+def operations_overview(
+    days: float = 7.0, until: datetime | None = None, database_url: str | None = None
+) -> dict[str, Any]:
+    """The operations overview of the last ``days`` (ending at ``until`` or the newest traffic).
+
+    Args:
+        days: Window length in days.
+        until: Window end; default the newest stored interaction.
+        database_url: Store URL; default ``EVALWATCH_DATABASE_URL``.
+    """
+    return build_overview(days, until, database_url)

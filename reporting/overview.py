@@ -1,0 +1,306 @@
+"""The operations overview: one page an engineer or a manager reads in a minute."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from reporting.page import html_page, html_table, img, section
+from reporting.plots import figure_to_data_uri
+from storage.overview import OverviewData
+
+__all__ = ["OverviewTables", "build_tables", "overview_html", "overview_markdown"]
+
+# Shown first when present; other score metrics follow.
+_KEY_METRICS = (
+    "judge.helpfulness",
+    "judge.correctness",
+    "embedding.relevance",
+    "toxicity.safety",
+    "heuristics.refusal",
+    "heuristics.pii_leak",
+)
+_SEVERITY_ORDER = ("critical", "high", "medium", "warning", "info")
+
+
+class OverviewTables:
+    """The overview's numbers, as table rows."""
+
+    def __init__(self) -> None:
+        self.headline: list[dict[str, Any]] = []
+        self.per_version: list[dict[str, Any]] = []
+        self.satisfaction: list[dict[str, Any]] = []
+        self.evaluators: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []
+        self.drift: list[dict[str, Any]] = []
+        self.gates: list[dict[str, Any]] = []
+
+
+def _halves_trend(frame: pd.DataFrame, value: str, start: datetime, end: datetime) -> str:
+    """Mean over the first half of the window -> the second half."""
+    if frame.empty:
+        return "—"
+    mid = pd.Timestamp(start) + (pd.Timestamp(end) - pd.Timestamp(start)) / 2
+    first = frame.loc[frame["ts"] < mid, value].mean()
+    second = frame.loc[frame["ts"] >= mid, value].mean()
+    if pd.isna(first) and pd.isna(second):
+        return "—"
+    if pd.isna(first) or pd.isna(second):  # present in one half only (a new or retired version)
+        return f"{(second if pd.isna(first) else first):.3g} (one half only)"
+    arrow = "↑" if second > first else ("↓" if second < first else "→")
+    return f"{first:.3g} {arrow} {second:.3g}"
+
+
+def _successful(data: OverviewData) -> set[int]:
+    fb = data.feedback
+    if fb.empty:
+        return set()
+    good = fb[
+        ((fb["kind"] == "rating") & (fb["value"] >= 4))
+        | ((fb["kind"] == "thumbs") & ((fb["value"] > 0) | (fb["label"] == "up")))
+    ]
+    abandoned = set(fb.loc[fb["kind"] == "abandon", "interaction_id"])
+    return set(good["interaction_id"]) - abandoned
+
+
+def build_tables(data: OverviewData) -> OverviewTables:
+    """Compute every table of the overview from the loaded data (no I/O)."""
+    t = OverviewTables()
+    traffic, scores = data.traffic, data.scores
+    successful = _successful(data)
+    total_cost = float(traffic["cost"].sum()) if not traffic.empty else 0.0
+    t.headline = [
+        {
+            "interactions": len(traffic),
+            "model versions": traffic["model_version"].nunique() if not traffic.empty else 0,
+            "total cost USD": round(total_cost, 4),
+            "cost / interaction": round(total_cost / len(traffic), 6) if len(traffic) else None,
+            "successful (rated ≥4 or 👍, not abandoned)": len(successful),
+            "cost / successful interaction": (
+                round(total_cost / len(successful), 6) if successful else None
+            ),
+            "open alerts": len(data.open_alerts),
+        }
+    ]
+    metrics = [m for m in _KEY_METRICS if m in set(scores["metric"])] or sorted(
+        set(scores["metric"])
+    )[:4]
+    for version, g in traffic.groupby("model_version", sort=True):
+        ids = set(g["id"])
+        row: dict[str, Any] = {
+            "model version": version,
+            "interactions": len(g),
+            "volume trend": _halves_trend(
+                g.assign(one=1)
+                .set_index("ts")
+                .resample("D")["one"]
+                .sum()
+                .rename("n")
+                .reset_index(),
+                "n",
+                data.start,
+                data.end,
+            ),
+            "p95 latency ms": round(float(g["latency_ms"].quantile(0.95)), 1)
+            if g["latency_ms"].notna().any()
+            else None,
+            "cost / interaction": round(float(g["cost"].mean()), 6)
+            if g["cost"].notna().any()
+            else None,
+            "cost / successful": round(float(g["cost"].sum()) / len(ids & successful), 6)
+            if ids & successful
+            else None,
+        }
+        sv = scores[scores["model_version"] == version]
+        for m in metrics:
+            row[m] = _halves_trend(sv[sv["metric"] == m], "value", data.start, data.end)
+        t.per_version.append(row)
+    ratings = (
+        data.feedback[data.feedback["kind"] == "rating"]
+        if not data.feedback.empty
+        else data.feedback
+    )
+    if not ratings.empty:
+        daily = ratings.set_index("ts").resample("D")["value"].agg(["mean", "count"])
+        t.satisfaction = [
+            {
+                "day": f"{d:%Y-%m-%d}",
+                "mean rating": round(float(r["mean"]), 3),
+                "ratings": int(r["count"]),
+            }
+            for d, r in daily.iterrows()
+            if r["count"] > 0
+        ]
+    if not data.profiles.empty:
+        for ev, g in data.profiles.groupby("evaluator", sort=True):
+            secs = float(g["seconds"].sum())
+            gpu = g[g["gpu_available"].astype(bool)]
+            t.evaluators.append(
+                {
+                    "evaluator": ev,
+                    "runs": len(g),
+                    "items": int(g["n_items"].sum()),
+                    "items/s": round(float(g["n_items"].sum()) / secs, 1) if secs > 0 else None,
+                    "device": ", ".join(sorted(set(g["device"]))),
+                    "GPU util mean %": round(float(gpu["gpu_util_mean"].mean()), 1)
+                    if not gpu.empty
+                    else "no GPU",
+                    "GPU energy J": round(float(gpu["gpu_energy_j"].sum()), 1)
+                    if not gpu.empty and gpu["gpu_energy_j"].notna().any()
+                    else None,
+                }
+            )
+    if not data.open_alerts.empty:
+        by = data.open_alerts.groupby("severity")["id"].count()
+        t.alerts = [{"severity": s, "open": int(by[s])} for s in _SEVERITY_ORDER if s in by]
+    moved = [d for d in data.latest_drift if d["verdict"] in ("drift", "anomaly")]
+    t.drift = [
+        {
+            "test": d["test"],
+            "feature": d["feature"],
+            "verdict": d["verdict"],
+            "summary": d["summary"],
+        }
+        for d in moved[:10]
+    ]
+    t.gates = [
+        {
+            "report": g["id"],
+            "kind": g["kind"],
+            "when": f"{g['created_at']:%Y-%m-%d %H:%M}",
+            "verdict": g["verdict"],
+            "exit": g["exit_code"],
+        }
+        for g in data.latest_gates
+    ]
+    return t
+
+
+def _volume_png(data: OverviewData) -> str | None:
+    if data.traffic.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    for version, g in data.traffic.groupby("model_version"):
+        daily = g.set_index("ts").resample("D")["id"].count()
+        ax.plot(daily.index, daily.to_numpy(), marker=".", label=str(version))
+    ax.set_title("Interactions per day", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    return figure_to_data_uri(fig)
+
+
+def _quality_png(data: OverviewData) -> str | None:
+    present = [m for m in _KEY_METRICS if m in set(data.scores["metric"])]
+    if not present:
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 2.8), squeeze=False)
+    for ax, metric in zip(axes[0], present, strict=True):
+        sub = data.scores[data.scores["metric"] == metric]
+        for version, g in sub.groupby("model_version"):
+            daily = g.set_index("ts").resample("D")["value"].mean().dropna()
+            ax.plot(daily.index, daily.to_numpy(), marker=".", label=str(version))
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7, axis="both")
+        ax.tick_params(axis="x", rotation=30)
+    axes[0][0].legend(fontsize=7)
+    return figure_to_data_uri(fig)
+
+
+def _satisfaction_png(data: OverviewData) -> str | None:
+    ratings = (
+        data.feedback[data.feedback["kind"] == "rating"]
+        if not data.feedback.empty
+        else data.feedback
+    )
+    if ratings.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    daily = ratings.set_index("ts").resample("D")["value"].mean().dropna()
+    ax.plot(daily.index, daily.to_numpy(), marker="o", color="#6acc64")
+    ax.set_title("Mean user rating per day", fontsize=10)
+    ax.tick_params(labelsize=7)
+    return figure_to_data_uri(fig)
+
+
+def overview_html(data: OverviewData) -> str:
+    """The overview as a self-contained HTML page."""
+    t = build_tables(data)
+    return html_page(
+        "evalwatch operations overview",
+        section("At a glance", html_table(t.headline)),
+        section("Traffic", img(_volume_png(data), "interactions per day")),
+        section(
+            "Quality and safety per model version (first half → second half of the window)",
+            html_table(t.per_version),
+            img(_quality_png(data), "quality over time"),
+        ),
+        section(
+            "User satisfaction",
+            img(_satisfaction_png(data), "mean rating"),
+            html_table(t.satisfaction),
+        ),
+        section("Open alerts by severity", html_table(t.alerts)),
+        section(
+            "Latest drift check"
+            + (f" ({data.latest_drift_at:%Y-%m-%d %H:%M})" if data.latest_drift_at else ""),
+            html_table(t.drift),
+        ),
+        section("Latest gate and canary verdicts", html_table(t.gates)),
+        section("Evaluator throughput and GPU use", html_table(t.evaluators)),
+        subtitle=f"window {data.start:%Y-%m-%d %H:%M} → {data.end:%Y-%m-%d %H:%M} UTC",
+    )
+
+
+def _md(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "_none_\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += [
+        "| "
+        + " | ".join("—" if r[c] is None else str(r[c]).replace("|", "\\|") for c in cols)
+        + " |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def overview_markdown(data: OverviewData) -> str:
+    """The overview as a markdown artifact."""
+    t = build_tables(data)
+    drift_line = (
+        f"**{len(t.drift)} drift/anomaly findings** in the latest check"
+        if t.drift
+        else "no drift in the latest check"
+        if data.latest_drift
+        else "no drift check yet"
+    )
+    gate_line = f"latest gate: **{t.gates[0]['verdict']}**" if t.gates else "no gate run yet"
+    alerts = ", ".join(f"{a['open']} {a['severity']}" for a in t.alerts) or "none"
+    return "\n".join(
+        [
+            f"# evalwatch overview {data.start:%Y-%m-%d} → {data.end:%Y-%m-%d}",
+            "",
+            f"open alerts: **{alerts}** · {drift_line} · {gate_line}",
+            "",
+            _md(t.headline),
+            "## Per model version",
+            "",
+            _md(t.per_version),
+            "## Satisfaction",
+            "",
+            _md(t.satisfaction[-7:]),
+            "## Drift findings",
+            "",
+            _md(t.drift),
+            "## Gates",
+            "",
+            _md(t.gates),
+            "## Evaluators",
+            "",
+            _md(t.evaluators),
+        ]
+    )

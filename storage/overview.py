@@ -1,0 +1,174 @@
+"""Read-side queries for the operations overview: traffic, quality, satisfaction, cost, ops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from storage.models import (
+    Alert,
+    DriftReportRow,
+    EvaluatorProfile,
+    Feedback,
+    Interaction,
+    RegressionReport,
+    Score,
+)
+
+__all__ = ["OverviewData", "load_overview"]
+
+
+@dataclass
+class OverviewData:
+    """Everything the overview shows, for one window."""
+
+    start: datetime
+    end: datetime
+    traffic: pd.DataFrame  # id, ts, model_version, app, cost, latency_ms
+    scores: pd.DataFrame  # ts, model_version, metric, value
+    feedback: pd.DataFrame  # interaction_id, ts, kind, value, label
+    profiles: pd.DataFrame
+    open_alerts: pd.DataFrame
+    latest_drift: list[dict[str, Any]] = field(default_factory=list)
+    latest_drift_at: datetime | None = None
+    latest_gates: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _frame(conn: sa.Connection, q: Any, columns: list[str]) -> pd.DataFrame:
+    rows = conn.execute(q).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+
+def load_overview(engine: Engine, start: datetime, end: datetime) -> OverviewData:
+    """Load the overview's data for interactions in ``[start, end)``.
+
+    Scores and feedback are attributed to the time of the interaction they are about, so a
+    day's quality is the quality of that day's traffic.
+    """
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    sc = Score.__table__  # type: ignore[attr-defined]
+    fb = Feedback.__table__  # type: ignore[attr-defined]
+    pr = EvaluatorProfile.__table__  # type: ignore[attr-defined]
+    al = Alert.__table__  # type: ignore[attr-defined]
+    dr = DriftReportRow.__table__  # type: ignore[attr-defined]
+    rr = RegressionReport.__table__  # type: ignore[attr-defined]
+    in_window = sa.and_(it.c.ts >= start, it.c.ts < end)
+    with engine.connect() as conn:
+        traffic = _frame(
+            conn,
+            sa.select(
+                it.c.id, it.c.ts, it.c.app, it.c.model_version, it.c.cost, it.c.latency_ms
+            ).where(in_window),
+            ["id", "ts", "app", "model_version", "cost", "latency_ms"],
+        )
+        scores = _frame(
+            conn,
+            sa.select(it.c.ts, it.c.model_version, (sc.c.evaluator + "." + sc.c.metric), sc.c.value)
+            .join(it, sa.and_(sc.c.subject_type == "interaction", sc.c.subject_id == it.c.id))
+            .where(in_window, sc.c.status == "ok"),
+            ["ts", "model_version", "metric", "value"],
+        )
+        feedback = _frame(
+            conn,
+            sa.select(fb.c.interaction_id, it.c.ts, fb.c.kind, fb.c.value, fb.c.label)
+            .join(it, fb.c.interaction_id == it.c.id)
+            .where(in_window),
+            ["interaction_id", "ts", "kind", "value", "label"],
+        )
+        profiles = _frame(
+            conn,
+            sa.select(
+                pr.c.evaluator,
+                pr.c.device,
+                pr.c.gpu_available,
+                pr.c.n_items,
+                pr.c.seconds,
+                pr.c.items_per_s,
+                pr.c.gpu_util_mean,
+                pr.c.gpu_mem_peak_mb,
+                pr.c.gpu_energy_j,
+                pr.c.rss_peak_mb,
+                pr.c.created_at,
+            ).where(pr.c.created_at >= start),
+            [
+                "evaluator",
+                "device",
+                "gpu_available",
+                "n_items",
+                "seconds",
+                "items_per_s",
+                "gpu_util_mean",
+                "gpu_mem_peak_mb",
+                "gpu_energy_j",
+                "rss_peak_mb",
+                "created_at",
+            ],
+        )
+        open_alerts = _frame(
+            conn,
+            sa.select(
+                al.c.id,
+                al.c.rule,
+                al.c.scope_key,
+                al.c.severity,
+                al.c.status,
+                al.c.count,
+                al.c.last_seen_at,
+            )
+            .where(al.c.status != "resolved")
+            .order_by(al.c.last_seen_at.desc()),
+            ["id", "rule", "scope_key", "severity", "status", "count", "last_seen_at"],
+        )
+        latest_key = conn.execute(
+            sa.select(dr.c.report_key, dr.c.created_at).order_by(dr.c.created_at.desc()).limit(1)
+        ).first()
+        drift: list[dict[str, Any]] = []
+        drift_at = None
+        if latest_key is not None:
+            drift_at = latest_key[1]
+            drift = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(
+                        dr.c.test,
+                        dr.c.feature,
+                        dr.c.family,
+                        dr.c.verdict,
+                        dr.c.effect_size,
+                        dr.c.p_adjusted,
+                        dr.c.summary,
+                        dr.c.scope,
+                    ).where(dr.c.report_key == latest_key[0])
+                ).mappings()
+            ]
+        gates = [
+            dict(r)
+            for r in conn.execute(
+                sa.select(
+                    rr.c.id,
+                    rr.c.kind,
+                    rr.c.created_at,
+                    rr.c.verdict,
+                    rr.c.exit_code,
+                    rr.c.baseline,
+                    rr.c.candidate,
+                )
+                .order_by(rr.c.created_at.desc())
+                .limit(5)
+            ).mappings()
+        ]
+    for frame in (traffic, scores, feedback):
+        if not frame.empty:
+            frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    for col in ("cost", "latency_ms"):
+        traffic[col] = pd.to_numeric(traffic[col], errors="coerce")
+    scores["value"] = pd.to_numeric(scores["value"], errors="coerce")
+    feedback["value"] = pd.to_numeric(feedback["value"], errors="coerce")
+    return OverviewData(
+        start, end, traffic, scores, feedback, profiles, open_alerts, drift, drift_at, gates
+    )

@@ -1,0 +1,138 @@
+"""The operations overview: numbers from a real store, the CLI, and the daily flow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from typer.testing import CliRunner
+
+from evalwatch.cli import app
+from reporting.overview import build_tables, overview_html, overview_markdown
+from storage.overview import load_overview
+from storage.repo import (
+    create_run,
+    insert_feedback,
+    insert_interactions,
+    interaction_ids_for,
+    write_scores,
+)
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _seed(engine) -> None:
+    rows = []
+    for i in range(40):
+        rows.append(
+            {
+                "request_id": f"r{i}",
+                "ts": START + timedelta(hours=6 * i),
+                "app": "a",
+                "model_name": "m",
+                "model_version": "v1" if i < 30 else "v2",
+                "prompt": "p",
+                "response": "r",
+                "cost": 0.01,
+                "latency_ms": 100.0 + i,
+            }
+        )
+    insert_interactions(engine, rows)
+    ids = interaction_ids_for(engine, [r["request_id"] for r in rows])
+    run = create_run(engine, "traffic")
+    write_scores(
+        engine,
+        [
+            {
+                "run_id": run.id,
+                "subject_type": "interaction",
+                "subject_id": ids[f"r{i}"],
+                "evaluator": "heuristics",
+                "evaluator_version": "1",
+                "config_hash": "h",
+                "metric": "refusal",
+                "status": "ok",
+                "value": 1.0 if i % 4 == 0 else 0.0,
+            }
+            for i in range(40)
+        ],
+    )
+    # Ten interactions rated 5, of which two were abandoned afterwards: 8 successful.
+    insert_feedback(
+        engine,
+        [
+            {
+                "feedback_key": f"k{i}",
+                "interaction_id": ids[f"r{i}"],
+                "kind": "rating",
+                "value": 5.0,
+                "ts": START + timedelta(hours=6 * i),
+            }
+            for i in range(10)
+        ]
+        + [
+            {
+                "feedback_key": f"a{i}",
+                "interaction_id": ids[f"r{i}"],
+                "kind": "abandon",
+                "value": None,
+                "ts": START + timedelta(hours=6 * i),
+            }
+            for i in range(2)
+        ],
+    )
+
+
+def test_overview_numbers_from_the_store(engine):
+    _seed(engine)
+    data = load_overview(engine, START, START + timedelta(days=10))
+    t = build_tables(data)
+    head = t.headline[0]
+    assert head["interactions"] == 40 and head["model versions"] == 2
+    assert abs(head["total cost USD"] - 0.4) < 1e-9
+    assert head["successful (rated ≥4 or 👍, not abandoned)"] == 8
+    assert abs(head["cost / successful interaction"] - 0.4 / 8) < 1e-9
+    versions = {r["model version"]: r for r in t.per_version}
+    assert versions["v1"]["interactions"] == 30 and versions["v2"]["interactions"] == 10
+    assert "heuristics.refusal" in versions["v1"]
+    assert [r["ratings"] for r in t.satisfaction] == [4, 4, 2]
+    page = overview_html(data)
+    assert "<script" not in page and page.count("<img") >= 2
+    assert "open alerts: **none**" in overview_markdown(data)
+
+
+def test_overview_cli_writes_the_page(db_url, tmp_path):
+    from storage.db import make_engine
+
+    _seed(make_engine(db_url))
+    out = tmp_path / "ov.html"
+    res = CliRunner().invoke(
+        app, ["--db", db_url, "report", "--overview", "--days", "14", "--html", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "Interactions per day" in out.read_text() or "<img" in out.read_text()
+    bad = CliRunner().invoke(app, ["--db", db_url, "report", "--overview", "--days", "0"])
+    assert bad.exit_code == 2
+
+
+def test_overview_flow_publishes_markdown(db_url, prefect_harness, tmp_path, monkeypatch):
+    from evalwatch.settings import reset_settings
+    from flows.overview import operations_overview
+    from storage.db import make_engine
+
+    monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path))
+    reset_settings()
+    _seed(make_engine(db_url))
+    state = operations_overview(days=14, database_url=db_url, return_state=True)
+    out = state.result()
+    assert out["interactions"] == 40
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    md = next(a for a in arts if a.key == "evalwatch-overview")
+    assert "Per model version" in str(md.data)
