@@ -32,6 +32,8 @@ _COMMAND_MODULES = [
     "judge",
     "rules",
     "alerts",
+    "gate",
+    "compare",
     "demo",
 ]
 
@@ -47,13 +49,7 @@ def _root(
 
 
 for _name in _COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"evalwatch.commands.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"evalwatch.commands.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"evalwatch.commands.{_name}").register(app)
 
 
 def main() -> None:

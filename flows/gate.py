@@ -97,7 +97,7 @@ def regression_gate(
     candidate_outputs: str | None = None,
     policy_file: str | None = None,
     policy: dict[str, Any] | None = None,
-    repeats: int = 1,
+    repeats: int | None = None,
     evaluators: list[str] | None = None,
     evaluator_options: dict[str, dict[str, Any]] | None = None,
     pairwise: bool = False,
@@ -119,7 +119,8 @@ def regression_gate(
         candidate_outputs: Candidate predictions file, readable by the worker.
         policy_file: Gate policy YAML file, readable by the worker.
         policy: The policy as a mapping (instead of a file).
-        repeats: Judge each item this many times and average (judge only).
+        repeats: Judge each item this many times and average (judge only); default the
+            policy's ``repeats``.
         evaluators: Evaluators; default the baseline run's, else embedding and heuristics.
         evaluator_options: Options per evaluator.
         pairwise: Also judge candidate vs baseline answers pairwise.

@@ -162,7 +162,7 @@ def keyed_hash(value: str, key: bytes) -> str:
         >>> keyed_hash("user-1", b"k") == keyed_hash("user-1", b"k") != keyed_hash("user-1", b"j")
         True
     """
-    return hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -387,26 +387,22 @@ class _Run:
         rows: Sequence[Any],
         warnings: Counter[str],
     ) -> list[dict[str, Any]]:
-        texts_per_row: list[list[tuple[str, str]]] = []
-        flat: list[str] = []
-        for row in rows:
-            mine = [(k, row[k]) for k in ("prompt", "response", "context", "reference") if row[k]]
-            texts_per_row.append(mine)
-            flat += [t for _, t in mine]
-        found = self.redactor.find_many(flat) if self.redactor is not None else None
+        fields = ("prompt", "response", "context", "reference")
+        texts = {f: [row[f] or "" for row in rows] for f in fields}
+        found: dict[str, list[Any]] = {}
+        if self.redactor is not None:
+            # One batched scan per field over the whole chunk.
+            found = {f: self.redactor.find_many(texts[f]) for f in fields}
         out: list[dict[str, Any]] = []
-        pos = 0
         hash_id = self._hash_id
-        for rec, row, mine in zip(recs, rows, texts_per_row, strict=True):
+        for i, (rec, row) in enumerate(zip(recs, rows, strict=True)):
             redactions = 0
-            texts = {k: row[k] for k in ("prompt", "response", "context", "reference")}
-            if found is not None:
-                for k, text in mine:
-                    f = found[pos]
-                    pos += 1
-                    if f:
-                        texts[k] = mask(text, f)
-                        redactions += len(f)
+            masked = {f: row[f] for f in fields}
+            for f, per_row in found.items():
+                spans = per_row[i]
+                if spans:
+                    masked[f] = mask(texts[f][i], spans)
+                    redactions += len(spans)
             meta = row["metadata"]
             if rec.replaced:
                 meta = dict(meta or {})
@@ -419,10 +415,10 @@ class _Run:
                     "app": row["app"],
                     "model_name": row["model_name"],
                     "model_version": row["model_version"],
-                    "prompt": texts["prompt"],
-                    "response": texts["response"],
-                    "context": texts["context"],
-                    "reference": texts["reference"],
+                    "prompt": masked["prompt"],
+                    "response": masked["response"],
+                    "context": masked["context"],
+                    "reference": masked["reference"],
                     "latency_ms": row["latency_ms"],
                     "input_tokens": row["input_tokens"],
                     "output_tokens": row["output_tokens"],

@@ -187,7 +187,8 @@ class RawRecord(NamedTuple):
 
     Attributes:
         line: 1-based line number (row number for Parquet; the document's line for OTLP).
-        raw: The text as read (decoded with replacement characters where needed).
+        text: The line as read: text, or the undecoded bytes of a line that parsed (decoding
+            them is left to :attr:`raw`, which only rejected rows need).
         value: The parsed value (usually a dict); None when ``error`` or ``skip`` is set.
         error: Why the line could not be parsed, or None.
         replaced: Whether bytes that are not UTF-8 were replaced by U+FFFD.
@@ -195,11 +196,19 @@ class RawRecord(NamedTuple):
     """
 
     line: int
-    raw: str
+    text: str | bytes
     value: Any
     error: str | None = None
     replaced: bool = False
     skip: str | None = None
+
+    @property
+    def raw(self) -> str:
+        """The line as text (without its line break)."""
+        text = self.text
+        if isinstance(text, bytes):
+            return text.rstrip(b"\r\n").decode("utf-8", "replace")
+        return text
 
 
 def _squash(key: str) -> str:
@@ -230,7 +239,7 @@ def normalise_keys(
         {'latency_ms': 1500.0}
     """
     if obj.keys() <= _field_set(tuple(fields)):  # the common case: already canonical
-        return dict(obj)
+        return obj if type(obj) is dict else dict(obj)
     by_squashed = {_squash(f): f for f in fields}
     out: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -353,9 +362,16 @@ class SourceReader:
             raise UnreadableFileError(f"{self.path}: {exc.strerror or exc}") from exc
 
     def _jsonl(self) -> Iterator[RawRecord]:
+        loads = orjson.loads
         with self.path.open("rb") as fh:
             for n, line in enumerate(fh, start=1):
                 self.done += len(line)
+                try:
+                    # The common case: one valid UTF-8 JSON line, taken as is.
+                    yield RawRecord(n, line, loads(line))
+                    continue
+                except orjson.JSONDecodeError:
+                    pass
                 if n == 1 and line.startswith(_BOM):
                     line = line[len(_BOM) :]
                 line = line.rstrip(b"\r\n")

@@ -3,21 +3,32 @@
 The CLI calls them directly and the Prefect flows compose the same steps as tasks.
 """
 
+from runs.canary import CanaryParams, compare_versions
 from runs.common import (
     build_evaluators,
     evaluator_provenance,
     merge_profiles,
     run_summary_from_store,
 )
+from runs.dataset import DatasetParams, DatasetRunError, evaluate_dataset, prepare_dataset_run
+from runs.gate import GateParams, run_gate_job
 from runs.traffic import PreparedRun, TrafficParams, evaluate_traffic, prepare_traffic_run
 
 __all__ = [
+    "CanaryParams",
+    "DatasetParams",
+    "DatasetRunError",
+    "GateParams",
     "PreparedRun",
     "TrafficParams",
     "build_evaluators",
+    "compare_versions",
+    "evaluate_dataset",
     "evaluate_traffic",
     "evaluator_provenance",
     "merge_profiles",
+    "prepare_dataset_run",
     "prepare_traffic_run",
+    "run_gate_job",
     "run_summary_from_store",
 ]

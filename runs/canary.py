@@ -206,11 +206,11 @@ def compare_versions(
         >>> from datetime import timedelta
         >>> from storage.db import make_engine, upgrade
         >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
-        >>> compare_versions(eng, CanaryParams(app="a", model_a="1", model_b="2",
-        ...                                    window=timedelta(hours=1)), alerts=False)
+        >>> p = CanaryParams(app="a", model_a="1", model_b="2", window=timedelta(hours=1))
+        >>> compare_versions(eng, p, alerts=False)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        checks.policy.GateInputError: no traffic of app 'a' for version(s) '1', '2' ...
+        checks.policy.GateInputError: no traffic of app 'a' for version(s) '1', '2' between ...
     """
     policy = _policy(params)
     values, info = canary_scores(engine, params, now)

@@ -160,8 +160,8 @@ class GateParams(BaseModel):
 
     Examples:
         >>> p = GateParams(dataset="support-qa", baseline_model="v1", candidate_outputs="c.jsonl")
-        >>> p.repeats, p.evaluators is None
-        (1, True)
+        >>> p.repeats is None, p.evaluators is None
+        (True, True)
     """
 
     dataset: str = Field(min_length=1, description="Test-set name.")
@@ -175,7 +175,9 @@ class GateParams(BaseModel):
     candidate_outputs: str | None = Field(None, description="Candidate predictions file.")
     policy_file: str | None = Field(None, description="Gate policy YAML file.")
     policy: dict[str, Any] | None = Field(None, description="Gate policy as a mapping.")
-    repeats: int = Field(1, ge=1, le=20, description="Judge each item K times and average.")
+    repeats: int | None = Field(
+        None, ge=1, le=20, description="Judge each item K times and average; None: the policy's."
+    )
     evaluators: list[str] | None = Field(
         None, description="Evaluators; default: the baseline run's, else embedding+heuristics."
     )
@@ -516,13 +518,15 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
     if not resolved and pairwise_options is None:
         raise GateInputError("no evaluator left to score the sides")
 
-    repeats = params.repeats
+    repeats = params.repeats if params.repeats is not None else policy.repeats
     if repeats > 1 and _JUDGE not in resolved:
         warnings.append(
-            f"--repeats {repeats} re-judges judge scores, and this gate has no judge in "
+            f"repeats {repeats} re-judges judge scores, and this gate has no judge in "
             "single mode; each item is scored once (repeats treated as 1)"
         )
         repeats = 1
+    elif repeats > 1:
+        _build([_JUDGE], settings, {_JUDGE: {**resolved[_JUDGE], "repeats": repeats}})
     plan = GatePlan(
         params=params,
         dataset_id=anchor.id,
@@ -658,8 +662,9 @@ def evaluate_side(
     """Resolve one side to its outputs and score whatever the plan's evaluators have not.
 
     * a run: its outputs; evaluators it lacks are run on them now;
-    * a model: its stored answers on the test-set version, scored where unscored; with no
-      stored answer the model is called (``evaluate_dataset``);
+    * a model: its stored answers on the test-set version, scored where unscored; items it
+      has not answered are asked through ``EVALWATCH_TARGET__BASE_URL`` when it is set
+      (``evaluate_dataset``), and a model with no stored answer must be called;
     * a predictions file: loaded and evaluated (``evaluate_dataset``).
 
     Args:
@@ -685,6 +690,7 @@ def evaluate_side(
     current_prov = evaluator_provenance(current)
     runs: list[int] = []
     notes: list[str] = []
+    unavailable: dict[str, str] = {}
     if kind == "run":
         run, _ = _dataset_run(engine, int(ref), role)
         assert run.id is not None
@@ -698,7 +704,9 @@ def evaluate_side(
     else:
         model = ref if kind == "model" else ""
         outputs = latest_outputs(engine, ds.id, ref) if kind == "model" else {}
-        if not outputs:
+        # A model is asked only for the items it has not answered, and only when it can be.
+        ask = len(outputs) < ds.n_items and bool(settings.target.base_url)
+        if not outputs or ask:
             dparams = DatasetParams(
                 dataset=ds.name,
                 version=ds.version,
@@ -726,11 +734,15 @@ def evaluate_side(
             model = prepared.model
             outputs = latest_outputs(engine, ds.id, model)
             runs.append(prepared.run_id)
-            notes += [f"evaluator {n} unavailable: {why}" for n, why in result.unavailable.items()]
+            unavailable.update(result.unavailable)
         provenance = current_prov
     # Whatever the current evaluators have not scored yet (same version only: an older
     # version recorded by a run cannot be re-run, and the comparison will say so).
-    runnable = [ev for ev in current if provenance[ev.name].get("version") == ev.version]
+    runnable = [
+        ev
+        for ev in current
+        if provenance[ev.name].get("version") == ev.version and ev.name not in unavailable
+    ]
     scored = _scored_by(engine, outputs, {ev.name: ev.version for ev in runnable})
     missing: set[int] = set()
     todo: list[BaseEvaluator[Any]] = []
@@ -740,7 +752,7 @@ def evaluate_side(
             missing |= lacking
             todo.append(ev)
     if todo:
-        run_id, unavailable = _score_outputs(
+        run_id, more = _score_outputs(
             engine,
             ds,
             model,
@@ -751,7 +763,8 @@ def evaluate_side(
             console=console,
         )
         runs.append(run_id)
-        notes += [f"evaluator {n} unavailable: {why}" for n, why in unavailable.items()]
+        unavailable.update(more)
+    notes += [f"evaluator {n} unavailable: {why}" for n, why in unavailable.items()]
     return GateSide(
         role=role,
         source=kind,

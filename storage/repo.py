@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +35,7 @@ from storage.models import (
     RegressionReport,
     RunStatus,
     Score,
+    UTCDateTime,
     utcnow,
 )
 
@@ -169,14 +171,19 @@ def _bulk_insert_ignore(
     names = cols + list(fill)
 
     def processor(name: str) -> Any:
-        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        col_type = table.c[name].type
+        if isinstance(col_type, UTCDateTime) and dialect.name == "sqlite":
+            return _sqlite_utc  # the same text SQLAlchemy writes, without its generic chain
+        return col_type.dialect_impl(dialect).bind_processor(dialect)
 
     todo = [(i, p) for i, c in enumerate(cols) if (p := processor(c)) is not None]
     fixed = [processor(c)(v) if processor(c) is not None else v for c, v in fill.items()]
 
+    pick = operator.itemgetter(*cols) if len(cols) > 1 else (lambda r: (r[cols[0]],))
+
     def values() -> Iterator[list[Any]]:
         for r in rows:
-            v = [r[c] for c in cols]
+            v = list(pick(r))
             for i, p in todo:
                 v[i] = p(v[i])
             v.extend(fixed)
@@ -255,6 +262,24 @@ def _bulk_insert_ignore(
         ]
     finally:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+
+
+def _sqlite_utc(value: datetime | None) -> str | None:
+    """A datetime as SQLAlchemy stores a ``UTCDateTime`` in SQLite: naive UTC text.
+
+    Examples:
+        >>> from datetime import UTC, datetime, timedelta, timezone
+        >>> _sqlite_utc(datetime(2026, 1, 1, 2, tzinfo=timezone(timedelta(hours=2))))
+        '2026-01-01 00:00:00.000000'
+    """
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    )
 
 
 def _existing_keys(conn: Connection, table: sa.Table, key: str, keys: Sequence[Any]) -> set[Any]:

@@ -260,6 +260,7 @@ def test_regression_gate_flow_publishes_markdown_and_stores_the_report(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     by_key = {a.key: a for a in arts if a.key}
     md = by_key["evalwatch-gate-support-qa"].data
+    assert isinstance(md, str)
     assert md.startswith("## evalwatch gate: REGRESSION")
     assert "billing" in md and "embedding.reference_similarity" in md
     assert "### Outputs of the items that regressed most" in md
@@ -303,9 +304,9 @@ def test_regression_gate_flow_fails_on_bad_input_without_retrying(
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     side = [t for t in tasks if t.name.startswith("evaluate-gate-side")]
-    failed = [t for t in side if t.state is not None and t.state.is_failed()]
-    assert len(failed) == 1 and failed[0].run_count == 1
-    assert "EVALWATCH_TARGET__BASE_URL" in str(failed[0].state.message)
+    failed = [t.state for t in side if t.state is not None and t.state.is_failed()]
+    assert len(failed) == 1 and all(t.run_count == 1 for t in side)
+    assert "EVALWATCH_TARGET__BASE_URL" in str(failed[0].message)
     assert _reports(qa_url) == []
 
 
@@ -421,6 +422,20 @@ def test_model_without_stored_answers_or_endpoint_exits_2(db_url, tmp_path) -> N
                   "--candidate-model", "never-seen", "--no-progress"])
     assert res.exit_code == 2
     assert "EVALWATCH_TARGET__BASE_URL" in res.output
+
+
+def test_an_evaluator_that_cannot_start_is_bad_input(sqlite_engine, tmp_path) -> None:
+    url = str(sqlite_engine.url)
+    version = _load(url, _small_qa(tmp_path))
+    base_run = _evaluate(url, _small_preds(tmp_path, "baseline"), version)
+    res = invoke(["--db", url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
+                  "--candidate-outputs", str(_small_preds(tmp_path, "candidate-equivalent")),
+                  "--evaluators", "heuristics,judge", "--no-progress"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "the baseline has no score from evaluator 'judge'" in text
+    assert "no judge model configured" in text
+    assert _reports(url) == []
 
 
 def test_slice_regression_fails_the_gate_when_the_whole_does_not(db_url, tmp_path) -> None:

@@ -455,3 +455,16 @@ def test_postgres_copy_falls_back_when_a_key_appears_meanwhile(pg_database_url, 
     assert sorted(got) == sorted(f"race-{i}" for i in range(5, 600))
     assert _count(engine, "interactions") == 600
     engine.dispose()
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "worker"])
+def test_unreadable_input_mid_run_is_raised_to_the_caller(sqlite_engine, tmp_path, parallel):
+    from ingest.readers import UnreadableFileError
+
+    good = _write_jsonl(tmp_path / "good.jsonl", _traffic(5, seed=31))
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not parquet at all")
+    with pytest.raises(UnreadableFileError, match="not a readable Parquet file"):
+        ingest(sqlite_engine, [good, bad], settings=_settings(), parallel=parallel)
+    # The chunk before the unreadable file is stored.
+    assert _count(sqlite_engine, "interactions") == 5

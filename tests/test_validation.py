@@ -255,3 +255,25 @@ def test_now_defaults_to_the_clock():
     assert validate_traffic([_row(timestamp=soon)], IngestSettings()).reasons == [
         ["timestamp: in the future"]
     ]
+
+
+def test_fast_path_gives_the_same_rows_as_the_long_way():
+    rows = [
+        _row(),
+        _row(request_id=None, user_id="u", session_id="s", latency_ms=3, cost=0.5,
+             input_tokens=1, output_tokens=2, rating=5, thumbs="down", context="c",
+             reference="r", metadata={"a": [1, {"b": None}]}),
+        _row(timestamp="2026-11-01T02:00:00+02:00", latency_ms=1.5),
+        _row(timestamp="2026-11-01 00:00:00", prompt="", response=""),
+        # These take the long way even without the marker; they must agree too.
+        _row(thumbs="UP"), _row(rating=True), _row(request_id=7), _row(app=" "),
+        _row(latency_ms="3"), _row(timestamp="bad"), _row(prompt=None),
+    ]
+    fast = coerce_traffic(rows)
+    # An (empty) unknown-fields marker sends every row the long way.
+    slow = coerce_traffic([{**r, "_extra": {}} for r in rows])
+    assert fast.rows == slow.rows
+    assert fast.reasons == slow.reasons
+    assert fast.bad_fields == slow.bad_fields
+    assert V._fast_traffic_row(rows[1]) is not None  # the fast path is taken for clean rows
+    assert V._fast_traffic_row(rows[4]) is None

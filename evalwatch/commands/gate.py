@@ -87,11 +87,14 @@ def gate(
         typer.Option("--policy", help="Gate policy YAML (datasets/gate-policy.example.yaml)."),
     ] = None,
     repeats: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--repeats", min=1, max=20, help="Judge each item K times and average (judge only)."
+            "--repeats",
+            min=1,
+            max=20,
+            help="Judge each item K times and average (judge only; default: the policy's).",
         ),
-    ] = 1,
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the full report as JSON (for machines).")
     ] = False,

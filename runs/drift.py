@@ -1,0 +1,1669 @@
+"""Drift and anomaly checks on stored traffic: load two windows, test them, store the report.
+
+:func:`check_drift` is the whole job (the CLI, the ``drift_check`` flow and ``make demo`` call
+it): resolve the current window and the baseline, load both from the store in one query per
+table, run :func:`checks.drift.run_drift` per scope, adjust every test of every scope as ONE
+report, compute the anomaly series, and store one ``drift_reports`` row per test under one
+``report_key``.
+
+What is compared, per interaction:
+
+* numeric columns: ``response_length`` (characters), ``latency_ms``, ``input_tokens``,
+  ``output_tokens``, ``cost`` and every stored score metric as ``evaluator.metric`` (only scores
+  with status ``ok``; where several evaluator versions scored one interaction the most recently
+  stored score counts). A metric whose stored values are all 0 or 1 is a *rate*, not a numeric
+  column (``heuristics.refusal`` becomes the rate ``refusal``);
+* rates: ``refusal``, the other 0/1 metrics, ``unsafe`` (``toxicity.safety`` below
+  ``unsafe_threshold``, where toxicity scores exist), ``unscored`` (share of evaluated
+  interactions with a score that failed, status ``error``) and ``thumbs_down`` (share of
+  thumbs feedback that is down);
+* ratings: ``rating`` feedback (1-5) with its timestamps, for the distribution and the trend;
+* embeddings: the response embeddings of one embedding model (default: the model with the most
+  embeddings in the windows), decoded from float16, with the responses as example texts.
+
+Scopes: ``overall`` (everything the ``apps`` / ``model_versions`` filters keep), then each app
+and each model version seen in either window (a dimension with a single value is not split,
+it would repeat ``overall``). ``checks.drift`` wants one Benjamini-Hochberg family per report:
+each scope's results are pooled and adjusted together by :func:`checks.drift.apply_verdicts`,
+so the report-level false-alarm rate stays at ``alpha`` however many scopes there are (tests
+with insufficient data take no part). More scopes cost power, not validity.
+
+Anomalies: hourly (or daily) series of volume, p95 latency, cost (sum), mean response length,
+the evaluator error rate and every score metric's mean (or rate), over the current window and
+``anomaly_history_days`` before it, go through :func:`checks.anomaly.detect_anomalies`. Only
+windows inside the current window, and complete (ended before ``now``), are judged. Each
+window's value gets a noise floor (``min_scale``) of its sampling error at the history's typical
+window size, so a handful of events per hour cannot raise an alarm by chance. One row per series
+and scope is stored with family ``"anomaly"`` (test ``anomaly_<method>``, verdict ``anomaly``,
+``no_anomaly`` or ``insufficient_data``), which the alert selector ``anomaly.verdict`` reads;
+anomalies are not part of the Benjamini-Hochberg family and do not set ``drift_found``.
+
+The queries use SQLAlchemy Core and stream in chunks; columns become numpy arrays as they
+arrive. On SQLite, 50,000 vs 50,000 interactions with 14 score metrics and 384-d embeddings
+load in a few seconds (figures in the module's report).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.engine import Engine
+
+from checks.anomaly import AnomalyPoint, AnomalyReport, aggregate_series, detect_anomalies
+from checks.drift import DriftConfig, DriftInput, DriftReport, DriftTestResult, run_drift
+from checks.drift import apply_verdicts as _apply_verdicts
+from evalwatch.settings import Settings
+from storage.models import DriftReportRow, Embedding, Feedback, Interaction, Score, utcnow
+from storage.repo import content_hash
+
+__all__ = [
+    "AnomalySeries",
+    "DriftInputError",
+    "DriftOutcome",
+    "DriftParams",
+    "ScopeResult",
+    "TimeWindow",
+    "TrafficFrame",
+    "anomaly_threshold",
+    "check_drift",
+    "drift_input",
+    "load_frame",
+    "newest_interaction_time",
+    "resolve_windows",
+    "store_outcome",
+]
+
+ScopeKind = Literal["overall", "app", "model_version"]
+Freq = Literal["hour", "day"]
+
+# Interaction columns compared as numeric series (response_length is computed from the text).
+INTERACTION_COLUMNS = ("response_length", "latency_ms", "input_tokens", "output_tokens", "cost")
+# Stored binary metrics that get a plain name as a rate.
+_RATE_NAMES = {"heuristics.refusal": "refusal"}
+_SAFETY_METRIC = "toxicity.safety"
+_CHUNK = 20_000
+_FREQ_DELTA = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+_FREQ_WORD = {"hour": "hourly", "day": "daily"}
+_UNIT = {"hour": "hour", "day": "day"}
+
+
+def _scope_list(*kinds: ScopeKind) -> list[ScopeKind]:
+    return list(kinds)
+
+
+class DriftInputError(ValueError):
+    """The check cannot run as asked (bad windows, unknown run, empty store)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters and windows
+# --------------------------------------------------------------------------------------------
+
+
+class TimeWindow(BaseModel):
+    """A half-open time window ``[start, end)`` in UTC.
+
+    Examples:
+        >>> w = TimeWindow(start=datetime(2026, 11, 1, tzinfo=UTC),
+        ...                end=datetime(2026, 11, 8, tzinfo=UTC))
+        >>> w.describe()
+        '2026-11-01 00:00 → 2026-11-08 00:00 UTC'
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeWindow:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window times must be timezone-aware")
+        if self.start >= self.end:
+            raise ValueError(f"window start {self.start} is not before its end {self.end}")
+        return self
+
+    def describe(self) -> str:
+        """``start → end UTC`` to the minute."""
+        fmt = "%Y-%m-%d %H:%M"
+        return f"{_utc(self.start).strftime(fmt)} → {_utc(self.end).strftime(fmt)} UTC"
+
+    def as_json(self) -> dict[str, str]:
+        """``{"start": ISO, "end": ISO}`` for the stored report."""
+        return {"start": _utc(self.start).isoformat(), "end": _utc(self.end).isoformat()}
+
+
+class DriftParams(BaseModel):
+    """What a drift check compares, and how.
+
+    Current window: ``[current_start, current_end)``; without ``current_end`` it ends at the
+    hour after the newest stored interaction (in the filtered scope), without
+    ``current_start`` it is ``window`` long. Baseline, in order of precedence:
+    ``baseline_run`` (the interactions that evaluation run scored), a pinned
+    ``baseline_start``/``baseline_end`` window, else the ``baseline_days`` before the current
+    window.
+
+    Examples:
+        >>> DriftParams(window="3d", baseline_days=7).scopes
+        ['overall', 'app', 'model_version']
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    current_start: datetime | None = Field(None, description="Current window start (inclusive).")
+    current_end: datetime | None = Field(
+        None, description="Current window end (exclusive); default: after the newest interaction."
+    )
+    window: str = Field("24h", description="Current window length when no start is given.")
+    baseline_days: float = Field(7.0, gt=0, description="Days before the current window.")
+    baseline_start: datetime | None = Field(None, description="Pinned baseline start.")
+    baseline_end: datetime | None = Field(None, description="Pinned baseline end (exclusive).")
+    baseline_run: int | None = Field(
+        None, description="Evaluation run whose interactions are the baseline."
+    )
+    apps: list[str] = Field(default_factory=list, description="Only these apps.")
+    model_versions: list[str] = Field(default_factory=list, description="Only these versions.")
+    scopes: list[ScopeKind] = Field(
+        default_factory=lambda: _scope_list("overall", "app", "model_version"),
+        description="Scopes tested; all of them form one Benjamini-Hochberg family.",
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the report.")
+    config: DriftConfig = Field(
+        default_factory=DriftConfig, description="Test settings (alpha above wins)."
+    )
+    embedding_model: str | None = Field(
+        None, description="Embedding model compared; default: the most common in the windows."
+    )
+    unsafe_threshold: float = Field(
+        0.5, ge=0, le=1, description="toxicity.safety below this is unsafe."
+    )
+    anomaly_freq: Freq = Field("hour", description="Anomaly series windows: hour or day.")
+    anomaly_method: Literal["mad", "ewma"] = Field("mad", description="Robust baseline.")
+    anomaly_threshold: float | None = Field(
+        None,
+        gt=0,
+        description="Robust z-score of an anomaly; default: Bonferroni over the windows judged "
+        "at alpha, at least 3.5.",
+    )
+    anomaly_history_days: float | None = Field(
+        None, gt=0, description="History before the current window (default baseline_days)."
+    )
+    anomaly_scopes: list[ScopeKind] = Field(
+        default_factory=lambda: _scope_list("overall"), description="Scopes with anomaly series."
+    )
+    anomaly_min_events: int = Field(
+        5, ge=1, description="Events a window needs for a mean, rate or p95 (volume: any)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftParams:
+        from evalwatch.commands.common import parse_duration
+
+        parse_duration(self.window)  # raises ValueError on a bad duration
+        for name in ("current_start", "current_end", "baseline_start", "baseline_end"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                setattr(self, name, value.replace(tzinfo=UTC))
+        if (self.baseline_start is None) != (self.baseline_end is None):
+            raise ValueError("give both baseline_start and baseline_end, or neither")
+        if self.baseline_run is not None and self.baseline_start is not None:
+            raise ValueError("give a baseline run or a pinned baseline window, not both")
+        if self.baseline_start and self.baseline_end and self.baseline_start >= self.baseline_end:
+            raise ValueError("baseline_start must be before baseline_end")
+        if self.current_start and self.current_end and self.current_start >= self.current_end:
+            raise ValueError("current_start must be before current_end")
+        if not self.scopes:
+            raise ValueError("scopes names no scope")
+        return self
+
+    def drift_config(self) -> DriftConfig:
+        """The test settings with this check's ``alpha``."""
+        return self.config.model_copy(update={"alpha": self.alpha})
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The resolved baseline: a time window, or the interactions of an evaluation run."""
+
+    window: TimeWindow | None = None
+    run_id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """What the stored report says about the baseline."""
+        if self.window is not None:
+            return {"kind": "window", **self.window.as_json()}
+        return {"kind": "run", "run_id": self.run_id}
+
+    def describe(self) -> str:
+        """Human-readable description."""
+        if self.window is not None:
+            return self.window.describe()
+        return f"interactions of evaluation run {self.run_id}"
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _ceil_hour(dt: datetime) -> datetime:
+    floor = _utc(dt).replace(minute=0, second=0, microsecond=0)
+    return floor if floor == _utc(dt) else floor + timedelta(hours=1)
+
+
+def _it() -> sa.Table:
+    return Interaction.__table__  # type: ignore[attr-defined]
+
+
+def _scope_filter(apps: Sequence[str], versions: Sequence[str]) -> list[sa.ColumnElement[bool]]:
+    it = _it()
+    where: list[sa.ColumnElement[bool]] = []
+    if apps:
+        where.append(it.c.app.in_(list(apps)))
+    if versions:
+        where.append(it.c.model_version.in_(list(versions)))
+    return where
+
+
+def newest_interaction_time(
+    engine: Engine, apps: Sequence[str] = (), model_versions: Sequence[str] = ()
+) -> datetime | None:
+    """Time of the newest stored interaction in the scope, or None when there is none.
+
+    Args:
+        engine: The store.
+        apps: Only these apps (empty: all).
+        model_versions: Only these versions (empty: all).
+
+    Returns:
+        The newest interaction's time (aware UTC), or None.
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> newest_interaction_time(e) is None
+        True
+    """
+    it = _it()
+    q = sa.select(sa.func.max(sa.type_coerce(it.c.ts, sa.DateTime()))).where(
+        *_scope_filter(apps, model_versions)
+    )
+    with engine.connect() as conn:
+        value = conn.execute(q).scalar_one_or_none()
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite returns MAX() of a datetime column as text
+        value = datetime.fromisoformat(value)
+    return _utc(value)
+
+
+def _run_subjects(engine: Engine, run_id: int) -> tuple[bool, npt.NDArray[np.int64]]:
+    """Whether the run exists, and the interaction ids it scored."""
+    from storage.models import EvalRun
+
+    runs = EvalRun.__table__  # type: ignore[attr-defined]
+    sc = Score.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        exists = conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first() is not None
+        if not exists:
+            return False, np.empty(0, dtype=np.int64)
+        ids = conn.execute(
+            sa.select(sc.c.subject_id)
+            .where(sc.c.run_id == run_id, sc.c.subject_type == "interaction")
+            .distinct()
+        ).scalars()
+        return True, np.fromiter(ids, dtype=np.int64)
+
+
+def resolve_windows(engine: Engine, params: DriftParams) -> tuple[TimeWindow, Baseline]:
+    """Turn the parameters into the current window and the baseline.
+
+    Args:
+        engine: The store (asked for the newest interaction when the end is not given).
+        params: The check's parameters.
+
+    Returns:
+        ``(current, baseline)``.
+
+    Raises:
+        DriftInputError: Nothing stored in the scope, an unknown run, or overlapping windows.
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> p = DriftParams(current_end=datetime(2026, 11, 15, tzinfo=UTC), window="3d")
+        >>> cur, base = resolve_windows(e, p)
+        >>> cur.describe(), base.describe()
+        ('2026-11-12 00:00 → 2026-11-15 00:00 UTC', '2026-11-05 00:00 → 2026-11-12 00:00 UTC')
+    """
+    from evalwatch.commands.common import parse_duration
+
+    end = params.current_end
+    if end is None:
+        newest = newest_interaction_time(engine, params.apps, params.model_versions)
+        if newest is None:
+            raise DriftInputError(
+                "no interactions stored" + _filter_text(params) + "; ingest traffic first"
+            )
+        end = _ceil_hour(newest + timedelta(microseconds=1))
+    start = params.current_start or end - parse_duration(params.window)
+    try:
+        current = TimeWindow(start=_utc(start), end=_utc(end))
+    except ValueError as exc:
+        raise DriftInputError(f"bad current window: {exc}") from exc
+    if params.baseline_run is not None:
+        return current, Baseline(run_id=params.baseline_run)
+    if params.baseline_start is not None and params.baseline_end is not None:
+        base = TimeWindow(start=_utc(params.baseline_start), end=_utc(params.baseline_end))
+        if base.start < current.end and current.start < base.end:
+            raise DriftInputError(
+                f"the baseline window ({base.describe()}) overlaps the current window "
+                f"({current.describe()})"
+            )
+        return current, Baseline(window=base)
+    base = TimeWindow(start=current.start - timedelta(days=params.baseline_days), end=current.start)
+    return current, Baseline(window=base)
+
+
+def _filter_text(params: DriftParams) -> str:
+    parts = []
+    if params.apps:
+        parts.append(f"app {', '.join(params.apps)}")
+    if params.model_versions:
+        parts.append(f"model version {', '.join(params.model_versions)}")
+    return f" for {' and '.join(parts)}" if parts else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrafficFrame:
+    """Interactions and what is stored about them, column by column (numpy arrays).
+
+    Attributes:
+        ids: Interaction ids.
+        ts: Interaction times (``datetime64[us]``, naive UTC).
+        app: App per row (object array).
+        model_version: Model version per row (object array).
+        responses: Response text per row (object array).
+        numeric: Numeric columns by name (NaN where absent or not scored ``ok``).
+        binary: Names in ``numeric`` whose values are all 0/1: compared as rates.
+        evaluated: Whether any evaluator stored a score for the row.
+        errored: Whether a stored score of the row has status ``error``.
+        emb_rows: Frame row of each embedding row.
+        embeddings: Embeddings (float32, one row per ``emb_rows`` entry) or None.
+        embedding_model: The embedding model loaded.
+        rating_rows / rating_values / rating_ts: Rating feedback (row, 1-5 value, time).
+        thumb_rows / thumb_down: Thumbs feedback (row, whether it was down).
+    """
+
+    ids: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.datetime64]
+    app: npt.NDArray[np.object_]
+    model_version: npt.NDArray[np.object_]
+    responses: npt.NDArray[np.object_]
+    numeric: dict[str, npt.NDArray[np.float64]]
+    binary: set[str]
+    evaluated: npt.NDArray[np.bool_]
+    errored: npt.NDArray[np.bool_]
+    emb_rows: npt.NDArray[np.intp]
+    embeddings: npt.NDArray[np.float32] | None
+    embedding_model: str | None
+    rating_rows: npt.NDArray[np.intp]
+    rating_values: npt.NDArray[np.float64]
+    rating_ts: npt.NDArray[np.datetime64]
+    thumb_rows: npt.NDArray[np.intp]
+    thumb_down: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    def between(self, window: TimeWindow) -> npt.NDArray[np.bool_]:
+        """Rows whose time is in ``window``."""
+        lo, hi = _dt64(window.start), _dt64(window.end)
+        return np.asarray((self.ts >= lo) & (self.ts < hi), dtype=np.bool_)
+
+    def score_columns(self) -> list[str]:
+        """The ``evaluator.metric`` columns, sorted."""
+        return sorted(k for k in self.numeric if k not in INTERACTION_COLUMNS)
+
+
+def _dt64(dt: datetime) -> np.datetime64:
+    return np.datetime64(_utc(dt).replace(tzinfo=None), "us")
+
+
+def _to_dt64(values: Sequence[Any]) -> npt.NDArray[np.datetime64]:
+    out = np.empty(len(values), dtype="datetime64[us]")
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            v = datetime.fromisoformat(v)
+        out[i] = np.datetime64(v.replace(tzinfo=None) if v.tzinfo else v, "us")
+    return out
+
+
+def _chunks(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
+    """The rows of ``query`` in chunks (a server-side cursor on PostgreSQL)."""
+    result = conn.execution_options(stream_results=True, yield_per=_CHUNK).execute(query)
+    yield from result.partitions(_CHUNK)
+
+
+def _floats(values: Iterable[Any]) -> npt.NDArray[np.float64]:
+    # None -> NaN: a missing value stays visible as missing.
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def load_frame(
+    engine: Engine,
+    windows: Sequence[TimeWindow],
+    *,
+    baseline_run: int | None = None,
+    apps: Sequence[str] = (),
+    model_versions: Sequence[str] = (),
+    embedding_model: str | None = None,
+) -> TrafficFrame:
+    """Load the interactions in any of ``windows`` (or scored by a run) with their data.
+
+    One query per table (interactions, scores, embeddings, feedback), each streamed in chunks
+    and turned into numpy arrays; a small extra query picks the embedding model when none is
+    given.
+
+    Args:
+        engine: The store.
+        windows: Time windows to load (their union).
+        baseline_run: Also load the interactions this evaluation run scored, whatever their
+            time.
+        apps: Only these apps (empty: all).
+        model_versions: Only these model versions (empty: all).
+        embedding_model: Embedding model to load (default: the one with most rows).
+
+    Returns:
+        The frame, rows ordered by time.
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> w = TimeWindow(start=datetime(2026, 11, 1, tzinfo=UTC),
+        ...                end=datetime(2026, 11, 2, tzinfo=UTC))
+        >>> len(load_frame(e, [w]))
+        0
+    """
+    it = _it()
+    sc = Score.__table__  # type: ignore[attr-defined]
+    em = Embedding.__table__  # type: ignore[attr-defined]
+    fb = Feedback.__table__  # type: ignore[attr-defined]
+    ts_col = sa.type_coerce(it.c.ts, sa.DateTime())
+    which: list[sa.ColumnElement[bool]] = [
+        sa.and_(it.c.ts >= w.start, it.c.ts < w.end) for w in windows
+    ]
+    if baseline_run is not None:
+        # A subquery, not a list of ids: no bound-parameter limit to respect.
+        which.append(
+            it.c.id.in_(
+                sa.select(sc.c.subject_id).where(
+                    sc.c.run_id == baseline_run, sc.c.subject_type == "interaction"
+                )
+            )
+        )
+    where = [sa.or_(*which) if which else sa.false(), *_scope_filter(apps, model_versions)]
+
+    with engine.connect() as conn:
+        ids_l: list[int] = []
+        ts_l: list[Any] = []
+        app_l: list[str] = []
+        ver_l: list[str] = []
+        resp_l: list[str] = []
+        lat_l: list[Any] = []
+        tin_l: list[Any] = []
+        tout_l: list[Any] = []
+        cost_l: list[Any] = []
+        q = (
+            sa.select(
+                it.c.id,
+                ts_col,
+                it.c.app,
+                it.c.model_version,
+                it.c.response,
+                it.c.latency_ms,
+                it.c.input_tokens,
+                it.c.output_tokens,
+                it.c.cost,
+            )
+            .where(*where)
+            .order_by(it.c.ts, it.c.id)
+        )
+        for part in _chunks(conn, q):
+            cols = list(zip(*part, strict=True))
+            ids_l.extend(cols[0])
+            ts_l.extend(cols[1])
+            app_l.extend(cols[2])
+            ver_l.extend(cols[3])
+            resp_l.extend(cols[4])
+            lat_l.extend(cols[5])
+            tin_l.extend(cols[6])
+            tout_l.extend(cols[7])
+            cost_l.extend(cols[8])
+        ids = np.array(ids_l, dtype=np.int64)
+        n = ids.size
+        responses = np.empty(n, dtype=object)
+        responses[:] = resp_l
+        numeric: dict[str, npt.NDArray[np.float64]] = {
+            "response_length": np.fromiter((len(r) for r in resp_l), dtype=np.float64, count=n),
+            "latency_ms": _floats(lat_l),
+            "input_tokens": _floats(tin_l),
+            "output_tokens": _floats(tout_l),
+            "cost": _floats(cost_l),
+        }
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+
+        def rows_of(subject_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+            pos = np.searchsorted(sorted_ids, subject_ids)
+            pos = np.clip(pos, 0, max(n - 1, 0))
+            found = (sorted_ids[pos] == subject_ids) if n else np.zeros(0, dtype=bool)
+            return np.where(found, order[pos], -1).astype(np.intp)
+
+        # --- scores: one row per (interaction, evaluator version, metric) ----------------
+        evaluated = np.zeros(n, dtype=np.bool_)
+        errored = np.zeros(n, dtype=np.bool_)
+        per_metric: dict[str, tuple[list[npt.NDArray[np.intp]], list[npt.NDArray[np.float64]]]]
+        per_metric = {}
+        qs = (
+            sa.select(sc.c.subject_id, sc.c.evaluator, sc.c.metric, sc.c.value, sc.c.status)
+            .join(it, sc.c.subject_id == it.c.id)
+            .where(sc.c.subject_type == "interaction", *where)
+            .order_by(sc.c.id)
+        )
+        for part in _chunks(conn, qs) if n else iter(()):
+            subj, evs, mets, vals, status = zip(*part, strict=True)
+            rows = rows_of(np.asarray(subj, dtype=np.int64))
+            keep = rows >= 0
+            evaluated[rows[keep]] = True
+            st = np.asarray(status, dtype=object)
+            errored[rows[keep & (st == "error")]] = True
+            ok = keep & (st == "ok")
+            values = _floats(vals)
+            keys = np.asarray([f"{e}.{m}" for e, m in zip(evs, mets, strict=True)], dtype=object)
+            for key in np.unique(keys[ok]):
+                sel = ok & (keys == key)
+                bucket = per_metric.setdefault(str(key), ([], []))
+                bucket[0].append(rows[sel])
+                bucket[1].append(values[sel])
+        binary: set[str] = set()
+        for key, (row_parts, val_parts) in sorted(per_metric.items()):
+            rows_all = np.concatenate(row_parts)
+            vals_all = np.concatenate(val_parts)
+            # Ordered by score id: keep the last score stored per row (the newest version).
+            last = rows_all.size - 1 - np.unique(rows_all[::-1], return_index=True)[1]
+            col = np.full(n, np.nan)
+            col[rows_all[last]] = vals_all[last]
+            numeric[key] = col
+            finite = col[np.isfinite(col)]
+            if finite.size and bool(np.isin(finite, (0.0, 1.0)).all()):
+                binary.add(key)
+
+        # --- embeddings ---------------------------------------------------------------
+        model = embedding_model
+        if model is None and n:
+            counted = conn.execute(
+                sa.select(em.c.model, sa.func.count())
+                .join(it, em.c.subject_id == it.c.id)
+                .where(em.c.subject_type == "interaction", *where)
+                .group_by(em.c.model)
+                .order_by(sa.func.count().desc(), em.c.model)
+                .limit(1)
+            ).first()
+            model = None if counted is None else str(counted[0])
+        emb_rows_l: list[npt.NDArray[np.intp]] = []
+        blobs: list[bytes] = []
+        dims: list[int] = []
+        if model is not None and n:
+            qe = (
+                sa.select(em.c.subject_id, em.c.dim, em.c.vector)
+                .join(it, em.c.subject_id == it.c.id)
+                .where(em.c.subject_type == "interaction", em.c.model == model, *where)
+                .order_by(em.c.subject_id)
+            )
+            for part in _chunks(conn, qe):
+                subj, dim, vec = zip(*part, strict=True)
+                emb_rows_l.append(rows_of(np.asarray(subj, dtype=np.int64)))
+                dims.extend(dim)
+                blobs.extend(bytes(v) for v in vec)
+        embeddings: npt.NDArray[np.float32] | None = None
+        emb_rows = np.empty(0, dtype=np.intp)
+        if blobs:
+            emb_rows = np.concatenate(emb_rows_l)
+            dim_arr = np.asarray(dims)
+            main_dim = int(np.bincount(dim_arr).argmax())
+            good = (dim_arr == main_dim) & (emb_rows >= 0)
+            # One little-endian float16 buffer, decoded at once.
+            joined = b"".join(b for b, g in zip(blobs, good, strict=True) if g)
+            embeddings = np.frombuffer(joined, dtype="<f2").reshape(-1, main_dim).astype(np.float32)
+            emb_rows = emb_rows[good]
+
+        # --- feedback -----------------------------------------------------------------
+        qf = (
+            sa.select(
+                fb.c.interaction_id, fb.c.kind, fb.c.value, sa.type_coerce(fb.c.ts, sa.DateTime())
+            )
+            .join(it, fb.c.interaction_id == it.c.id)
+            .where(fb.c.kind.in_(["rating", "thumbs"]), *where)
+            .order_by(fb.c.ts, fb.c.id)
+        )
+        r_rows: list[npt.NDArray[np.intp]] = []
+        r_vals: list[npt.NDArray[np.float64]] = []
+        r_ts: list[npt.NDArray[np.datetime64]] = []
+        t_rows: list[npt.NDArray[np.intp]] = []
+        t_down: list[npt.NDArray[np.bool_]] = []
+        for part in _chunks(conn, qf) if n else iter(()):
+            iid, kind, value, fts = zip(*part, strict=True)
+            rows = rows_of(np.asarray(iid, dtype=np.int64))
+            kinds = np.asarray(kind, dtype=object)
+            values = _floats(value)
+            is_rating = (kinds == "rating") & (rows >= 0) & np.isfinite(values)
+            is_thumb = (kinds == "thumbs") & (rows >= 0) & np.isfinite(values)
+            r_rows.append(rows[is_rating])
+            r_vals.append(values[is_rating])
+            r_ts.append(_to_dt64([fts[i] for i in np.flatnonzero(is_rating)]))
+            t_rows.append(rows[is_thumb])
+            t_down.append(values[is_thumb] < 0.5)
+
+    def cat(parts: list[Any], dtype: Any) -> Any:
+        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+    app_arr = np.empty(n, dtype=object)
+    app_arr[:] = app_l
+    ver_arr = np.empty(n, dtype=object)
+    ver_arr[:] = ver_l
+    return TrafficFrame(
+        ids=ids,
+        ts=_to_dt64(ts_l),
+        app=app_arr,
+        model_version=ver_arr,
+        responses=responses,
+        numeric=numeric,
+        binary=binary,
+        evaluated=evaluated,
+        errored=errored,
+        emb_rows=emb_rows,
+        embeddings=embeddings,
+        embedding_model=model if embeddings is not None else None,
+        rating_rows=cat(r_rows, np.intp),
+        rating_values=cat(r_vals, np.float64),
+        rating_ts=cat(r_ts, "datetime64[us]"),
+        thumb_rows=cat(t_rows, np.intp),
+        thumb_down=cat(t_down, np.bool_),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Windows -> DriftInput
+# --------------------------------------------------------------------------------------------
+
+
+def _rate_name(key: str) -> str:
+    return _RATE_NAMES.get(key, key)
+
+
+def drift_input(
+    frame: TrafficFrame,
+    rows: npt.NDArray[np.bool_],
+    *,
+    unsafe_threshold: float = 0.5,
+    columns: Sequence[str] | None = None,
+) -> DriftInput:
+    """One window of a frame as the input of :func:`checks.drift.run_drift`.
+
+    Args:
+        frame: The loaded frame.
+        rows: Boolean mask of the window's rows.
+        unsafe_threshold: ``toxicity.safety`` below this counts as unsafe.
+        columns: Numeric and binary columns to include (default: all of the frame's).
+
+    Returns:
+        The window: numeric columns (0/1 metrics as rates), rates ``unsafe``, ``unscored`` and
+        ``thumbs_down`` where the frame has their data, ratings with timestamps, embeddings
+        with their responses as texts (None when the window has none).
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> w = TimeWindow(start=datetime(2026, 11, 1, tzinfo=UTC),
+        ...                end=datetime(2026, 11, 2, tzinfo=UTC))
+        >>> f = load_frame(e, [w])
+        >>> sorted(drift_input(f, f.between(w)).numeric)
+        ['cost', 'input_tokens', 'latency_ms', 'output_tokens', 'response_length']
+    """
+    names = list(frame.numeric) if columns is None else [c for c in columns if c in frame.numeric]
+    numeric: dict[str, npt.NDArray[Any]] = {}
+    rates: dict[str, npt.NDArray[Any]] = {}
+    for name in names:
+        col = frame.numeric[name][rows]
+        if name in frame.binary:
+            rates[_rate_name(name)] = col[np.isfinite(col)] >= 0.5
+        else:
+            numeric[name] = col
+    if _SAFETY_METRIC in frame.numeric and (columns is None or _SAFETY_METRIC in names):
+        safety = frame.numeric[_SAFETY_METRIC][rows]
+        rates["unsafe"] = safety[np.isfinite(safety)] < unsafe_threshold
+    if frame.evaluated.any():
+        rates["unscored"] = frame.errored[rows & frame.evaluated]
+    if frame.thumb_rows.size:
+        rates["thumbs_down"] = frame.thumb_down[rows[frame.thumb_rows]]
+    embeddings = texts = None
+    if frame.embeddings is not None:
+        sel = rows[frame.emb_rows]
+        if sel.any():
+            embeddings = frame.embeddings[sel]
+            texts = [str(t) for t in frame.responses[frame.emb_rows[sel]]]
+    ratings = timestamps = None
+    if frame.rating_rows.size:
+        sel = rows[frame.rating_rows]
+        ratings = frame.rating_values[sel]
+        timestamps = frame.rating_ts[sel]
+    return DriftInput(
+        embeddings=embeddings,
+        numeric=numeric,
+        rates=rates,
+        ratings=ratings,
+        texts=texts,
+        timestamps=timestamps,
+    )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A slice of the traffic: everything, one app, or one model version."""
+
+    label: str
+    app: str | None = None
+    model_version: str | None = None
+    split: str | None = None  # the dimension this scope splits on (None: overall)
+
+    def dims(self) -> dict[str, str | None]:
+        """``{"app": ..., "model_version": ...}`` as stored and read by alert rules."""
+        return {"app": self.app, "model_version": self.model_version}
+
+    def mask(self, frame: TrafficFrame) -> npt.NDArray[np.bool_]:
+        """Rows of ``frame`` in this scope."""
+        if self.split == "app":
+            return np.asarray(frame.app == self.app, dtype=np.bool_)
+        if self.split == "model_version":
+            return np.asarray(frame.model_version == self.model_version, dtype=np.bool_)
+        return np.ones(len(frame), dtype=np.bool_)
+
+
+def _scopes(
+    kinds: Sequence[ScopeKind], frame: TrafficFrame, rows: npt.NDArray[np.bool_], p: DriftParams
+) -> list[Scope]:
+    pinned_app = p.apps[0] if len(p.apps) == 1 else None
+    pinned_version = p.model_versions[0] if len(p.model_versions) == 1 else None
+    out: list[Scope] = []
+    if "overall" in kinds:
+        out.append(Scope("overall", pinned_app, pinned_version))
+    for dim in ("app", "model_version"):
+        if dim not in kinds:
+            continue
+        values = sorted({str(v) for v in getattr(frame, dim)[rows]})
+        if len(values) < 2:
+            continue  # one value: the same rows as overall
+        for v in values:
+            if dim == "app":
+                out.append(Scope(f"app={v}", v, pinned_version, "app"))
+            else:
+                out.append(Scope(f"model_version={v}", pinned_app, v, "model_version"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScopeResult:
+    """The drift report of one scope (p-values adjusted across the whole check).
+
+    Attributes:
+        scope: The scope.
+        report: Its tests; ``p_adjusted`` and verdicts come from the check-wide adjustment.
+        n_baseline: Baseline interactions in the scope.
+        n_current: Current interactions in the scope.
+        baseline_numeric: Baseline numeric columns (kept for the HTML report's plots).
+        current_numeric: Current numeric columns.
+    """
+
+    scope: Scope
+    report: DriftReport
+    n_baseline: int
+    n_current: int
+    baseline_numeric: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    current_numeric: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The scope's label (``overall``, ``app=...``, ``model_version=...``)."""
+        return self.scope.label
+
+
+@dataclass
+class AnomalySeries:
+    """One anomaly series of one scope: every window's verdict, judged in the current window.
+
+    Attributes:
+        scope: The scope.
+        feature: Series name, e.g. ``volume``, ``latency_ms.p95``, ``refusal.rate``.
+        report: The windows and their verdicts (``checks.anomaly``).
+        counts: Events per window (aligned with ``report.points``).
+        current: The current window.
+        now: Windows ending after this are incomplete and not judged.
+    """
+
+    scope: Scope
+    feature: str
+    report: AnomalyReport
+    counts: list[int]
+    current: TimeWindow
+    now: datetime
+
+    def judged(self) -> list[tuple[AnomalyPoint, int]]:
+        """Complete windows inside the current window, with their event counts."""
+        step = _FREQ_DELTA[self.report.freq]
+        end = min(self.current.end, self.now)
+        return [
+            (p, c)
+            for p, c in zip(self.report.points, self.counts, strict=True)
+            if p.window_start >= self.current.start and p.window_start + step <= end
+        ]
+
+    def anomalies(self) -> list[tuple[AnomalyPoint, int]]:
+        """The anomalous windows of the current window."""
+        return [(p, c) for p, c in self.judged() if p.anomaly]
+
+    @property
+    def n_history(self) -> int:
+        """Windows with a value before the current window."""
+        return sum(
+            1
+            for p in self.report.points
+            if p.window_start < self.current.start and p.value is not None
+        )
+
+    @property
+    def verdict(self) -> str:
+        """``anomaly``, ``no_anomaly`` or ``insufficient_data`` (nothing could be judged)."""
+        judged = [p for p, _ in self.judged() if p.status == "ok"]
+        if not judged:
+            return "insufficient_data"
+        return "anomaly" if any(p.anomaly for p in judged) else "no_anomaly"
+
+    @property
+    def max_abs_z(self) -> float | None:
+        """The largest ``|robust z|`` judged in the current window."""
+        zs = [abs(p.robust_z) for p, _ in self.judged() if p.robust_z is not None]
+        return max(zs) if zs else None
+
+    def summary(self) -> str:
+        """One line: how many windows were anomalous and the worst one."""
+        unit = _UNIT[self.report.freq]
+        found = self.anomalies()
+        judged = [p for p, _ in self.judged() if p.status == "ok"]
+        if not judged:
+            return (
+                f"{self.feature} ({_FREQ_WORD[self.report.freq]}): insufficient data "
+                f"(no {unit} of the current window has enough history and events)"
+            )
+        if not found:
+            return (
+                f"{self.feature} ({_FREQ_WORD[self.report.freq]}): no anomaly in "
+                f"{len(judged)} {unit}s"
+            )
+        worst, _ = max(found, key=lambda pc: abs(pc[0].robust_z or 0.0))
+        ups = sum(1 for p, _ in found if p.direction == "up")
+        return (
+            f"{self.feature} ({_FREQ_WORD[self.report.freq]}): {len(found)} anomalous {unit}s "
+            f"of {len(judged)} ({ups} up, {len(found) - ups} down); worst "
+            f"{worst.window_start.strftime('%Y-%m-%d %H:%M')} UTC: {_num(worst.value)} vs "
+            f"expected {_num(worst.expected)} (robust z {worst.robust_z or 0.0:+.1f})"
+        )
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    if x != 0 and abs(x) < 0.01:
+        return f"{x:.2e}"
+    return f"{x:,.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+@dataclass
+class DriftOutcome:
+    """What a drift check found, where it is stored, and how long it took.
+
+    Attributes:
+        report_key: Key shared by the stored ``drift_reports`` rows of this check.
+        created_at: When the check ran (the rows' ``created_at``).
+        params: The parameters.
+        current: The current window.
+        baseline: The baseline.
+        scopes: One result per scope, ``overall`` first.
+        anomalies: The anomaly series.
+        embedding_model: The embedding model compared (None: no embeddings stored).
+        timings: Seconds per step (``load``, ``drift``, ``anomalies``, ``store``, ``total``).
+        html_path: Where the HTML report was written, if it was.
+        n_rows_stored: Rows written to ``drift_reports``.
+    """
+
+    report_key: str
+    created_at: datetime
+    params: DriftParams
+    current: TimeWindow
+    baseline: Baseline
+    scopes: list[ScopeResult]
+    anomalies: list[AnomalySeries]
+    embedding_model: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+    html_path: Path | None = None
+    n_rows_stored: int = 0
+
+    @property
+    def report(self) -> DriftReport:
+        """The first scope's report (``overall`` unless it was not asked for)."""
+        return self.scopes[0].report
+
+    @property
+    def drift_found(self) -> bool:
+        """Whether any test of any scope found drift (the CLI exits 1)."""
+        return any(s.report.drift_found for s in self.scopes)
+
+    @property
+    def anomaly_found(self) -> bool:
+        """Whether any series has an anomalous window in the current window."""
+        return any(a.verdict == "anomaly" for a in self.anomalies)
+
+    @property
+    def n_tests(self) -> int:
+        """Tests with a verdict other than insufficient data, over all scopes."""
+        return sum(
+            1 for s in self.scopes for r in s.report.results if r.verdict != "insufficient_data"
+        )
+
+    def moved(self) -> list[tuple[ScopeResult, DriftTestResult]]:
+        """Every drifted test with its scope.
+
+        Returns:
+            ``(scope, result)`` pairs scope by scope (``overall`` first), and within a scope
+            the largest effect (in multiples of its floor) first.
+        """
+        return [
+            (s, r)
+            for s in self.scopes
+            for r in sorted(
+                (r for r in s.report.results if r.verdict == "drift"),
+                key=lambda r: r.effect_ratio,
+                reverse=True,
+            )
+        ]
+
+    def headlines(self) -> list[dict[str, Any]]:
+        """One entry per moved (scope, feature): its clearest summary and the evidence.
+
+        Returns:
+            Dicts with ``scope``, ``feature``, ``summary``, ``tests`` (test: effect),
+            ``effects`` (as text) and ``p_adjusted`` (the largest adjusted p among them), in
+            the order of :meth:`moved`.
+        """
+        groups: dict[tuple[str, str, str], list[DriftTestResult]] = {}
+        for scope, r in self.moved():
+            key = (scope.label, r.feature, r.test if r.family == "embedding" else "")
+            groups.setdefault(key, []).append(r)
+        out = []
+        for (label, feature, _), results in groups.items():
+            head = min(results, key=lambda r: _HEADLINE_ORDER.get(r.test, 9))
+            out.append(
+                {
+                    "scope": label,
+                    "feature": feature,
+                    "summary": head.summary,
+                    "tests": {r.test: r.effect_size for r in results},
+                    "effects": ", ".join(
+                        f"{r.test} {r.effect_name} {_num(r.effect_size)}" for r in results
+                    ),
+                    "p_adjusted": max(r.p_adjusted or 0.0 for r in results),
+                }
+            )
+        return out
+
+    def to_markdown(self) -> str:
+        """Markdown that leads with what moved and by how much, then anomalies and details.
+
+        Returns:
+            Markdown text.
+        """
+        overall = self.scopes[0]
+        lines: list[str] = []
+        moved = self.moved()
+        if moved:
+            lines.append(f"## Drift check: drift in {len(moved)} of {self.n_tests} tests")
+        else:
+            lines.append("## Drift check: no drift")
+        lines.append("")
+        lines.append(
+            f"Current {self.current.describe()} ({overall.n_current:,} interactions) vs "
+            f"baseline {self.baseline.describe()} ({overall.n_baseline:,} interactions); "
+            f"{len(self.scopes)} scope(s). Significance level {self.params.alpha:g} across "
+            f"all {self.n_tests} tests (Benjamini-Hochberg), and each test's effect must reach "
+            f"its floor. Report key `{self.report_key}`."
+        )
+        lines.append("")
+        if moved:
+            lines.append("### What moved")
+            lines.append("")
+            for h in self.headlines():
+                lines.append(
+                    f"- **{_md(h['scope'])}** {_md(h['summary'])} "
+                    f"[{_md(h['effects'])}; adjusted p ≤ {_p(h['p_adjusted'])}]"
+                )
+            lines.append("")
+        else:
+            lines.append("Nothing moved beyond its effect-size floor at the report's level.")
+            lines.append("")
+        found = [a for a in self.anomalies if a.verdict == "anomaly"]
+        lines.append("### Anomalies in the current window")
+        lines.append("")
+        if found:
+            for a in found:
+                lines.append(f"- **{_md(a.scope.label)}** {_md(a.summary())}")
+        else:
+            judged = sum(1 for a in self.anomalies if a.verdict != "insufficient_data")
+            lines.append(f"None ({judged} series judged).")
+        lines.append("")
+        for s in self.scopes:
+            topic = next(
+                (r for r in s.report.results if r.test == "topic_shares" and r.verdict == "drift"),
+                None,
+            )
+            if topic is not None:
+                lines.extend(_topic_lines(s.label, topic))
+            new = next(
+                (r for r in s.report.results if r.test == "new_topic" and r.verdict == "drift"),
+                None,
+            )
+            if new is not None and new.details.get("examples"):
+                lines.append(f"#### {_md(s.label)}: responses far from every baseline topic")
+                lines.append("")
+                lines.extend(f"- {_md(t)}" for t in new.details["examples"][:5])
+                lines.append("")
+        lines.append("### Scopes")
+        lines.append("")
+        lines.append("| scope | baseline | current | tests | drift | insufficient data |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for s in self.scopes:
+            res = s.report.results
+            lines.append(
+                f"| {_md(s.label)} | {s.n_baseline:,} | {s.n_current:,} "
+                f"| {sum(r.verdict != 'insufficient_data' for r in res)} "
+                f"| {sum(r.verdict == 'drift' for r in res)} "
+                f"| {sum(r.verdict == 'insufficient_data' for r in res)} |"
+            )
+        lines.append("")
+        lines.append(f"### All tests: {_md(overall.label)}")
+        lines.append("")
+        lines.append(
+            "| feature | test | n baseline | n current | effect | floor | p | adjusted p "
+            "| verdict |"
+        )
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        order = {"drift": 0, "no_drift": 1, "insufficient_data": 2}
+        for r in sorted(
+            overall.report.results, key=lambda r: (order[r.verdict], r.family, r.feature)
+        ):
+            lines.append(
+                f"| {_md(r.feature)} | {r.test} | {r.n_baseline} | {r.n_current} "
+                f"| {_md(r.effect_name)} {_num(r.effect_size)} | {_num(r.effect_floor)} "
+                f"| {_p(r.p_value)} | {_p(r.p_adjusted)} | {r.verdict} |"
+            )
+        lines.append("")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe summary (CLI ``--json``, the flow's return value).
+
+        Returns:
+            ``report_key``, ``drift_found``, ``anomaly_found``, windows, ``moved`` headlines,
+            per-scope results and anomaly series.
+        """
+        return _json_safe(
+            {
+                "report_key": self.report_key,
+                "created_at": self.created_at.isoformat(),
+                "drift_found": self.drift_found,
+                "anomaly_found": self.anomaly_found,
+                "alpha": self.params.alpha,
+                "n_tests": self.n_tests,
+                "current": self.current.as_json(),
+                "baseline": self.baseline.as_json(),
+                "embedding_model": self.embedding_model,
+                "moved": self.headlines(),
+                "scopes": [
+                    {
+                        "scope": s.label,
+                        **s.scope.dims(),
+                        "n_baseline": s.n_baseline,
+                        "n_current": s.n_current,
+                        "drift_found": s.report.drift_found,
+                        "results": [r.model_dump(mode="json") for r in s.report.results],
+                    }
+                    for s in self.scopes
+                ],
+                "anomalies": [
+                    {
+                        "scope": a.scope.label,
+                        "feature": a.feature,
+                        "verdict": a.verdict,
+                        "summary": a.summary(),
+                        "windows": [
+                            {
+                                "window_start": p.window_start.isoformat(),
+                                "value": p.value,
+                                "expected": p.expected,
+                                "robust_z": p.robust_z,
+                                "direction": p.direction,
+                                "n": c,
+                            }
+                            for p, c in a.anomalies()
+                        ],
+                    }
+                    for a in self.anomalies
+                ],
+                "timings": self.timings,
+                "html": None if self.html_path is None else str(self.html_path),
+                "n_rows_stored": self.n_rows_stored,
+            }
+        )
+
+
+# Which result of a numeric column says "by how much" best, when several drifted.
+_HEADLINE_ORDER: dict[str, int] = {"mean_shift": 0, "two_proportion": 0, "wasserstein": 1}
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    if p == 0:
+        return "<1e-300"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def _topic_lines(label: str, result: DriftTestResult) -> list[str]:
+    clusters = result.details.get("grown", []) + result.details.get("shrunk", [])
+    if not clusters:
+        return []
+    lines = [f"#### {_md(label)}: topic shares that changed", ""]
+    lines.append("| cluster | baseline share | current share | change | examples |")
+    lines.append("|---|---:|---:|---:|---|")
+    for c in clusters:
+        examples = " / ".join(_md(t) for t in c.get("examples", []))
+        lines.append(
+            f"| {c['cluster']} | {100 * c['baseline_share']:.1f}% "
+            f"| {100 * c['current_share']:.1f}% | {100 * c['delta']:+.1f} pp | {examples} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _json_safe(obj: Any) -> Any:
+    """Plain JSON values: non-finite floats become None, numpy scalars Python ones."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return obj
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Anomaly series
+# --------------------------------------------------------------------------------------------
+
+
+def _noise_floor(values: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], agg: str) -> float:
+    """Sampling error of one window's aggregate at the history's typical window size."""
+    busy = counts[counts > 0]
+    if busy.size == 0:
+        return 0.0
+    n_typ = float(np.median(busy))
+    if agg == "count":
+        return math.sqrt(n_typ)  # Poisson
+    if values.size < 2:
+        return 0.0
+    sd = float(np.std(values, ddof=1))
+    if agg == "sum":
+        mean = float(np.mean(values))
+        return math.sqrt(n_typ * (sd * sd + mean * mean))  # compound Poisson
+    return sd / math.sqrt(n_typ)
+
+
+@dataclass
+class _Prepared:
+    """One series aggregated per window, waiting for the check-wide threshold."""
+
+    scope: Scope
+    feature: str
+    starts: npt.NDArray[np.datetime64]
+    values: npt.NDArray[np.float64]
+    counts: npt.NDArray[np.int64]
+    floor: float
+
+
+def _prepare_series(
+    scope: Scope,
+    frame: TrafficFrame,
+    rows: npt.NDArray[np.bool_],
+    current: TimeWindow,
+    series_start: datetime,
+    p: DriftParams,
+) -> list[_Prepared]:
+    freq = p.anomaly_freq
+    start64 = _dt64(series_start)
+    last64 = _dt64(current.end - timedelta(microseconds=1))
+    hist_cut = _dt64(current.start)
+    ts = frame.ts[rows]
+    specs: list[tuple[str, npt.NDArray[np.float64] | None, str]] = [("volume", None, "count")]
+    specs.append(("latency_ms.p95", frame.numeric["latency_ms"][rows], "p95"))
+    specs.append(("cost.sum", frame.numeric["cost"][rows], "sum"))
+    specs.append(("response_length.mean", frame.numeric["response_length"][rows], "mean"))
+    if frame.evaluated.any():
+        err = np.where(frame.evaluated[rows], frame.errored[rows].astype(np.float64), np.nan)
+        specs.append(("error_rate", err, "rate"))
+    for key in frame.score_columns():
+        if key in frame.binary:
+            specs.append((f"{_rate_name(key)}.rate", frame.numeric[key][rows], "rate"))
+        else:
+            specs.append((f"{key}.mean", frame.numeric[key][rows], "mean"))
+    out: list[_Prepared] = []
+    for feature, values, agg in specs:
+        if values is None:
+            t_ok, v_ok = ts, None
+        else:
+            finite = np.isfinite(values)
+            if not finite.any():
+                continue
+            t_ok, v_ok = ts[finite], values[finite]
+        starts, vals, counts = aggregate_series(
+            t_ok,
+            v_ok,
+            freq=freq,
+            agg=agg,  # type: ignore[arg-type]
+            start=start64,
+            end=last64,
+        )
+        hist = starts < hist_cut.astype(starts.dtype)
+        if v_ok is None:
+            floor = _noise_floor(np.empty(0), counts[hist], "count")
+        else:
+            floor = _noise_floor(v_ok[t_ok < hist_cut], counts[hist], agg)
+            # Too few events for a mean, a rate or a p95: the window holds no value.
+            vals = np.where(counts >= p.anomaly_min_events, vals, np.nan)
+        out.append(_Prepared(scope, feature, starts, vals, counts, floor))
+    return out
+
+
+def anomaly_threshold(p: DriftParams, n_windows: int) -> float:
+    """The robust z-score above which a window is anomalous in this check.
+
+    ``p.anomaly_threshold`` when given; otherwise the two-sided Bonferroni cut for
+    ``n_windows`` judged windows at the report's ``alpha`` (never below the usual 3.5), so on
+    stationary Gaussian noise the chance of any false anomaly in the check stays near
+    ``alpha``, as for the drift tests.
+
+    Args:
+        p: The check's parameters.
+        n_windows: Windows judged over every series and scope.
+
+    Returns:
+        The threshold.
+
+    Examples:
+        >>> round(anomaly_threshold(DriftParams(), 1800), 2)
+        4.19
+        >>> anomaly_threshold(DriftParams(), 10)
+        3.5
+    """
+    if p.anomaly_threshold is not None:
+        return p.anomaly_threshold
+    from scipy import stats
+
+    z = float(stats.norm.isf(p.alpha / (2 * max(n_windows, 1))))
+    return max(3.5, z)
+
+
+def _detect(
+    prepared: Sequence[_Prepared], current: TimeWindow, p: DriftParams, now: datetime
+) -> list[AnomalySeries]:
+    step = _FREQ_DELTA[p.anomaly_freq]
+    first, last = _dt64(current.start), _dt64(min(current.end, now))
+    judged = 0
+    for s in prepared:
+        ends = s.starts.astype("datetime64[us]") + np.timedelta64(step)
+        judged += int(np.sum((s.starts.astype("datetime64[us]") >= first) & (ends <= last)))
+    threshold = anomaly_threshold(p, judged)
+    out = []
+    for s in prepared:
+        report = detect_anomalies(
+            s.starts,
+            s.values,
+            freq=p.anomaly_freq,
+            method=p.anomaly_method,
+            threshold=threshold,
+            seasonal=True,
+            agg="mean",
+            min_scale=s.floor,
+            start=s.starts[0],
+            end=s.starts[-1],
+        )
+        out.append(
+            AnomalySeries(
+                scope=s.scope,
+                feature=s.feature,
+                report=report,
+                counts=[int(c) for c in s.counts],
+                current=current,
+                now=now,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The check
+# --------------------------------------------------------------------------------------------
+
+
+def _active_columns(
+    frame: TrafficFrame, base: npt.NDArray[np.bool_], cur: npt.NDArray[np.bool_]
+) -> list[str]:
+    both = base | cur
+    return [name for name, col in frame.numeric.items() if np.isfinite(col[both]).any()]
+
+
+def check_drift(
+    engine: Engine,
+    params: DriftParams | None = None,
+    settings: Settings | None = None,
+    *,
+    html: Path | bool | None = None,
+    store: bool = True,
+    now: datetime | None = None,
+) -> DriftOutcome:
+    """Run a drift and anomaly check on stored traffic and store its report.
+
+    Args:
+        engine: The store.
+        params: Windows, scopes and test settings.
+        settings: Settings; ``report_dir`` is where ``html=True`` writes the report.
+        html: Write the HTML report: ``True`` to ``settings.report_dir``, or a path.
+        store: Write the ``drift_reports`` rows (one per test, one per anomaly series).
+        now: The present: windows ending after it are not judged for anomalies.
+
+    Returns:
+        The outcome; ``outcome.drift_found`` is what the CLI's exit code reports.
+
+    Raises:
+        DriftInputError: Bad windows, an unknown baseline run, or nothing stored.
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> p = DriftParams(current_end=datetime(2026, 11, 15, tzinfo=UTC), window="3d")
+        >>> out = check_drift(e, p, store=False)
+        >>> out.drift_found, out.scopes[0].n_current
+        (False, 0)
+    """
+    t_total = time.perf_counter()
+    params = params or DriftParams()
+    now = _utc(now or utcnow())
+    config = params.drift_config()
+    current, baseline = resolve_windows(engine, params)
+    history_days = params.anomaly_history_days or params.baseline_days
+    series_start = current.start - timedelta(days=history_days)
+    run_ids: npt.NDArray[np.int64] | None = None
+    if baseline.run_id is not None:
+        exists, run_ids = _run_subjects(engine, baseline.run_id)
+        if not exists:
+            raise DriftInputError(f"no evaluation run {baseline.run_id}")
+        if run_ids.size == 0:
+            raise DriftInputError(
+                f"evaluation run {baseline.run_id} scored no interactions (a test-set run?)"
+            )
+
+    t0 = time.perf_counter()
+    windows = [TimeWindow(start=series_start, end=current.end)]
+    if baseline.window is not None:
+        windows.append(baseline.window)
+    frame = load_frame(
+        engine,
+        windows,
+        baseline_run=baseline.run_id,
+        apps=params.apps,
+        model_versions=params.model_versions,
+        embedding_model=params.embedding_model,
+    )
+    timings = {"load": time.perf_counter() - t0}
+
+    cur_rows = frame.between(current)
+    if baseline.window is not None:
+        base_rows = frame.between(baseline.window)
+    else:
+        assert run_ids is not None
+        base_rows = np.isin(frame.ids, run_ids)
+
+    t0 = time.perf_counter()
+    scopes = _scopes(params.scopes, frame, cur_rows | base_rows, params)
+    raw: list[tuple[Scope, DriftReport, int, int, dict[str, Any], dict[str, Any]]] = []
+    for scope in scopes:
+        in_scope = scope.mask(frame)
+        b, c = base_rows & in_scope, cur_rows & in_scope
+        columns = _active_columns(frame, b, c)
+        b_in = drift_input(frame, b, unsafe_threshold=params.unsafe_threshold, columns=columns)
+        c_in = drift_input(frame, c, unsafe_threshold=params.unsafe_threshold, columns=columns)
+        report = run_drift(b_in, c_in, config)
+        raw.append((scope, report, int(b.sum()), int(c.sum()), b_in.numeric, c_in.numeric))
+    # One Benjamini-Hochberg family across every scope's tests.
+    pooled = [r for _, rep, *_ in raw for r in rep.results]
+    adjusted = _apply_verdicts(pooled, config)
+    results: list[ScopeResult] = []
+    i = 0
+    for scope, rep, nb, nc, b_num, c_num in raw:
+        mine = adjusted[i : i + len(rep.results)]
+        i += len(rep.results)
+        report = DriftReport(
+            results=mine, config=config, drift_found=any(r.verdict == "drift" for r in mine)
+        )
+        results.append(ScopeResult(scope, report, nb, nc, b_num, c_num))
+    timings["drift"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    prepared: list[_Prepared] = []
+    series_rows = frame.between(TimeWindow(start=series_start, end=current.end))
+    for scope in _scopes(params.anomaly_scopes, frame, series_rows, params):
+        rows = series_rows & scope.mask(frame)
+        prepared.extend(_prepare_series(scope, frame, rows, current, series_start, params))
+    series = _detect(prepared, current, params, now)
+    timings["anomalies"] = time.perf_counter() - t0
+
+    created = utcnow()
+    key = content_hash(
+        {
+            "params": params.model_dump(mode="json"),
+            "current": current.as_json(),
+            "baseline": baseline.as_json(),
+            "at": created.isoformat(),
+        }
+    )[:32]
+    outcome = DriftOutcome(
+        report_key=key,
+        created_at=created,
+        params=params,
+        current=current,
+        baseline=baseline,
+        scopes=results,
+        anomalies=series,
+        embedding_model=frame.embedding_model,
+        timings=timings,
+    )
+    if store:
+        t0 = time.perf_counter()
+        outcome.n_rows_stored = store_outcome(engine, outcome)
+        timings["store"] = time.perf_counter() - t0
+    if html:
+        from reporting.drift_report import write_drift_html
+
+        if html is True:
+            report_dir = (settings or Settings()).report_dir
+            path = Path(report_dir) / f"drift-{key[:12]}.html"
+        else:
+            path = Path(html)
+        t0 = time.perf_counter()
+        outcome.html_path = write_drift_html(outcome, path)
+        timings["html"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_total
+    return outcome
+
+
+def outcome_rows(outcome: DriftOutcome) -> list[dict[str, Any]]:
+    """The ``drift_reports`` rows of an outcome: one per test, one per anomaly series.
+
+    Args:
+        outcome: A check's outcome.
+
+    Returns:
+        Row dicts keyed by column name.
+    """
+    rows: list[dict[str, Any]] = []
+    base_json = outcome.baseline.as_json()
+    cur_json = outcome.current.as_json()
+    for s in outcome.scopes:
+        scope = {**s.scope.dims(), "label": s.label}
+        for r in s.report.results:
+            details = {
+                **r.details,
+                "effect_floor": r.effect_floor,
+                "ci": list(r.ci) if r.ci is not None else None,
+                "alpha": outcome.params.alpha,
+            }
+            if r.family == "embedding":
+                details["embedding_model"] = outcome.embedding_model
+            rows.append(
+                {
+                    "report_key": outcome.report_key,
+                    "created_at": outcome.created_at,
+                    "scope": scope,
+                    "baseline": {**base_json, "n": s.n_baseline},
+                    "current": {**cur_json, "n": s.n_current},
+                    "test": r.test,
+                    "feature": r.feature,
+                    "family": r.family,
+                    "n_baseline": r.n_baseline,
+                    "n_current": r.n_current,
+                    "statistic": _finite_or_none(r.statistic),
+                    "effect_size": _finite_or_none(r.effect_size),
+                    "effect_name": r.effect_name[:64],
+                    "p_value": r.p_value,
+                    "p_adjusted": r.p_adjusted,
+                    "verdict": r.verdict,
+                    "summary": r.summary,
+                    "details": _json_safe(details),
+                }
+            )
+    for a in outcome.anomalies:
+        found = a.anomalies()
+        rows.append(
+            {
+                "report_key": outcome.report_key,
+                "created_at": outcome.created_at,
+                "scope": {**a.scope.dims(), "label": a.scope.label},
+                "baseline": {
+                    "kind": "history",
+                    "windows": a.n_history,
+                    "start": outcome.current.start.isoformat(),
+                },
+                "current": cur_json,
+                "test": f"anomaly_{a.report.method}",
+                "feature": a.feature,
+                "family": "anomaly",
+                "n_baseline": a.n_history,
+                "n_current": len(a.judged()),
+                "statistic": a.max_abs_z,
+                "effect_size": a.max_abs_z,
+                "effect_name": "robust z",
+                "p_value": None,
+                "p_adjusted": None,
+                "verdict": a.verdict,
+                "summary": a.summary(),
+                "details": _json_safe(
+                    {
+                        "freq": a.report.freq,
+                        "method": a.report.method,
+                        "threshold": a.report.threshold,
+                        "anomalies": [
+                            {
+                                "window_start": p.window_start.isoformat(),
+                                "value": p.value,
+                                "expected": p.expected,
+                                "scale": p.scale,
+                                "robust_z": p.robust_z,
+                                "cutoff": p.cutoff,
+                                "direction": p.direction,
+                                "n": c,
+                            }
+                            for p, c in found
+                        ],
+                    }
+                ),
+            }
+        )
+    return rows
+
+
+def store_outcome(engine: Engine, outcome: DriftOutcome) -> int:
+    """Store an outcome's rows in ``drift_reports`` (one transaction).
+
+    Args:
+        engine: The store.
+        outcome: A check's outcome.
+
+    Returns:
+        Rows written.
+    """
+    rows = outcome_rows(outcome)
+    if not rows:
+        return 0
+    table = DriftReportRow.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table), rows)
+    return len(rows)
