@@ -69,7 +69,7 @@ def _local_traffic(n: int, seed: int) -> Iterator[dict[str, Any]]:
     import random
 
     r = random.Random(seed)
-    words = ["order", "refund", "shipping", "account", "password", "invoice", "plan", "device", "warranty"]
+    words = ["order", "refund", "shipping", "account", "password", "invoice", "plan", "device"]
     for i in range(n):
         yield {
             "request_id": f"bench-{seed}-{i}",

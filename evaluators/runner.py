@@ -538,14 +538,16 @@ def _score_all(
                 ScoreResult.unscored(s, m, chunk.blocked[s.subject_id], ScoreStatus.skipped)
                 for m in act.metrics
             )
+        # Summary inputs grouped per (metric, version) so they fold in with one numpy pass.
+        groups: dict[tuple[str, str | None], tuple[list[float], list[str]]] = {}
         for r in results:
             row = _score_row(run_id, act, r)
             score_rows.append(row)
-            summarizer.add(
-                ev.name,
-                r.metric,
-                chunk.versions.get(r.subject_id),
-                row["value"] if row["status"] == ScoreStatus.ok else None,
-                None if row["status"] == ScoreStatus.ok else f"{row['status']}: {row['reason']}",
-            )
+            vals, why = groups.setdefault((r.metric, chunk.versions.get(r.subject_id)), ([], []))
+            if row["status"] == ScoreStatus.ok:
+                vals.append(row["value"])
+            else:
+                why.append(f"{row['status']}: {row['reason']}")
+        for (metric, version), (vals, why) in groups.items():
+            summarizer.add_many(ev.name, metric, version, vals, why)
     return score_rows, emb_rows

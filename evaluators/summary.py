@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 __all__ = [
@@ -106,6 +107,16 @@ class MetricAccumulator:
         delta = value - self.mean
         self.mean += delta / self.count
         self.m2 += delta * (value - self.mean)
+
+    def add_many(self, values: Sequence[float]) -> None:
+        """Add many scored values at once (vectorised; same result as adding one by one)."""
+        if not values:
+            return
+        arr = np.asarray(values, dtype=np.float64)
+        mean = float(arr.mean())
+        self.merge(
+            MetricAccumulator(count=len(arr), mean=mean, m2=float(((arr - mean) ** 2).sum()))
+        )
 
     def merge(self, other: MetricAccumulator) -> None:
         """Fold another accumulator into this one (Chan et al.'s parallel update)."""
@@ -212,6 +223,24 @@ class ScoreSummarizer:
         if model_version is not None:
             key = (evaluator, metric, model_version)
             self._by_version.setdefault(key, MetricAccumulator()).add(value, reason)
+
+    def add_many(
+        self,
+        evaluator: str,
+        metric: str,
+        model_version: str | None,
+        values: Sequence[float],
+        unscored_reasons: Sequence[str] = (),
+    ) -> None:
+        """Add a batch of one metric's results: scored values and unscored reasons."""
+        targets = [self._overall.setdefault((evaluator, metric), MetricAccumulator())]
+        if model_version is not None:
+            key = (evaluator, metric, model_version)
+            targets.append(self._by_version.setdefault(key, MetricAccumulator()))
+        for acc in targets:
+            acc.add_many(values)
+            for reason in unscored_reasons:
+                acc.add(None, reason)
 
     def overall(self) -> list[MetricSummary]:
         """One summary per (evaluator, metric), in first-seen order."""

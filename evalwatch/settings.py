@@ -41,7 +41,7 @@ class IngestSettings(BaseModel):
     max_future_skew_s: float = Field(
         300.0, description="How far past 'now' a timestamp may be before it counts as future."
     )
-    chunk_size: int = Field(5_000, description="Rows validated and committed per chunk.")
+    chunk_size: int = Field(20_000, description="Rows validated and committed per chunk.")
 
 
 class JudgeSettings(BaseModel):

@@ -47,9 +47,10 @@ def evaluate_batch(
     Retrying (or re-running the flow after a crash) therefore never duplicates a score.
     """
     settings = flow_settings(database_url)
-    built = build_evaluators(evaluators, settings, evaluator_options)
+    engine = store(database_url)
+    built = build_evaluators(evaluators, settings, evaluator_options, engine)
     result = run_evaluation(
-        store(database_url),
+        engine,
         built,
         ids,
         subject_type,

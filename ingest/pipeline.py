@@ -17,7 +17,12 @@ and running the same command again finishes the rest.
 Request ids are unique per interaction: the first row with an id wins; a later row in the
 same ingest with the same id and identical content is a duplicate, with different content it is
 quarantined (``request_id: not unique``). Within a chunk Great Expectations checks this; across
-chunks the pipeline carries what it has seen.
+chunks the pipeline carries what it has seen, so outcomes do not depend on the chunk size.
+
+Validation sees the text as it arrived (length bounds apply to it); only rows that pass are
+redacted. Quarantined rows keep their raw line, with personal data masked unless redaction is
+off. Reading and checking can run in a forked worker process while this process stores the
+previous chunk (``parallel``); the store is only ever written here, in order.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import hmac
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -91,6 +97,8 @@ _UNIQUE_REASON = "request_id: not unique"
 _MAX_SOURCE = 500
 # Files smaller than this finish before a progress bar would be of any use.
 _PROGRESS_MIN_BYTES = 4_000_000
+# Most text one chunk holds in memory, whatever its row count.
+_MAX_CHUNK_CHARS = 64_000_000
 # Below this much input a worker process costs more than it saves.
 _PARALLEL_MIN_BYTES = 16_000_000
 # Fields of a traffic row that identify an interaction (ratings can arrive later).
@@ -200,12 +208,16 @@ def _content_hash(row: dict[str, Any]) -> int:
 
 
 def _chunks(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    # A chunk also ends early once it holds _MAX_CHUNK_CHARS of text (files of huge prompts).
     chunk: list[RawRecord] = []
+    chars = 0
     for rec in records:
         chunk.append(rec)
-        if len(chunk) >= size:
+        chars += len(rec.text)
+        if len(chunk) >= size or chars >= _MAX_CHUNK_CHARS:
             yield chunk
             chunk = []
+            chars = 0
     if chunk:
         yield chunk
 
@@ -664,8 +676,9 @@ def ingest(
         collect_outcomes: Record what happened to every row in ``result.outcomes``.
         now: The present for the future-timestamp check (default: the clock, per chunk).
         on_chunk: Called with the running result after each committed chunk.
-        parallel: Read and check chunks in a worker process while this one stores (Linux;
-            default: for inputs of 16 MB and more on a machine with more than one CPU).
+        parallel: Read and check chunks in a forked worker process while this one stores
+            (Linux only; default: for 16 MB of input or more, on more than one CPU, when this
+            process runs no other thread).
 
     Returns:
         The counts (and outcomes when asked for).
@@ -727,7 +740,13 @@ def _ingest(
     total = sum(r.total for r in readers)
     show = progress and total >= _PROGRESS_MIN_BYTES
     if parallel is None:
-        parallel = total >= _PARALLEL_MIN_BYTES and (os.cpu_count() or 1) > 1
+        # Forking a process that runs other threads (a Prefect worker, say) can copy a lock
+        # that one of them holds; only fork from a single-threaded process.
+        parallel = (
+            total >= _PARALLEL_MIN_BYTES
+            and (os.cpu_count() or 1) > 1
+            and threading.active_count() == 1
+        )
     parallel = parallel and sys.platform == "linux"  # a forked worker shares what is loaded
     bar = Progress(
         TextColumn("{task.description}"),

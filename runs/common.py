@@ -27,8 +27,12 @@ def build_evaluators(
     names: Sequence[str],
     settings: Settings,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    engine: Engine | None = None,
 ) -> list[BaseEvaluator[Any]]:
     """Create evaluators by name with options from settings, then ``overrides``.
+
+    Evaluators that keep state in the store (the judge's cache) are given ``engine`` through
+    their ``use_store`` method.
 
     Raises:
         KeyError: An unknown evaluator name (the message lists the known ones).
@@ -38,7 +42,11 @@ def build_evaluators(
     for name in dict.fromkeys(names):
         options = dict(settings.evaluator_options.get(name, {}))
         options.update((overrides or {}).get(name, {}))
-        out.append(create_evaluator(name, options))
+        ev = create_evaluator(name, options)
+        use_store = getattr(ev, "use_store", None)
+        if engine is not None and callable(use_store):
+            use_store(engine)
+        out.append(ev)
     return out
 
 

@@ -171,7 +171,7 @@ def prepare_dataset_run(
     if ds is None or ds.id is None:
         what = f"{params.dataset}@{params.version}" if params.version else params.dataset
         raise DatasetRunError(f"no test set {what!r}; load it with `evalwatch datasets load`")
-    evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options)
+    evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options, engine)
     errors = 0
     quarantined = 0
     if params.outputs_file is not None:

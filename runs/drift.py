@@ -868,6 +868,8 @@ class AnomalySeries:
         counts: Events per window (aligned with ``report.points``).
         current: The current window.
         now: Windows ending after this are incomplete and not judged.
+        rate: The series is a rate judged on the variance-stabilised (Anscombe arcsine)
+            scale: ``report`` holds that scale, :meth:`display` gives rates back.
     """
 
     scope: Scope
@@ -876,6 +878,22 @@ class AnomalySeries:
     counts: list[int]
     current: TimeWindow
     now: datetime
+    rate: bool = False
+
+    def display(self, value: float | None, n: int) -> float | None:
+        """A point's value (or expected value) in the series' own units.
+
+        Args:
+            value: ``point.value`` or ``point.expected``.
+            n: Events in the window.
+
+        Returns:
+            The value; for rates, the rate of ``n`` events.
+        """
+        if value is None or not self.rate:
+            return value
+        out = _from_anscombe(value, n)
+        return None if math.isnan(out) else out
 
     def judged(self) -> list[tuple[AnomalyPoint, int]]:
         """Complete windows inside the current window, with their event counts."""
@@ -929,13 +947,17 @@ class AnomalySeries:
                 f"{self.feature} ({_FREQ_WORD[self.report.freq]}): no anomaly in "
                 f"{len(judged)} {unit}s"
             )
-        worst, _ = max(found, key=lambda pc: abs(pc[0].robust_z or 0.0))
+        worst, n_worst = max(found, key=lambda pc: abs(pc[0].robust_z or 0.0))
+        scale = " on the arcsine scale" if self.rate else ""
         ups = sum(1 for p, _ in found if p.direction == "up")
         return (
-            f"{self.feature} ({_FREQ_WORD[self.report.freq]}): {len(found)} anomalous {unit}s "
-            f"of {len(judged)} ({ups} up, {len(found) - ups} down); worst "
-            f"{worst.window_start.strftime('%Y-%m-%d %H:%M')} UTC: {_num(worst.value)} vs "
-            f"expected {_num(worst.expected)} (robust z {worst.robust_z or 0.0:+.1f})"
+            f"{self.feature} ({_FREQ_WORD[self.report.freq]}): {len(found)} anomalous "
+            f"{unit}{'s' if len(found) > 1 else ''} of {len(judged)} ({ups} up, "
+            f"{len(found) - ups} down); worst "
+            f"{worst.window_start.strftime('%Y-%m-%d %H:%M')} UTC: "
+            f"{_num(self.display(worst.value, n_worst))} vs expected "
+            f"{_num(self.display(worst.expected, n_worst))} "
+            f"(robust z {worst.robust_z or 0.0:+.1f}{scale})"
         )
 
 
@@ -1020,7 +1042,8 @@ class DriftOutcome:
         """One entry per moved (scope, feature): its clearest summary and the evidence.
 
         Returns:
-            Dicts with ``scope``, ``feature``, ``summary``, ``tests`` (test: effect),
+            Dicts with ``scope``, ``feature``, ``label`` (the feature, with the test for
+            embedding tests), ``summary``, ``tests`` (test: effect),
             ``effects`` (as text) and ``p_adjusted`` (the largest adjusted p among them), in
             the order of :meth:`moved`.
         """
@@ -1035,6 +1058,7 @@ class DriftOutcome:
                 {
                     "scope": label,
                     "feature": feature,
+                    "label": f"{feature} ({head.test})" if head.family == "embedding" else feature,
                     "summary": head.summary,
                     "tests": {r.test: r.effect_size for r in results},
                     "effects": ", ".join(
@@ -1137,8 +1161,12 @@ class DriftOutcome:
         lines.append("")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, full: bool = True) -> dict[str, Any]:
         """A JSON-safe summary (CLI ``--json``, the flow's return value).
+
+        Args:
+            full: Include every test of every scope and every anomaly series (else only
+                per-scope counts and the series with anomalies).
 
         Returns:
             ``report_key``, ``drift_found``, ``anomaly_found``, windows, ``moved`` headlines,
@@ -1163,8 +1191,16 @@ class DriftOutcome:
                         "n_baseline": s.n_baseline,
                         "n_current": s.n_current,
                         "drift_found": s.report.drift_found,
-                        "results": [r.model_dump(mode="json") for r in s.report.results],
+                        "n_drift": sum(r.verdict == "drift" for r in s.report.results),
+                        "n_insufficient": sum(
+                            r.verdict == "insufficient_data" for r in s.report.results
+                        ),
                     }
+                    | (
+                        {"results": [r.model_dump(mode="json") for r in s.report.results]}
+                        if full
+                        else {}
+                    )
                     for s in self.scopes
                 ],
                 "anomalies": [
@@ -1176,8 +1212,8 @@ class DriftOutcome:
                         "windows": [
                             {
                                 "window_start": p.window_start.isoformat(),
-                                "value": p.value,
-                                "expected": p.expected,
+                                "value": a.display(p.value, c),
+                                "expected": a.display(p.expected, c),
                                 "robust_z": p.robust_z,
                                 "direction": p.direction,
                                 "n": c,
@@ -1186,6 +1222,7 @@ class DriftOutcome:
                         ],
                     }
                     for a in self.anomalies
+                    if full or a.verdict == "anomaly"
                 ],
                 "timings": self.timings,
                 "html": None if self.html_path is None else str(self.html_path),
@@ -1278,6 +1315,24 @@ class _Prepared:
     values: npt.NDArray[np.float64]
     counts: npt.NDArray[np.int64]
     floor: float
+    rate: bool = False
+
+
+def _anscombe(successes: npt.NDArray[np.float64], n: npt.NDArray[np.int64]) -> Any:
+    """Variance-stabilised rate ``arcsin(sqrt((x + 3/8) / (n + 3/4)))``: variance ~1/(4n).
+
+    A rate near 0 is skewed (2 events in 10 at a 1 % base rate is a 0.6 % tail, not the
+    "z = 6" a plain standard deviation says); on this scale a normal cut holds.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.arcsin(np.sqrt((successes + 0.375) / (n + 0.75)))
+
+
+def _from_anscombe(y: float, n: int) -> float:
+    """The rate of ``n`` events whose stabilised value is ``y`` (inverse of ``_anscombe``)."""
+    if n <= 0:
+        return math.nan
+    return min(1.0, max(0.0, (math.sin(y) ** 2 * (n + 0.75) - 0.375) / n))
 
 
 def _prepare_series(
@@ -1318,18 +1373,23 @@ def _prepare_series(
             t_ok,
             v_ok,
             freq=freq,
-            agg=agg,  # type: ignore[arg-type]
+            agg="sum" if agg == "rate" else agg,  # type: ignore[arg-type]
             start=start64,
             end=last64,
         )
         hist = starts < hist_cut.astype(starts.dtype)
         if v_ok is None:
             floor = _noise_floor(np.empty(0), counts[hist], "count")
+        elif agg == "rate":
+            vals = _anscombe(vals, counts)
+            busy = counts[hist & (counts > 0)]
+            floor = 0.5 / math.sqrt(float(np.median(busy)) + 0.75) if busy.size else 0.0
         else:
             floor = _noise_floor(v_ok[t_ok < hist_cut], counts[hist], agg)
+        if v_ok is not None:
             # Too few events for a mean, a rate or a p95: the window holds no value.
             vals = np.where(counts >= p.anomaly_min_events, vals, np.nan)
-        out.append(_Prepared(scope, feature, starts, vals, counts, floor))
+        out.append(_Prepared(scope, feature, starts, vals, counts, floor, rate=agg == "rate"))
     return out
 
 
@@ -1394,6 +1454,7 @@ def _detect(
                 counts=[int(c) for c in s.counts],
                 current=current,
                 now=now,
+                rate=s.rate,
             )
         )
     return out
@@ -1407,8 +1468,23 @@ def _detect(
 def _active_columns(
     frame: TrafficFrame, base: npt.NDArray[np.bool_], cur: npt.NDArray[np.bool_]
 ) -> list[str]:
+    """Columns with values in either window, less numeric ones holding one single value.
+
+    A column that is one constant across both windows (a fixed price, a fixed token count)
+    cannot drift. It is left out rather than tested: on such data the float mean differs
+    from the constant by rounding, and a t-test of that rounding noise reports "drift".
+    """
     both = base | cur
-    return [name for name, col in frame.numeric.items() if np.isfinite(col[both]).any()]
+    out = []
+    for name, col in frame.numeric.items():
+        values = col[both]
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            continue
+        if name not in frame.binary and float(values.min()) == float(values.max()):
+            continue
+        out.append(name)
+    return out
 
 
 def check_drift(
@@ -1630,11 +1706,12 @@ def outcome_rows(outcome: DriftOutcome) -> list[dict[str, Any]]:
                         "freq": a.report.freq,
                         "method": a.report.method,
                         "threshold": a.report.threshold,
+                        "scale": "arcsine" if a.rate else "linear",
                         "anomalies": [
                             {
                                 "window_start": p.window_start.isoformat(),
-                                "value": p.value,
-                                "expected": p.expected,
+                                "value": a.display(p.value, c),
+                                "expected": a.display(p.expected, c),
                                 "scale": p.scale,
                                 "robust_z": p.robust_z,
                                 "cutoff": p.cutoff,

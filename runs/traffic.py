@@ -125,7 +125,7 @@ def prepare_traffic_run(
     the same parameters again after a crash resumes the same run.
     """
     params = params.resolved()
-    evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options)
+    evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options, engine)
     provenance = evaluator_provenance(evaluators)
     ids = sample_interactions(engine, params.sample)
     invalid: dict[int, list[str]] = {}

@@ -468,3 +468,12 @@ def test_unreadable_input_mid_run_is_raised_to_the_caller(sqlite_engine, tmp_pat
         ingest(sqlite_engine, [good, bad], settings=_settings(), parallel=parallel)
     # The chunk before the unreadable file is stored.
     assert _count(sqlite_engine, "interactions") == 5
+
+
+def test_chunks_also_end_on_their_text_size(sqlite_engine, monkeypatch):
+    monkeypatch.setattr(pipeline, "_MAX_CHUNK_CHARS", 100_000)
+    chunks: list[int] = []
+    result = ingest(sqlite_engine, [BAD], settings=_settings(chunk_size=1000),
+                    collect_outcomes=True, on_chunk=lambda r: chunks.append(r.rows))
+    assert len(chunks) == 2  # the 1 MiB prompt closes the first chunk
+    _check_outcomes(result)

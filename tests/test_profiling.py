@@ -59,7 +59,7 @@ def test_cpu_evaluator_records_cpu_and_rss_and_no_gpu_numbers() -> None:
     assert p.cpu_percent_mean is not None and p.cpu_percent_mean > 0
     assert p.details is not None
     # About 10 Hz over 0.4 s plus one sample at each edge, and none while idle.
-    assert 4 <= p.details["cpu_samples"] <= 9
+    assert 3 <= p.details["cpu_samples"] <= 9
     assert p.n_items == 200 and p.n_tokens == 1000
     assert 0.35 <= p.seconds < 1.0
     assert p.items_per_s == pytest.approx(200 / p.seconds)

@@ -113,11 +113,51 @@ def demo(
     print_run_summary(dataset)
     _done(t0)
 
+    t0 = _step("5. regression gate: two candidates against the baseline on support-qa")
+    from runs.gate import GateParams, run_gate_job
+
+    gates: dict[str, str] = {}
+    for label, fname in (
+        ("equivalent (paraphrased answers)", "support-qa.predictions.candidate-equivalent.jsonl"),
+        ("degraded (billing slice broken)", "support-qa.predictions.candidate-degraded.jsonl"),
+    ):
+        gate = run_gate_job(
+            engine,
+            GateParams(
+                dataset="support-qa",
+                baseline_model=str(dataset["model"]),
+                candidate_outputs=str(data / fname),
+                evaluators=["embedding", "heuristics"],
+            ),
+            settings,
+            progress=False,
+        )
+        report = gate.report
+        slices = ", ".join(report.regressing_slices) or "none"
+        gates[label] = report.verdict
+        console.print(
+            f"{label}: [bold]{report.verdict}[/bold] (exit {report.exit_code()}), "
+            f"regressing slices: {slices}; stored as regression report {gate.report_id}"
+        )
+    _done(t0)
+
+    t0 = _step("6. operations overview")
+    from evalwatch.commands.report import overview_window
+    from reporting.overview import overview_html
+    from storage.overview import load_overview
+
+    start, end = overview_window(engine, 14)
+    overview_path = out.resolve() / "reports" / "overview.html"
+    overview_path.parent.mkdir(parents=True, exist_ok=True)
+    overview_path.write_text(overview_html(load_overview(engine, start, end)), encoding="utf-8")
+    _done(t0)
+
     counts = table_counts(engine)
     _step("summary")
     console.print(", ".join(f"{n} {t}" for t, n in counts.items()))
     console.print(f"traffic report: {traffic.get('report')}")
     console.print(f"test-set report: {dataset.get('report')}")
+    console.print(f"operations overview: {overview_path}")
     if result.quarantined:
         err_console.print(f"{result.quarantined} sample rows were quarantined (see above)")
 

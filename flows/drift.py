@@ -1,0 +1,104 @@
+"""``drift_check``: compare the current window of traffic with a baseline, report, alert."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+
+from flows._runtime import artifact_key, flow_settings, store
+from flows._tasks import evaluate_alert_rules
+from runs.drift import DriftParams, check_drift
+
+__all__ = ["drift_check", "publish_drift_report", "run_drift_check"]
+
+
+@task(name="run-drift-check")
+def run_drift_check(params: DriftParams, database_url: str | None) -> dict[str, Any]:
+    """Load both windows, run the tests and anomaly series, store the report, write the HTML.
+
+    Not retried: a second attempt would store a second report.
+
+    Returns:
+        ``summary`` (JSON-safe, without every test), ``markdown`` and ``moved`` table rows.
+    """
+    settings = flow_settings(database_url)
+    outcome = check_drift(store(database_url), params, settings, html=True)
+    moved = [
+        {
+            "scope": h["scope"],
+            "feature": h["feature"],
+            "what moved": h["summary"],
+            "adjusted p": h["p_adjusted"],
+        }
+        for h in outcome.headlines()
+    ]
+    return {
+        "summary": outcome.to_dict(full=False),
+        "markdown": outcome.to_markdown(),
+        "moved": moved,
+    }
+
+
+@task(name="publish-drift-report")
+def publish_drift_report(result: dict[str, Any]) -> None:
+    """Publish the markdown report, the table of what moved and the HTML link (stable keys)."""
+    summary = result["summary"]
+    create_markdown_artifact(
+        markdown=result["markdown"],
+        key=artifact_key("evalwatch", "drift", "report"),
+        description=f"drift report {summary['report_key']}",
+    )
+    if result["moved"]:
+        create_table_artifact(
+            table=result["moved"],
+            key=artifact_key("evalwatch", "drift", "moved"),
+            description=f"what moved in drift report {summary['report_key']}",
+        )
+    if summary.get("html"):
+        from pathlib import Path
+
+        create_link_artifact(
+            link=Path(summary["html"]).resolve().as_uri(),
+            link_text=f"HTML drift report {summary['report_key']}",
+            key=artifact_key("evalwatch", "drift", "html"),
+        )
+
+
+@flow(name="drift-check", log_prints=True)
+def drift_check(
+    params: DriftParams | None = None, database_url: str | None = None
+) -> dict[str, Any]:
+    """Compare the current window of traffic with its baseline and alert on drift.
+
+    Args:
+        params: Windows (a relative ``window`` ending after the newest interaction for
+            schedules), baseline, scopes and test settings.
+        database_url: Store URL; default ``EVALWATCH_DATABASE_URL``.
+
+    Returns:
+        The report's summary: ``report_key``, ``drift_found``, ``moved``, anomalies, the HTML
+        ``html`` path and the ``alerts`` the alert rules raised.
+    """
+    params = params or DriftParams()
+    logger = get_run_logger()
+    result = run_drift_check(params, database_url)
+    summary: dict[str, Any] = result["summary"]
+    publish_drift_report(result)
+    verdict = "drift found" if summary["drift_found"] else "no drift"
+    logger.info(
+        "drift report %s: %s (%d tests, %d moved)",
+        summary["report_key"],
+        verdict,
+        summary["n_tests"],
+        len(summary["moved"]),
+    )
+    for h in summary["moved"][:10]:
+        logger.warning("moved [%s] %s", h["scope"], h["summary"])
+    summary["alerts"] = evaluate_alert_rules(None, database_url)
+    return summary
