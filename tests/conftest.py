@@ -19,7 +19,12 @@ os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["EVALWATCH_HOME"] = str(_TMP_HOME / "evalwatch")
 os.environ.setdefault("EVALWATCH_HASH_KEY", "test-hash-key")
-for _var in ("EVALWATCH_DATABASE_URL", "EVALWATCH_CONFIG_FILE", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+for _var in (
+    "EVALWATCH_DATABASE_URL",
+    "EVALWATCH_CONFIG_FILE",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+):
     os.environ.pop(_var, None)
 
 import pytest  # noqa: E402

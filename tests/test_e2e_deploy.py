@@ -69,8 +69,14 @@ def prefect_stack(tmp_path):
 
     def spawn(name: str, *args: str) -> subprocess.Popen[bytes]:
         out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        p = subprocess.Popen([PREFECT, *args], env=env, cwd=REPO, stdout=out,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            [PREFECT, *args],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append(p)
         return p
 
@@ -91,8 +97,9 @@ def prefect_stack(tmp_path):
 
 
 def _run(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([PREFECT, *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [PREFECT, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -103,19 +110,43 @@ def test_deploy_from_prefect_yaml_and_run_on_a_process_worker(prefect_stack, tmp
     engine = make_engine(db_url)
     upgrade(engine)
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    insert_interactions(engine, [
-        {"request_id": f"r{i}", "ts": start + timedelta(minutes=i), "app": "support",
-         "model_name": "acme", "model_version": "v1", "prompt": f"question {i}?",
-         "response": "I'm sorry, but I can't help with that." if i % 4 == 0 else f"answer {i}"}
-        for i in range(40)
-    ])
-    register_dataset(engine, "support-qa", [
-        {"item_key": f"q{i}", "input": f"question {i}?", "reference": f"answer {i}",
-         "tags": ["t"]} for i in range(8)
-    ])
+    insert_interactions(
+        engine,
+        [
+            {
+                "request_id": f"r{i}",
+                "ts": start + timedelta(minutes=i),
+                "app": "support",
+                "model_name": "acme",
+                "model_version": "v1",
+                "prompt": f"question {i}?",
+                "response": "I'm sorry, but I can't help with that."
+                if i % 4 == 0
+                else f"answer {i}",
+            }
+            for i in range(40)
+        ],
+    )
+    register_dataset(
+        engine,
+        "support-qa",
+        [
+            {
+                "item_key": f"q{i}",
+                "input": f"question {i}?",
+                "reference": f"answer {i}",
+                "tags": ["t"],
+            }
+            for i in range(8)
+        ],
+    )
     preds = tmp_path / "preds.jsonl"
-    preds.write_text("".join(json.dumps({"id": f"q{i}", "model": "m", "output": f"answer {i}"})
-                             + "\n" for i in range(8)))
+    preds.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "model": "m", "output": f"answer {i}"}) + "\n"
+            for i in range(8)
+        )
+    )
     env["EVALWATCH_DATABASE_URL"] = db_url
 
     _run(env, "work-pool", "create", "evalwatch", "--type", "process")
@@ -127,19 +158,27 @@ def test_deploy_from_prefect_yaml_and_run_on_a_process_worker(prefect_stack, tmp
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), \
-            get_client(sync_client=True) as client:
+    with (
+        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
         traffic = client.read_deployment_by_name("evaluate-traffic/evaluate-traffic-hourly")
         assert traffic.schedules, "the hourly deployment should carry its schedule"
         dataset = client.read_deployment_by_name("evaluate-dataset/evaluate-dataset-nightly")
         runs = {
             "traffic": client.create_flow_run_from_deployment(
-                traffic.id, parameters={"params": {"evaluators": ["heuristics"],
-                                                   "batch_size": 16}}),
+                traffic.id, parameters={"params": {"evaluators": ["heuristics"], "batch_size": 16}}
+            ),
             "dataset": client.create_flow_run_from_deployment(
-                dataset.id, parameters={"params": {"dataset": "support-qa",
-                                                   "outputs_file": str(preds),
-                                                   "evaluators": ["heuristics"]}}),
+                dataset.id,
+                parameters={
+                    "params": {
+                        "dataset": "support-qa",
+                        "outputs_file": str(preds),
+                        "evaluators": ["heuristics"],
+                    }
+                },
+            ),
         }
         deadline = time.monotonic() + 420
         states = {}
@@ -153,17 +192,20 @@ def test_deploy_from_prefect_yaml_and_run_on_a_process_worker(prefect_stack, tmp
             assert state is not None and state.is_completed(), f"{name}: {state}\n{worker_log}"
         keys = {}
         for name, r in runs.items():
-            arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[r.id])))
+            arts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[r.id]))
+            )
             keys[name] = {a.key: a for a in arts if a.key}
-    assert {"evalwatch-traffic-summary", "evalwatch-traffic-metrics",
-            "evalwatch-traffic-report"} <= set(keys["traffic"])
+    assert {
+        "evalwatch-traffic-summary",
+        "evalwatch-traffic-metrics",
+        "evalwatch-traffic-report",
+    } <= set(keys["traffic"])
     assert "heuristics.refusal" in keys["traffic"]["evalwatch-traffic-summary"].data
     assert {"evalwatch-dataset-summary", "evalwatch-dataset-metrics"} <= set(keys["dataset"])
     with engine.connect() as conn:
         import sqlalchemy as sa
 
-        kinds = dict(conn.execute(sa.text(
-            "SELECT kind, status FROM eval_runs")).all())
+        kinds = dict(conn.execute(sa.text("SELECT kind, status FROM eval_runs")).all())
     assert kinds == {"traffic": "completed", "dataset": "completed"}
     shutil.rmtree(tmp_path / "prefect-home", ignore_errors=True)

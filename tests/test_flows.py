@@ -33,11 +33,17 @@ def _traffic(n: int) -> list[dict]:
         prompt, response = TOPICS[i % len(TOPICS)]
         if i % 9 == 0:
             response = "I'm sorry, but I can't help with that."
-        rows.append({
-            "request_id": f"req-{i}", "ts": start + timedelta(minutes=7 * i), "app": "support",
-            "model_name": "acme", "model_version": f"v{i % 2}", "prompt": f"{prompt} ({i})",
-            "response": response,
-        })
+        rows.append(
+            {
+                "request_id": f"req-{i}",
+                "ts": start + timedelta(minutes=7 * i),
+                "app": "support",
+                "model_name": "acme",
+                "model_version": f"v{i % 2}",
+                "prompt": f"{prompt} ({i})",
+                "response": response,
+            }
+        )
     return rows
 
 
@@ -81,7 +87,8 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
     insert_interactions(engine, _traffic(60))
     state = evaluate_traffic(
         params=TrafficParams(evaluators=["heuristics"], batch_size=25),
-        database_url=db_url, return_state=True,
+        database_url=db_url,
+        return_state=True,
     )
     assert state.is_completed()
     summary = state.result()
@@ -93,12 +100,18 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
     assert refusal["count"] == 60 and abs(refusal["mean"] - 7 / 60) < 1e-9
     with engine.connect() as conn:
         run = conn.execute(sa.select(EvalRun.__table__)).mappings().one()  # type: ignore[attr-defined]
-    assert run["status"] == "completed" and run["flow_run_id"] == str(state.state_details.flow_run_id)
+    assert run["status"] == "completed" and run["flow_run_id"] == str(
+        state.state_details.flow_run_id
+    )
     report = Path(summary["report"])
     assert report.is_file() and "<img" in report.read_text() and "<script" not in report.read_text()
     arts = _artifacts(str(state.state_details.flow_run_id))
-    assert {"evalwatch-traffic-summary", "evalwatch-traffic-metrics", "evalwatch-traffic-report",
-            "evalwatch-traffic-progress"} <= set(arts)
+    assert {
+        "evalwatch-traffic-summary",
+        "evalwatch-traffic-metrics",
+        "evalwatch-traffic-report",
+        "evalwatch-traffic-progress",
+    } <= set(arts)
     md = arts["evalwatch-traffic-summary"].data
     assert "heuristics.refusal" in md and "Worst items" in md
     assert arts["evalwatch-traffic-progress"].data == 100.0
@@ -108,12 +121,16 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
 
     with get_client(sync_client=True) as client:
         tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
         )
     assert sum(t.name.startswith("evaluate-batch") for t in tasks) == 3
 
 
-def test_evaluate_dataset_flow_from_predictions_file(db_url, prefect_harness, tmp_path, monkeypatch):
+def test_evaluate_dataset_flow_from_predictions_file(
+    db_url, prefect_harness, tmp_path, monkeypatch
+):
     import json
 
     from flows.dataset import evaluate_dataset
@@ -122,17 +139,27 @@ def test_evaluate_dataset_flow_from_predictions_file(db_url, prefect_harness, tm
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
     reset_settings()
     engine = make_engine(db_url)
-    items = [{"item_key": f"q{i}", "input": f"question {i}?", "reference": f"answer {i}",
-              "tags": ["a" if i % 2 else "b"]} for i in range(12)]
+    items = [
+        {
+            "item_key": f"q{i}",
+            "input": f"question {i}?",
+            "reference": f"answer {i}",
+            "tags": ["a" if i % 2 else "b"],
+        }
+        for i in range(12)
+    ]
     ds, _ = register_dataset(engine, "qa", items)
     preds = tmp_path / "preds.jsonl"
-    preds.write_text("".join(
-        json.dumps({"id": f"q{i}", "model": "m1", "output": f"answer {i}" if i else ""}) + "\n"
-        for i in range(12)
-    ))
+    preds.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "model": "m1", "output": f"answer {i}" if i else ""}) + "\n"
+            for i in range(12)
+        )
+    )
     summary = evaluate_dataset(
-        params=DatasetParams(dataset="qa", outputs_file=str(preds), evaluators=["heuristics"],
-                             batch_size=5),
+        params=DatasetParams(
+            dataset="qa", outputs_file=str(preds), evaluators=["heuristics"], batch_size=5
+        ),
         database_url=db_url,
     )
     assert summary["dataset_version"] == ds.version and summary["model"] == "m1"
@@ -150,19 +177,28 @@ def test_killed_flow_run_rerun_finishes_without_duplicates_or_gaps(api_url, tmp_
     upgrade(engine)
     n = 300
     insert_interactions(engine, _traffic(n))
-    env = dict(os.environ, PREFECT_API_URL=api_url, EVALWATCH_REPORT_DIR=str(tmp_path / "r"),
-               PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ,
+        PREFECT_API_URL=api_url,
+        EVALWATCH_REPORT_DIR=str(tmp_path / "r"),
+        PYTHONPATH=str(REPO),
+    )
     script = str(REPO / "tests" / "scripts" / "slow_traffic_flow.py")
-    proc = subprocess.Popen([sys.executable, script, url], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, script, url],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     scored = 0
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             with engine.connect() as conn:
-                scored = conn.execute(sa.text(
-                    "SELECT COUNT(*) FROM scores WHERE evaluator='slow-length'")).scalar_one()
+                scored = conn.execute(
+                    sa.text("SELECT COUNT(*) FROM scores WHERE evaluator='slow-length'")
+                ).scalar_one()
             if scored >= 40:
                 break
             time.sleep(0.2)
@@ -174,15 +210,19 @@ def test_killed_flow_run_rerun_finishes_without_duplicates_or_gaps(api_url, tmp_
     with engine.connect() as conn:
         status = conn.execute(sa.text("SELECT status FROM eval_runs")).scalar_one()
     assert status == "running"  # killed: nobody could mark it
-    done = subprocess.run([sys.executable, script, url], env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, script, url], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with engine.connect() as conn:
-        per_metric: dict[str, int] = dict(conn.execute(sa.text(
-            "SELECT evaluator || '.' || metric, COUNT(*) FROM scores GROUP BY 1")).all())
-        distinct = conn.execute(sa.text(
-            "SELECT COUNT(DISTINCT subject_id) FROM scores WHERE evaluator='slow-length'"
-        )).scalar_one()
+        per_metric: dict[str, int] = dict(
+            conn.execute(
+                sa.text("SELECT evaluator || '.' || metric, COUNT(*) FROM scores GROUP BY 1")
+            ).all()
+        )
+        distinct = conn.execute(
+            sa.text("SELECT COUNT(DISTINCT subject_id) FROM scores WHERE evaluator='slow-length'")
+        ).scalar_one()
         runs = conn.execute(sa.text("SELECT id, status FROM eval_runs")).all()
     assert per_metric["slow-length.chars"] == n and distinct == n
     assert all(count == n for count in per_metric.values()), per_metric
@@ -214,7 +254,10 @@ def test_traffic_flow_runs_unchanged_on_a_local_dask_cluster(api_url, tmp_path, 
     )
     assert summary["n_subjects"] == 50 and summary["n_scores"] == 50 * 6
     with engine.connect() as conn:
-        dupes = conn.execute(sa.text(
-            "SELECT COUNT(*) FROM (SELECT subject_id, metric FROM scores "
-            "GROUP BY subject_id, metric HAVING COUNT(*) > 1) d")).scalar_one()
+        dupes = conn.execute(
+            sa.text(
+                "SELECT COUNT(*) FROM (SELECT subject_id, metric FROM scores "
+                "GROUP BY subject_id, metric HAVING COUNT(*) > 1) d"
+            )
+        ).scalar_one()
     assert dupes == 0

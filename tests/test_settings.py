@@ -40,7 +40,7 @@ def test_yaml_config_file_sits_below_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("EVALWATCH_DATABASE_URL", "sqlite:///from-env.db")
     assert Settings().database_url == "sqlite:///from-env.db"
     monkeypatch.setenv("EVALWATCH_CONFIG_FILE", str(tmp_path / "missing.yaml"))
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.yaml"):
         Settings()
 
 

@@ -40,9 +40,23 @@ def test_migrations_reach_head_and_are_idempotent(engine):
     assert current_revision(engine) == head_revision()
     assert upgrade(engine) == "head"
     names = set(sa.inspect(engine).get_table_names())
-    for table in ("interactions", "feedback", "datasets", "dataset_items", "model_outputs",
-                  "eval_runs", "scores", "embeddings", "evaluator_profiles", "drift_reports",
-                  "regression_reports", "alerts", "alert_state", "quarantine", "judge_cache"):
+    for table in (
+        "interactions",
+        "feedback",
+        "datasets",
+        "dataset_items",
+        "model_outputs",
+        "eval_runs",
+        "scores",
+        "embeddings",
+        "evaluator_profiles",
+        "drift_reports",
+        "regression_reports",
+        "alerts",
+        "alert_state",
+        "quarantine",
+        "judge_cache",
+    ):
         assert table in names
 
 
@@ -62,8 +76,15 @@ def test_scores_unique_key_makes_reruns_idempotent(engine):
     insert_interactions(engine, _rows(3, datetime(2026, 11, 1, tzinfo=UTC)))
     ids = interaction_ids_for(engine, ["r0", "r1", "r2"])
     run = create_run(engine, "traffic", params={"x": 1}, run_key="k1")
-    score = {"run_id": run.id, "subject_type": "interaction", "evaluator": "e",
-             "evaluator_version": "1", "config_hash": "h", "metric": "m", "status": "ok"}
+    score = {
+        "run_id": run.id,
+        "subject_type": "interaction",
+        "evaluator": "e",
+        "evaluator_version": "1",
+        "config_hash": "h",
+        "metric": "m",
+        "status": "ok",
+    }
     rows = [dict(score, subject_id=i, value=0.5) for i in ids.values()]
     assert write_scores(engine, rows) == 3
     assert write_scores(engine, rows) == 0
@@ -76,8 +97,10 @@ def test_scores_unique_key_makes_reruns_idempotent(engine):
 
 
 def test_dataset_versions_are_content_hashes(engine):
-    items = [{"item_key": str(i), "input": f"q{i}", "reference": f"a{i}", "tags": ["t"]}
-             for i in range(5)]
+    items = [
+        {"item_key": str(i), "input": f"q{i}", "reference": f"a{i}", "tags": ["t"]}
+        for i in range(5)
+    ]
     ds1, created1 = register_dataset(engine, "qa", items)
     ds2, created2 = register_dataset(engine, "qa", list(reversed(items)))
     assert created1 and not created2 and ds1.version == ds2.version
@@ -106,8 +129,10 @@ def test_sampling_is_deterministic_filtered_and_stratified(engine):
     strat = sample_interactions(engine, SampleSpec(max_items=30, stratify=True))
     with engine.connect() as conn:
         versions = conn.execute(
-            sa.text("SELECT model_version, COUNT(*) FROM interactions WHERE id IN "
-                    f"({','.join(map(str, strat))}) GROUP BY model_version")
+            sa.text(
+                "SELECT model_version, COUNT(*) FROM interactions WHERE id IN "
+                f"({','.join(map(str, strat))}) GROUP BY model_version"
+            )
         ).all()
     assert sorted(c for _, c in versions) == [10, 10, 10]
 
@@ -116,11 +141,23 @@ def test_sampling_only_unscored(engine):
     insert_interactions(engine, _rows(10, datetime(2026, 11, 1, tzinfo=UTC)))
     ids = sorted(interaction_ids_for(engine, [f"r{i}" for i in range(10)]).values())
     run = create_run(engine, "traffic")
-    write_scores(engine, [
-        {"run_id": run.id, "subject_type": "interaction", "subject_id": i, "evaluator": "e",
-         "evaluator_version": "1", "config_hash": "h", "metric": "m", "status": "ok",
-         "value": 1.0} for i in ids[:4]
-    ])
+    write_scores(
+        engine,
+        [
+            {
+                "run_id": run.id,
+                "subject_type": "interaction",
+                "subject_id": i,
+                "evaluator": "e",
+                "evaluator_version": "1",
+                "config_hash": "h",
+                "metric": "m",
+                "status": "ok",
+                "value": 1.0,
+            }
+            for i in ids[:4]
+        ],
+    )
     assert sample_interactions(engine, SampleSpec(unscored_by="e@1")) == ids[4:]
     assert sample_interactions(engine, SampleSpec(unscored_by="e@2")) == ids
 
@@ -133,13 +170,28 @@ def test_sample_spec_rejects_inverted_window():
 def test_prune_removes_old_traffic_and_its_scores(engine):
     now = datetime(2026, 11, 20, tzinfo=UTC)
     insert_interactions(engine, _rows(4, now - timedelta(days=100)))
-    insert_interactions(engine, [dict(r, request_id="new" + r["request_id"])
-                                 for r in _rows(2, now - timedelta(days=1))])
+    insert_interactions(
+        engine,
+        [dict(r, request_id="new" + r["request_id"]) for r in _rows(2, now - timedelta(days=1))],
+    )
     run = create_run(engine, "traffic")
     old_id = interaction_ids_for(engine, ["r0"])["r0"]
-    write_scores(engine, [{"run_id": run.id, "subject_type": "interaction", "subject_id": old_id,
-                           "evaluator": "e", "evaluator_version": "1", "config_hash": "h",
-                           "metric": "m", "status": "ok", "value": 1.0}])
+    write_scores(
+        engine,
+        [
+            {
+                "run_id": run.id,
+                "subject_type": "interaction",
+                "subject_id": old_id,
+                "evaluator": "e",
+                "evaluator_version": "1",
+                "config_hash": "h",
+                "metric": "m",
+                "status": "ok",
+                "value": 1.0,
+            }
+        ],
+    )
     deleted = prune(engine, timedelta(days=90), now=now)
     assert deleted["interactions"] == 4 and deleted["scores"] == 1
     assert table_counts(engine)["interactions"] == 2
