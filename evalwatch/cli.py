@@ -34,6 +34,7 @@ _COMMAND_MODULES = [
     "alerts",
     "gate",
     "compare",
+    "drift",
     "demo",
 ]
 

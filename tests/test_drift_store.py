@@ -42,7 +42,7 @@ CENTRES = np.random.default_rng(99).normal(size=(4, DIM)) * 3.0  # centre 3: the
 REFUSAL = "I'm sorry, but I can't help with that."
 
 
-def _score(run_id: int, iid: int, evaluator: str, metric: str, value: float | None,
+def _score(run_id: int | None, iid: int, evaluator: str, metric: str, value: float | None,
            status: str = "ok", version: str = "1") -> dict[str, Any]:
     return {
         "run_id": run_id, "subject_type": "interaction", "subject_id": iid,
@@ -60,7 +60,8 @@ def seed_traffic(engine, *, days: int = 8, per_day: int = 160, shift: bool = Fal
     """
     rng = np.random.default_rng(seed)
     n = days * per_day
-    rows, meta = [], []
+    rows: list[dict[str, Any]] = []
+    meta: list[tuple[bool, int, bool]] = []
     for i in range(n):
         ts = T0 + timedelta(seconds=(i + float(rng.random())) * 86_400 / per_day)
         current = shift and ts >= T0 + timedelta(days=days - 1)
@@ -124,7 +125,7 @@ def _stored(engine) -> list[dict[str, Any]]:
 
 
 def test_load_frame_reads_every_table_into_aligned_arrays(engine):
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"request_id": f"q{i}", "ts": T0 + timedelta(hours=i), "app": "bot",
          "model_name": "m", "model_version": "v1", "prompt": "p?",
          "response": "x" * (10 + i), "latency_ms": None if i == 2 else 100.0 + i,
@@ -184,6 +185,7 @@ def test_load_frame_reads_every_table_into_aligned_arrays(engine):
     assert inp.rates["unsafe"].tolist() == [True, False]
     assert inp.rates["unscored"].tolist() == [False, True, False, False]
     assert "heuristics.refusal" not in inp.numeric and "judge.helpfulness" in inp.numeric
+    assert inp.embeddings is not None and inp.ratings is not None and inp.timestamps is not None
     assert inp.texts == ["x" * 11, "x" * 13, "x" * 14] and inp.embeddings.shape == (3, 8)
     assert inp.ratings.tolist() == [2.0] and inp.timestamps.shape == (1,)
 
@@ -198,7 +200,8 @@ def test_windows_default_previous_days_pinned_run_and_errors(engine):
     assert base.window == TimeWindow(start=T0, end=T0 + timedelta(days=2))
     pinned = DriftParams(current_start=T0 + timedelta(days=2), current_end=T0 + timedelta(days=3),
                          baseline_start=T0, baseline_end=T0 + timedelta(days=1))
-    assert resolve_windows(engine, pinned)[1].window.end == T0 + timedelta(days=1)
+    pinned_base = resolve_windows(engine, pinned)[1].window
+    assert pinned_base is not None and pinned_base.end == T0 + timedelta(days=1)
     overlap = pinned.model_copy(update={"baseline_end": T0 + timedelta(days=2, hours=1)})
     with pytest.raises(DriftInputError, match="overlaps"):
         resolve_windows(engine, overlap)
@@ -427,7 +430,7 @@ def test_drift_check_flow_stores_reports_publishes_artifacts_and_alerts(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     keys = {a.key: a for a in arts if a.key}
     assert {"evalwatch-drift-report", "evalwatch-drift-moved", "evalwatch-drift-html"} <= set(keys)
-    md = keys["evalwatch-drift-report"].data
+    md = str(keys["evalwatch-drift-report"].data)
     assert md.startswith("## Drift check: drift in")
     assert md.index("### What moved") < md.index("### Anomalies")
     assert summary["report_key"] in md and "latency_ms" in md.split("### Anomalies")[0]

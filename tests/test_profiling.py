@@ -68,10 +68,9 @@ def test_cpu_evaluator_records_cpu_and_rss_and_no_gpu_numbers() -> None:
 
 
 def test_cuda_device_without_nvml_says_so_and_fakes_nothing() -> None:
-    with Profiler("embedding", "1", device="cuda") as prof:
-        with prof.active():
-            _busy(0.2)
-            prof.add(items=10)
+    with Profiler("embedding", "1", device="cuda") as prof, prof.active():
+        _busy(0.2)
+        prof.add(items=10)
     p = prof.profile(run_id=1)
     if _nvml_works():  # a GPU machine: real NVML figures
         assert p.gpu_available is True

@@ -313,7 +313,8 @@ def test_model_outputs_are_scored_with_their_dataset_items(engine: Engine) -> No
             .where(table.c.item_key == "b")
             .values({table.c.metadata: {"expects_json": True}})
         )
-        items = dict(conn.execute(sa.text("SELECT item_key, id FROM dataset_items")).all())
+        keyed = conn.execute(sa.text("SELECT item_key, id FROM dataset_items")).all()
+    items: dict[str, int] = {key: int(i) for key, i in keyed}
     outs = [  # bulk inserts need the same keys in every row
         {"dataset_item_id": items["a"], "model": "m-1", "output": "4", "error": None},
         {"dataset_item_id": items["b"], "model": "m-1", "output": '{"c": "Paris"}', "error": None},

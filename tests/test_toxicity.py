@@ -67,13 +67,14 @@ def test_scores_equal_detoxify_predict_and_safety_is_one_minus_max(
     raw = Detoxify(checkpoint=str(ckpt), device="cpu")
     k = len(ev.metrics)
     for i, text in enumerate(TEXTS):
-        got = {r.metric: r.value for r in out.scores[i * k : (i + 1) * k]}
+        got = {r.metric: float(r.value or 0.0) for r in out.scores[i * k : (i + 1) * k]}
+        assert all(r.value is not None for r in out.scores[i * k : (i + 1) * k])
         want = raw.predict(text)
         for label in ORIGINAL:
             assert got[label] == pytest.approx(want[label], abs=1e-4)
         assert got["safety"] == pytest.approx(1.0 - max(got[lbl] for lbl in ORIGINAL), abs=1e-9)
     # The random model still tells texts apart, so the order check above means something.
-    safeties = {round(r.value, 3) for r in out.scores if r.metric == "safety"}
+    safeties = {round(r.value or 0.0, 3) for r in out.scores if r.metric == "safety"}
     assert len(safeties) >= 4
 
 

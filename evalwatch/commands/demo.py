@@ -113,7 +113,42 @@ def demo(
     print_run_summary(dataset)
     _done(t0)
 
-    t0 = _step("5. regression gate: two candidates against the baseline on support-qa")
+    t0 = _step("5. drift: the last 3 days against the 7 days before, and a shift-free control")
+    from datetime import UTC, datetime
+
+    from runs.drift import DriftParams, check_drift
+
+    windows = {
+        "last 3 days vs previous 7": DriftParams(
+            current_start=datetime(2026, 11, 12, tzinfo=UTC),
+            current_end=datetime(2026, 11, 15, tzinfo=UTC),
+            baseline_days=7,
+            scopes=["overall"],
+        ),
+        "control: Nov 6-10 vs Nov 1-5 (no shift)": DriftParams(
+            current_start=datetime(2026, 11, 6, tzinfo=UTC),
+            current_end=datetime(2026, 11, 11, tzinfo=UTC),
+            baseline_days=5,
+            scopes=["overall"],
+        ),
+    }
+    drift_html = out.resolve() / "reports" / "drift.html"
+    for label, params in windows.items():
+        outcome = check_drift(engine, params, settings)
+        moved = outcome.moved()
+        console.print(
+            f"{label}: [bold]{'DRIFT' if outcome.drift_found else 'no drift'}[/bold] "
+            f"({len(moved)} of {outcome.n_tests} tests moved)"
+        )
+        for _scope, test in moved[:6]:
+            console.print(f"  - {test.summary}", highlight=False)
+        if outcome.drift_found:
+            from reporting.drift_report import write_drift_html
+
+            write_drift_html(outcome, drift_html)
+    _done(t0)
+
+    t0 = _step("6. regression gate: two candidates against the baseline on support-qa")
     from runs.gate import GateParams, run_gate_job
 
     gates: dict[str, str] = {}
@@ -141,7 +176,7 @@ def demo(
         )
     _done(t0)
 
-    t0 = _step("6. operations overview")
+    t0 = _step("7. operations overview")
     from evalwatch.commands.report import overview_window
     from reporting.overview import overview_html
     from storage.overview import load_overview
@@ -157,6 +192,7 @@ def demo(
     console.print(", ".join(f"{n} {t}" for t, n in counts.items()))
     console.print(f"traffic report: {traffic.get('report')}")
     console.print(f"test-set report: {dataset.get('report')}")
+    console.print(f"drift report: {drift_html}")
     console.print(f"operations overview: {overview_path}")
     if result.quarantined:
         err_console.print(f"{result.quarantined} sample rows were quarantined (see above)")
