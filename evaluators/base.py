@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
@@ -164,7 +165,7 @@ class Evaluator(Protocol):
 C = TypeVar("C", bound=EvaluatorConfig)
 
 
-class BaseEvaluator(Generic[C]):
+class BaseEvaluator(ABC, Generic[C]):
     """Shared plumbing for evaluators: config parsing, provenance, lazy one-time loading.
 
     Subclasses set ``name``, ``version``, ``Config`` and implement ``metrics``, ``_load``
@@ -182,9 +183,9 @@ class BaseEvaluator(Generic[C]):
         self._loaded = False
 
     @property
+    @abstractmethod
     def metrics(self) -> list[str]:
         """Metric names, in result order per sample."""
-        raise NotImplementedError
 
     def _load(self) -> None:
         """Load heavy backends; the default has none."""
@@ -195,9 +196,9 @@ class BaseEvaluator(Generic[C]):
             self._load()
             self._loaded = True
 
+    @abstractmethod
     def evaluate(self, samples: Sequence[Sample]) -> BatchResult:
         """Score a batch (see :class:`Evaluator`)."""
-        raise NotImplementedError
 
     def provenance(self) -> Provenance:
         """Name, version, config and config hash."""

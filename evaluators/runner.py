@@ -14,8 +14,11 @@ errors carrying the reason; nothing is silently dropped.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -257,6 +260,23 @@ class _Writer:
             raise self._error
 
 
+def _malloc_trim() -> Callable[[], None]:
+    """A function returning freed heap memory to the OS (glibc), or a no-op elsewhere.
+
+    Model inference on texts of varying length leaves glibc holding freed blocks it rarely
+    gives back, so RSS creeps up chunk after chunk although nothing is kept alive (measured:
+    MiniLM over 4,000 texts grows RSS by ~450 MB without a trim, ~70 MB with one per chunk).
+    """
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return lambda: None
+    return lambda: trim(0)
+
+
 def _threads_ok(engine: Engine) -> bool:
     # An in-memory SQLite database is private to one connection; threads would not see it.
     url = engine.url
@@ -452,9 +472,12 @@ def run_evaluation(
             with _progress(console, progress and bool(ids) and bool(active)) as bar:
                 task = bar.add_task("evaluating", total=len(ids))
                 done = 0
+                release = _malloc_trim()
                 for n_ids, chunk in chunks if active else ():
                     score_rows, emb_rows = _score_all(active, chunk, run_id, summarizer, console)
                     writer.submit(score_rows, emb_rows)
+                    del score_rows, emb_rows, chunk
+                    release()
                     step = min(n_ids, len(ids) - done)
                     done += step
                     bar.advance(task, step)
