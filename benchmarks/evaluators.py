@@ -17,9 +17,16 @@ process): ``run_evaluation`` over N stored interactions; printed as the process 
 peak while scoring, next to the RSS after loading. Flat streaming means the same figures for
 5,000 and 50,000.
 
-Run: ``python benchmarks/evaluators.py [--n 5000] [--device auto] [--batch-size B]``.
-On a 2-core CPU the defaults take long (BERT-base on CPU scores ~10-30 texts/s); see
-``--help`` for the smaller settings used there. On a GPU the defaults take a few minutes.
+An in-run measure backs the comparisons: the share of each path's own wall time spent inside
+the raw model call (``encode`` / ``predict``, timed by wrapping them). It does not compare two
+runs, so it holds on a machine whose load changes between runs, where wall and even CPU times
+of separate runs differ by +-10 %.
+
+Run: ``python benchmarks/evaluators.py [--n N] [--device auto] [--batch-size B] [--threads T]``.
+Defaults: 5,000 samples on CUDA (a few minutes). On CPU 100 samples, since BERT-base scores a
+few texts per second there: about 10 minutes on 2 cores with ``--threads 1`` (which a CPU
+shared with other work needs; OpenMP spin-waiting otherwise slows small matmuls tenfold),
+including the RSS runs at 5,000 and 50,000 interactions.
 """
 
 from __future__ import annotations

@@ -531,6 +531,11 @@ def load_frame(
     where = [sa.or_(*which) if which else sa.false(), *_scope_filter(apps, model_versions)]
 
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # Every row is read: plan server-side cursors for the whole result, not the first
+            # 10 % (with stale statistics after a bulk load, the first-rows plan of the scores
+            # query was a nested loop over every stored score).
+            conn.execute(sa.text("SET LOCAL cursor_tuple_fraction = 1.0"))
         cols: list[list[Any]] = [[] for _ in range(9)]
         q = (
             sa.select(
