@@ -33,14 +33,24 @@ the evaluator error rate and every score metric's mean (or rate), over the curre
 ``anomaly_history_days`` before it, go through :func:`checks.anomaly.detect_anomalies`. Only
 windows inside the current window, and complete (ended before ``now``), are judged. Each
 window's value gets a noise floor (``min_scale``) of its sampling error at the history's typical
-window size, so a handful of events per hour cannot raise an alarm by chance. One row per series
-and scope is stored with family ``"anomaly"`` (test ``anomaly_<method>``, verdict ``anomaly``,
+window size, and rates are judged on the variance-stabilising (Anscombe) arcsine scale, so a
+handful of events per hour cannot raise an alarm by chance. The robust z cut is, by default,
+the Bonferroni cut for the number of windows judged at the report's ``alpha`` (at least 3.5), so
+the check's chance of any false anomaly matches its drift tests'. One row per series and scope
+is stored with family ``"anomaly"`` (test ``anomaly_<method>``, verdict ``anomaly``,
 ``no_anomaly`` or ``insufficient_data``), which the alert selector ``anomaly.verdict`` reads;
 anomalies are not part of the Benjamini-Hochberg family and do not set ``drift_found``.
 
-The queries use SQLAlchemy Core and stream in chunks; columns become numpy arrays as they
-arrive. On SQLite, 50,000 vs 50,000 interactions with 14 score metrics and 384-d embeddings
-load in a few seconds (figures in the module's report).
+A numeric column holding one single value across both windows (a fixed price) is not tested:
+it cannot drift, and the float rounding of its mean would look like a shift.
+
+Loading: one query per table through SQLAlchemy Core, streamed in chunks into numpy arrays.
+Scores are pivoted in SQL (one row per interaction, one column per metric), because 1.4 M score
+rows cost more as Python rows than the database's aggregation; tables are reached by
+``IN (ids of the window)`` so the time index drives the read. On the shared 2-core machine this
+was written on (load average ~5), 50,000 vs 50,000 interactions with 14 score metrics, 384-d
+embeddings and ratings loaded in 10-13 s on SQLite and PostgreSQL, about 2 s of it in Python,
+the rest the database reading 1.4 M score rows.
 """
 
 from __future__ import annotations
@@ -68,9 +78,11 @@ from storage.repo import content_hash
 
 __all__ = [
     "AnomalySeries",
+    "Baseline",
     "DriftInputError",
     "DriftOutcome",
     "DriftParams",
+    "Scope",
     "ScopeResult",
     "TimeWindow",
     "TrafficFrame",
@@ -79,6 +91,7 @@ __all__ = [
     "drift_input",
     "load_frame",
     "newest_interaction_time",
+    "outcome_rows",
     "resolve_windows",
     "store_outcome",
 ]
@@ -94,7 +107,6 @@ _SAFETY_METRIC = "toxicity.safety"
 _CHUNK = 20_000
 _FREQ_DELTA = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 _FREQ_WORD = {"hour": "hourly", "day": "daily"}
-_UNIT = {"hour": "hour", "day": "day"}
 
 
 def _scope_list(*kinds: ScopeKind) -> list[ScopeKind]:
@@ -458,11 +470,10 @@ def _to_dt64(values: Sequence[Any]) -> npt.NDArray[np.datetime64]:
     return out
 
 
-def _raw_chunks(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
+def _chunks(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
     """The rows of ``query`` in chunks (a server-side cursor on PostgreSQL).
 
-    Only columns that need no type conversion are read through here (integers, floats, text,
-    bytes); timestamps are selected as plain ``DateTime`` and parsed by :func:`_to_dt64`.
+    Timestamps are selected as plain ``DateTime`` (naive UTC, as stored) for :func:`_to_dt64`.
     """
     result = conn.execution_options(stream_results=True, yield_per=_CHUNK).execute(query)
     yield from result.partitions(_CHUNK)
@@ -552,7 +563,7 @@ def load_frame(
             .where(*where)
             .order_by(it.c.ts, it.c.id)
         )
-        for part in _raw_chunks(conn, q):
+        for part in _chunks(conn, q):
             for store_col, values in zip(cols, zip(*part, strict=True), strict=True):
                 store_col.extend(values)
         ids = _ints(cols[0])
@@ -613,7 +624,7 @@ def load_frame(
         errored = np.zeros(n, dtype=np.bool_)
         matrix = np.full((len(keys), n), np.nan)
         n_ok = np.zeros(n, dtype=np.int64)
-        for part in _raw_chunks(conn, qs) if keys else iter(()):
+        for part in _chunks(conn, qs) if keys else iter(()):
             columns = list(zip(*part, strict=True))
             rows = rows_of(_ints(columns[0]))
             keep = rows >= 0
@@ -668,7 +679,7 @@ def load_frame(
                 em.c.subject_id.in_(in_window),
                 em.c.model == model,
             )
-            for part in _raw_chunks(conn, qe):
+            for part in _chunks(conn, qe):
                 subj, dim, vec = zip(*part, strict=True)
                 emb_rows_l.append(rows_of(_ints(subj)))
                 dims.extend(dim)
@@ -696,7 +707,7 @@ def load_frame(
         f_rating: list[npt.NDArray[np.bool_]] = []
         f_val: list[npt.NDArray[np.float64]] = []
         f_ts: list[Any] = []
-        for part in _raw_chunks(conn, qf) if n else iter(()):
+        for part in _chunks(conn, qf) if n else iter(()):
             iid, kind, value, fts = zip(*part, strict=True)
             f_rows.append(rows_of(_ints(iid)))
             f_rating.append(np.fromiter((k == "rating" for k in kind), dtype=np.bool_))
@@ -969,7 +980,7 @@ class AnomalySeries:
 
     def summary(self) -> str:
         """One line: how many windows were anomalous and the worst one."""
-        unit = _UNIT[self.report.freq]
+        unit = self.report.freq
         found = self.anomalies()
         judged = [p for p, _ in self.judged() if p.status == "ok"]
         if not judged:

@@ -434,3 +434,17 @@ def test_drift_check_flow_stores_reports_publishes_artifacts_and_alerts(
     assert md.startswith("## Drift check: drift in")
     assert md.index("### What moved") < md.index("### Anomalies")
     assert summary["report_key"] in md and "latency_ms" in md.split("### Anomalies")[0]
+
+
+def test_prefect_yaml_schedules_the_drift_check_daily():
+    import yaml
+
+    from flows.drift import drift_check
+
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
+    dep = next(d for d in spec["deployments"] if d["name"] == "drift-check-daily")
+    assert dep["entrypoint"] == "flows.drift:drift_check"
+    assert dep["schedules"][0]["cron"].split()[2:] == ["*", "*", "*"]  # once a day
+    params = drift_check.validate_parameters(dep["parameters"])["params"]
+    assert isinstance(params, DriftParams)
+    assert (params.window, params.baseline_days) == ("1d", 7)
