@@ -26,6 +26,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +51,8 @@ def child(n: int, batch_size: int, folder: Path) -> dict[str, float]:
     url = f"sqlite:///{folder / 'store.db'}"
     engine = get_engine(url)
     ingest(engine, [data], settings=Settings(database_url=url, hash_key="bench"))
-    flow = evaluate_traffic.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=1)
+    flow = evaluate_traffic.with_options(task_runner=runner)  # type: ignore[arg-type]
     # Warm the Prefect server and the model outside the timing.
     flow(
         params=TrafficParams(

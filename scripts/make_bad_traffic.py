@@ -3,6 +3,7 @@
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 
 def row(**kw):
@@ -34,7 +35,7 @@ def j(obj):
     return json.dumps(obj, ensure_ascii=False).encode()
 
 
-lines = []  # (bytes, expected)
+lines: list[tuple[bytes, dict[str, Any]]] = []  # (bytes, expected)
 
 
 def add(b, outcome, reasons=(), note=""):
@@ -289,7 +290,7 @@ out = DATA / "bad_traffic.jsonl"
 with out.open("wb") as f:
     for b, _ in lines:
         f.write(b + b"\n")
-expected = {
+expected: dict[str, Any] = {
     "file": "bad_traffic.jsonl",
     "description": "Expected outcome of `evalwatch ingest datasets/bad_traffic.jsonl` for every line "
     "(1-based), with default settings. Outcomes: stored, duplicate (already stored, "

@@ -8,9 +8,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +21,7 @@ from storage.db import make_engine, upgrade
 from storage.repo import insert_interactions, register_dataset
 
 REPO = Path(__file__).resolve().parent.parent
-PREFECT = str(Path(os.sys.executable).with_name("prefect"))
+PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 pytestmark = pytest.mark.slow
 
@@ -190,7 +192,7 @@ def test_deploy_from_prefect_yaml_and_run_on_a_process_worker(prefect_stack, tmp
         worker_log = (logs / "worker.log").read_text(errors="replace")[-4000:]
         for name, state in states.items():
             assert state is not None and state.is_completed(), f"{name}: {state}\n{worker_log}"
-        keys = {}
+        keys: dict[str, dict[str, Any]] = {}
         for name, r in runs.items():
             arts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[r.id]))
@@ -206,6 +208,7 @@ def test_deploy_from_prefect_yaml_and_run_on_a_process_worker(prefect_stack, tmp
     with engine.connect() as conn:
         import sqlalchemy as sa
 
-        kinds = dict(conn.execute(sa.text("SELECT kind, status FROM eval_runs")).all())
+        rows = conn.execute(sa.text("SELECT kind, status FROM eval_runs")).all()
+        kinds: dict[str, str] = {k: v for k, v in rows}
     assert kinds == {"traffic": "completed", "dataset": "completed"}
     shutil.rmtree(tmp_path / "prefect-home", ignore_errors=True)

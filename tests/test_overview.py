@@ -37,7 +37,7 @@ def _seed(engine) -> None:
             }
         )
     insert_interactions(engine, rows)
-    ids = interaction_ids_for(engine, [r["request_id"] for r in rows])
+    ids = interaction_ids_for(engine, [str(r["request_id"]) for r in rows])
     run = create_run(engine, "traffic")
     write_scores(
         engine,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -91,6 +92,7 @@ def test_scores_unique_key_makes_reruns_idempotent(engine):
     # Resuming by run key returns the same run.
     again = create_run(engine, "traffic", params={"x": 1}, run_key="k1")
     assert again.id == run.id
+    assert run.id is not None
     finish_run(engine, run.id, RunStatus.completed, summary={"n": 3})
     stored = get_run(engine, run.id)
     assert stored is not None and stored.status == "completed" and stored.summary == {"n": 3}
@@ -104,7 +106,10 @@ def test_dataset_versions_are_content_hashes(engine):
     ds1, created1 = register_dataset(engine, "qa", items)
     ds2, created2 = register_dataset(engine, "qa", list(reversed(items)))
     assert created1 and not created2 and ds1.version == ds2.version
-    changed = [*items[:4], {"item_key": "4", "input": "changed", "reference": "a4"}]
+    changed: list[dict[str, Any]] = [
+        *items[:4],
+        {"item_key": "4", "input": "changed", "reference": "a4"},
+    ]
     ds3, created3 = register_dataset(engine, "qa", changed)
     assert created3 and ds3.version != ds1.version
 
