@@ -25,6 +25,8 @@ from runs.traffic import TrafficParams, evaluate_traffic
 from storage.db import make_engine, upgrade
 from storage.sampling import SampleSpec
 
+pytestmark = pytest.mark.slow  # the real MiniLM on ~1,050 responses: ~2 min on 2 cores
+
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 16, tzinfo=UTC)  # after the sample's last day, whatever the clock
 

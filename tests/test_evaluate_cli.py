@@ -182,7 +182,6 @@ def test_empty_sample_creates_no_run(store: str) -> None:
     assert _query(store, "SELECT COUNT(*) FROM eval_runs")[0][0] == 0
 
 
-@pytest.mark.skipif("judge" not in evaluator_names(), reason="judge evaluator not built yet")
 def test_rubrics_reach_the_judge_options(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # No judge endpoint here: the judge is reported unavailable, but its recorded config
     # shows where --rubrics went.
