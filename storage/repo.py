@@ -87,7 +87,7 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
         return postgresql.insert(table)
     if conn.dialect.name == "sqlite":
         return sqlite.insert(table)
-    raise ValueError(f"unsupported database dialect {conn.dialect.name!r}; use SQLite or PostgreSQL")
+    raise ValueError(f"unsupported database {conn.dialect.name!r}; use SQLite or PostgreSQL")
 
 
 def insert_ignore(
