@@ -119,6 +119,14 @@ def insert_ignore(
         .on_conflict_do_nothing(index_elements=list(conflict_cols))
         .returning(table.c[returning])
     )
+    keysets = list(dict.fromkeys(frozenset(r) for r in rows))
+    if len(keysets) > 1:
+        # One statement per key set: no column is dropped, and absent ones keep their defaults.
+        out_all: list[Any] = []
+        for ks in keysets:
+            same = [r for r in rows if frozenset(r) == ks]
+            out_all.extend(insert_ignore(conn, model, same, conflict_cols, returning))
+        return out_all
     per_stmt = max(1, _MAX_PARAMS // max(1, len(rows[0])))
     out: list[Any] = []
     for start in range(0, len(rows), per_stmt):
