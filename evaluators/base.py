@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from storage.models import ScoreStatus
 
@@ -25,6 +25,7 @@ __all__ = [
     "BatchResult",
     "Evaluator",
     "EvaluatorConfig",
+    "EvaluatorConfigError",
     "EvaluatorUnavailable",
     "Provenance",
     "Sample",
@@ -280,18 +281,22 @@ def get_evaluator_class(name: str) -> type[BaseEvaluator[Any]]:
         ) from None
 
 
+class EvaluatorConfigError(ValueError):
+    """An evaluator's options are invalid (bad input, as opposed to a failure while scoring)."""
+
+
 def create_evaluator(name: str, options: dict[str, Any] | None = None) -> BaseEvaluator[Any]:
     """Build an evaluator from its name and options, validating the options.
 
     Raises:
         KeyError: Unknown evaluator name.
-        ValueError: Invalid options (the message names the evaluator and the field).
+        EvaluatorConfigError: Invalid options (the message names the evaluator and the field).
     """
     cls = get_evaluator_class(name)
     try:
         return cls(**(options or {}))
-    except ValidationError as exc:
-        raise ValueError(f"invalid options for evaluator {name!r}: {exc}") from exc
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise EvaluatorConfigError(f"invalid options for evaluator {name!r}: {exc}") from exc
 
 
 FactoryT = Callable[..., BaseEvaluator[Any]]

@@ -12,13 +12,20 @@ from sqlalchemy.engine import Engine
 
 from evaluators.base import BaseEvaluator
 from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
+from evaluators.summary import MetricSummary
 from evalwatch.settings import IngestSettings, Settings
-from runs.common import build_evaluators, evaluator_provenance, merge_profiles
+from runs.common import (
+    build_evaluators,
+    evaluator_provenance,
+    merge_profiles,
+    run_summary_from_store,
+)
 from storage.models import Interaction, RunStatus
-from storage.repo import content_hash, create_run, finish_run, iter_rows
+from storage.repo import content_hash, create_run, finish_run, get_run_by_key, iter_rows
 from storage.sampling import SampleSpec, sample_interactions
 
 __all__ = [
+    "EmptySample",
     "PreparedRun",
     "TrafficOutcome",
     "TrafficParams",
@@ -61,6 +68,10 @@ class TrafficParams(BaseModel):
             update={"start": end - parse_duration(self.window), "end": end}
         )
         return self.model_copy(update={"sample": spec, "window": None})
+
+
+class EmptySample(LookupError):
+    """No stored interaction matches the sample (raised only when a run must have subjects)."""
 
 
 @dataclass
@@ -118,16 +129,25 @@ def prepare_traffic_run(
     settings: Settings,
     *,
     flow_run_id: str | None = None,
+    require_subjects: bool = False,
 ) -> PreparedRun:
     """Build the evaluators, sample, validate the sample, and create (or resume) the run.
 
     The run key is a hash of the resolved sample and the evaluators' provenance, so running
     the same parameters again after a crash resumes the same run.
+
+    Raises:
+        KeyError: An unknown evaluator name.
+        ValueError: Invalid evaluator options.
+        EmptySample: ``require_subjects`` is set and nothing matches the sample (no run is
+            created).
     """
     params = params.resolved()
     evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options, engine)
     provenance = evaluator_provenance(evaluators)
     ids = sample_interactions(engine, params.sample)
+    if require_subjects and not ids:
+        raise EmptySample("no stored interactions match the sample")
     invalid: dict[int, list[str]] = {}
     for rows in iter_rows(engine, Interaction, ids, 2_000):
         invalid.update(validate_sample(rows, settings.ingest))
@@ -135,6 +155,7 @@ def prepare_traffic_run(
     key = content_hash(
         {"kind": "traffic", "sample": params.sample.model_dump(mode="json"), "ev": provenance}
     )[:32]
+    resumed = get_run_by_key(engine, key) is not None
     run = create_run(
         engine,
         "traffic",
@@ -150,7 +171,7 @@ def prepare_traffic_run(
         ids=valid,
         invalid=invalid,
         evaluators=evaluators,
-        resumed=run.started_at is not None and bool(run.summary),
+        resumed=resumed,
     )
 
 
@@ -161,8 +182,17 @@ def evaluate_traffic(
     *,
     progress: bool = True,
     console: Console | None = None,
+    require_subjects: bool = False,
 ) -> TrafficOutcome:
     """Run a whole traffic evaluation in this process (the CLI path; flows split it in tasks).
+
+    Running the same parameters again resumes the same run: only what it has not scored yet
+    is scored, and the summary (returned and stored) covers everything the run holds.
+
+    Raises:
+        KeyError: An unknown evaluator name.
+        ValueError: Invalid evaluator options.
+        EmptySample: ``require_subjects`` is set and nothing matches the sample.
 
     Examples:
         >>> from storage.db import make_engine, upgrade
@@ -172,7 +202,7 @@ def evaluate_traffic(
         >>> out.result.n_subjects
         0
     """
-    prepared = prepare_traffic_run(engine, params, settings)
+    prepared = prepare_traffic_run(engine, params, settings, require_subjects=require_subjects)
     try:
         result = run_evaluation(
             engine,
@@ -186,6 +216,13 @@ def evaluate_traffic(
             console=console,
         )
         merge_profiles(engine, prepared.run_id)
+        if prepared.resumed:
+            # This pass scored only what an earlier one left; report the whole run.
+            stored = run_summary_from_store(engine, prepared.run_id)
+            result.metrics = [MetricSummary.model_validate(m) for m in stored["metrics"]]
+            result.by_model_version = [
+                MetricSummary.model_validate(m) for m in stored["by_model_version"]
+            ]
         summary = result.summary_dict() | {
             "n_sampled": len(prepared.ids) + len(prepared.invalid),
             "invalid": {str(k): v for k, v in list(prepared.invalid.items())[:50]},

@@ -47,6 +47,7 @@ __all__ = [
     "get_dataset",
     "get_judge_cache",
     "get_run",
+    "get_run_by_key",
     "insert_feedback",
     "insert_ignore",
     "insert_interactions",
@@ -330,9 +331,10 @@ def _copy_new_rows(
     savepoint = conn.begin_nested()
     try:
         dbapi_conn: Any = conn.connection.driver_connection
-        with dbapi_conn.cursor() as cur, cur.copy(
-            f"COPY {q(table.name)} ({collist}) FROM STDIN"
-        ) as cp:
+        with (
+            dbapi_conn.cursor() as cur,
+            cur.copy(f"COPY {q(table.name)} ({collist}) FROM STDIN") as cp,
+        ):
             for v, ok in zip(values(), keep, strict=True):
                 if ok:
                     cp.write_row(v)
@@ -533,6 +535,12 @@ def get_run(engine: Engine, run_id: int) -> EvalRun | None:
     """A run by id."""
     with session_scope(engine) as s:
         return s.get(EvalRun, run_id)
+
+
+def get_run_by_key(engine: Engine, run_key: str) -> EvalRun | None:
+    """The run started with ``run_key``, if any (so a caller can tell a resume from a start)."""
+    with session_scope(engine) as s:
+        return s.exec(select(EvalRun).where(EvalRun.run_key == run_key)).first()
 
 
 def finish_run(

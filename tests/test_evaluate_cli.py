@@ -167,12 +167,37 @@ def test_toxicity_options_from_file_and_from_the_environment(
     assert "safety" in _text(res) and "identity_attack" in _text(res)
     assert _query(store, "SELECT COUNT(*) FROM scores WHERE evaluator = 'toxicity'")[0][0] == N * 7
 
-    # The same options through the setting the unavailable message names.
+    # The same options through the setting the unavailable message names: the same
+    # evaluator configuration on the same sample, so the stored run is resumed, not repeated.
     monkeypatch.setenv("EVALWATCH_EVALUATOR_OPTIONS", json.dumps({"toxicity": options}))
     reset_settings()  # a new process would read the environment afresh
     res = _run("--db", store, "evaluate", "-e", "toxicity", "--no-progress")
     assert res.exit_code == 0, res.output
-    assert _query(store, "SELECT COUNT(*) FROM eval_runs WHERE status = 'completed'")[0][0] == 2
+    assert "resuming run" in _text(res) and "0 new scores" in _text(res)
+    assert _query(store, "SELECT COUNT(*) FROM eval_runs WHERE status = 'completed'")[0][0] == 1
+    assert _query(store, "SELECT COUNT(*) FROM scores WHERE evaluator = 'toxicity'")[0][0] == N * 7
+
+
+def test_rerun_after_a_crash_fills_the_gap_and_reports_the_whole_run(store: str) -> None:
+    res = _run("--db", store, "evaluate", "-e", "heuristics", "--no-progress")
+    assert res.exit_code == 0, res.output
+    # A crash part-way: the last interactions' scores never reached the store.
+    engine = make_engine(store)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM scores WHERE subject_id > 6"))
+        conn.execute(sa.text("UPDATE eval_runs SET status = 'running', summary = '{}'"))
+    engine.dispose()
+    lost = N - 6
+    res = _run("--db", store, "evaluate", "-e", "heuristics", "--no-progress")
+    assert res.exit_code == 0, res.output
+    out = _text(res)
+    assert f"{lost * 6} new scores" in out
+    assert _query(store, "SELECT COUNT(*) FROM scores")[0][0] == N * 6
+    assert _query(store, "SELECT COUNT(*) FROM eval_runs")[0] == (1,)
+    # The printed and stored summary covers the whole run, not just the refilled part.
+    (summary,) = _query(store, "SELECT summary FROM eval_runs WHERE status = 'completed'")[0]
+    refusal = next(m for m in json.loads(summary)["metrics"] if m["metric"] == "refusal")
+    assert refusal["count"] == N
 
 
 def test_empty_sample_creates_no_run(store: str) -> None:

@@ -1,13 +1,13 @@
 """``evalwatch evaluate``: score a sample of stored traffic with the chosen evaluators.
 
-Runs directly (no Prefect): samples interactions, opens an evaluation run, streams the sample
-through :func:`evaluators.runner.run_evaluation`, and prints the per-metric summary and each
-evaluator's profile. The flows wrap the same functions.
+Runs directly (no Prefect) through :func:`runs.traffic.evaluate_traffic`, the job the
+``evaluate-traffic`` flow splits into tasks: sample, validate the sample, score, store, and
+print the per-metric summary and each evaluator's profile. The same options again resume the
+same run, so an interrupted evaluation finishes without rescoring.
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,10 +15,9 @@ import typer
 import yaml
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.engine import Engine
 
-from evaluators.base import BaseEvaluator, evaluator_names, get_evaluator_class
-from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
+from evaluators.base import EvaluatorConfigError, evaluator_names
+from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult
 from evaluators.summary import MetricSummary
 from evalwatch.commands.common import (
     STATE,
@@ -36,11 +35,10 @@ from evalwatch.commands.common import (
     open_store,
     sample_spec,
 )
+from runs.traffic import EmptySample, TrafficParams, evaluate_traffic
 from storage.models import EvaluatorProfile
-from storage.repo import create_run
-from storage.sampling import sample_interactions
 
-__all__ = ["build_evaluators", "evaluator_options", "print_result", "register"]
+__all__ = ["evaluator_options", "print_result", "register"]
 
 # The evaluator that --rubrics configures (its options get {"rubrics": [...]}).
 JUDGE = "judge"
@@ -98,27 +96,6 @@ def evaluator_options(
         if name == JUDGE and rubrics:
             opts["rubrics"] = rubrics
         out[name] = opts
-    return out
-
-
-def build_evaluators(
-    options: dict[str, dict[str, Any]], engine: Engine | None = None
-) -> list[BaseEvaluator[Any]]:
-    """Instantiate the evaluators (not loaded yet); invalid options raise ``ValueError``.
-
-    An evaluator whose constructor takes an ``engine`` argument (the judge, for its cache)
-    gets the store.
-    """
-    out: list[BaseEvaluator[Any]] = []
-    for name, opts in options.items():
-        cls = get_evaluator_class(name)
-        extra: dict[str, Any] = {}
-        if engine is not None and "engine" in inspect.signature(cls.__init__).parameters:
-            extra["engine"] = engine
-        try:
-            out.append(cls(**extra, **opts))
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"invalid options for evaluator {name!r}: {exc}") from exc
     return out
 
 
@@ -248,42 +225,43 @@ def evaluate(
         )
     options = evaluator_options(names, options_file, _split(rubrics))
     spec = sample_spec(since, until, app, model_version, rate, max_items, stratify, seed)
-    engine = open_store()
+    params = TrafficParams(
+        sample=spec, evaluators=names, evaluator_options=options, batch_size=chunk_size
+    )
     try:
-        evs = build_evaluators(options, engine)
-    except ValueError as exc:
-        raise bad_input(str(exc)) from exc
-    ids = sample_interactions(engine, spec)
-    if not ids:
+        outcome = evaluate_traffic(
+            open_store(),
+            params,
+            STATE.settings(),
+            progress=progress,
+            console=err_console,
+            require_subjects=True,
+        )
+    except EmptySample:
         console.print("no stored interactions match the sample; nothing to evaluate")
         return
-    run = create_run(
-        engine,
-        "traffic",
-        params={
-            "sample": spec.model_dump(mode="json"),
-            "evaluators": names,
-            "n_subjects": len(ids),
-        },
-        evaluators={e.name: e.provenance().model_dump(mode="json") for e in evs},
-    )
-    assert run.id is not None
-    result = run_evaluation(
-        engine,
-        evs,
-        ids,
-        run_id=run.id,
-        chunk_size=chunk_size,
-        progress=progress,
-        console=err_console,
-    )
+    except EvaluatorConfigError as exc:
+        raise bad_input(str(exc)) from exc
+    prepared, result = outcome.prepared, outcome.result
+    if prepared.resumed:
+        console.print(
+            f"resuming run {prepared.run_id} (same sample and evaluators): "
+            f"{result.scores_written} new scores",
+            highlight=False,
+        )
+    if prepared.invalid:
+        err_console.print(
+            f"[yellow]{len(prepared.invalid)} sampled interaction(s) not evaluated:[/yellow] "
+            + "; ".join(f"{i}: {', '.join(why)}" for i, why in list(prepared.invalid.items())[:5]),
+            highlight=False,
+        )
     print_result(result)
-    if len(result.unavailable) == len(evs):
+    if len(result.unavailable) == len(names):
         raise bad_input(
             "no evaluator could start; fix the settings named above "
             "(evaluator_options / EVALWATCH_EVALUATOR_OPTIONS or --options-file)"
         )
-    console.print(f"stored as run {run.id}", highlight=False)
+    console.print(f"stored as run {prepared.run_id}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
