@@ -419,10 +419,14 @@ def _dataset_by_id(engine: Engine, dataset_id: int) -> Dataset:
 
 
 def _build(
-    names: Sequence[str], settings: Settings, options: Mapping[str, Mapping[str, Any]]
+    names: Sequence[str],
+    settings: Settings,
+    options: Mapping[str, Mapping[str, Any]],
+    engine: Engine | None = None,
 ) -> list[BaseEvaluator[Any]]:
+    # ``engine`` gives the judge its cache in the store; plans only check options and pass none.
     try:
-        return build_evaluators(names, settings, options)
+        return build_evaluators(names, settings, options, engine)
     except KeyError as exc:
         raise GateInputError(str(exc.args[0]) if exc.args else str(exc)) from exc
     except (ValueError, TypeError) as exc:
@@ -686,7 +690,7 @@ def evaluate_side(
     kind, ref = params.side_source(role)
     ds = _dataset_by_id(engine, plan.dataset_id)
     assert ds.id is not None
-    current = _build(list(plan.evaluator_options), settings, plan.evaluator_options)
+    current = _build(list(plan.evaluator_options), settings, plan.evaluator_options, engine)
     current_prov = evaluator_provenance(current)
     runs: list[int] = []
     notes: list[str] = []
@@ -847,8 +851,7 @@ def _judge_all(judge: BaseEvaluator[Any], samples: Sequence[Sample]) -> list[Sco
 
 
 def _make_judge(engine: Engine, settings: Settings, options: dict[str, Any]) -> Any:
-    judge: Any = _build([_JUDGE], settings, {_JUDGE: options})[0]
-    judge.use_store(engine)
+    judge: Any = _build([_JUDGE], settings, {_JUDGE: options}, engine)[0]
     try:
         judge.load()
     except Exception as exc:
