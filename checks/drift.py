@@ -704,15 +704,26 @@ def _numeric_pair(baseline: ArrayLike, current: ArrayLike) -> tuple[FloatArray, 
     return _finite(baseline), _finite(current)
 
 
+def _std(x: FloatArray) -> float:
+    """Sample standard deviation, exactly 0 for a constant array.
+
+    ``np.std`` of a constant like 1/3 is about 1e-17, not 0, because the mean rounds; an
+    effect divided by that noise would report drift on a column that never changed.
+    """
+    if x.size < 2 or float(np.ptp(x)) == 0.0:
+        return 0.0
+    return float(np.std(x, ddof=1))
+
+
 def _scale(baseline: FloatArray, current: FloatArray) -> tuple[float, str]:
     """Baseline IQR, else its standard deviation, else the pooled one (constant baseline)."""
     q75, q25 = np.percentile(baseline, [75, 25])
     if q75 > q25:
         return float(q75 - q25), "baseline IQR"
-    sd = float(np.std(baseline, ddof=1))
+    sd = _std(baseline)
     if sd > 0:
         return sd, "baseline std"
-    pooled = float(np.std(np.concatenate([baseline, current]), ddof=1))
+    pooled = _std(np.concatenate([baseline, current]))
     return pooled, "pooled std"
 
 
@@ -1004,15 +1015,18 @@ def mean_shift_bootstrap(
     name = "|Δmean| / baseline std"
     if b.size < need or c.size < need:
         return _insufficient("mean_shift", feature, "numeric", b.size, c.size, need, name, config)
-    mb, mc = float(b.mean()), float(c.mean())
+    sd_b, sd_c = _std(b), _std(c)
+    # Constant windows: their means are their values; a rounded mean would invent a shift.
+    mb = float(b[0]) if sd_b == 0 else float(b.mean())
+    mc = float(c[0]) if sd_c == 0 else float(c.mean())
     diff = mc - mb
-    sd = float(np.std(b, ddof=1))
+    sd = sd_b
     scale_name = "baseline std"
     if sd <= 0:
-        sd, scale_name = float(np.std(np.concatenate([b, c]), ddof=1)), "pooled std"
+        sd, scale_name = _std(np.concatenate([b, c])), "pooled std"
         name = "|Δmean| / pooled std"
     effect = abs(diff) / sd if sd > 0 else 0.0
-    if np.std(b) == 0 and np.std(c) == 0:
+    if sd_b == 0 and sd_c == 0:
         p = 1.0 if diff == 0 else 0.0
     else:
         p = float(stats.ttest_ind(c, b, equal_var=False).pvalue)

@@ -1517,8 +1517,8 @@ def _active_columns(
     """Columns with values in either window, less numeric ones holding one single value.
 
     A column that is one constant across both windows (a fixed price, a fixed token count)
-    cannot drift. It is left out rather than tested: on such data the float mean differs
-    from the constant by rounding, and a t-test of that rounding noise reports "drift".
+    cannot drift. It is left out rather than tested, so that it takes no place in the
+    report's Benjamini-Hochberg family.
     """
     both = base | cur
     out = []

@@ -219,6 +219,15 @@ def test_constant_baseline_still_measures_a_move() -> None:
     assert same.p_value == 1.0 and same.effect_size == 0.0
 
 
+@pytest.mark.parametrize("value", [1 / 3, 0.1, 0.7])
+@pytest.mark.parametrize("test", NUMERIC_TESTS, ids=lambda f: f.__name__)
+def test_an_unchanged_constant_never_drifts(test: NumericTest, value: float) -> None:
+    # Window sizes whose float means round differently from the constant (1e-17 apart).
+    r = test(np.full(10_007, value), np.full(333, value), feature="price", config=FAST)
+    assert r.verdict == "no_drift", r.summary
+    assert r.effect_size == 0.0
+
+
 def test_wasserstein_permutation_null_is_valid() -> None:
     pvalues = []
     for seed in range(150):
