@@ -381,6 +381,7 @@ def _load_all(
     subject_type: str,
     skip_scored: bool,
     console: Console,
+    report_unavailable: bool = True,
 ) -> tuple[list[_Active], dict[str, str]]:
     active: list[_Active] = []
     unavailable: dict[str, str] = {}
@@ -390,9 +391,11 @@ def _load_all(
             ev.load()
         except EvaluatorUnavailable as exc:
             unavailable[ev.name] = str(exc)
-            console.print(
-                f"[yellow]evaluator {ev.name} unavailable, skipped:[/yellow] {exc}", highlight=False
-            )
+            if report_unavailable:
+                console.print(
+                    f"[yellow]evaluator {ev.name} unavailable, skipped:[/yellow] {exc}",
+                    highlight=False,
+                )
             continue
         load_s = time.perf_counter() - t0
         prof = Profiler(ev.name, ev.version, device=str(getattr(ev, "device", "cpu")))
@@ -417,6 +420,7 @@ def run_evaluation(
     finish: bool = True,
     console: Console | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    report_unavailable: bool = True,
 ) -> RunResult:
     """Score stored subjects with every evaluator and store scores, embeddings and profiles.
 
@@ -432,6 +436,8 @@ def run_evaluation(
         finish: Mark the run completed (or failed) with its summary when done.
         console: Where messages and the progress bar go (default: stderr).
         on_chunk: Called with the number of subjects after each chunk (e.g. flow progress).
+        report_unavailable: Print each evaluator that cannot start. A caller that runs many
+            batches (a flow's tasks) reports them once itself and turns this off.
 
     Returns:
         Per-metric summaries overall and per model version, profiles, unavailable evaluators.
@@ -458,7 +464,7 @@ def run_evaluation(
     active: list[_Active] = []
     try:
         active, result.unavailable = _load_all(
-            evaluators, engine, subject_type, skip_scored, console
+            evaluators, engine, subject_type, skip_scored, console, report_unavailable
         )
         threaded = _threads_ok(engine)
         writer = _Writer(engine, threaded)

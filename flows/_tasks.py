@@ -59,6 +59,8 @@ def evaluate_batch(
         progress=False,
         skip_scored=True,
         finish=False,
+        # The flow logs each unavailable evaluator once, not once per batch.
+        report_unavailable=False,
     )
     return {
         "n": len(ids),

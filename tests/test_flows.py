@@ -128,6 +128,33 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
     assert sum(t.name.startswith("evaluate-batch") for t in tasks) == 3
 
 
+def test_an_unavailable_evaluator_is_reported_once_not_per_batch(
+    prefect_harness, tmp_path, capfd
+):
+    from flows.traffic import evaluate_traffic
+    from runs.traffic import TrafficParams
+    from storage.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'once.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    insert_interactions(engine, _traffic(60))
+    missing = {"toxicity": {"checkpoint": str(tmp_path / "missing.ckpt"), "device": "cpu"}}
+    summary = evaluate_traffic(
+        params=TrafficParams(
+            evaluators=["heuristics", "toxicity"], evaluator_options=missing, batch_size=25
+        ),
+        database_url=url,
+    )
+    assert summary["n_scores"] == 60 * 6
+    assert "evaluator_options.toxicity.checkpoint" in summary["unavailable"]["toxicity"]
+    out = capfd.readouterr()
+    # Three batch tasks each found toxicity unavailable; none of them printed it, and the
+    # flow's own log says it once.
+    assert "unavailable, skipped" not in out.out + out.err
+    assert (out.out + out.err).count("evaluator toxicity unavailable") == 1
+
+
 def test_evaluate_dataset_flow_from_predictions_file(
     db_url, prefect_harness, tmp_path, monkeypatch
 ):
