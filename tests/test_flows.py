@@ -195,6 +195,63 @@ def test_evaluate_dataset_flow_from_predictions_file(
     assert table_counts(engine)["model_outputs"] == 12
 
 
+def test_run_commands_start_the_flows_and_print_run_id_and_summary(api_url, tmp_path):
+    import json
+
+    from storage.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    insert_interactions(engine, _traffic(30))
+    # The installed console script, against the test's Prefect server, as a user runs it.
+    evalwatch = str(Path(sys.executable).with_name("evalwatch"))
+    env = dict(
+        os.environ, PREFECT_API_URL=api_url, EVALWATCH_REPORT_DIR=str(tmp_path / "reports")
+    )
+
+    def run(*args: str) -> Any:
+        done = subprocess.run(
+            [evalwatch, "--db", url, "run", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        done.output = done.stdout + done.stderr  # type: ignore[attr-defined]
+        done.exit_code = done.returncode  # type: ignore[attr-defined]
+        return done
+
+    res = run("traffic", "--evaluators", "heuristics", "--batch-size", "10", "--max-items", "20")
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "run 1" in out and "heuristics.refusal" in out and "report:" in out
+    with engine.connect() as conn:
+        (flow_run_id,) = conn.execute(sa.text("SELECT flow_run_id FROM eval_runs")).one()
+    assert flow_run_id  # visible in Prefect
+
+    items = [{"item_key": f"q{i}", "input": f"question {i}?"} for i in range(6)]
+    register_dataset(engine, "qa", items)
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        "".join(json.dumps({"id": f"q{i}", "model": "m1", "output": "ok"}) + "\n" for i in range(6))
+    )
+    res = run("dataset", "qa", "--outputs", str(preds), "--evaluators", "heuristics")
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "m1 on qa@" in out and "run 2" in out and "heuristics.empty_response" in out
+
+    # Bad usage is exit 2 with the reason, and starts no flow.
+    res = run("dataset", "qa", "--outputs", str(preds), "--model", "m1")
+    assert res.exit_code == 2
+    res = run("traffic", "--evaluators", "nope")
+    assert res.exit_code == 2 and "unknown evaluator(s): nope" in " ".join(res.output.split())
+    res = run("dataset", "nosuch", "--outputs", str(preds), "--evaluators", "heuristics")
+    assert res.exit_code == 2 and "nosuch" in res.output
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM eval_runs")).scalar_one() == 2
+
+
 def test_killed_flow_run_rerun_finishes_without_duplicates_or_gaps(api_url, tmp_path):
     db = tmp_path / "crash.db"
     url = f"sqlite:///{db}"

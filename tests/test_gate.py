@@ -403,7 +403,7 @@ def test_mismatched_evaluator_versions_exit_2(db_url, tmp_path, monkeypatch) -> 
          "exactly one of baseline_run or baseline_model"),
         (["--baseline-run", "99", "--candidate-model", "m2"], "baseline run 99 does not exist"),
         (["--baseline-model", "m1", "--candidate-model", "m2", "--evaluators", "nope"],
-         "unknown evaluator(s) nope"),
+         "unknown evaluator(s): nope"),
         (["--baseline-model", "m1", "--candidate-model", "m2", "--policy", "missing.yaml"],
          "cannot read gate policy missing.yaml"),
         (["--baseline-model", "m1", "--candidate-model", "m2"], "no test set 'qa'"),

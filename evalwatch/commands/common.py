@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, overload
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.engine import Engine
@@ -31,10 +33,14 @@ __all__ = [
     "bad_input",
     "console",
     "err_console",
+    "evaluator_list",
+    "finish_gate_report",
     "open_store",
     "parse_duration",
     "parse_time",
+    "read_options_file",
     "sample_spec",
+    "validation_message",
 ]
 
 EXIT_OK = 0
@@ -52,6 +58,106 @@ def bad_input(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the exit for bad input (code 2)."""
     err_console.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(EXIT_BAD_INPUT)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as one line of its messages, without pydantic's prefixes."""
+    return "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+
+
+@overload
+def evaluator_list(text: str) -> list[str]: ...
+
+
+@overload
+def evaluator_list(text: None) -> None: ...
+
+
+def evaluator_list(text: str | None) -> list[str] | None:
+    """Parse ``--evaluators a,b``: known names in order, once each (None stays None).
+
+    Raises:
+        typer.Exit: Code 2 when no name is given or a name is unknown (the known ones listed).
+
+    Examples:
+        >>> evaluator_list("heuristics, heuristics")
+        ['heuristics']
+    """
+    if text is None:
+        return None
+    from evaluators.base import evaluator_names
+
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    known = evaluator_names()
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise bad_input(
+            (f"unknown evaluator(s): {', '.join(unknown)}; " if unknown else "no evaluators; ")
+            + f"known: {', '.join(known)}"
+        )
+    return names
+
+
+def read_options_file(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Read ``--options-file``: a YAML mapping of evaluator name to its options.
+
+    Raises:
+        typer.Exit: Code 2 for an unreadable file or one of another shape.
+    """
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise bad_input(f"cannot read options file {path}: {exc}") from exc
+    if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+        raise bad_input(f"options file {path} must map evaluator names to option mappings")
+    return {str(k): dict(v) for k, v in loaded.items()}
+
+
+def finish_gate_report(
+    outcome: Any,
+    json_out: bool,
+    *,
+    header: str | None = None,
+    details: str | None = None,
+    left: dict[str, str] | None = None,
+) -> None:
+    """Print a gate or canary outcome, then exit with the report's code (0 pass, 1 fail).
+
+    Args:
+        outcome: A gate or canary outcome (``report``, ``report_id``, ``alerts``,
+            ``alert_error``).
+        json_out: Print the report as JSON (with the alerts) instead of text.
+        header: A line printed above the text report.
+        details: Text printed below the report (e.g. the worst items).
+        left: Metrics not compared, with the reason.
+    """
+    report = outcome.report
+    if json_out:
+        report.meta["alerts"] = outcome.alerts
+        typer.echo(report.to_json())
+    else:
+        if header:
+            typer.echo(header + "\n")
+        typer.echo(report.to_text())
+        if details:
+            typer.echo("\n" + details)
+        if left:
+            typer.echo("\nNot compared:")
+            for metric, why in left.items():
+                typer.echo(f"  {metric}: {why}")
+        typer.echo(f"\nstored as regression report {outcome.report_id}")
+        for e in outcome.alerts:
+            typer.echo(f"alert {e['alert_id']} {e['action']} [{e['severity']}] {e['rule']}")
+        if outcome.alert_error:
+            err_console.print(
+                f"[yellow]alert rules could not be evaluated:[/yellow] {outcome.alert_error}",
+                highlight=False,
+            )
+    code = report.exit_code()
+    if code != EXIT_OK:
+        raise typer.Exit(code)
 
 
 def parse_duration(text: str) -> timedelta:

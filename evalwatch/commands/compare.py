@@ -13,11 +13,12 @@ import typer
 from pydantic import ValidationError
 
 from evalwatch.commands.common import (
-    EXIT_OK,
     bad_input,
+    finish_gate_report,
     open_store,
     parse_duration,
     parse_time,
+    validation_message,
 )
 
 __all__ = ["compare", "register"]
@@ -48,7 +49,6 @@ def compare(
     answers, thumbs up), Holm-corrected, with the policy's margins.
     """
     from checks.policy import GateInputError
-    from evalwatch.commands.gate import print_outcome_extras
     from runs.canary import CanaryParams, compare_versions
 
     try:
@@ -66,35 +66,20 @@ def compare(
             policy_file=str(policy) if policy else None,
         )
     except ValidationError as exc:
-        raise bad_input(
-            "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        ) from exc
+        raise bad_input(validation_message(exc)) from exc
     try:
         outcome = compare_versions(open_store(), params)
     except GateInputError as exc:
         raise bad_input(str(exc)) from exc
-    report = outcome.report
-    if json_out:
-        report.meta["alerts"] = outcome.alerts
-        typer.echo(report.to_json())
-    else:
-        meta = report.meta
-        n = meta.get("interactions", {})
-        w = meta.get("window", {})
-        typer.echo(
-            f"{app}: {model_a} ({n.get(model_a)} interactions) vs canary {model_b} "
-            f"({n.get(model_b)}), {w.get('start')} to {w.get('end')}\n"
-        )
-        typer.echo(report.to_text())
-        left = meta.get("not_compared") or {}
-        if left:
-            typer.echo("\nNot compared:")
-            for metric, why in left.items():
-                typer.echo(f"  {metric}: {why}")
-        print_outcome_extras(outcome)
-    code = report.exit_code()
-    if code != EXIT_OK:
-        raise typer.Exit(code)
+    meta = outcome.report.meta
+    n, w = meta.get("interactions", {}), meta.get("window", {})
+    finish_gate_report(
+        outcome,
+        json_out,
+        header=f"{app}: {model_a} ({n.get(model_a)} interactions) vs canary {model_b} "
+        f"({n.get(model_b)}), {w.get('start')} to {w.get('end')}",
+        left=meta.get("not_compared"),
+    )
 
 
 def register(app: typer.Typer) -> None:

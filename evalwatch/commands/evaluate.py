@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from evaluators.base import EvaluatorConfigError, evaluator_names
+from evaluators.base import EvaluatorConfigError
 from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult
 from evaluators.summary import MetricSummary
 from evalwatch.commands.common import (
@@ -32,7 +31,9 @@ from evalwatch.commands.common import (
     bad_input,
     console,
     err_console,
+    evaluator_list,
     open_store,
+    read_options_file,
     sample_spec,
 )
 from runs.traffic import EmptySample, TrafficParams, evaluate_traffic
@@ -70,24 +71,14 @@ def evaluator_options(
         {'heuristics': {}}
     """
     base = STATE.settings().evaluator_options
-    from_file: dict[str, Any] = {}
-    if options_file is not None:
-        try:
-            loaded = yaml.safe_load(options_file.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise bad_input(f"cannot read options file {options_file}: {exc}") from exc
-        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
-            raise bad_input(
-                f"options file {options_file} must map evaluator names to option mappings"
-            )
-        unused = sorted(set(loaded) - set(names))
-        if unused:
-            err_console.print(
-                f"[yellow]note:[/yellow] options for unselected evaluators ignored: "
-                f"{', '.join(unused)}",
-                highlight=False,
-            )
-        from_file = loaded
+    from_file = read_options_file(options_file)
+    unused = sorted(set(from_file) - set(names))
+    if unused:
+        err_console.print(
+            f"[yellow]note:[/yellow] options for unselected evaluators ignored: "
+            f"{', '.join(unused)}",
+            highlight=False,
+        )
     if rubrics and JUDGE not in names:
         raise bad_input(f"--rubrics applies to the judge; add '{JUDGE}' to --evaluators")
     out: dict[str, dict[str, Any]] = {}
@@ -215,14 +206,7 @@ def evaluate(
     ] = True,
 ) -> None:
     """Score a sample of stored traffic and print per-metric summaries and profiles."""
-    names = list(dict.fromkeys(_split([evaluators])))
-    known = evaluator_names()
-    unknown = [n for n in names if n not in known]
-    if not names or unknown:
-        raise bad_input(
-            (f"unknown evaluator(s): {', '.join(unknown)}; " if unknown else "no evaluators; ")
-            + f"known: {', '.join(known)}"
-        )
+    names = evaluator_list(evaluators)
     options = evaluator_options(names, options_file, _split(rubrics))
     spec = sample_spec(since, until, app, model_version, rate, max_items, stratify, seed)
     params = TrafficParams(

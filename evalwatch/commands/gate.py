@@ -8,55 +8,23 @@ runs, invalid policy...).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-import yaml
 from pydantic import ValidationError
 
-from evalwatch.commands.common import EXIT_OK, STATE, bad_input, err_console, open_store
+from evalwatch.commands.common import (
+    STATE,
+    bad_input,
+    err_console,
+    evaluator_list,
+    finish_gate_report,
+    open_store,
+    read_options_file,
+    validation_message,
+)
 
-__all__ = ["gate", "print_outcome_extras", "register"]
-
-
-def _names(evaluators: str | None) -> list[str] | None:
-    if evaluators is None:
-        return None
-    names = list(dict.fromkeys(n.strip() for n in evaluators.split(",") if n.strip()))
-    if not names:
-        raise bad_input("--evaluators names no evaluator")
-    from evaluators.base import evaluator_names
-
-    unknown = [n for n in names if n not in evaluator_names()]
-    if unknown:
-        raise bad_input(
-            f"unknown evaluator(s) {', '.join(unknown)}; known: {', '.join(evaluator_names())}"
-        )
-    return names
-
-
-def _options(path: Path | None) -> dict[str, dict[str, Any]]:
-    if path is None:
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise bad_input(f"cannot read options file {path}: {exc}") from exc
-    if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
-        raise bad_input(f"options file {path} must map evaluator names to option mappings")
-    return {str(k): dict(v) for k, v in loaded.items()}
-
-
-def print_outcome_extras(outcome: Any) -> None:
-    """Print where the report is stored and what alerted (after the report itself)."""
-    typer.echo(f"\nstored as regression report {outcome.report_id}")
-    for e in outcome.alerts:
-        typer.echo(f"alert {e['alert_id']} {e['action']} [{e['severity']}] {e['rule']}")
-    if outcome.alert_error:
-        err_console.print(
-            f"[yellow]alert rules could not be evaluated:[/yellow] {outcome.alert_error}",
-            highlight=False,
-        )
+__all__ = ["gate", "register"]
 
 
 def gate(
@@ -144,14 +112,12 @@ def gate(
             candidate_outputs=str(candidate_outputs) if candidate_outputs else None,
             policy_file=str(policy) if policy else None,
             repeats=repeats,
-            evaluators=_names(evaluators),
-            evaluator_options=_options(options_file),
+            evaluators=evaluator_list(evaluators),
+            evaluator_options=read_options_file(options_file),
             pairwise=pairwise,
         )
     except ValidationError as exc:
-        raise bad_input(
-            "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        ) from exc
+        raise bad_input(validation_message(exc)) from exc
     engine = open_store()
     try:
         outcome = run_gate_job(
@@ -159,24 +125,12 @@ def gate(
         )
     except GateInputError as exc:
         raise bad_input(str(exc)) from exc
-    report = outcome.report
-    if json_out:
-        report.meta["alerts"] = outcome.alerts
-        typer.echo(report.to_json())
-    else:
-        typer.echo(report.to_text())
-        details = worst_items_text(report)
-        if details:
-            typer.echo("\n" + details)
-        left = report.meta.get("not_gated") or {}
-        if left:
-            typer.echo("\nNot compared:")
-            for metric, why in left.items():
-                typer.echo(f"  {metric}: {why}")
-        print_outcome_extras(outcome)
-    code = report.exit_code()
-    if code != EXIT_OK:
-        raise typer.Exit(code)
+    finish_gate_report(
+        outcome,
+        json_out,
+        details=worst_items_text(outcome.report),
+        left=outcome.report.meta.get("not_gated"),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,9 @@ from evalwatch.commands.common import (
     UntilOpt,
     bad_input,
     console,
+    evaluator_list,
     sample_spec,
+    validation_message,
 )
 
 run_app = typer.Typer(help="Run evalwatch's Prefect flows.", no_args_is_help=True)
@@ -30,20 +32,6 @@ EvaluatorsOpt = Annotated[
     str, typer.Option("--evaluators", help="Comma-separated evaluator names.")
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Subjects per Prefect task.")]
-
-
-def _names(evaluators: str) -> list[str]:
-    names = [n.strip() for n in evaluators.split(",") if n.strip()]
-    if not names:
-        raise bad_input("--evaluators names no evaluator")
-    from evaluators.base import evaluator_names
-
-    unknown = [n for n in names if n not in evaluator_names()]
-    if unknown:
-        raise bad_input(
-            f"unknown evaluator(s) {', '.join(unknown)}; known: {', '.join(evaluator_names())}"
-        )
-    return names
 
 
 def print_run_summary(summary: dict[str, Any]) -> None:
@@ -82,7 +70,9 @@ def run_traffic(
     from runs.traffic import TrafficParams
 
     spec = sample_spec(since, until, app, model_version, rate, max_items, stratify, seed)
-    params = TrafficParams(sample=spec, evaluators=_names(evaluators), batch_size=batch_size)
+    params = TrafficParams(
+        sample=spec, evaluators=evaluator_list(evaluators), batch_size=batch_size
+    )
     summary = evaluate_traffic(params=params, database_url=STATE.settings().database_url)
     print_run_summary(summary)
 
@@ -112,11 +102,11 @@ def run_dataset(
             version=version,
             model=model,
             outputs_file=outputs,
-            evaluators=_names(evaluators),
+            evaluators=evaluator_list(evaluators),
             batch_size=batch_size,
         )
     except ValidationError as exc:
-        raise bad_input("; ".join(e["msg"] for e in exc.errors())) from exc
+        raise bad_input(validation_message(exc)) from exc
     try:
         summary = evaluate_dataset(params=params, database_url=STATE.settings().database_url)
     except DatasetRunError as exc:
