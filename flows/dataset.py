@@ -31,6 +31,7 @@ def prepare_outputs(params: DatasetParams, database_url: str | None) -> dict[str
         "dataset_version": prepared.dataset.version,
         "generation_errors": prepared.generation_errors,
         "quarantined_predictions": prepared.quarantined,
+        "generation_cost_usd": prepared.generation_cost_usd,
     }
 
 
@@ -81,6 +82,11 @@ def evaluate_dataset(params: DatasetParams, database_url: str | None = None) -> 
                     "quarantined_predictions",
                 )
             }
+            | (
+                {"generation_cost_usd": prepared["generation_cost_usd"]}
+                if prepared["generation_cost_usd"] is not None
+                else {}
+            )
             | {"unavailable": unavailable},
         )
     except BaseException as exc:

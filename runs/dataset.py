@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel, Field, model_validator
 from rich.console import Console
 from sqlalchemy.engine import Engine
@@ -20,7 +19,7 @@ from ingest.datasets import load_outputs
 from ingest.readers import UnreadableFileError
 from runs.common import build_evaluators, evaluator_provenance, merge_profiles
 from runs.generate import generate_outputs
-from storage.models import Dataset, DatasetItem, ModelOutput, RunStatus
+from storage.models import Dataset, RunStatus
 from storage.repo import (
     content_hash,
     create_run,
@@ -28,6 +27,8 @@ from storage.repo import (
     finish_run,
     get_dataset,
     insert_model_outputs,
+    latest_outputs,
+    output_models_from_source,
 )
 
 __all__ = [
@@ -82,6 +83,8 @@ class PreparedDatasetRun:
     generation_errors: int = 0
     quarantined: int = 0
     evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
+    # What this run's calls to the model under test cost (None: no priced calls).
+    generation_cost_usd: float | None = None
 
 
 def _output_hash(text: str) -> str:
@@ -128,33 +131,6 @@ def store_outputs(
     return unknown
 
 
-def latest_outputs(engine: Engine, dataset_id: int, model: str) -> dict[str, int]:
-    """Item key -> newest output id of ``model`` for each item of the dataset version."""
-    mo = ModelOutput.__table__  # type: ignore[attr-defined]
-    di = DatasetItem.__table__  # type: ignore[attr-defined]
-    q = (
-        sa.select(di.c.item_key, mo.c.id)
-        .join(mo, mo.c.dataset_item_id == di.c.id)
-        .where(di.c.dataset_id == dataset_id, mo.c.model == model)
-        .order_by(mo.c.id)
-    )
-    with engine.connect() as conn:
-        return {k: i for k, i in conn.execute(q)}  # later rows (newer ids) win
-
-
-def _models_from_source(engine: Engine, dataset_id: int, source: str) -> set[str]:
-    mo = ModelOutput.__table__  # type: ignore[attr-defined]
-    di = DatasetItem.__table__  # type: ignore[attr-defined]
-    q = (
-        sa.select(mo.c.model)
-        .join(di, mo.c.dataset_item_id == di.c.id)
-        .where(di.c.dataset_id == dataset_id, mo.c.source == source)
-        .distinct()
-    )
-    with engine.connect() as conn:
-        return {m for (m,) in conn.execute(q)}
-
-
 def prepare_dataset_run(
     engine: Engine,
     params: DatasetParams,
@@ -174,6 +150,7 @@ def prepare_dataset_run(
     evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options, engine)
     errors = 0
     quarantined = 0
+    generation_cost: float | None = None
     if params.outputs_file is not None:
         path = Path(params.outputs_file)
         if not path.is_file():
@@ -183,7 +160,7 @@ def prepare_dataset_run(
         except UnreadableFileError as exc:
             raise DatasetRunError(str(exc)) from exc
         quarantined = loaded.quarantined
-        models = _models_from_source(engine, ds.id, str(path.resolve())[-500:])
+        models = output_models_from_source(engine, ds.id, str(path.resolve())[-500:])
         if len(models) != 1:
             reasons = "; ".join(f"{r} ({n})" for r, n in loaded.reasons.most_common(3))
             raise DatasetRunError(
@@ -198,10 +175,13 @@ def prepare_dataset_run(
                 "no endpoint for the model under test: set EVALWATCH_TARGET__BASE_URL "
                 "(and EVALWATCH_TARGET__API_KEY), or pass a predictions file"
             )
-        have = latest_outputs(engine, ds.id, model)
+        # Items whose last call failed are asked again: a re-run fills the gaps.
+        have = latest_outputs(engine, ds.id, model, answered_only=True)
         todo = [i for i in dataset_items(engine, ds.id) if i.item_key not in have]
         gens = generate_outputs(model, [(i.item_key, i.input) for i in todo], settings.target)
         errors = sum(g.error is not None for g in gens)
+        costs = [g.cost for g in gens if g.cost is not None]
+        generation_cost = sum(costs) if costs else None
         store_outputs(
             engine,
             ds,
@@ -245,8 +225,21 @@ def prepare_dataset_run(
     )
     assert run.id is not None
     return PreparedDatasetRun(
-        run.id, ds, model, sorted(outputs.values()), errors, quarantined, evaluators
+        run.id,
+        ds,
+        model,
+        sorted(outputs.values()),
+        errors,
+        quarantined,
+        evaluators,
+        generation_cost_usd=generation_cost,
     )
+
+
+def _generation_cost(prepared: PreparedDatasetRun) -> dict[str, float]:
+    if prepared.generation_cost_usd is None:
+        return {}
+    return {"generation_cost_usd": prepared.generation_cost_usd}
 
 
 def evaluate_dataset(
@@ -281,7 +274,8 @@ def evaluate_dataset(
             | {
                 "generation_errors": prepared.generation_errors,
                 "quarantined_predictions": prepared.quarantined,
-            },
+            }
+            | _generation_cost(prepared),
         )
     except BaseException as exc:
         finish_run(engine, prepared.run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")

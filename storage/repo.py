@@ -40,6 +40,7 @@ from storage.models import (
 )
 
 __all__ = [
+    "COSTED_EVALUATORS",
     "content_hash",
     "create_run",
     "dataset_items",
@@ -57,11 +58,14 @@ __all__ = [
     "insert_regression_report",
     "interaction_ids_for",
     "iter_rows",
+    "latest_outputs",
     "list_datasets",
+    "output_models_from_source",
     "prune",
     "put_judge_cache",
     "register_dataset",
     "scored_subject_ids",
+    "scoring_cost",
     "table_counts",
     "write_embeddings",
     "write_profile",
@@ -485,6 +489,45 @@ def dataset_items(engine: Engine, dataset_id: int) -> list[DatasetItem]:
         )
 
 
+def latest_outputs(
+    engine: Engine, dataset_id: int, model: str, *, answered_only: bool = False
+) -> dict[str, int]:
+    """Item key -> newest output id of ``model`` for each item of the dataset version.
+
+    Args:
+        engine: The store.
+        dataset_id: The dataset version.
+        model: The model whose outputs are wanted.
+        answered_only: Only outputs that are answers, not recorded call failures.
+    """
+    mo = ModelOutput.__table__  # type: ignore[attr-defined]
+    di = DatasetItem.__table__  # type: ignore[attr-defined]
+    q = (
+        sa.select(di.c.item_key, mo.c.id)
+        .join(mo, mo.c.dataset_item_id == di.c.id)
+        .where(di.c.dataset_id == dataset_id, mo.c.model == model)
+        .order_by(mo.c.id)
+    )
+    if answered_only:
+        q = q.where(mo.c.error.is_(None))
+    with engine.connect() as conn:
+        return {k: i for k, i in conn.execute(q)}  # later rows (newer ids) win
+
+
+def output_models_from_source(engine: Engine, dataset_id: int, source: str) -> set[str]:
+    """The models whose outputs for a dataset version came from ``source`` (e.g. a file)."""
+    mo = ModelOutput.__table__  # type: ignore[attr-defined]
+    di = DatasetItem.__table__  # type: ignore[attr-defined]
+    q = (
+        sa.select(mo.c.model)
+        .join(di, mo.c.dataset_item_id == di.c.id)
+        .where(di.c.dataset_id == dataset_id, mo.c.source == source)
+        .distinct()
+    )
+    with engine.connect() as conn:
+        return {m for (m,) in conn.execute(q)}
+
+
 def insert_model_outputs(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """Store model outputs for dataset items; returns the ids of those newly stored."""
     with engine.begin() as conn:
@@ -543,6 +586,36 @@ def get_run_by_key(engine: Engine, run_key: str) -> EvalRun | None:
         return s.exec(select(EvalRun).where(EvalRun.run_key == run_key)).first()
 
 
+# Evaluators whose scores record what their calls cost (``details["cost_usd"]``).
+COSTED_EVALUATORS = ("judge",)
+
+
+def scoring_cost(conn: Connection, run_id: int) -> tuple[float, int] | None:
+    """What a run's scoring calls cost: (US dollars, calls of unpriced models), or None.
+
+    None when no score of the run records a cost (no judge ran). Cached judgements cost 0.
+    """
+    sc = Score.__table__  # type: ignore[attr-defined]
+    q = sa.select(sc.c.details).where(
+        sc.c.run_id == run_id,
+        sc.c.evaluator.in_(COSTED_EVALUATORS),
+        sc.c.details.is_not(None),
+    )
+    total, unpriced, seen = 0.0, 0, False
+    for (details,) in conn.execute(q):
+        if isinstance(details, str):
+            details = json.loads(details)
+        if not isinstance(details, dict) or "cost_usd" not in details:
+            continue
+        seen = True
+        cost = details["cost_usd"]
+        if isinstance(cost, int | float) and not isinstance(cost, bool):
+            total += float(cost)
+        else:
+            unpriced += 1
+    return (total, unpriced) if seen else None
+
+
 def finish_run(
     engine: Engine,
     run_id: int,
@@ -550,7 +623,12 @@ def finish_run(
     summary: Mapping[str, Any] | None = None,
     error: str | None = None,
 ) -> None:
-    """Mark a run completed or failed, with its summary."""
+    """Mark a run completed or failed, with its summary.
+
+    A completed run's summary gains ``cost_usd`` (what its judge calls and, when the summary
+    gives ``generation_cost_usd``, its model-under-test calls cost), which the ``run.cost``
+    alert selector reads; runs that spent nothing measurable get no cost.
+    """
     with session_scope(engine) as s:
         run = s.get(EvalRun, run_id)
         if run is None:
@@ -558,9 +636,26 @@ def finish_run(
         run.status = status
         run.finished_at = utcnow()
         if summary is not None:
-            run.summary = dict(summary)
+            summary = dict(summary)
+            if status == RunStatus.completed and "cost_usd" not in summary:
+                summary.update(_cost_fields(s.connection(), run_id, summary))
+            run.summary = summary
         run.error = error
         s.add(run)
+
+
+def _cost_fields(conn: Connection, run_id: int, summary: Mapping[str, Any]) -> dict[str, Any]:
+    scoring = scoring_cost(conn, run_id)
+    generation = summary.get("generation_cost_usd")
+    if scoring is None and generation is None:
+        return {}
+    out: dict[str, Any] = {"cost_usd": float(generation or 0.0)}
+    if scoring is not None:
+        out["scoring_cost_usd"] = scoring[0]
+        out["cost_usd"] += scoring[0]
+        if scoring[1]:
+            out["unpriced_scoring_calls"] = scoring[1]
+    return out
 
 
 def write_scores(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str, Any]]) -> int:

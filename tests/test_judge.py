@@ -383,6 +383,41 @@ def test_estimate_before_a_run_counts_calls_and_cost(
     judge.close()
 
 
+def test_a_judged_run_records_what_it_cost(server: FakeJudgeServer, engine: Engine) -> None:
+    from datetime import UTC, datetime
+
+    from evaluators.runner import run_evaluation
+    from storage.repo import create_run, get_run, insert_interactions, interaction_ids_for
+
+    insert_interactions(
+        engine,
+        [
+            {"request_id": f"c{i}", "ts": datetime(2026, 11, 1, i, tzinfo=UTC), "app": "a",
+             "model_name": "m", "model_version": "v1", "prompt": f"question {i}?",
+             "response": f"answer {i}"}
+            for i in range(6)
+        ],
+    )
+    ids = list(interaction_ids_for(engine, [f"c{i}" for i in range(6)]).values())
+    judge = make_judge(server, engine, rubrics=["helpfulness", "coherence"],
+                       settings={"prices": {"judge-1": (1000.0, 1000.0)}})
+    run = create_run(engine, "traffic")
+    assert run.id is not None
+    run_evaluation(engine, [judge], ids, run_id=run.id, progress=False)
+    judge.close()
+    assert server.request_count == 12
+    with engine.connect() as conn:
+        details = [json.loads(d) if isinstance(d, str) else d for (d,) in conn.execute(
+            sa.text("SELECT details FROM scores WHERE evaluator = 'judge'"))]
+    spent = sum(d["cost_usd"] for d in details)
+    stored = get_run(engine, run.id)
+    assert stored is not None and stored.summary is not None
+    # What the run.cost alert selector reads: every call of the run, and only those.
+    assert len(details) == 12 and spent > 0
+    assert stored.summary["cost_usd"] == pytest.approx(spent)
+    assert stored.summary["scoring_cost_usd"] == pytest.approx(spent)
+
+
 def test_estimate_cost_unpriced_model_is_unknown_not_zero() -> None:
     r = JudgeRequest("m", "h", "1", [{"role": "user", "content": "x" * 400}])
     est = estimate_cost([r], {})

@@ -10,7 +10,8 @@ It answers ``POST /v1/chat/completions`` with deterministic judge verdicts, so t
   makes it always pick the first, like a biased judge.
 * Faults, injected three ways (first match wins): a queue of scripted faults for the next
   requests (:meth:`FakeJudgeServer.script`), a ``[[fault=KIND]]`` / ``[[fault=KINDxN]]``
-  marker in the judged text (every time, or for the first N requests with that text), or a
+  marker in the judged text, or in the prompt of a plain chat request (every time, or for
+  the first N requests with that text), or a
   random ``fault_rate``. Kinds: ``429`` (with Retry-After), ``500``, ``slow`` (answers after
   ``slow_s``, past a client timeout), ``malformed`` (verdict text that is not JSON),
   ``out_of_scale`` (a score above the scale), ``bad_body`` (an HTTP body that is not JSON).
@@ -348,7 +349,12 @@ class FakeJudgeServer:
         lo, hi = _scale(rf, system_text)
         single = _section(user_text, "RESPONSE")
         a, b = _section(user_text, "RESPONSE_A"), _section(user_text, "RESPONSE_B")
-        judged = single if single is not None else f"{a or ''}\n{b or ''}"
+        if single is not None:
+            judged = single
+        elif a is not None or b is not None:
+            judged = f"{a or ''}\n{b or ''}"
+        else:
+            judged = user_text  # a plain chat request (the model under test): its prompt
         fault = self._choose_fault(judged, model)
         delay = self.latency_s
         if fault == "429":
