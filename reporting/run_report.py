@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from evaluators.summary import MetricSummary
@@ -14,8 +13,8 @@ from reporting.page import html_page, html_table, img, section
 from reporting.plots import distributions_png, group_comparison_png, over_time_png
 from runs.common import summaries_from_frame
 from storage.frames import run_scores_frame
-from storage.models import EvalRun, EvaluatorProfile
-from storage.repo import get_run
+from storage.models import EvalRun
+from storage.repo import get_run, run_profiles
 
 __all__ = [
     "metric_rows",
@@ -64,9 +63,7 @@ def metric_rows(summaries: list[MetricSummary], by_group: bool = False) -> list[
 
 def profile_rows(engine: Engine, run_id: int) -> list[dict[str, Any]]:
     """One row per evaluator profile of the run."""
-    table = EvaluatorProfile.__table__  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        profiles = conn.execute(sa.select(table).where(table.c.run_id == run_id)).mappings().all()
+    profiles = [p.model_dump() for p in run_profiles(engine, run_id)]
     rows = []
     for p in profiles:
         rows.append(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from evaluators.base import BaseEvaluator, create_evaluator
@@ -13,6 +12,7 @@ from evaluators.summary import MetricSummary, summarize
 from evalwatch.settings import Settings
 from storage.frames import run_scores_frame
 from storage.models import EvaluatorProfile
+from storage.repo import replace_profiles, run_profiles
 
 __all__ = [
     "build_evaluators",
@@ -122,55 +122,51 @@ def merge_profiles(engine: Engine, run_id: int) -> list[EvaluatorProfile]:
     Flow tasks profile their own batch; the store keeps one summary per evaluator per run.
     Means are weighted by busy seconds, peaks are maxima, counts and energy are sums.
     """
-    table = EvaluatorProfile.__table__  # type: ignore[attr-defined]
-    with engine.begin() as conn:
-        rows = [
-            EvaluatorProfile(**dict(r))
-            for r in conn.execute(sa.select(table).where(table.c.run_id == run_id)).mappings()
-        ]
-        groups: dict[tuple[str, str], list[EvaluatorProfile]] = {}
-        for r in rows:
-            groups.setdefault((r.evaluator, r.evaluator_version), []).append(r)
-        merged: list[EvaluatorProfile] = []
-        for (name, version), parts in groups.items():
-            if len(parts) == 1:
-                merged.append(parts[0])
-                continue
-            seconds = sum(p.seconds for p in parts)
-            n_items = sum(p.n_items for p in parts)
-            tokens = _sum(parts, "n_tokens")
-            details: dict[str, Any] = {"merged_batches": len(parts)}
-            for p in parts:
-                for k, v in (p.details or {}).items():
-                    details.setdefault(k, v)
-            m = EvaluatorProfile(
-                run_id=run_id,
-                evaluator=name,
-                evaluator_version=version,
-                device=parts[0].device,
-                gpu_available=any(p.gpu_available for p in parts),
-                gpu_note=next((p.gpu_note for p in parts if p.gpu_note), None),
-                n_items=n_items,
-                n_tokens=int(tokens) if tokens is not None else None,
-                seconds=seconds,
-                load_seconds=_max(parts, "load_seconds"),
-                items_per_s=n_items / seconds if seconds > 0 and n_items else None,
-                tokens_per_s=tokens / seconds if tokens and seconds > 0 else None,
-                gpu_util_mean=_weighted(parts, "gpu_util_mean"),
-                gpu_util_max=_max(parts, "gpu_util_max"),
-                gpu_mem_peak_mb=_max(parts, "gpu_mem_peak_mb"),
-                gpu_temp_max_c=_max(parts, "gpu_temp_max_c"),
-                gpu_power_mean_w=_weighted(parts, "gpu_power_mean_w"),
-                gpu_energy_j=_sum(parts, "gpu_energy_j"),
-                torch_peak_mb=_max(parts, "torch_peak_mb"),
-                cpu_percent_mean=_weighted(parts, "cpu_percent_mean"),
-                rss_peak_mb=_max(parts, "rss_peak_mb"),
-                details=details,
-            )
-            conn.execute(sa.delete(table).where(table.c.id.in_([p.id for p in parts])))
-            conn.execute(
-                sa.insert(table),
-                [m.model_dump(exclude={"id"})],
-            )
-            merged.append(m)
+    rows = run_profiles(engine, run_id)
+    groups: dict[tuple[str, str], list[EvaluatorProfile]] = {}
+    for r in rows:
+        groups.setdefault((r.evaluator, r.evaluator_version), []).append(r)
+    merged: list[EvaluatorProfile] = []
+    replaced: list[EvaluatorProfile] = []
+    folded: list[EvaluatorProfile] = []
+    for (name, version), parts in groups.items():
+        if len(parts) == 1:
+            merged.append(parts[0])
+            continue
+        seconds = sum(p.seconds for p in parts)
+        n_items = sum(p.n_items for p in parts)
+        tokens = _sum(parts, "n_tokens")
+        details: dict[str, Any] = {"merged_batches": len(parts)}
+        for p in parts:
+            for k, v in (p.details or {}).items():
+                details.setdefault(k, v)
+        m = EvaluatorProfile(
+            run_id=run_id,
+            evaluator=name,
+            evaluator_version=version,
+            device=parts[0].device,
+            gpu_available=any(p.gpu_available for p in parts),
+            gpu_note=next((p.gpu_note for p in parts if p.gpu_note), None),
+            n_items=n_items,
+            n_tokens=int(tokens) if tokens is not None else None,
+            seconds=seconds,
+            load_seconds=_max(parts, "load_seconds"),
+            items_per_s=n_items / seconds if seconds > 0 and n_items else None,
+            tokens_per_s=tokens / seconds if tokens and seconds > 0 else None,
+            gpu_util_mean=_weighted(parts, "gpu_util_mean"),
+            gpu_util_max=_max(parts, "gpu_util_max"),
+            gpu_mem_peak_mb=_max(parts, "gpu_mem_peak_mb"),
+            gpu_temp_max_c=_max(parts, "gpu_temp_max_c"),
+            gpu_power_mean_w=_weighted(parts, "gpu_power_mean_w"),
+            gpu_energy_j=_sum(parts, "gpu_energy_j"),
+            torch_peak_mb=_max(parts, "torch_peak_mb"),
+            cpu_percent_mean=_weighted(parts, "cpu_percent_mean"),
+            rss_peak_mb=_max(parts, "rss_peak_mb"),
+            details=details,
+        )
+        replaced.extend(parts)
+        folded.append(m)
+        merged.append(m)
+    if folded:
+        replace_profiles(engine, replaced, folded)
     return merged

@@ -56,6 +56,7 @@ __all__ = [
     "insert_model_outputs",
     "insert_quarantine",
     "insert_regression_report",
+    "interaction_groups",
     "interaction_ids_for",
     "iter_rows",
     "latest_outputs",
@@ -64,6 +65,8 @@ __all__ = [
     "prune",
     "put_judge_cache",
     "register_dataset",
+    "replace_profiles",
+    "run_profiles",
     "scored_subject_ids",
     "scoring_cost",
     "table_counts",
@@ -674,6 +677,43 @@ def write_embeddings(conn_or_engine: Engine | Connection, rows: Sequence[Mapping
         with conn_or_engine.begin() as conn:
             return len(insert_ignore(conn, Embedding, rows, cols))
     return len(insert_ignore(conn_or_engine, Embedding, rows, cols))
+
+
+def run_profiles(engine: Engine, run_id: int) -> list[EvaluatorProfile]:
+    """The evaluator profiles stored for a run, oldest first."""
+    table = EvaluatorProfile.__table__  # type: ignore[attr-defined]
+    q = sa.select(table).where(table.c.run_id == run_id).order_by(table.c.id)
+    with engine.connect() as conn:
+        return [EvaluatorProfile(**dict(r)) for r in conn.execute(q).mappings()]
+
+
+def replace_profiles(
+    engine: Engine, replaced: Sequence[EvaluatorProfile], merged: Sequence[EvaluatorProfile]
+) -> None:
+    """Swap stored profile rows for their merged form, in one transaction."""
+    table = EvaluatorProfile.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        ids = [p.id for p in replaced if p.id is not None]
+        if ids:
+            conn.execute(sa.delete(table).where(table.c.id.in_(ids)))
+        if merged:
+            conn.execute(sa.insert(table), [m.model_dump(exclude={"id"}) for m in merged])
+
+
+def interaction_groups(engine: Engine, ids: Sequence[int]) -> dict[tuple[str, str], int]:
+    """How many of ``ids`` each (app, model version) holds."""
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    out: dict[tuple[str, str], int] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 5_000):
+            q = (
+                sa.select(it.c.app, it.c.model_version, sa.func.count())
+                .where(it.c.id.in_(list(ids[start : start + 5_000])))
+                .group_by(it.c.app, it.c.model_version)
+            )
+            for app, version, n in conn.execute(q):
+                out[(app, version)] = out.get((app, version), 0) + int(n)
+    return out
 
 
 def write_profile(engine: Engine, profile: EvaluatorProfile) -> int:

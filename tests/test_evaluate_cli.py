@@ -225,3 +225,32 @@ def test_rubrics_reach_the_judge_options(store: str, monkeypatch: pytest.MonkeyP
     assert res.exit_code == 0, res.output
     (evs,) = _query(store, "SELECT evaluators FROM eval_runs")[0]
     assert json.loads(evs)["judge"]["config"]["rubrics"] == ["helpfulness"]
+
+
+def test_report_writes_a_self_contained_html_of_the_run(store: str, tmp_path: Path) -> None:
+    assert _run("--db", store, "evaluate", "-e", "heuristics", "--no-progress").exit_code == 0
+    out = tmp_path / "reports" / "run-1.html"
+    res = _run("--db", store, "report", "1", "--html", str(out))
+    assert res.exit_code == 0, res.output
+    assert "report:" in _text(res)
+    page = out.read_text()
+    # Plots are inline images; nothing is fetched from elsewhere.
+    assert page.count('src="data:image/png;base64,') >= 2
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    for metric in ("heuristics.refusal", "heuristics.response_chars"):
+        assert metric in page
+    assert "v1" in page and "v2" in page  # the comparison across model versions
+
+    res = _run("--db", store, "report", "99", "--html", str(out))
+    assert res.exit_code == 2 and "no evaluation run 99" in _text(res)
+    assert _run("--db", store, "report").exit_code == 2
+
+
+def test_sample_counts_per_app_and_version(store: str) -> None:
+    res = _run("--db", store, "sample", "--model-version", "v2", "--ids")
+    assert res.exit_code == 0, res.output
+    rows = {tuple(line.split("│")[1:4]) for line in res.output.splitlines() if "│" in line}
+    cells = {tuple(c.strip() for c in r) for r in rows}
+    # r5..r8 are v2: odd i is "shop" (5, 7), even is "support" (6, 8).
+    assert ("shop", "v2", "2") in cells and ("support", "v2", "2") in cells
+    assert "sample: 4 interactions" in _text(res)

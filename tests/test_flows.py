@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -126,6 +127,15 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
             )
         )
     assert sum(t.name.startswith("evaluate-batch") for t in tasks) == 3
+    # Each batch task profiled its own batch; the store keeps one profile for the run.
+    with engine.connect() as conn:
+        profiles = conn.execute(
+            sa.text("SELECT evaluator, n_items, details FROM evaluator_profiles")
+        ).all()
+    assert len(profiles) == 1 and profiles[0][0] == "heuristics" and profiles[0][1] == 60
+    details = profiles[0][2]
+    details = json.loads(details) if isinstance(details, str) else details
+    assert details["merged_batches"] == 3
 
 
 def test_an_unavailable_evaluator_is_reported_once_not_per_batch(

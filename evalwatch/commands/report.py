@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 from sqlalchemy.engine import Engine
 
@@ -17,14 +16,10 @@ def overview_window(
     engine: Engine, days: float, until: datetime | None = None
 ) -> tuple[datetime, datetime]:
     """``days`` ending at ``until``, else at the newest stored interaction (else now)."""
-    from storage.models import Interaction
+    from storage.traffic_frame import newest_interaction_time
 
     if until is None:
-        it = Interaction.__table__  # type: ignore[attr-defined]
-        with engine.connect() as conn:
-            newest = conn.execute(sa.select(sa.func.max(it.c.ts))).scalar()
-        if newest is not None and newest.tzinfo is None:
-            newest = newest.replace(tzinfo=UTC)
+        newest = newest_interaction_time(engine)
         until = newest + timedelta(seconds=1) if newest is not None else datetime.now(UTC)
     return until - timedelta(days=days), until
 

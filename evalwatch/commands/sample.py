@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.table import Table
 
@@ -22,7 +20,7 @@ from evalwatch.commands.common import (
     open_store,
     sample_spec,
 )
-from storage.models import Interaction
+from storage.repo import interaction_groups
 from storage.sampling import sample_interactions
 
 
@@ -47,13 +45,7 @@ def sample(
     )
     engine = open_store()
     ids = sample_interactions(engine, spec)
-    it = Interaction.__table__  # type: ignore[attr-defined]
-    per: Counter[tuple[str, str]] = Counter()
-    with engine.connect() as conn:
-        for start in range(0, len(ids), 5_000):
-            chunk = ids[start : start + 5_000]
-            q = sa.select(it.c.app, it.c.model_version).where(it.c.id.in_(chunk))
-            per.update((a, v) for a, v in conn.execute(q))
+    per = interaction_groups(engine, ids)
     table = Table(title=f"sample: {len(ids)} interactions")
     table.add_column("app")
     table.add_column("model version")
