@@ -379,6 +379,7 @@ def _load_all(
     evaluators: Sequence[BaseEvaluator[Any]],
     engine: Engine,
     subject_type: str,
+    subject_ids: Sequence[int],
     skip_scored: bool,
     console: Console,
     report_unavailable: bool = True,
@@ -401,7 +402,9 @@ def _load_all(
         prof = Profiler(ev.name, ev.version, device=str(getattr(ev, "device", "cpu")))
         prof.load_seconds = load_s
         skip = (
-            scored_subject_ids(engine, ev.name, ev.version, subject_type) if skip_scored else set()
+            scored_subject_ids(engine, ev.name, ev.version, subject_type, among=subject_ids)
+            if skip_scored
+            else set()
         )
         active.append(_Active(ev, list(ev.metrics), prof, ev.provenance().config_hash, skip))
     return active, unavailable
@@ -464,7 +467,7 @@ def run_evaluation(
     active: list[_Active] = []
     try:
         active, result.unavailable = _load_all(
-            evaluators, engine, subject_type, skip_scored, console, report_unavailable
+            evaluators, engine, subject_type, ids, skip_scored, console, report_unavailable
         )
         threaded = _threads_ok(engine)
         writer = _Writer(engine, threaded)

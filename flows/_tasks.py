@@ -78,12 +78,14 @@ def finish_and_report(
     settings = flow_settings(database_url)
     engine = store(database_url)
     merge_profiles(engine, run_id)
-    summary = run_summary_from_store(engine, run_id) | extra
+    # One read of the run's scores, without texts, serves the summary, report and artifacts;
+    # its size is a few numbers per score, so memory stays flat however large the run.
+    frame = run_scores_frame(engine, run_id, with_text=False)
+    summary = run_summary_from_store(engine, run_id, frame) | extra
     finish_run(engine, run_id, RunStatus.completed, summary=summary)
-    report = write_run_html(engine, run_id, settings.report_dir / f"run-{run_id}.html")
-    frame = run_scores_frame(engine, run_id)
+    report = write_run_html(engine, run_id, settings.report_dir / f"run-{run_id}.html", frame)
     create_markdown_artifact(
-        markdown=run_markdown(engine, run_id, report_path=str(report)),
+        markdown=run_markdown(engine, run_id, report_path=str(report), frame=frame),
         key=artifact_key("evalwatch", kind, "summary"),
         description=f"evalwatch {kind} run {run_id}",
     )

@@ -12,7 +12,7 @@ from evaluators.summary import MetricSummary
 from reporting.page import html_page, html_table, img, section
 from reporting.plots import distributions_png, group_comparison_png, over_time_png
 from runs.common import summaries_from_frame
-from storage.frames import run_scores_frame
+from storage.frames import run_scores_frame, score_texts
 from storage.models import EvalRun
 from storage.repo import get_run, run_profiles
 
@@ -88,27 +88,49 @@ def profile_rows(engine: Engine, run_id: int) -> list[dict[str, Any]]:
     return rows
 
 
-def worst_items(frame: pd.DataFrame, per_metric: int = 3) -> list[dict[str, Any]]:
-    """The worst scored items per metric, with their explanation (for review)."""
+def worst_items(
+    frame: pd.DataFrame,
+    per_metric: int = 3,
+    *,
+    engine: Engine | None = None,
+    run_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """The worst scored items per metric, with their explanation (for review).
+
+    A frame read without texts (``run_scores_frame(..., with_text=False)``) gets the texts of
+    just the picked rows from the store, which needs ``engine`` and ``run_id``.
+    """
     ok = frame[frame["status"] == "ok"].dropna(subset=["value"])
-    rows: list[dict[str, Any]] = []
+    picked_rows: list[tuple[str, Any]] = []
     for metric, g in ok.groupby("metric", sort=True):
         bad_high = str(metric).split(".", 1)[-1] in _HIGH_IS_BAD
         picked = g.nlargest(per_metric, "value") if bad_high else g.nsmallest(per_metric, "value")
         if bad_high:
             picked = picked[picked["value"] > 0]
-        for _, r in picked.iterrows():
-            text = str(r["text"] or "")
-            rows.append(
-                {
-                    "metric": metric,
-                    "value": round(float(r["value"]), 4),
-                    "item": r["item"],
-                    "group": r["group"],
-                    "response": text[:160] + ("…" if len(text) > 160 else ""),
-                    "explanation": (r["explanation"] or "")[:200] or None,
-                }
-            )
+        picked_rows += [(str(metric), r) for _, r in picked.iterrows()]
+    texts: dict[tuple[str, int, str], dict[str, Any]] = {}
+    if "text" not in frame.columns and picked_rows:
+        if engine is None or run_id is None:
+            raise ValueError("a frame without texts needs engine and run_id for the worst items")
+        texts = score_texts(
+            engine,
+            run_id,
+            [(str(r["subject_type"]), int(r["subject_id"]), m) for m, r in picked_rows],
+        )
+    rows: list[dict[str, Any]] = []
+    for metric, r in picked_rows:
+        extra = texts.get((str(r["subject_type"]), int(r["subject_id"]), metric), r)
+        text = str(extra.get("text") or "")
+        rows.append(
+            {
+                "metric": metric,
+                "value": round(float(r["value"]), 4),
+                "item": extra.get("item"),
+                "group": r["group"],
+                "response": text[:160] + ("…" if len(text) > 160 else ""),
+                "explanation": (extra.get("explanation") or "")[:200] or None,
+            }
+        )
     return rows
 
 
@@ -125,12 +147,21 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_markdown(engine: Engine, run_id: int, report_path: str | None = None) -> str:
-    """The markdown artifact of a run: sample, counts, metrics, versions, worst items, profiles."""
+def run_markdown(
+    engine: Engine,
+    run_id: int,
+    report_path: str | None = None,
+    frame: pd.DataFrame | None = None,
+) -> str:
+    """The markdown artifact of a run: sample, counts, metrics, versions, worst items, profiles.
+
+    ``frame`` is the run's :func:`~storage.frames.run_scores_frame` when the caller has it.
+    """
     run = get_run(engine, run_id)
     if run is None:
         raise KeyError(f"no evaluation run {run_id}")
-    frame = run_scores_frame(engine, run_id)
+    if frame is None:
+        frame = run_scores_frame(engine, run_id, with_text=False)
     params = run.params or {}
     summary = run.summary or {}
     lines = [
@@ -166,7 +197,7 @@ def run_markdown(engine: Engine, run_id: int, report_path: str | None = None) ->
     lines += [
         "## Worst items",
         "",
-        _md_table(worst_items(frame)),
+        _md_table(worst_items(frame, engine=engine, run_id=run_id)),
         "## Evaluator profiles",
         "",
         _md_table(profile_rows(engine, run_id)),
@@ -176,12 +207,13 @@ def run_markdown(engine: Engine, run_id: int, report_path: str | None = None) ->
     return "\n".join(lines)
 
 
-def render_run_html(engine: Engine, run_id: int) -> str:
-    """A self-contained HTML report of a run, with plots."""
+def render_run_html(engine: Engine, run_id: int, frame: pd.DataFrame | None = None) -> str:
+    """A self-contained HTML report of a run, with plots (``frame`` as in :func:`run_markdown`)."""
     run: EvalRun | None = get_run(engine, run_id)
     if run is None:
         raise KeyError(f"no evaluation run {run_id}")
-    frame = run_scores_frame(engine, run_id)
+    if frame is None:
+        frame = run_scores_frame(engine, run_id, with_text=False)
     subtitle = f"status {run.status}; started {run.started_at:%Y-%m-%d %H:%M} UTC" + (
         f"; model {run.model}" if run.model else ""
     )
@@ -195,14 +227,16 @@ def render_run_html(engine: Engine, run_id: int) -> str:
             html_table(metric_rows(summaries_from_frame(frame, by="group"), by_group=True)),
         ),
         section("Over time", img(over_time_png(frame), "scores over time")),
-        section("Worst items", html_table(worst_items(frame))),
+        section("Worst items", html_table(worst_items(frame, engine=engine, run_id=run_id))),
         section("Evaluator profiles", html_table(profile_rows(engine, run_id))),
         subtitle=subtitle,
     )
 
 
-def write_run_html(engine: Engine, run_id: int, path: Path) -> Path:
+def write_run_html(
+    engine: Engine, run_id: int, path: Path, frame: pd.DataFrame | None = None
+) -> Path:
     """Write :func:`render_run_html` to ``path`` (folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_run_html(engine, run_id), encoding="utf-8")
+    path.write_text(render_run_html(engine, run_id, frame), encoding="utf-8")
     return path.resolve()

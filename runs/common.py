@@ -83,9 +83,13 @@ def summaries_from_frame(frame: Any, by: str | None = None) -> list[MetricSummar
     return out
 
 
-def run_summary_from_store(engine: Engine, run_id: int) -> dict[str, Any]:
-    """A run's summary computed from what is stored (complete even after a resumed crash)."""
-    frame = run_scores_frame(engine, run_id)
+def run_summary_from_store(engine: Engine, run_id: int, frame: Any | None = None) -> dict[str, Any]:
+    """A run's summary computed from what is stored (complete even after a resumed crash).
+
+    ``frame`` is the run's :func:`~storage.frames.run_scores_frame` when the caller has it.
+    """
+    if frame is None:
+        frame = run_scores_frame(engine, run_id, with_text=False)
     return {
         "n_subjects": int(frame["subject_id"].nunique()) if not frame.empty else 0,
         "n_scores": len(frame),

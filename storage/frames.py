@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -14,6 +16,7 @@ from storage.models import DatasetItem, Feedback, Interaction, ModelOutput, Scor
 __all__ = [
     "output_scores_frame",
     "run_scores_frame",
+    "score_texts",
     "traffic_window_feedback_frame",
     "traffic_window_frame",
     "traffic_window_scores_frame",
@@ -23,18 +26,54 @@ __all__ = [
 _IN_CHUNK = 5_000
 
 
-def run_scores_frame(engine: Engine, run_id: int) -> pd.DataFrame:
+_RUN_COLUMNS = [
+    "subject_type",
+    "subject_id",
+    "evaluator",
+    "metric",
+    "value",
+    "status",
+    "reason",
+    "explanation",
+    "group",
+    "ts",
+    "item",
+    "tags",
+    "text",
+]
+_LIGHT_COLUMNS = [
+    "subject_type",
+    "subject_id",
+    "evaluator",
+    "metric",
+    "value",
+    "status",
+    "reason",
+    "group",
+    "ts",
+]
+# Columns of few distinct values: one shared string object per value keeps a frame of a
+# million scores small (the driver returns a new string for every row).
+_INTERNED = ("subject_type", "evaluator", "metric", "status", "group")
+_READ_CHUNK = 50_000
+
+
+def run_scores_frame(engine: Engine, run_id: int, *, with_text: bool = True) -> pd.DataFrame:
     """Every score of a run with what it is about.
 
     Args:
         engine: The store.
         run_id: Evaluation run id.
+        with_text: Also read ``explanation``, ``item``, ``tags`` and ``text``. Without them
+            the frame of a large run stays small (summaries and plots need none of them;
+            :func:`score_texts` fetches them for the few rows a report shows).
 
     Returns:
         One row per score: ``subject_type, subject_id, evaluator, metric`` (as
-        ``evaluator.metric``), ``value``, ``status``, ``reason``, ``explanation``,
-        ``group`` (model version for traffic, model for test-set outputs), ``ts``, ``item``
-        (request id or dataset item key), ``tags`` and ``text`` (the response or output).
+        ``evaluator.metric``), ``value``, ``status``, ``reason``, ``group`` (model version
+        for traffic, model for test-set outputs), ``ts`` and, ``with_text``, ``explanation``,
+        ``item`` (request id or dataset item key), ``tags`` and ``text`` (the response or
+        output).
     """
     sc = Score.__table__  # type: ignore[attr-defined]
     it = Interaction.__table__  # type: ignore[attr-defined]
@@ -48,61 +87,97 @@ def run_scores_frame(engine: Engine, run_id: int) -> pd.DataFrame:
         sc.c.value,
         sc.c.status,
         sc.c.reason,
-        sc.c.explanation,
     ]
-    q_traffic = (
-        sa.select(
-            *base,
-            it.c.model_version.label("group"),
-            it.c.ts.label("ts"),
+    traffic_cols = [it.c.model_version.label("group"), it.c.ts.label("ts")]
+    output_cols = [mo.c.model.label("group"), mo.c.created_at.label("ts")]
+    if with_text:
+        base.insert(7, sc.c.explanation)
+        traffic_cols += [
             it.c.request_id.label("item"),
             sa.null().label("tags"),
             it.c.response.label("text"),
-        )
+        ]
+        output_cols += [
+            di.c.item_key.label("item"),
+            di.c.tags.label("tags"),
+            mo.c.output.label("text"),
+        ]
+    q_traffic = (
+        sa.select(*base, *traffic_cols)
         .join(it, sa.and_(sc.c.subject_type == "interaction", sc.c.subject_id == it.c.id))
         .where(sc.c.run_id == run_id)
     )
     q_outputs = (
-        sa.select(
-            *base,
-            mo.c.model.label("group"),
-            mo.c.created_at.label("ts"),
-            di.c.item_key.label("item"),
-            di.c.tags.label("tags"),
-            mo.c.output.label("text"),
-        )
+        sa.select(*base, *output_cols)
         .join(mo, sa.and_(sc.c.subject_type == "output", sc.c.subject_id == mo.c.id))
         .join(di, di.c.id == mo.c.dataset_item_id)
         .where(sc.c.run_id == run_id)
     )
+    columns = _RUN_COLUMNS if with_text else _LIGHT_COLUMNS
     frames = []
     with engine.connect() as conn:
         for q in (q_traffic, q_outputs):
-            rows = conn.execute(q).mappings().all()
-            if rows:
-                frames.append(pd.DataFrame([dict(r) for r in rows]))
+            result = conn.execution_options(stream_results=True).execute(q)
+            for part in result.partitions(_READ_CHUNK):
+                frames.append(_compact(pd.DataFrame.from_records(part, columns=columns)))
     if not frames:
-        return pd.DataFrame(
-            columns=[
-                "subject_type",
-                "subject_id",
-                "evaluator",
-                "metric",
-                "value",
-                "status",
-                "reason",
-                "explanation",
-                "group",
-                "ts",
-                "item",
-                "tags",
-                "text",
-            ]
-        )
-    df = pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _compact(df: pd.DataFrame) -> pd.DataFrame:
+    for col in _INTERNED:
+        df[col] = [None if v is None else sys.intern(str(v)) for v in df[col]]
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     return df
+
+
+def score_texts(
+    engine: Engine, run_id: int, keys: Sequence[tuple[str, int, str]]
+) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """``item``, ``text`` and ``explanation`` of a few of a run's scores.
+
+    Args:
+        engine: The store.
+        run_id: Evaluation run id.
+        keys: ``(subject_type, subject_id, "evaluator.metric")`` of the wanted scores.
+
+    Returns:
+        The same keys -> ``{"item", "text", "explanation"}`` (missing keys are left out).
+    """
+    sc = Score.__table__  # type: ignore[attr-defined]
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    mo = ModelOutput.__table__  # type: ignore[attr-defined]
+    di = DatasetItem.__table__  # type: ignore[attr-defined]
+    out: dict[tuple[str, int, str], dict[str, Any]] = {}
+    wanted = set(keys)
+    for subject_type in ("interaction", "output"):
+        ids = sorted({sid for st, sid, _ in wanted if st == subject_type})
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            cols = [sc.c.subject_id, sc.c.evaluator, sc.c.metric, sc.c.explanation]
+            if subject_type == "interaction":
+                q: Any = sa.select(*cols, it.c.request_id, it.c.response).join(
+                    it, sc.c.subject_id == it.c.id
+                )
+            else:
+                q = (
+                    sa.select(*cols, di.c.item_key, mo.c.output)
+                    .join(mo, sc.c.subject_id == mo.c.id)
+                    .join(di, di.c.id == mo.c.dataset_item_id)
+                )
+            q = q.where(
+                sc.c.run_id == run_id,
+                sc.c.subject_type == subject_type,
+                sc.c.subject_id.in_(chunk),
+            )
+            with engine.connect() as conn:
+                for sid, ev, m, explanation, item, text in conn.execute(q):
+                    key = (subject_type, int(sid), f"{ev}.{m}")
+                    if key in wanted:
+                        out[key] = {"item": item, "text": text, "explanation": explanation}
+    return out
 
 
 def output_scores_frame(

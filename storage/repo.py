@@ -726,21 +726,38 @@ def write_profile(engine: Engine, profile: EvaluatorProfile) -> int:
 
 
 def scored_subject_ids(
-    engine: Engine, evaluator: str, version: str, subject_type: str = "interaction"
+    engine: Engine,
+    evaluator: str,
+    version: str,
+    subject_type: str = "interaction",
+    among: Sequence[int] | None = None,
 ) -> set[int]:
-    """Subjects that already have any score from this evaluator version."""
+    """Subjects that already have any score from this evaluator version.
+
+    Args:
+        engine: The store.
+        evaluator: Evaluator name.
+        version: Evaluator version.
+        subject_type: ``interaction`` or ``output``.
+        among: Only look at these subjects (a batch), not at every score ever stored.
+    """
     table = Score.__table__  # type: ignore[attr-defined]
-    q = (
-        sa.select(table.c.subject_id)
-        .where(
-            table.c.evaluator == evaluator,
-            table.c.evaluator_version == version,
-            table.c.subject_type == subject_type,
-        )
-        .distinct()
-    )
+    where = [
+        table.c.evaluator == evaluator,
+        table.c.evaluator_version == version,
+        table.c.subject_type == subject_type,
+    ]
+    if among is None:
+        chunks: list[list[int] | None] = [None]
+    else:
+        ids = sorted(set(among))
+        chunks = [ids[i : i + 5_000] for i in range(0, len(ids), 5_000)]
+    out: set[int] = set()
     with engine.connect() as conn:
-        return {r[0] for r in conn.execute(q)}
+        for chunk in chunks:
+            cond = where if chunk is None else [*where, table.c.subject_id.in_(chunk)]
+            out.update(r[0] for r in conn.execute(sa.select(table.c.subject_id).where(*cond)))
+    return out
 
 
 def iter_rows(

@@ -240,6 +240,8 @@ def test_report_writes_a_self_contained_html_of_the_run(store: str, tmp_path: Pa
     for metric in ("heuristics.refusal", "heuristics.response_chars"):
         assert metric in page
     assert "v1" in page and "v2" in page  # the comparison across model versions
+    # The worst items carry their text: r3's refusal is the one refusal.
+    assert "r3" in page and "sorry" in page
 
     res = _run("--db", store, "report", "99", "--html", str(out))
     assert res.exit_code == 2 and "no evaluation run 99" in _text(res)
