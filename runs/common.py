@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from evaluators.base import BaseEvaluator, create_evaluator
+from evaluators.runner import RunResult
 from evaluators.summary import MetricSummary, summarize
 from evalwatch.settings import Settings
 from storage.frames import run_scores_frame
@@ -15,6 +16,7 @@ from storage.models import EvaluatorProfile
 from storage.repo import replace_profiles, run_profiles
 
 __all__ = [
+    "adopt_stored_summary",
     "build_evaluators",
     "evaluator_provenance",
     "merge_profiles",
@@ -98,6 +100,13 @@ def run_summary_from_store(engine: Engine, run_id: int, frame: Any | None = None
             m.model_dump(mode="json") for m in summaries_from_frame(frame, by="group")
         ],
     }
+
+
+def adopt_stored_summary(engine: Engine, result: RunResult) -> None:
+    """Replace a resumed pass's per-metric summaries with the whole run's, from the store."""
+    stored = run_summary_from_store(engine, result.run_id)
+    result.metrics = [MetricSummary.model_validate(m) for m in stored["metrics"]]
+    result.by_model_version = [MetricSummary.model_validate(m) for m in stored["by_model_version"]]
 
 
 def _weighted(rows: Sequence[EvaluatorProfile], attr: str) -> float | None:

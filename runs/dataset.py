@@ -17,7 +17,12 @@ from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
 from evalwatch.settings import Settings
 from ingest.datasets import load_outputs
 from ingest.readers import UnreadableFileError
-from runs.common import build_evaluators, evaluator_provenance, merge_profiles
+from runs.common import (
+    adopt_stored_summary,
+    build_evaluators,
+    evaluator_provenance,
+    merge_profiles,
+)
 from runs.generate import generate_outputs
 from storage.models import Dataset, RunStatus
 from storage.repo import (
@@ -26,6 +31,7 @@ from storage.repo import (
     dataset_items,
     finish_run,
     get_dataset,
+    get_run_by_key,
     insert_model_outputs,
     latest_outputs,
     output_models_from_source,
@@ -85,6 +91,8 @@ class PreparedDatasetRun:
     evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
     # What this run's calls to the model under test cost (None: no priced calls).
     generation_cost_usd: float | None = None
+    # The run existed already (same outputs and evaluators): this pass completes it.
+    resumed: bool = False
 
 
 def _output_hash(text: str) -> str:
@@ -213,6 +221,7 @@ def prepare_dataset_run(
             "ev": provenance,
         }
     )[:32]
+    resumed = get_run_by_key(engine, key) is not None
     run = create_run(
         engine,
         "dataset",
@@ -233,6 +242,7 @@ def prepare_dataset_run(
         quarantined,
         evaluators,
         generation_cost_usd=generation_cost,
+        resumed=resumed,
     )
 
 
@@ -266,6 +276,9 @@ def evaluate_dataset(
             console=console,
         )
         merge_profiles(engine, prepared.run_id)
+        if prepared.resumed:
+            # This pass scored only what an earlier one left; report the whole run.
+            adopt_stored_summary(engine, result)
         finish_run(
             engine,
             prepared.run_id,

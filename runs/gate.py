@@ -726,15 +726,6 @@ def evaluate_side(
                 )
             except DatasetRunError as exc:
                 raise GateInputError(f"{role}: {exc}") from exc
-            if result.scores_written == 0:
-                # A resumed run scored nothing new: keep its stored summary, not an empty one.
-                finish_run(
-                    engine,
-                    prepared.run_id,
-                    RunStatus.completed,
-                    summary=run_summary_from_store(engine, prepared.run_id)
-                    | {"unavailable": result.unavailable},
-                )
             model = prepared.model
             outputs = latest_outputs(engine, ds.id, model)
             runs.append(prepared.run_id)

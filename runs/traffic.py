@@ -12,13 +12,12 @@ from sqlalchemy.engine import Engine
 
 from evaluators.base import BaseEvaluator
 from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
-from evaluators.summary import MetricSummary
 from evalwatch.settings import IngestSettings, Settings
 from runs.common import (
+    adopt_stored_summary,
     build_evaluators,
     evaluator_provenance,
     merge_profiles,
-    run_summary_from_store,
 )
 from storage.models import Interaction, RunStatus
 from storage.repo import content_hash, create_run, finish_run, get_run_by_key, iter_rows
@@ -218,11 +217,7 @@ def evaluate_traffic(
         merge_profiles(engine, prepared.run_id)
         if prepared.resumed:
             # This pass scored only what an earlier one left; report the whole run.
-            stored = run_summary_from_store(engine, prepared.run_id)
-            result.metrics = [MetricSummary.model_validate(m) for m in stored["metrics"]]
-            result.by_model_version = [
-                MetricSummary.model_validate(m) for m in stored["by_model_version"]
-            ]
+            adopt_stored_summary(engine, result)
         summary = result.summary_dict() | {
             "n_sampled": len(prepared.ids) + len(prepared.invalid),
             "invalid": {str(k): v for k, v in list(prepared.invalid.items())[:50]},
