@@ -20,6 +20,7 @@ __all__ = [
     "ScoreSummarizer",
     "summarize",
     "t_interval",
+    "wilson_interval",
 ]
 
 _MAX_REASONS = 10
@@ -52,6 +53,23 @@ def t_interval(
 
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
     return (mean - half, mean + half)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a rate ``k / n``.
+
+    Unlike a t-interval it stays inside [0, 1] and is not a single point when every value
+    is the same (0 refusals in 100 is not "exactly 0").
+
+    Examples:
+        >>> lo, hi = wilson_interval(0, 100)
+        >>> lo, round(hi, 3)
+        (0.0, 0.037)
+    """
+    from scipy import stats  # imported here: scipy.stats is slow to import
+
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
 class MetricSummary(BaseModel):
@@ -91,6 +109,8 @@ class MetricAccumulator:
     m2: float = 0.0
     unscored: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    # Every value so far was 0 or 1: a rate, whose interval is Wilson's, not Student's.
+    binary: bool = True
 
     def add(self, value: float | None, reason: str | None = None) -> None:
         """Add one scored value, or one unscored result (``value`` None) with its reason."""
@@ -104,6 +124,7 @@ class MetricAccumulator:
                 self.reasons["(other reasons)"] += 1
             return
         self.count += 1
+        self.binary = self.binary and value in (0.0, 1.0)
         delta = value - self.mean
         self.mean += delta / self.count
         self.m2 += delta * (value - self.mean)
@@ -115,12 +136,18 @@ class MetricAccumulator:
         arr = np.asarray(values, dtype=np.float64)
         mean = float(arr.mean())
         self.merge(
-            MetricAccumulator(count=len(arr), mean=mean, m2=float(((arr - mean) ** 2).sum()))
+            MetricAccumulator(
+                count=len(arr),
+                mean=mean,
+                m2=float(((arr - mean) ** 2).sum()),
+                binary=bool(np.isin(arr, (0.0, 1.0)).all()),
+            )
         )
 
     def merge(self, other: MetricAccumulator) -> None:
         """Fold another accumulator into this one (Chan et al.'s parallel update)."""
         if other.count:
+            self.binary = self.binary and other.binary
             n = self.count + other.count
             delta = other.mean - self.mean
             self.mean += delta * other.count / n
@@ -143,7 +170,11 @@ class MetricAccumulator:
     ) -> MetricSummary:
         """The :class:`MetricSummary` of what was added."""
         std = self.std
-        ci = t_interval(self.mean, std, self.count, confidence) if std is not None else None
+        ci: tuple[float, float] | None = None
+        if std is not None and self.binary:
+            ci = wilson_interval(round(self.mean * self.count), self.count, confidence)
+        elif std is not None:
+            ci = t_interval(self.mean, std, self.count, confidence)
         return MetricSummary(
             evaluator=evaluator,
             metric=metric,

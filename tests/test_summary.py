@@ -81,3 +81,24 @@ def test_summarizer_keeps_metric_order_and_splits_versions() -> None:
         ("v2", "chars"),
         ("v2", "json_valid"),
     ]
+
+
+def test_rates_get_a_wilson_interval_inside_zero_one() -> None:
+    from evaluators.summary import MetricAccumulator, wilson_interval
+
+    acc = MetricAccumulator()
+    acc.add_many([1.0] * 2 + [0.0] * 8)
+    s = acc.summary("heuristics", "empty_response")
+    assert (s.ci_low, s.ci_high) == pytest.approx(wilson_interval(2, 10))
+    assert s.ci_low is not None and s.ci_high is not None
+    assert 0.0 < s.ci_low < 0.2 < s.ci_high < 1.0  # a t-interval would go below 0 here
+    none = MetricAccumulator()
+    for _ in range(100):
+        none.add(0.0)
+    z = none.summary("heuristics", "refusal")
+    # No refusal in 100 is not "exactly 0": the interval still has width.
+    assert z.ci_low == 0.0 and z.ci_high is not None and 0.03 < z.ci_high < 0.04
+    # One non-binary value anywhere (added, or merged in) makes it a mean again.
+    acc.merge(MetricAccumulator(count=1, mean=0.5, binary=False))
+    t = acc.summary("x", "y")
+    assert t.ci_low is not None and t.ci_low < 0.0
