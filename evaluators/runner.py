@@ -50,7 +50,12 @@ from storage.repo import (
     write_scores,
 )
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "RunResult", "run_evaluation"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "RunResult",
+    "malloc_trimmer",
+    "run_evaluation",
+]
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -260,7 +265,7 @@ class _Writer:
             raise self._error
 
 
-def _malloc_trim() -> Callable[[], None]:
+def malloc_trimmer() -> Callable[[], None]:
     """A function returning freed heap memory to the OS (glibc), or a no-op elsewhere.
 
     Model inference on texts of varying length leaves glibc holding freed blocks it rarely
@@ -481,7 +486,7 @@ def run_evaluation(
             with _progress(console, progress and bool(ids) and bool(active)) as bar:
                 task = bar.add_task("evaluating", total=len(ids))
                 done = 0
-                release = _malloc_trim()
+                release = malloc_trimmer()
                 for n_ids, chunk in chunks if active else ():
                     score_rows, emb_rows = _score_all(active, chunk, run_id, summarizer, console)
                     writer.submit(score_rows, emb_rows)

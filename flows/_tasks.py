@@ -19,8 +19,7 @@ from evaluators.runner import run_evaluation
 from flows._runtime import artifact_key, flow_settings, store
 from reporting.run_report import metric_rows, run_markdown, write_run_html
 from runs.common import build_evaluators, merge_profiles, run_summary_from_store
-from runs.common import summaries_from_frame as _summaries
-from storage.frames import run_scores_frame
+from runs.digest import digest_run
 from storage.models import RunStatus
 from storage.repo import finish_run
 
@@ -78,18 +77,18 @@ def finish_and_report(
     settings = flow_settings(database_url)
     engine = store(database_url)
     merge_profiles(engine, run_id)
-    # One read of the run's scores, without texts, serves the summary, report and artifacts;
-    # its size is a few numbers per score, so memory stays flat however large the run.
-    frame = run_scores_frame(engine, run_id, with_text=False)
-    summary = run_summary_from_store(engine, run_id, frame) | extra
+    # One streaming pass over the run's scores serves the summary, report and artifacts, in
+    # memory that does not grow with the run.
+    digest = digest_run(engine, run_id)
+    summary = run_summary_from_store(engine, run_id, digest) | extra
     finish_run(engine, run_id, RunStatus.completed, summary=summary)
-    report = write_run_html(engine, run_id, settings.report_dir / f"run-{run_id}.html", frame)
+    report = write_run_html(engine, run_id, settings.report_dir / f"run-{run_id}.html", digest)
     create_markdown_artifact(
-        markdown=run_markdown(engine, run_id, report_path=str(report), frame=frame),
+        markdown=run_markdown(engine, run_id, report_path=str(report), digest=digest),
         key=artifact_key("evalwatch", kind, "summary"),
         description=f"evalwatch {kind} run {run_id}",
     )
-    rows = metric_rows(_summaries(frame))
+    rows = metric_rows(digest.metrics())
     if rows:
         create_table_artifact(
             table=rows,

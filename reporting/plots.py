@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from evaluators.summary import MetricSummary
 
 __all__ = [
     "distributions_png",
@@ -56,21 +59,30 @@ def distributions_png(df: pd.DataFrame) -> str | None:
     return figure_to_data_uri(fig)
 
 
-def group_comparison_png(df: pd.DataFrame) -> str | None:
-    """Mean with a 95% interval of each metric per group (model version or model)."""
-    ok = df.dropna(subset=["value"])
-    metrics = sorted(ok["metric"].unique())
-    if not metrics or ok["group"].nunique() < 1:
+def group_comparison_png(summaries: Sequence[MetricSummary]) -> str | None:
+    """Mean with its 95% interval of each metric per group (model version or model).
+
+    Args:
+        summaries: Per-group summaries (``model_version`` holds the group).
+    """
+    by_metric: dict[str, list[MetricSummary]] = {}
+    for s in summaries:
+        if s.mean is not None and s.model_version is not None:
+            by_metric.setdefault(f"{s.evaluator}.{s.metric}", []).append(s)
+    metrics = sorted(by_metric)
+    if not metrics:
         return None
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
-        sub = ok[ok["metric"] == metric].groupby("group")["value"]
-        means = sub.mean()
-        sem = sub.sem().fillna(0.0)
+        rows = sorted(by_metric[metric], key=lambda s: str(s.model_version))
+        means = [float(s.mean or 0.0) for s in rows]
+        pairs = list(zip(means, rows, strict=True))
+        low = [m - (m if s.ci_low is None else s.ci_low) for m, s in pairs]
+        high = [(m if s.ci_high is None else s.ci_high) - m for m, s in pairs]
         ax.bar(
-            means.index.astype(str),
-            means.to_numpy(),
-            yerr=1.96 * sem.to_numpy(),
+            [str(s.model_version) for s in rows],
+            means,
+            yerr=[low, high],
             color="#ee854a",
             capsize=3,
         )

@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 from evaluators.summary import MetricSummary
 from reporting.page import html_page, html_table, img, section
 from reporting.plots import distributions_png, group_comparison_png, over_time_png
-from runs.common import summaries_from_frame
-from storage.frames import run_scores_frame, score_texts
+from runs.digest import RunDigest, digest_run
+from storage.frames import score_texts
 from storage.models import EvalRun
 from storage.repo import get_run, run_profiles
 
@@ -151,17 +151,18 @@ def run_markdown(
     engine: Engine,
     run_id: int,
     report_path: str | None = None,
-    frame: pd.DataFrame | None = None,
+    digest: RunDigest | None = None,
 ) -> str:
     """The markdown artifact of a run: sample, counts, metrics, versions, worst items, profiles.
 
-    ``frame`` is the run's :func:`~storage.frames.run_scores_frame` when the caller has it.
+    ``digest`` is the run's :class:`~runs.digest.RunDigest` when the caller has it.
     """
     run = get_run(engine, run_id)
     if run is None:
         raise KeyError(f"no evaluation run {run_id}")
-    if frame is None:
-        frame = run_scores_frame(engine, run_id, with_text=False)
+    if digest is None:
+        digest = digest_run(engine, run_id)
+    by_group = digest.by_group()
     params = run.params or {}
     summary = run.summary or {}
     lines = [
@@ -174,7 +175,7 @@ def run_markdown(
         "",
         f"- sampled: {params.get('n_sampled', summary.get('n_sampled', '—'))}, "
         f"set aside by validation: {params.get('n_invalid', summary.get('n_invalid', 0))}, "
-        f"scored subjects: {frame['subject_id'].nunique() if not frame.empty else 0}",
+        f"scored subjects: {digest.n_subjects}",
         "- evaluators: "
         + ", ".join(f"{k} {v.get('version')}" for k, v in (run.evaluators or {}).items()),
     ]
@@ -186,18 +187,18 @@ def run_markdown(
         "",
         "## Metrics (mean, 95% CI, unscored)",
         "",
-        _md_table(metric_rows(summaries_from_frame(frame))),
+        _md_table(metric_rows(digest.metrics())),
     ]
-    if not frame.empty and frame["group"].nunique() > 1:
+    if len({m.model_version for m in by_group}) > 1:
         lines += [
             "## Per model version",
             "",
-            _md_table(metric_rows(summaries_from_frame(frame, by="group"), by_group=True)),
+            _md_table(metric_rows(by_group, by_group=True)),
         ]
     lines += [
         "## Worst items",
         "",
-        _md_table(worst_items(frame, engine=engine, run_id=run_id)),
+        _md_table(worst_items(digest.extremes_frame(), engine=engine, run_id=run_id)),
         "## Evaluator profiles",
         "",
         _md_table(profile_rows(engine, run_id)),
@@ -207,36 +208,43 @@ def run_markdown(
     return "\n".join(lines)
 
 
-def render_run_html(engine: Engine, run_id: int, frame: pd.DataFrame | None = None) -> str:
-    """A self-contained HTML report of a run, with plots (``frame`` as in :func:`run_markdown`)."""
+def render_run_html(engine: Engine, run_id: int, digest: RunDigest | None = None) -> str:
+    """A self-contained HTML report of a run, with plots (``digest`` as in :func:`run_markdown`)."""
     run: EvalRun | None = get_run(engine, run_id)
     if run is None:
         raise KeyError(f"no evaluation run {run_id}")
-    if frame is None:
-        frame = run_scores_frame(engine, run_id, with_text=False)
+    if digest is None:
+        digest = digest_run(engine, run_id)
+    by_group = digest.by_group()
     subtitle = f"status {run.status}; started {run.started_at:%Y-%m-%d %H:%M} UTC" + (
         f"; model {run.model}" if run.model else ""
     )
     return html_page(
         f"evalwatch {run.kind} run {run_id}",
-        section("Metrics", html_table(metric_rows(summaries_from_frame(frame)))),
-        section("Score distributions", img(distributions_png(frame), "score distributions")),
+        section("Metrics", html_table(metric_rows(digest.metrics()))),
+        section(
+            "Score distributions",
+            img(distributions_png(digest.sample_frame()), "score distributions"),
+        ),
         section(
             "Across model versions",
-            img(group_comparison_png(frame), "comparison across model versions"),
-            html_table(metric_rows(summaries_from_frame(frame, by="group"), by_group=True)),
+            img(group_comparison_png(by_group), "comparison across model versions"),
+            html_table(metric_rows(by_group, by_group=True)),
         ),
-        section("Over time", img(over_time_png(frame), "scores over time")),
-        section("Worst items", html_table(worst_items(frame, engine=engine, run_id=run_id))),
+        section("Over time", img(over_time_png(digest.daily_frame()), "scores over time")),
+        section(
+            "Worst items",
+            html_table(worst_items(digest.extremes_frame(), engine=engine, run_id=run_id)),
+        ),
         section("Evaluator profiles", html_table(profile_rows(engine, run_id))),
         subtitle=subtitle,
     )
 
 
 def write_run_html(
-    engine: Engine, run_id: int, path: Path, frame: pd.DataFrame | None = None
+    engine: Engine, run_id: int, path: Path, digest: RunDigest | None = None
 ) -> Path:
     """Write :func:`render_run_html` to ``path`` (folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_run_html(engine, run_id, frame), encoding="utf-8")
+    path.write_text(render_run_html(engine, run_id, digest), encoding="utf-8")
     return path.resolve()

@@ -11,7 +11,7 @@ from evaluators.base import BaseEvaluator, create_evaluator
 from evaluators.runner import RunResult
 from evaluators.summary import MetricSummary, summarize
 from evalwatch.settings import Settings
-from storage.frames import run_scores_frame
+from runs.digest import RunDigest, digest_run
 from storage.models import EvaluatorProfile
 from storage.repo import replace_profiles, run_profiles
 
@@ -85,20 +85,20 @@ def summaries_from_frame(frame: Any, by: str | None = None) -> list[MetricSummar
     return out
 
 
-def run_summary_from_store(engine: Engine, run_id: int, frame: Any | None = None) -> dict[str, Any]:
+def run_summary_from_store(
+    engine: Engine, run_id: int, digest: RunDigest | None = None
+) -> dict[str, Any]:
     """A run's summary computed from what is stored (complete even after a resumed crash).
 
-    ``frame`` is the run's :func:`~storage.frames.run_scores_frame` when the caller has it.
+    ``digest`` is the run's :class:`~runs.digest.RunDigest` when the caller has it.
     """
-    if frame is None:
-        frame = run_scores_frame(engine, run_id, with_text=False)
+    if digest is None:
+        digest = digest_run(engine, run_id)
     return {
-        "n_subjects": int(frame["subject_id"].nunique()) if not frame.empty else 0,
-        "n_scores": len(frame),
-        "metrics": [m.model_dump(mode="json") for m in summaries_from_frame(frame)],
-        "by_model_version": [
-            m.model_dump(mode="json") for m in summaries_from_frame(frame, by="group")
-        ],
+        "n_subjects": digest.n_subjects,
+        "n_scores": digest.n_scores,
+        "metrics": [m.model_dump(mode="json") for m in digest.metrics()],
+        "by_model_version": [m.model_dump(mode="json") for m in digest.by_group()],
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from storage.models import DatasetItem, Feedback, Interaction, ModelOutput, Score
 
 __all__ = [
+    "iter_run_scores",
     "output_scores_frame",
     "run_scores_frame",
     "score_texts",
@@ -55,18 +56,20 @@ _LIGHT_COLUMNS = [
 # Columns of few distinct values: one shared string object per value keeps a frame of a
 # million scores small (the driver returns a new string for every row).
 _INTERNED = ("subject_type", "evaluator", "metric", "status", "group")
-_READ_CHUNK = 50_000
+_READ_CHUNK = 20_000
 
 
 def run_scores_frame(engine: Engine, run_id: int, *, with_text: bool = True) -> pd.DataFrame:
     """Every score of a run with what it is about.
 
+    A large run's frame is large; summaries and reports use :func:`iter_run_scores` through
+    :class:`runs.digest.RunDigest` instead.
+
     Args:
         engine: The store.
         run_id: Evaluation run id.
-        with_text: Also read ``explanation``, ``item``, ``tags`` and ``text``. Without them
-            the frame of a large run stays small (summaries and plots need none of them;
-            :func:`score_texts` fetches them for the few rows a report shows).
+        with_text: Also read ``explanation``, ``item``, ``tags`` and ``text``
+            (:func:`score_texts` fetches them for a few rows).
 
     Returns:
         One row per score: ``subject_type, subject_id, evaluator, metric`` (as
@@ -74,6 +77,23 @@ def run_scores_frame(engine: Engine, run_id: int, *, with_text: bool = True) -> 
         for traffic, model for test-set outputs), ``ts`` and, ``with_text``, ``explanation``,
         ``item`` (request id or dataset item key), ``tags`` and ``text`` (the response or
         output).
+    """
+    frames = list(iter_run_scores(engine, run_id, with_text=with_text))
+    if not frames:
+        return pd.DataFrame(columns=_RUN_COLUMNS if with_text else _LIGHT_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def iter_run_scores(
+    engine: Engine, run_id: int, *, with_text: bool = False, chunk_size: int = _READ_CHUNK
+) -> Iterator[pd.DataFrame]:
+    """A run's scores as frames of at most ``chunk_size`` rows (see :func:`run_scores_frame`).
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> list(iter_run_scores(e, 1))
+        []
     """
     sc = Score.__table__  # type: ignore[attr-defined]
     it = Interaction.__table__  # type: ignore[attr-defined]
@@ -91,7 +111,7 @@ def run_scores_frame(engine: Engine, run_id: int, *, with_text: bool = True) -> 
     traffic_cols = [it.c.model_version.label("group"), it.c.ts.label("ts")]
     output_cols = [mo.c.model.label("group"), mo.c.created_at.label("ts")]
     if with_text:
-        base.insert(7, sc.c.explanation)
+        base.append(sc.c.explanation)
         traffic_cols += [
             it.c.request_id.label("item"),
             sa.null().label("tags"),
@@ -114,15 +134,11 @@ def run_scores_frame(engine: Engine, run_id: int, *, with_text: bool = True) -> 
         .where(sc.c.run_id == run_id)
     )
     columns = _RUN_COLUMNS if with_text else _LIGHT_COLUMNS
-    frames = []
     with engine.connect() as conn:
         for q in (q_traffic, q_outputs):
             result = conn.execution_options(stream_results=True).execute(q)
-            for part in result.partitions(_READ_CHUNK):
-                frames.append(_compact(pd.DataFrame.from_records(part, columns=columns)))
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)
+            for part in result.partitions(chunk_size):
+                yield _compact(pd.DataFrame.from_records(part, columns=columns))
 
 
 def _compact(df: pd.DataFrame) -> pd.DataFrame:
