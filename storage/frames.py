@@ -27,21 +27,6 @@ __all__ = [
 _IN_CHUNK = 5_000
 
 
-_RUN_COLUMNS = [
-    "subject_type",
-    "subject_id",
-    "evaluator",
-    "metric",
-    "value",
-    "status",
-    "reason",
-    "explanation",
-    "group",
-    "ts",
-    "item",
-    "tags",
-    "text",
-]
 _LIGHT_COLUMNS = [
     "subject_type",
     "subject_id",
@@ -53,6 +38,7 @@ _LIGHT_COLUMNS = [
     "group",
     "ts",
 ]
+_RUN_COLUMNS = [*_LIGHT_COLUMNS, "explanation", "item", "tags", "text"]
 # Columns of few distinct values: one shared string object per value keeps a frame of a
 # million scores small (the driver returns a new string for every row).
 _INTERNED = ("subject_type", "evaluator", "metric", "status", "group")
@@ -111,13 +97,14 @@ def iter_run_scores(
     traffic_cols = [it.c.model_version.label("group"), it.c.ts.label("ts")]
     output_cols = [mo.c.model.label("group"), mo.c.created_at.label("ts")]
     if with_text:
-        base.append(sc.c.explanation)
         traffic_cols += [
+            sc.c.explanation,
             it.c.request_id.label("item"),
             sa.null().label("tags"),
             it.c.response.label("text"),
         ]
         output_cols += [
+            sc.c.explanation,
             di.c.item_key.label("item"),
             di.c.tags.label("tags"),
             mo.c.output.label("text"),
