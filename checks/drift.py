@@ -49,12 +49,15 @@ __all__ = [
     "benjamini_hochberg",
     "chi_square_ratings",
     "domain_classifier_test",
+    "format_p",
     "ks_test",
+    "md_escape",
     "mean_shift_bootstrap",
     "mmd_permutation_test",
     "psi",
     "rating_trend",
     "reduce_embeddings",
+    "results_table",
     "run_drift",
     "topic_shift",
     "two_proportion_test",
@@ -417,37 +420,47 @@ class DriftReport(BaseModel):
                 lines.append("#### Responses far from every baseline topic")
                 lines.append("")
                 for text in new_topic.details["examples"]:
-                    lines.append(f"- {_md_escape(text)}")
+                    lines.append(f"- {md_escape(text)}")
                 lines.append("")
         else:
             lines.append("Nothing moved beyond its effect-size floor at the report's level.")
             lines.append("")
         lines.append("### All tests")
         lines.append("")
-        lines.append(
-            "| feature | test | n baseline | n current | effect | floor | p | adjusted p "
-            "| verdict |"
-        )
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
-        order = {"drift": 0, "no_drift": 1, "insufficient_data": 2}
-        for r in sorted(self.results, key=lambda r: (order[r.verdict], r.family, r.feature)):
-            lines.append(
-                f"| {_md_escape(r.feature)} | {r.test} | {r.n_baseline} | {r.n_current} "
-                f"| {_md_escape(r.effect_name)} {_fmt(r.effect_size)} | {_fmt(r.effect_floor)} "
-                f"| {_fmt_p(r.p_value)} | {_fmt_p(r.p_adjusted)} | {r.verdict} |"
-            )
+        lines += results_table(self.results)
         if insufficient:
             lines.append("")
             lines.append("### Insufficient data")
             lines.append("")
             for r in insufficient:
-                lines.append(f"- {_md_escape(r.feature)} ({r.test}): {r.summary}")
+                lines.append(f"- {md_escape(r.feature)} ({r.test}): {r.summary}")
         return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers
 # --------------------------------------------------------------------------------------------
+
+
+def results_table(results: Sequence[DriftTestResult]) -> list[str]:
+    """Markdown table lines of test results: drifted first, then by family and feature.
+
+    Examples:
+        >>> results_table([])[1]
+        '|---|---|---:|---:|---:|---:|---:|---:|---|'
+    """
+    order = {"drift": 0, "no_drift": 1, "insufficient_data": 2}
+    lines = [
+        "| feature | test | n baseline | n current | effect | floor | p | adjusted p | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(results, key=lambda r: (order[r.verdict], r.family, r.feature)):
+        lines.append(
+            f"| {md_escape(r.feature)} | {r.test} | {r.n_baseline} | {r.n_current} "
+            f"| {md_escape(r.effect_name)} {_fmt(r.effect_size)} | {_fmt(r.effect_floor)} "
+            f"| {format_p(r.p_value)} | {format_p(r.p_adjusted)} | {r.verdict} |"
+        )
+    return lines
 
 
 def _fmt(x: float | None) -> str:
@@ -458,9 +471,15 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def _fmt_p(p: float | None) -> str:
+def format_p(p: float | None, missing: str = "n/a") -> str:
+    """A p-value for reports (``missing`` when not computed).
+
+    Examples:
+        >>> format_p(0.0), format_p(0.0004), format_p(0.25)
+        ('<1e-300', '4.00e-04', '0.250')
+    """
     if p is None:
-        return "n/a"
+        return missing
     if p == 0:
         return "<1e-300"  # below double precision
     return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
@@ -470,8 +489,9 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def md_escape(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 # Which result of a numeric column says "by how much" best, when several drifted.
@@ -488,11 +508,11 @@ def _moved_markdown(moved: list[DriftTestResult]) -> list[str]:
     for results in groups.values():
         headline = min(results, key=lambda r: _HEADLINE_ORDER.get(r.test, 9))
         evidence = ", ".join(
-            f"{r.test} {_md_escape(r.effect_name)} {_fmt(r.effect_size)}" for r in results
+            f"{r.test} {md_escape(r.effect_name)} {_fmt(r.effect_size)}" for r in results
         )
         worst_p = max(r.p_adjusted or 0.0 for r in results)
         lines.append(
-            f"- {_md_escape(headline.summary)} [{evidence}; adjusted p ≤ {_fmt_p(worst_p)}]"
+            f"- {md_escape(headline.summary)} [{evidence}; adjusted p ≤ {format_p(worst_p)}]"
         )
     return lines
 
@@ -502,7 +522,7 @@ def _topic_markdown(result: DriftTestResult) -> list[str]:
     lines.append("| cluster | baseline share | current share | change | examples |")
     lines.append("|---|---:|---:|---:|---|")
     for c in result.details.get("grown", []) + result.details.get("shrunk", []):
-        examples = " / ".join(_md_escape(t) for t in c.get("examples", []))
+        examples = " / ".join(md_escape(t) for t in c.get("examples", []))
         lines.append(
             f"| {c['cluster']} | {_pct(c['baseline_share'])} | {_pct(c['current_share'])} "
             f"| {100 * c['delta']:+.1f} pp | {examples} |"

@@ -30,7 +30,7 @@ import numpy.typing as npt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from checks.drift import DriftTestResult
+from checks.drift import DriftTestResult, format_p
 from reporting.page import html_page, html_table, img, section
 from reporting.plots import figure_to_data_uri
 
@@ -70,11 +70,7 @@ def _fmt(x: float | None) -> str:
 
 
 def _fmt_p(p: float | None) -> str:
-    if p is None:
-        return "—"
-    if p == 0:
-        return "<1e-300"
-    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
+    return format_p(p, missing="—")
 
 
 def moved_numeric_features(scope: ScopeResult) -> list[str]:

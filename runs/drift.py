@@ -64,7 +64,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import Engine
 
 from checks.anomaly import AnomalyPoint, AnomalyReport, aggregate_series, detect_anomalies
-from checks.drift import DriftConfig, DriftInput, DriftReport, DriftTestResult, run_drift
+from checks.drift import (
+    DriftConfig,
+    DriftInput,
+    DriftReport,
+    DriftTestResult,
+    format_p,
+    md_escape,
+    results_table,
+    run_drift,
+)
 from checks.drift import apply_verdicts as _apply_verdicts
 from evalwatch.settings import Settings
 from storage.models import utcnow
@@ -719,8 +728,8 @@ class DriftOutcome:
             lines.append("")
             for h in self.headlines():
                 lines.append(
-                    f"- **{_md(h['scope'])}** {_md(h['summary'])} "
-                    f"[{_md(h['effects'])}; adjusted p ≤ {_p(h['p_adjusted'])}]"
+                    f"- **{md_escape(h['scope'])}** {md_escape(h['summary'])} "
+                    f"[{md_escape(h['effects'])}; adjusted p ≤ {format_p(h['p_adjusted'])}]"
                 )
             lines.append("")
         else:
@@ -731,7 +740,7 @@ class DriftOutcome:
         lines.append("")
         if found:
             for a in found:
-                lines.append(f"- **{_md(a.scope.label)}** {_md(a.summary())}")
+                lines.append(f"- **{md_escape(a.scope.label)}** {md_escape(a.summary())}")
         else:
             judged = sum(1 for a in self.anomalies if a.verdict != "insufficient_data")
             lines.append(f"None ({judged} series judged).")
@@ -748,9 +757,9 @@ class DriftOutcome:
                 None,
             )
             if new is not None and new.details.get("examples"):
-                lines.append(f"#### {_md(s.label)}: responses far from every baseline topic")
+                lines.append(f"#### {md_escape(s.label)}: responses far from every baseline topic")
                 lines.append("")
-                lines.extend(f"- {_md(t)}" for t in new.details["examples"][:5])
+                lines.extend(f"- {md_escape(t)}" for t in new.details["examples"][:5])
                 lines.append("")
         lines.append("### Scopes")
         lines.append("")
@@ -759,28 +768,15 @@ class DriftOutcome:
         for s in self.scopes:
             res = s.report.results
             lines.append(
-                f"| {_md(s.label)} | {s.n_baseline:,} | {s.n_current:,} "
+                f"| {md_escape(s.label)} | {s.n_baseline:,} | {s.n_current:,} "
                 f"| {sum(r.verdict != 'insufficient_data' for r in res)} "
                 f"| {sum(r.verdict == 'drift' for r in res)} "
                 f"| {sum(r.verdict == 'insufficient_data' for r in res)} |"
             )
         lines.append("")
-        lines.append(f"### All tests: {_md(overall.label)}")
+        lines.append(f"### All tests: {md_escape(overall.label)}")
         lines.append("")
-        lines.append(
-            "| feature | test | n baseline | n current | effect | floor | p | adjusted p "
-            "| verdict |"
-        )
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
-        order = {"drift": 0, "no_drift": 1, "insufficient_data": 2}
-        for r in sorted(
-            overall.report.results, key=lambda r: (order[r.verdict], r.family, r.feature)
-        ):
-            lines.append(
-                f"| {_md(r.feature)} | {r.test} | {r.n_baseline} | {r.n_current} "
-                f"| {_md(r.effect_name)} {_num(r.effect_size)} | {_num(r.effect_floor)} "
-                f"| {_p(r.p_value)} | {_p(r.p_adjusted)} | {r.verdict} |"
-            )
+        lines += results_table(overall.report.results)
         lines.append("")
         return "\n".join(lines)
 
@@ -858,27 +854,15 @@ class DriftOutcome:
 _HEADLINE_ORDER: dict[str, int] = {"mean_shift": 0, "two_proportion": 0, "wasserstein": 1}
 
 
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    if p == 0:
-        return "<1e-300"
-    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
-
-
 def _topic_lines(label: str, result: DriftTestResult) -> list[str]:
     clusters = result.details.get("grown", []) + result.details.get("shrunk", [])
     if not clusters:
         return []
-    lines = [f"#### {_md(label)}: topic shares that changed", ""]
+    lines = [f"#### {md_escape(label)}: topic shares that changed", ""]
     lines.append("| cluster | baseline share | current share | change | examples |")
     lines.append("|---|---:|---:|---:|---|")
     for c in clusters:
-        examples = " / ".join(_md(t) for t in c.get("examples", []))
+        examples = " / ".join(md_escape(t) for t in c.get("examples", []))
         lines.append(
             f"| {c['cluster']} | {100 * c['baseline_share']:.1f}% "
             f"| {100 * c['current_share']:.1f}% | {100 * c['delta']:+.1f} pp | {examples} |"
