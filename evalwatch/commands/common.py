@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_CHECK_FAILED",
     "EXIT_OK",
+    "EXIT_UNAVAILABLE",
     "AppOpt",
     "MaxItemsOpt",
     "ModelVersionOpt",
@@ -40,12 +41,16 @@ __all__ = [
     "parse_time",
     "read_options_file",
     "sample_spec",
+    "unavailable",
     "validation_message",
 ]
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
+# The work could not be carried out: store, server or endpoint unavailable, internal error.
+# Never 0 or 1, so a CI gate cannot read an outage as a pass or as a regression.
+EXIT_UNAVAILABLE = 3
 
 console = Console()
 err_console = Console(stderr=True)
@@ -58,6 +63,12 @@ def bad_input(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the exit for bad input (code 2)."""
     err_console.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(EXIT_BAD_INPUT)
+
+
+def unavailable(message: str) -> typer.Exit:
+    """Print ``message`` as an error and return the exit for work not carried out (code 3)."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(EXIT_UNAVAILABLE)
 
 
 def validation_message(exc: ValidationError) -> str:
