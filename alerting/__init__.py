@@ -8,10 +8,17 @@ from alerting.delivery import (
     deliver_pending,
     describe_error,
     load_block,
+    redact_payload,
     send_notification,
     trigger_action,
 )
-from alerting.engine import AlertEvent, evaluate_after_run, evaluate_rules, rules_for_settings
+from alerting.engine import (
+    AlertEvent,
+    evaluate_after_report,
+    evaluate_after_run,
+    evaluate_rules,
+    rules_for_settings,
+)
 
 __all__ = [
     "AlertEvent",
@@ -21,9 +28,11 @@ __all__ = [
     "build_message",
     "deliver_pending",
     "describe_error",
+    "evaluate_after_report",
     "evaluate_after_run",
     "evaluate_rules",
     "load_block",
+    "redact_payload",
     "rules_for_settings",
     "send_notification",
     "trigger_action",

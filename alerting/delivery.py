@@ -17,9 +17,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,13 +41,14 @@ from storage.alerts import alerts_with_pending, claim_pending, release_pending
 from storage.models import Alert, utcnow
 
 __all__ = [
-        "DeliveryResult",
+    "DeliveryResult",
     "Message",
     "block_classes",
     "build_message",
     "deliver_pending",
     "describe_error",
     "load_block",
+    "redact_payload",
     "send_notification",
     "trigger_action",
 ]
@@ -134,8 +136,45 @@ class Message:
     def body(self, fmt: str) -> str:
         """The body for a channel format (``text`` or ``json``)."""
         if fmt == "json":
-            return json.dumps(self.payload, ensure_ascii=False, default=str)
+            # The payload is JSON-safe (see redact_payload): strict JSON, no NaN.
+            return json.dumps(self.payload, ensure_ascii=False, allow_nan=False, default=str)
         return self.text
+
+
+def redact_payload(value: Any, redactor: Redactor) -> Any:
+    """A JSON-able copy of ``value`` with every string in it (keys too) redacted.
+
+    The strings are redacted, never the serialization: a pattern run over JSON text can match
+    across its syntax (a long float looks like a card number) and leave text that no longer
+    parses. Values JSON cannot hold become strings (redacted too); NaN and infinities become
+    None, so the body is strict JSON.
+
+    Args:
+        value: A payload (mappings, sequences, strings, numbers, None, anything else).
+        redactor: Masks personal data and secrets.
+
+    Returns:
+        The redacted copy.
+
+    Examples:
+        >>> redact_payload({"to": "bob@example.com", "effect": 0.4111111111111111}, Redactor())
+        {'to': '[REDACTED:email]', 'effect': 0.4111111111111111}
+    """
+    if isinstance(value, str):
+        return redactor.redact(value)[0]
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {
+            redactor.redact(str(k))[0]: redact_payload(v, redactor) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_payload(v, redactor) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return redactor.redact(str(value))[0]
 
 
 def _num(v: Any) -> str:
@@ -213,8 +252,7 @@ def build_message(alert: Alert, event: str, rule: Rule | None, redactor: Redacto
     # Redact everything that leaves, even text already redacted when the alert was stored.
     text = redactor.redact(text)[0]
     subject = redactor.redact(subject)[0]
-    payload = json.loads(redactor.redact(json.dumps(payload, default=str))[0])
-    return Message(subject=subject, text=text, payload=payload)
+    return Message(subject=subject, text=text, payload=redact_payload(payload, redactor))
 
 
 @dataclass(frozen=True)

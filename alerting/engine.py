@@ -65,7 +65,13 @@ from storage.alerts import (
 )
 from storage.models import Alert, AlertState, utcnow
 
-__all__ = ["AlertEvent", "evaluate_after_run", "evaluate_rules", "rules_for_settings"]
+__all__ = [
+    "AlertEvent",
+    "evaluate_after_report",
+    "evaluate_after_run",
+    "evaluate_rules",
+    "rules_for_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,18 @@ class AlertEvent:
     window_end: datetime
     notify: bool
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The event as the JSON-able record runs and flows return (``alerts`` lists)."""
+        return {
+            "alert_id": self.alert_id,
+            "rule": self.rule,
+            "action": self.action,
+            "severity": self.severity,
+            "scope": self.scope_key,
+            "value": self.value,
+            "threshold": self.threshold,
+        }
 
 
 @dataclass
@@ -601,3 +619,38 @@ def evaluate_after_run(
         What happened to alerts.
     """
     return evaluate_rules(engine, rules or rules_for_settings(), now=now, run_id=run_id)
+
+
+def evaluate_after_report(
+    engine: Engine,
+    run_id: int | None = None,
+    *,
+    rules: RulesFile | None = None,
+    now: datetime | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """:func:`evaluate_after_run` for a path that stored a report; never raises.
+
+    Every command and flow that stores a report (drift, gate, canary, calibration, a run's
+    summary) calls this, so the rules that watch the report are judged at once. The report
+    stands whatever happens here; the caller makes a failure visible (the CLI exits 3, a
+    flow run fails) with the one-line reason returned.
+
+    Args:
+        engine: The store.
+        run_id: The evaluation run that just finished, if any.
+        rules: The rules (default: :func:`rules_for_settings`).
+        now: Evaluation time (default: now).
+
+    Returns:
+        ``(alerts, error)``: :meth:`AlertEvent.summary` of what happened to alerts, and why
+        the evaluation failed (None when it did not); the reason holds no URL or token.
+    """
+    from alerting.delivery import describe_error
+
+    try:
+        events = evaluate_after_run(engine, run_id, rules=rules, now=now)
+    except Exception as exc:  # reported to the caller, which decides how loudly to fail
+        # Debug only: a logged traceback would reach the user's terminal.
+        log.debug("alert rules could not be evaluated", exc_info=True)
+        return [], describe_error(exc)
+    return [e.summary() for e in events], None

@@ -11,6 +11,16 @@ Throughput (one process, same texts, same batch size, best of ``--repeats``):
   model is a random-weight checkpoint of detoxify's ``original`` architecture (BERT-base,
   12 layers, 768 wide, 30,522-token WordPiece vocabulary, 512 positions, six labels): the
   timing is the real model's, the scores are meaningless. The header says which was measured.
+  On CPU detoxify scores at most ``--detoxify-n`` samples (BERT-base runs a few texts/s there).
+* toxicity-embedded: the embedded alt-profanity-check model (real weights, always offline, on
+  the CPU): the raw model call ``predict_proba(transform(texts))`` in the evaluator's batches
+  vs the package's own ``predict_prob`` vs ``ToxicityEvaluator.evaluate`` vs ``run_evaluation``;
+  then its items/s and API ratio printed beside detoxify's.
+* minilm-lengths: the raw ``SentenceTransformer.encode`` rate of all-MiniLM-L6-v2 on short
+  (~10 words) and on long (~400 words, past its 256-token window) texts.
+
+Every table prints the machine's load average (1/5/15 min) beside its figures, taken before
+and after the timed work, so a slow figure can be told from a busy machine.
 
 Peak RSS (``--rss-sizes``, each size in its own subprocess so every figure is a fresh
 process): ``run_evaluation`` over N stored interactions; printed as the process peak and the
@@ -402,6 +412,12 @@ class ModelClock:
         return out, self.seconds - before
 
 
+def load_average() -> str:
+    """The 1/5/15-minute load average and the core count, for printing beside a figure."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
 def _best(times: dict[str, list[Timing]]) -> dict[str, Timing]:
     return {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in times.items() if v}
 
@@ -504,6 +520,7 @@ def bench_toxicity(
     from evaluators.toxicity import ToxicityEvaluator
 
     ev = ToxicityEvaluator(
+        backend="detoxify",
         device=device,
         batch_size=batch_size,
         checkpoint=checkpoint,
@@ -551,7 +568,7 @@ def bench_toxicity(
         share["with store"].append(m / t[0])
         profile = res.profiles[0]
     return {
-        "name": "toxicity",
+        "name": "toxicity (detoxify)",
         "model": checkpoint,
         "device": ev.device,
         "dtype": ev.dtype,
@@ -565,6 +582,114 @@ def bench_toxicity(
     }
 
 
+def bench_toxicity_embedded(
+    samples: list[Sample],
+    batch_size: int | None,
+    repeats: int,
+    chunk: int,
+    template: Path,
+    workdir: Path,
+) -> dict[str, Any]:
+    from profanity_check import predict_prob
+
+    from evaluators.toxicity import ToxicityEvaluator
+
+    ev = ToxicityEvaluator(backend="alt-profanity-check", batch_size=batch_size)
+    t = time.perf_counter()
+    ev.load()
+    load_s = time.perf_counter() - t
+    model, bs = ev.embedded_model, ev.batch_size
+    assert model is not None
+    vec, clf = model.vectorizer, model.classifier
+    texts = [s.response for s in samples]
+
+    def raw() -> None:
+        for i in range(0, len(texts), bs):
+            clf.predict_proba(vec.transform(texts[i : i + bs]))[:, 1]
+
+    def package() -> None:
+        predict_prob(texts)
+
+    def api() -> None:
+        ev.evaluate(samples)
+
+    ev.evaluate(samples[:64])
+    raw()
+    _store_run(template, workdir, ev, chunk, limit=64)
+    # The raw model call is two calls here (vectoriser, classifier): time both.
+    clocks = [ModelClock(vec, "transform"), ModelClock(clf, "predict_proba")]
+
+    def in_model(fn: Callable[[], Any]) -> tuple[Any, float]:
+        before = sum(c.seconds for c in clocks)
+        out = fn()
+        return out, sum(c.seconds for c in clocks) - before
+
+    times: dict[str, list[Timing]] = {
+        "raw predict_proba": [],
+        "package predict_prob": [],
+        "evaluator API": [],
+        "with store": [],
+    }
+    share: dict[str, list[float]] = {"evaluator API": [], "with store": []}
+    profile = None
+    for _ in range(repeats):
+        times["raw predict_proba"].append(_timed(raw, "cpu"))
+        times["package predict_prob"].append(_timed(package, "cpu"))
+        t_api, m = in_model(lambda: _timed(api, "cpu"))
+        times["evaluator API"].append(t_api)
+        share["evaluator API"].append(m / t_api[0])
+        (t_store, res), m = in_model(lambda: _store_run(template, workdir, ev, chunk))
+        times["with store"].append(t_store)
+        share["with store"].append(m / t_store[0])
+        profile = res.profiles[0]
+    return {
+        "name": "toxicity (embedded)",
+        "model": ev.model_id,
+        "device": ev.device,
+        "dtype": "scikit-learn",
+        "batch_size": bs,
+        "load_s": load_s,
+        "n_texts_model": len(texts),
+        "best": _best(times),
+        "model_share": {k: max(v) for k, v in share.items()},
+        "baseline": "raw predict_proba",
+        "profile": profile,
+    }
+
+
+def bench_minilm_lengths(device: str, n: int, repeats: int, seed: int) -> None:
+    """Raw MiniLM encode rate on short and on long texts, with the load average beside each."""
+    from evaluators.embedding import EmbeddingEvaluator
+
+    ev = EmbeddingEvaluator(device=device)
+    ev.load()
+    model, bs = ev.model, ev.batch_size
+    rng = random.Random(seed)
+    sets = {
+        "short (~10 words)": [_words(rng, rng.randint(6, 14)) for _ in range(n)],
+        "long (~400 words)": [_words(rng, rng.randint(350, 450)) for _ in range(n)],
+    }
+    window = getattr(model, "max_seq_length", None)
+    print(
+        f"\n== raw MiniLM encode rate by text length: {n} texts each, device {ev.device} "
+        f"{ev.dtype}, batch size {bs}, token window {window}; best of {repeats}"
+    )
+    print(f"   {'texts':<20}{'wall s':>9}{'texts/s':>10}{'tokens/text':>13}   load before -> after")
+    for label, texts in sets.items():
+        model.encode(texts[:bs], batch_size=bs, show_progress_bar=False)  # warm-up
+        tokens = model.tokenize(texts[:64])["attention_mask"].sum(dim=1).float().mean().item()
+        before = load_average()
+
+        def encode(xs: list[str] = texts) -> None:
+            model.encode(xs, batch_size=bs, show_progress_bar=False)
+
+        best = min(_timed(encode, ev.device)[0] for _ in range(repeats))
+        after = os.getloadavg()[0]
+        print(
+            f"   {label:<20}{best:>9.2f}{n / best:>10.1f}{tokens:>13.0f}   {before} -> {after:.2f}"
+        )
+
+
 def print_throughput(r: dict[str, Any], n: int) -> None:
     best: dict[str, Timing] = r["best"]
     base_w, base_c = best[r["baseline"]]
@@ -575,6 +700,7 @@ def print_throughput(r: dict[str, Any], n: int) -> None:
     )
     print(f"   model: {r['model']}")
     print(f"   baseline: {r['baseline']}")
+    print(f"   {r['load_before']} before, {r['load_after']} after")
     print(f"   {'path':<28}{'wall s':>9}{'samples/s':>11}{'ratio':>8}{'CPU s':>9}{'CPU ratio':>11}")
     for k, (w, c) in best.items():
         print(
@@ -709,6 +835,24 @@ def bench_rss(
         db.unlink()
 
 
+def _with_load(bench: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    before = load_average()
+    r = bench()
+    r["load_before"], r["load_after"] = before, load_average()
+    return r
+
+
+def print_toxicity_backends(results: list[tuple[dict[str, Any], int]]) -> None:
+    """Each toxicity backend's evaluator-API items/s and its ratio to the raw model call."""
+    print("\n== toxicity backends side by side (evaluator API, best of the repeats)")
+    print(f"   {'backend':<22}{'samples':>8}{'items/s':>10}{'API/raw':>9}  model")
+    for r, n in results:
+        w_api = r["best"]["evaluator API"][0]
+        w_raw = r["best"][r["baseline"]][0]
+        print(f"   {r['name']:<22}{n:>8}{n / w_api:>10.1f}{w_raw / w_api:>9.3f}  {r['model']}")
+    print(f"   {load_average()}")
+
+
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -726,8 +870,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--evaluators",
-        default="embedding,toxicity",
-        help="throughput part: embedding and/or toxicity",
+        default="embedding,toxicity-embedded,toxicity,minilm-lengths",
+        help="throughput part: embedding, toxicity-embedded, toxicity (detoxify) and/or "
+        "minilm-lengths (raw MiniLM rate on short and long texts)",
+    )
+    ap.add_argument(
+        "--detoxify-n",
+        type=int,
+        default=None,
+        help="samples for detoxify (default: --n on CUDA, at most 64 on CPU)",
+    )
+    ap.add_argument(
+        "--minilm-n",
+        type=int,
+        default=None,
+        help="texts per length for minilm-lengths (default 1000 on CUDA, 128 on CPU)",
     )
     ap.add_argument(
         "--toxicity-checkpoint",
@@ -791,6 +948,7 @@ def main() -> None:
             if cuda
             else f" (no GPU; torch threads {torch.get_num_threads()}, {os.cpu_count()} cores)"
         )
+        + f"; {load_average()}"
     )
     if args.n is None:
         args.n = 5000 if cuda else 100
@@ -821,24 +979,56 @@ def main() -> None:
                 "MiniLM's bert-base-uncased WordPiece tokenizer: real cost, meaningless scores"
             )
         if "embedding" in names:
-            r = bench_embedding(
-                samples, device, args.batch_size, args.repeats, args.chunk_size, template, workdir
+            r = _with_load(
+                lambda: bench_embedding(
+                    samples,
+                    device,
+                    args.batch_size,
+                    args.repeats,
+                    args.chunk_size,
+                    template,
+                    workdir,
+                )
             )
             print_throughput(r, args.n)
+        toxicity: list[tuple[dict[str, Any], int]] = []
+        if "toxicity-embedded" in names:
+            r = _with_load(
+                lambda: bench_toxicity_embedded(
+                    samples, args.batch_size, args.repeats, args.chunk_size, template, workdir
+                )
+            )
+            print_throughput(r, args.n)
+            toxicity.append((r, args.n))
         if "toxicity" in names:
             assert ckpt is not None
-            r = bench_toxicity(
-                samples,
-                device,
-                args.batch_size,
-                args.repeats,
-                args.chunk_size,
-                template,
-                workdir,
-                ckpt,
-                hf,
+            n_detox = args.detoxify_n or (args.n if cuda else min(args.n, 64))
+            detox_template = template
+            if n_detox < args.n:
+                print(f"\n(detoxify on CPU: the first {n_detox} samples; --detoxify-n to change)")
+                detox_template = workdir / "template-detoxify.db"
+                build_store(detox_template, n_detox, args.seed)
+            r = _with_load(
+                lambda: bench_toxicity(
+                    samples[:n_detox],
+                    device,
+                    args.batch_size,
+                    args.repeats,
+                    args.chunk_size,
+                    detox_template,
+                    workdir,
+                    ckpt,
+                    hf,
+                )
             )
-            print_throughput(r, args.n)
+            print_throughput(r, n_detox)
+            toxicity.append((r, n_detox))
+        if toxicity:
+            print_toxicity_backends(toxicity)
+        if "minilm-lengths" in names:
+            bench_minilm_lengths(
+                device, args.minilm_n or (1000 if cuda else 128), args.repeats, args.seed
+            )
         sizes = [int(x) for x in args.rss_sizes.split(",") if x.strip()]
         if sizes:
             rss_names = (

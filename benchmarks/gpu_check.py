@@ -284,7 +284,8 @@ def main() -> None:
     what = f"checkpoint {ckpt}"
     t = time.perf_counter()
     if ckpt is None:
-        probe = ToxicityEvaluator(device=device)
+        # detoxify only: the embedded backend (scikit-learn) has no GPU path to check.
+        probe = ToxicityEvaluator(backend="detoxify", device=device)
         try:
             probe.load()
             tox = probe
@@ -294,7 +295,9 @@ def main() -> None:
             ckpt, hf = str(c), str(b)
             what = "random-weight BERT-base in detoxify's format (real cost, meaningless scores)"
     if ckpt is not None:
-        tox = ToxicityEvaluator(device=device, checkpoint=ckpt, huggingface_config_path=hf)
+        tox = ToxicityEvaluator(
+            backend="detoxify", device=device, checkpoint=ckpt, huggingface_config_path=hf
+        )
         tox.load()
     load_s = time.perf_counter() - t
     detox, bs = tox.detoxify, tox.batch_size

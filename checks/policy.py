@@ -251,10 +251,15 @@ def load_policy(path: str | Path) -> GatePolicy:
         0.02
     """
     p = Path(path)
+    if p.exists() and not p.is_file():
+        # A directory or a FIFO: reading a FIFO would wait for a writer forever.
+        raise PolicyError(f"cannot read gate policy {p}: not a regular file")
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"cannot read gate policy {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(f"cannot read gate policy {p}: not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

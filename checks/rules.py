@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -626,27 +626,42 @@ def _parse(path: Path | str) -> tuple[RulesFile | None, list[str]]:
         return None, _validation_errors(exc, raw)
 
 
-def _valid_parts(raw: Any) -> tuple[RulesFile, set[str]]:
-    """The rules of an invalid file that are valid on their own, and every channel name.
+def _valid_parts(raw: Any) -> tuple[RulesFile, set[str], list[tuple[str, Mapping[str, Any]]]]:
+    """What of an invalid file can still be checked: valid rules, channel names, the rest.
 
-    Lets a check report the problems of the other rules too, not only the first broken one.
+    Returns the rules that are valid on their own, every channel name, and the raw mappings
+    of the rules the schema rejected (with how errors name them). Lets a check report every
+    problem of every rule, not only the first broken one.
     """
     if not isinstance(raw, Mapping):
-        return RulesFile(), set()
+        return RulesFile(), set(), []
     names: set[str] = set()
     raw_channels = raw.get("channels")
     if isinstance(raw_channels, Mapping):
         names = {str(k) for k in raw_channels}
     rules = []
+    rejected: list[tuple[str, Mapping[str, Any]]] = []
     raw_rules = raw.get("rules")
-    for entry in raw_rules if isinstance(raw_rules, list) else []:
+    entries = raw_rules if isinstance(raw_rules, list) else []
+    for who, entry in zip(_rule_labels(raw), entries, strict=True):
         try:
             rules.append(Rule.model_validate(entry))
         except ValidationError:
-            continue
+            if isinstance(entry, Mapping):
+                rejected.append((who, entry))
     metrics = raw.get("metrics")
     ok_metrics = [m for m in metrics if isinstance(m, str)] if isinstance(metrics, list) else []
-    return RulesFile(rules=rules, metrics=ok_metrics), names
+    return RulesFile(rules=rules, metrics=ok_metrics), names, rejected
+
+
+def _rule_labels(raw: Any) -> list[str]:
+    """How problems name each rule of a raw file (``rule 'name'`` or ``rule #N``), in order."""
+    entries = raw.get("rules") if isinstance(raw, Mapping) else None
+    labels = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        labels.append(f"rule {name!r}" if name else f"rule #{i + 1}")
+    return labels
 
 
 def _known_list(names: Iterable[str], limit: int = 12) -> str:
@@ -684,39 +699,68 @@ def check_rules_data(
     errors: list[str] = []
     seen: set[str] = set()
     for rule in rules.rules:
-        who = f"rule {rule.name!r}"
         if rule.name in seen:
-            errors.append(f"{who}: name: the name is used by another rule")
+            errors.append(f"rule {rule.name!r}: name: the name is used by another rule")
         seen.add(rule.name)
-        sel = rule.sel
-        agg = rule.agg
-        if sel.source == "score" and rule.selector not in metrics:
-            errors.append(
-                f"{who}: selector: unknown metric {rule.selector!r}; known: "
-                f"{_known_list(metrics)} (declare your own evaluators' metrics under 'metrics:')"
-            )
-        if sel.source == "volume" and agg.kind != "count":
-            errors.append(f"{who}: aggregation: selector 'volume' supports only 'count'")
-        for field in ("channels", "escalation"):
-            for ch in getattr(rule, field):
-                if ch not in channels:
-                    errors.append(
-                        f"{who}: {field}: unknown channel {ch!r}; declared: {_known_list(channels)}"
-                    )
-        for dim in rule.scope:
+        errors += _rule_problems(f"rule {rule.name!r}", rule.model_dump(), metrics, channels)
+    return errors
+
+
+_T = TypeVar("_T")
+
+
+def _try(parse: Callable[[Any], _T], value: Any) -> _T | None:
+    """``parse(value)``, or None when it fails (the schema check reports that failure)."""
+    try:
+        return parse(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _rule_problems(
+    who: str, fields: Mapping[str, Any], metrics: set[str], channels: set[str]
+) -> list[str]:
+    """The problems the schema cannot see in one rule, field by field.
+
+    Works on a valid rule's fields and on the raw mapping of a rule the schema rejected
+    alike: every field that parses is checked, so a rule's other problems are reported
+    beside its schema errors rather than hidden behind the first one.
+    """
+    errors: list[str] = []
+    sel = _try(parse_selector, fields.get("selector"))
+    agg = _try(parse_aggregation, fields.get("aggregation", "mean"))
+    if sel is not None and sel.source == "score" and sel.text not in metrics:
+        errors.append(
+            f"{who}: selector: unknown metric {sel.text!r}; known: "
+            f"{_known_list(metrics)} (declare your own evaluators' metrics under 'metrics:')"
+        )
+    if sel is not None and agg is not None and sel.source == "volume" and agg.kind != "count":
+        errors.append(f"{who}: aggregation: selector 'volume' supports only 'count'")
+    for field in ("channels", "escalation"):
+        listed = fields.get(field)
+        for ch in listed if isinstance(listed, list) else []:
+            if isinstance(ch, str) and ch not in channels:
+                errors.append(
+                    f"{who}: {field}: unknown channel {ch!r}; declared: {_known_list(channels)}"
+                )
+    scope = fields.get("scope")
+    if sel is not None and isinstance(scope, Mapping):
+        for dim in scope:
             if dim not in sel.dimensions:
                 errors.append(
-                    f"{who}: scope: {dim!r} is not a dimension of selector {rule.selector!r}; "
+                    f"{who}: scope: {dim!r} is not a dimension of selector {sel.text!r}; "
                     f"use {', '.join(sel.dimensions)}"
                 )
-        if rule.action is not None:
-            for key, value in rule.action.parameters.items():
-                for name in _PLACEHOLDER.findall(value) if isinstance(value, str) else []:
-                    if name not in ACTION_PLACEHOLDERS:
-                        errors.append(
-                            f"{who}: action.parameters.{key}: unknown placeholder "
-                            f"{{{{{name}}}}}; use {', '.join(ACTION_PLACEHOLDERS)}"
-                        )
+    action = fields.get("action")
+    parameters = action.get("parameters") if isinstance(action, Mapping) else None
+    if isinstance(parameters, Mapping):
+        for key, value in parameters.items():
+            for name in _PLACEHOLDER.findall(value) if isinstance(value, str) else []:
+                if name not in ACTION_PLACEHOLDERS:
+                    errors.append(
+                        f"{who}: action.parameters.{key}: unknown placeholder "
+                        f"{{{{{name}}}}}; use {', '.join(ACTION_PLACEHOLDERS)}"
+                    )
     return errors
 
 
@@ -746,9 +790,18 @@ def check_rules(
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return errors
-    partial, channel_names = _valid_parts(raw)
-    more = check_rules_data(partial, known_metrics, set(known_channels or ()) | channel_names)
-    return errors + [e for e in more if e not in errors]
+    partial, channel_names, rejected = _valid_parts(raw)
+    channels = set(known_channels or ()) | channel_names
+    more = check_rules_data(partial, known_metrics, channels)
+    # The rules the schema rejected: every other field of theirs is still checked.
+    metrics = set(BUILTIN_METRICS if known_metrics is None else known_metrics)
+    metrics |= set(partial.metrics)
+    for who, entry in rejected:
+        more += _rule_problems(who, entry, metrics, channels)
+    merged = errors + [e for e in more if e not in errors]
+    # Each rule's problems together, rules in file order (file-level problems first).
+    order = {who: i for i, who in enumerate(_rule_labels(raw))}
+    return sorted(merged, key=lambda e: order.get(e.split(": ", 1)[0], -1))
 
 
 def load_rules(

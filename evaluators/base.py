@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from storage.models import ScoreStatus
 
 __all__ = [
+    "DEFAULT_EVALUATORS",
     "ENTRY_POINT_GROUP",
     "BaseEvaluator",
     "BatchResult",
@@ -35,10 +36,16 @@ __all__ = [
     "evaluator_names",
     "get_evaluator_class",
     "load_entry_points",
+    "options_hash",
     "register_evaluator",
+    "score_options",
 ]
 
 ENTRY_POINT_GROUP = "evalwatch.evaluators"
+
+#: The evaluators a run uses when none are named: ``evaluate``, ``run traffic``/``dataset``,
+#: the flows' parameters and the gate without a baseline run (the demo adds toxicity to it).
+DEFAULT_EVALUATORS: tuple[str, ...] = ("embedding", "heuristics")
 
 
 class Sample(BaseModel):
@@ -112,8 +119,8 @@ class Provenance(BaseModel):
 
     name: str
     version: str
-    config: dict[str, Any]
-    config_hash: str
+    config: dict[str, Any] = Field(description="Every option, runtime-only ones included.")
+    config_hash: str = Field(description="Hash of the score-relevant options (the score key).")
 
 
 class EvaluatorUnavailable(RuntimeError):
@@ -121,20 +128,85 @@ class EvaluatorUnavailable(RuntimeError):
 
 
 class EvaluatorConfig(BaseModel):
-    """Base of every evaluator's options. Unknown options are an error, not ignored."""
+    """Base of every evaluator's options. Unknown options are an error, not ignored.
+
+    Every field either changes scores (the default) or only how they are computed: a field
+    declared with ``json_schema_extra={"runtime": True}`` (a device, a batch size, a
+    concurrency limit, retries, a cache switch) is left out of :func:`config_hash`, so a run
+    that changes only such options reuses the scores already stored, and one that changes any
+    other option scores again. Leaving the marker off is the safe side: a field that is not
+    declared runtime-only re-scores when it changes.
+
+    Examples:
+        >>> class Cfg(EvaluatorConfig):
+        ...     threshold: float = 0.5
+        ...     batch_size: int = Field(32, json_schema_extra={"runtime": True})
+        >>> sorted(Cfg.runtime_fields()), Cfg(batch_size=8).score_options()
+        (['batch_size'], {'threshold': 0.5})
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    @classmethod
+    def runtime_fields(cls) -> frozenset[str]:
+        """Names of the fields marked runtime-only (they never change a score)."""
+        return frozenset(
+            name
+            for name, f in cls.model_fields.items()
+            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("runtime") is True
+        )
+
+    def score_options(self) -> dict[str, Any]:
+        """The options that change scores, as JSON-able values (what :func:`config_hash` hashes)."""
+        runtime = self.runtime_fields()
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in runtime}
+
+
+def options_hash(options: Mapping[str, Any]) -> str:
+    """A short stable hash of score-relevant options (a :meth:`~EvaluatorConfig.score_options`).
+
+    Examples:
+        >>> options_hash({"b": 1, "a": [2]}) == options_hash({"a": [2], "b": 1})
+        True
+    """
+    blob = json.dumps(dict(options), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
 
 def config_hash(config: BaseModel) -> str:
-    """A short stable hash of a config, stored with every score.
+    """The hash of a config's score-relevant options: part of every score's key.
+
+    Runtime-only fields (see :class:`EvaluatorConfig`) are left out, so scores computed on
+    another device or with another batch size are the same scores.
 
     Examples:
         >>> len(config_hash(EvaluatorConfig()))
         16
     """
-    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    if isinstance(config, EvaluatorConfig):
+        return options_hash(config.score_options())
+    return options_hash(config.model_dump(mode="json"))
+
+
+def score_options(evaluator: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The score-relevant part of a stored config (e.g. a run's recorded provenance).
+
+    Args:
+        evaluator: The evaluator's name; its registered config class says which fields are
+            runtime-only. An evaluator that is not registered here keeps every option.
+        config: The config as stored (``Provenance.config``).
+
+    Examples:
+        >>> score_options("heuristics", {"chars_per_token": 4.0}) == {"chars_per_token": 4.0}
+        True
+        >>> score_options("embedding", {"model": None, "device": "cuda"})
+        {'model': None}
+    """
+    try:
+        runtime = get_evaluator_class(evaluator).Config.runtime_fields()
+    except KeyError:
+        runtime = frozenset()
+    return {k: v for k, v in config.items() if k not in runtime}
 
 
 @runtime_checkable
@@ -202,7 +274,7 @@ class BaseEvaluator(ABC, Generic[C]):
         """Score a batch (see :class:`Evaluator`)."""
 
     def provenance(self) -> Provenance:
-        """Name, version, config and config hash."""
+        """Name, version, config and the hash of its score-relevant options."""
         return Provenance(
             name=self.name,
             version=self.version,

@@ -217,18 +217,22 @@ def read_human_labels(path: str | Path) -> list[HumanLabel]:
     rows: list[HumanLabel] = []
     seen: set[tuple[str, str]] = set()
     with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = HumanLabel.model_validate(json.loads(line))
-            except (ValueError, ValidationError) as exc:
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ValueError(f"{p}:{n}: not a valid human label row: {msg}") from exc
-            if (row.id, row.rubric) in seen:
-                raise ValueError(f"{p}:{n}: duplicate row id {row.id!r} for {row.rubric!r}")
-            seen.add((row.id, row.rubric))
-            rows.append(row)
+        try:
+            lines = list(fh)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{p}: not UTF-8 text") from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = HumanLabel.model_validate(json.loads(line))
+        except (ValueError, ValidationError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"{p}:{n}: not a valid human label row: {msg}") from exc
+        if (row.id, row.rubric) in seen:
+            raise ValueError(f"{p}:{n}: duplicate row id {row.id!r} for {row.rubric!r}")
+        seen.add((row.id, row.rubric))
+        rows.append(row)
     return rows
 
 

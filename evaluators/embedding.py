@@ -70,16 +70,29 @@ class EmbeddingConfig(EvaluatorConfig):
         None,
         description="Name stored with embeddings (defaults to the model name, or "
         f"{DEFAULT_MODEL_ID} for the bundled model) so vectors compare across machines.",
+        # A label for the stored vectors; the model itself is ``model``.
+        json_schema_extra={"runtime": True},
     )
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    device: str = Field(
+        "auto",
+        description="auto (CUDA when present), cpu, cuda or cuda:N.",
+        json_schema_extra={"runtime": True},
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="auto = float16 on CUDA, float32 on CPU."
+        "auto",
+        description="auto = float16 on CUDA, float32 on CPU.",
+        json_schema_extra={"runtime": True},
     )
     batch_size: int | None = Field(
-        None, gt=0, description="Texts per forward pass; None = 32 on CPU, 256 on CUDA."
+        None,
+        gt=0,
+        description="Texts per forward pass; None = 32 on CPU, 256 on CUDA.",
+        json_schema_extra={"runtime": True},
     )
     allow_download: bool = Field(
-        False, description="Let sentence-transformers fetch a named model from the Hub."
+        False,
+        description="Let sentence-transformers fetch a named model from the Hub.",
+        json_schema_extra={"runtime": True},
     )
 
 

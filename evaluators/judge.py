@@ -108,7 +108,12 @@ class JudgeConfig(EvaluatorConfig):
     repeats: int = Field(
         1, ge=1, le=20, description="Single mode: verdicts per item and model, averaged."
     )
-    max_output_chars: int = Field(2_000, ge=0, description="Raw judge output kept on errors.")
+    max_output_chars: int = Field(
+        2_000,
+        ge=0,
+        description="Raw judge output kept on errors.",
+        json_schema_extra={"runtime": True},
+    )
     max_tokens: int | None = Field(None, ge=1, description="Cap on each verdict's tokens.")
     redact: bool | None = Field(
         None, description="Redact PII before sending; None follows settings.judge.redact."
@@ -119,13 +124,42 @@ class JudgeConfig(EvaluatorConfig):
     jury_disagreement: float = Field(
         2.0, gt=0, description="Scale points between jury votes that flag disagreement."
     )
-    cache: bool = Field(True, description="Use the store's judge cache when a store is given.")
-    concurrency: int | None = Field(None, ge=1, description="None: settings.judge.concurrency.")
-    timeout_s: float | None = Field(None, gt=0, description="None: settings.judge.timeout_s.")
-    max_retries: int | None = Field(None, ge=0, description="None: settings.judge.max_retries.")
-    budget_usd: float | None = Field(None, ge=0, description="None: settings.judge.budget_usd.")
-    backoff_base_s: float = Field(0.5, ge=0, description="First retry back-off.")
-    backoff_max_s: float = Field(30.0, ge=0, description="Longest retry back-off.")
+    # How the calls are made, not what is asked: runtime-only (see EvaluatorConfig).
+    cache: bool = Field(
+        True,
+        description="Use the store's judge cache when a store is given.",
+        json_schema_extra={"runtime": True},
+    )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="None: settings.judge.concurrency.",
+        json_schema_extra={"runtime": True},
+    )
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="None: settings.judge.timeout_s.",
+        json_schema_extra={"runtime": True},
+    )
+    max_retries: int | None = Field(
+        None,
+        ge=0,
+        description="None: settings.judge.max_retries.",
+        json_schema_extra={"runtime": True},
+    )
+    budget_usd: float | None = Field(
+        None,
+        ge=0,
+        description="None: settings.judge.budget_usd.",
+        json_schema_extra={"runtime": True},
+    )
+    backoff_base_s: float = Field(
+        0.5, ge=0, description="First retry back-off.", json_schema_extra={"runtime": True}
+    )
+    backoff_max_s: float = Field(
+        30.0, ge=0, description="Longest retry back-off.", json_schema_extra={"runtime": True}
+    )
 
     rubric_versions: dict[str, str] = Field(
         default_factory=dict,

@@ -7,6 +7,11 @@ evaluator. Reading the next chunk and writing the last one overlap with scoring 
 background thread each, at most two chunks queued), so the store costs little wall time and
 memory stays flat however many subjects a run covers.
 
+A subject that an evaluator (same version, same score-relevant options) has scored already
+is not scored again: its stored scores are reused. Every score of the sample, computed now or
+reused, becomes a member of the run (``run_scores``) and enters its summary, so a run reports
+its whole sample whoever computed each score.
+
 Failures stay visible: an evaluator that cannot start is reported and skipped while the
 others go on; an exception inside ``evaluate`` turns that batch's results into unscored
 errors carrying the reason; nothing is silently dropped.
@@ -33,6 +38,7 @@ from sqlalchemy.engine import Engine
 from evaluators.base import BaseEvaluator, BatchResult, EvaluatorUnavailable, Sample, ScoreResult
 from evaluators.profiling import Profiler
 from evaluators.summary import MetricSummary, ScoreSummarizer
+from storage.membership import ScoreKey, link_run_scores, stored_scores
 from storage.models import (
     DatasetItem,
     EvaluatorProfile,
@@ -75,6 +81,7 @@ class RunResult:
     unavailable: dict[str, str] = field(default_factory=dict)
     failed_batches: dict[str, int] = field(default_factory=dict)
     scores_written: int = 0
+    scores_reused: int = 0
     embeddings_written: int = 0
     seconds: float = 0.0
 
@@ -88,6 +95,7 @@ class RunResult:
             "unavailable": dict(self.unavailable),
             "failed_batches": dict(self.failed_batches),
             "scores_written": self.scores_written,
+            "scores_reused": self.scores_reused,
             "embeddings_written": self.embeddings_written,
             "seconds": round(self.seconds, 3),
             "profiles": [
@@ -110,9 +118,28 @@ class _Active:
     evaluator: BaseEvaluator[Any]
     metrics: list[str]
     profiler: Profiler
-    provenance_hash: str
+    key: ScoreKey
+    # Subjects whose scores under ``key`` are stored already: reused, not scored again.
     skip: set[int]
     failed: int = 0
+
+
+@dataclass
+class _Link:
+    """The chunk's subjects of one evaluator, and those whose stored scores it reuses."""
+
+    key: ScoreKey
+    subjects: list[int]
+    reused: list[int]
+
+
+@dataclass
+class _Job:
+    """One chunk's writes: new scores and embeddings, then the run's links to its scores."""
+
+    scores: list[dict[str, Any]]
+    embeddings: list[dict[str, Any]]
+    links: list[_Link]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,25 +242,33 @@ def _prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 class _Writer:
     """Writes each chunk's scores and embeddings in one transaction, off the scoring thread."""
 
-    def __init__(self, engine: Engine, threaded: bool) -> None:
+    def __init__(self, engine: Engine, run_id: int, threaded: bool) -> None:
         self.engine = engine
+        self.run_id = run_id
         self.scores_written = 0
         self.embeddings_written = 0
         self._error: BaseException | None = None
-        self._q: queue.Queue[tuple[list[dict[str, Any]], list[dict[str, Any]]] | None] | None = (
-            queue.Queue(maxsize=2) if threaded else None
-        )
+        self._q: queue.Queue[_Job | None] | None = queue.Queue(maxsize=2) if threaded else None
         self._thread: threading.Thread | None = None
         if self._q is not None:
             self._thread = threading.Thread(target=self._run, name="evalwatch-writer", daemon=True)
             self._thread.start()
 
-    def _write(self, scores: list[dict[str, Any]], embeddings: list[dict[str, Any]]) -> None:
+    def _write(self, job: _Job) -> None:
         with self.engine.begin() as conn:
-            if scores:
-                self.scores_written += write_scores(conn, scores)
-            if embeddings:
-                self.embeddings_written += write_embeddings(conn, embeddings)
+            written = write_scores(conn, job.scores) if job.scores else 0
+            self.scores_written += written
+            if job.embeddings:
+                self.embeddings_written += write_embeddings(conn, job.embeddings)
+            # In the same transaction: the run reports the chunk's scores whoever wrote them.
+            # Those written now are its members already (write_scores); those it reuses are
+            # linked here, and every one of the chunk's when some insert met a score that a
+            # concurrent run stored since this run looked.
+            raced = written < len(job.scores)
+            for link in job.links:
+                ids = link.subjects if raced else link.reused
+                if ids:
+                    link_run_scores(conn, self.run_id, link.key, ids)
 
     def _run(self) -> None:
         assert self._q is not None
@@ -243,18 +278,18 @@ class _Writer:
                 return
             if self._error is None:
                 try:
-                    self._write(*job)
+                    self._write(job)
                 except BaseException as exc:  # re-raised on the caller's thread
                     self._error = exc
 
-    def submit(self, scores: list[dict[str, Any]], embeddings: list[dict[str, Any]]) -> None:
-        """Queue a chunk's rows (blocks while two chunks are already waiting)."""
+    def submit(self, job: _Job) -> None:
+        """Queue a chunk's writes (blocks while two chunks are already waiting)."""
         if self._error is not None:
             raise self._error
         if self._q is None:
-            self._write(scores, embeddings)
+            self._write(job)
         else:
-            self._q.put((scores, embeddings))
+            self._q.put(job)
 
     def close(self) -> None:
         """Wait for queued writes; raise the first write error, if any."""
@@ -357,7 +392,7 @@ def _score_row(run_id: int, act: _Active, r: ScoreResult) -> dict[str, Any]:
         "subject_id": r.subject_id,
         "evaluator": ev.name,
         "evaluator_version": ev.version,
-        "config_hash": act.provenance_hash,
+        "config_hash": act.key.config_hash,
         "metric": r.metric,
         "value": value,
         "label": r.label,
@@ -406,12 +441,20 @@ def _load_all(
         load_s = time.perf_counter() - t0
         prof = Profiler(ev.name, ev.version, device=str(getattr(ev, "device", "cpu")))
         prof.load_seconds = load_s
+        key = ScoreKey(subject_type, ev.name, ev.version, ev.provenance().config_hash)
         skip = (
-            scored_subject_ids(engine, ev.name, ev.version, subject_type, among=subject_ids)
+            scored_subject_ids(
+                engine,
+                ev.name,
+                ev.version,
+                subject_type,
+                among=subject_ids,
+                config_hash=key.config_hash,
+            )
             if skip_scored
             else set()
         )
-        active.append(_Active(ev, list(ev.metrics), prof, ev.provenance().config_hash, skip))
+        active.append(_Active(ev, list(ev.metrics), prof, key, skip))
     return active, unavailable
 
 
@@ -440,7 +483,9 @@ def run_evaluation(
         run_id: The :class:`~storage.models.EvalRun` the scores belong to.
         chunk_size: Subjects read, scored and written per step.
         progress: Show a progress bar.
-        skip_scored: Leave out subjects an evaluator (same version) has already scored.
+        skip_scored: Reuse the stored scores of subjects an evaluator (same version, same
+            score-relevant options) has already scored instead of scoring them again. Reused
+            scores are reported like new ones.
         finish: Mark the run completed (or failed) with its summary when done.
         console: Where messages and the progress bar go (default: stderr).
         on_chunk: Called with the number of subjects after each chunk (e.g. flow progress).
@@ -475,7 +520,7 @@ def run_evaluation(
             evaluators, engine, subject_type, ids, skip_scored, console, report_unavailable
         )
         threaded = _threads_ok(engine)
-        writer = _Writer(engine, threaded)
+        writer = _Writer(engine, run_id, threaded)
         chunks_fn = _interaction_chunks if subject_type == "interaction" else _output_chunks
         chunks: Iterable[tuple[int, _Chunk]] = chunks_fn(engine, ids, chunk_size)
         if threaded:
@@ -488,9 +533,10 @@ def run_evaluation(
                 done = 0
                 release = malloc_trimmer()
                 for n_ids, chunk in chunks if active else ():
-                    score_rows, emb_rows = _score_all(active, chunk, run_id, summarizer, console)
-                    writer.submit(score_rows, emb_rows)
-                    del score_rows, emb_rows, chunk
+                    job, reused = _score_all(engine, active, chunk, run_id, summarizer, console)
+                    writer.submit(job)
+                    result.scores_reused += reused
+                    del job, chunk
                     release()
                     step = min(n_ids, len(ids) - done)
                     done += step
@@ -538,17 +584,46 @@ def run_evaluation(
     return result
 
 
+def _fold_reused(
+    engine: Engine,
+    act: _Active,
+    chunk: _Chunk,
+    reused: list[int],
+    summarizer: ScoreSummarizer,
+) -> int:
+    """Add the stored scores the run reuses to its summary; returns how many."""
+    with engine.connect() as conn:
+        rows = stored_scores(conn, act.key, reused)
+    groups: dict[tuple[str, str | None], tuple[list[float], list[str]]] = {}
+    for sid, metric, value, status, reason in rows:
+        vals, why = groups.setdefault((metric, chunk.versions.get(sid)), ([], []))
+        if status == ScoreStatus.ok and value is not None:
+            vals.append(float(value))
+        else:
+            why.append(f"{status}: {reason}")
+    for (metric, version), (vals, why) in groups.items():
+        summarizer.add_many(act.evaluator.name, metric, version, vals, why)
+    return len(rows)
+
+
 def _score_all(
+    engine: Engine,
     active: list[_Active],
     chunk: _Chunk,
     run_id: int,
     summarizer: ScoreSummarizer,
     console: Console,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[_Job, int]:
     score_rows: list[dict[str, Any]] = []
     emb_rows: list[dict[str, Any]] = []
+    links: list[_Link] = []
+    n_reused = 0
     for act in active:
         ev = act.evaluator
+        reused = [s.subject_id for s in chunk.samples if s.subject_id in act.skip]
+        links.append(_Link(act.key, [s.subject_id for s in chunk.samples], reused))
+        if reused:
+            n_reused += _fold_reused(engine, act, chunk, reused, summarizer)
         todo = [s for s in chunk.samples if s.subject_id not in act.skip]
         blocked = [s for s in todo if s.subject_id in chunk.blocked]
         runnable = [s for s in todo if s.subject_id not in chunk.blocked]
@@ -587,4 +662,4 @@ def _score_all(
                 why.append(f"{row['status']}: {row['reason']}")
         for (metric, version), (vals, why) in groups.items():
             summarizer.add_many(ev.name, metric, version, vals, why)
-    return score_rows, emb_rows
+    return _Job(score_rows, emb_rows, links), n_reused

@@ -1,55 +1,94 @@
-"""The toxicity evaluator: detoxify's classifiers over responses, offline.
+"""The toxicity evaluator: detoxify's classifiers, or an embedded model that always loads.
 
-Metrics per sample: the labels of the loaded detoxify model (for ``original``: toxicity,
-severe_toxicity, obscene, threat, insult, identity_attack; ``unbiased`` and ``multilingual``
-add sexual_explicit), each a probability, and ``safety`` = 1 − the largest of them.
+Backends (option ``backend``):
 
-Loading never touches the network unless ``allow_download`` is set. detoxify itself downloads
-its checkpoint from GitHub and asks the Hub for the base model's config and tokenizer, so:
+* ``detoxify`` (the primary one): detoxify's transformer classifiers. Metrics: the labels of
+  the loaded model (for ``original``: toxicity, severe_toxicity, obscene, threat, insult,
+  identity_attack; ``unbiased`` and ``multilingual`` add sexual_explicit), each a probability.
+* ``alt-profanity-check`` (embedded, see :mod:`evaluators._toxicity_embedded` for why this
+  model): a TF-IDF + linear SVM whose weights ship inside the pinned package, so it scores real
+  text everywhere, offline, on a CPU. Metric: ``offensive``, a probability.
+* ``auto`` (the default): detoxify when its weights can be had, else the embedded model.
+
+Every backend adds ``safety`` = 1 − the largest of its probabilities. A backend reports only
+the labels its model has (the embedded one has no ``threat``). The backend and model that
+actually scored (``backend`` and ``model`` resolved, e.g. ``alt-profanity-check`` /
+``alt-profanity-check==1.9.1``) are what :meth:`ToxicityEvaluator.provenance` records, so they
+are part of the config hash: scores of two backends are never one run's, and the regression
+gate refuses to compare a side scored by one with a side scored by the other.
+
+Where detoxify's weights come from follows the Hugging Face convention:
 
 * the checkpoint comes from ``checkpoint`` (a local ``.ckpt`` in detoxify's format), else from
-  torch's hub cache when detoxify downloaded it before;
+  torch's hub cache when detoxify downloaded it before, else detoxify downloads it (from
+  GitHub) when downloads are allowed;
 * the base model's config and tokenizer come from ``huggingface_config_path`` (a local folder),
   else from the checkpoint's own ``model_type`` when that is a local folder, else from the
-  Hugging Face cache. The checkpoint's recorded ``model_type`` is pointed at that folder before
-  detoxify's own :class:`detoxify.Detoxify` loads it.
+  Hugging Face cache, else from the Hub when downloads are allowed. The checkpoint's recorded
+  ``model_type`` is pointed at the local folder before detoxify's own
+  :class:`detoxify.Detoxify` loads it.
 
-Texts longer than the tokenizer's limit are truncated (as detoxify does); each truncated sample
-says so in its results' ``details`` with its full token count.
+Downloads are allowed when ``allow_download`` says so, or, when it is unset, when neither
+``HF_HUB_OFFLINE`` nor ``TRANSFORMERS_OFFLINE`` is set. The evaluator says which happened (a
+configured checkpoint, the cache, a download, or the fallback to the embedded model and why)
+in :attr:`ToxicityEvaluator.source`, logged at load (a warning for downloads and fallbacks).
+A configured ``checkpoint`` that cannot load is an error, never a silent fallback.
+
+Texts longer than detoxify's tokenizer limit are truncated (as detoxify does); each truncated
+sample says so in its results' ``details`` with its full token count. The embedded model reads
+the whole text; a text with no term it knows gets its prior and says so in ``details``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
+import logging
 import math
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
+from evaluators import _toxicity_embedded as embedded
 from evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
     EvaluatorUnavailable,
+    Provenance,
     Sample,
     ScoreResult,
     register_evaluator,
 )
 from evaluators.embedding import default_model_path
 from evaluators.profiling import resolve_device, resolve_dtype
+from storage.models import ScoreStatus
 
 __all__ = [
+    "EMBEDDED_BACKEND",
     "EXPECTED_LABELS",
     "ToxicityConfig",
     "ToxicityEvaluator",
     "build_random_checkpoint",
+    "downloads_allowed",
 ]
 
+logger = logging.getLogger(__name__)
+
 _SETTING = "evaluator_options.toxicity"
+
+#: The embedded backend's name (a value of ``backend``).
+EMBEDDED_BACKEND = embedded.BACKEND
+_DETOXIFY_MODEL = "detoxify:"  # + model_type, the model id provenance records
+
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_NON_FINITE = "non-finite model output"
 
 # Labels each released detoxify model reports, after detoxify's own renaming. The loaded
 # checkpoint's class list is what counts; these only name metrics before loading.
@@ -75,13 +114,24 @@ EXPECTED_LABELS: dict[str, list[str]] = {
     ],
 }
 
-_MODELS: dict[tuple[str, str, str, str, int | None], Any] = {}
+_MODELS: dict[tuple[str, str, str, str, int | None], tuple[Any, str]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
 class ToxicityConfig(EvaluatorConfig):
     """Options of the toxicity evaluator."""
 
+    backend: Literal["auto", "detoxify", "alt-profanity-check"] = Field(
+        "auto",
+        description="auto: detoxify when its weights can be had, else the embedded "
+        "alt-profanity-check model. Provenance records the backend that scored.",
+    )
+    model: str | None = Field(
+        None,
+        description="The model that scores, as provenance records it ('detoxify:original', "
+        "'alt-profanity-check==1.9.1'); filled in on loading. Given, another model is an error "
+        "(and under auto it picks the backend).",
+    )
     model_type: Literal["original", "unbiased", "multilingual"] = Field(
         "original", description="Which detoxify model."
     )
@@ -93,19 +143,73 @@ class ToxicityConfig(EvaluatorConfig):
         description="Local folder with the base model's config.json and tokenizer files "
         "(e.g. bert-base-uncased for 'original'), so nothing is fetched from the Hub.",
     )
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    # How the scores are computed, not what they are: runtime-only (see EvaluatorConfig).
+    device: str = Field(
+        "auto",
+        description="auto (CUDA when present), cpu, cuda or cuda:N.",
+        json_schema_extra={"runtime": True},
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="auto = float16 on CUDA, float32 on CPU."
+        "auto",
+        description="auto = float16 on CUDA, float32 on CPU.",
+        json_schema_extra={"runtime": True},
     )
     batch_size: int | None = Field(
-        None, gt=0, description="Texts per forward pass; None = 16 on CPU, 128 on CUDA."
+        None,
+        gt=0,
+        description="Texts per forward pass; None = 16 on CPU, 128 on CUDA (detoxify), 1024 "
+        "(embedded).",
+        json_schema_extra={"runtime": True},
     )
     max_length: int | None = Field(
         None, gt=2, description="Truncate at this many tokens (None = the tokenizer's limit)."
     )
-    allow_download: bool = Field(
-        False, description="Let detoxify download its checkpoint and base model if missing."
+    allow_download: bool | None = Field(
+        None,
+        description="Let detoxify download its checkpoint and base model if missing; None: "
+        "when neither HF_HUB_OFFLINE nor TRANSFORMERS_OFFLINE is set.",
+        # Where the weights come from; which weights score is ``backend`` + ``model``.
+        json_schema_extra={"runtime": True},
     )
+
+
+_SAID: set[str] = set()
+
+
+def _say(level: int, message: str) -> None:
+    """Log ``message`` once per process (every task of a flow builds its own evaluator)."""
+    with _MODELS_LOCK:
+        first = message not in _SAID
+        _SAID.add(message)
+    logger.log(level if first else logging.DEBUG, "%s", message)
+
+
+def _offline_vars() -> list[str]:
+    """The Hugging Face offline variables set in the environment (their truthy spellings)."""
+    return [
+        v
+        for v in _OFFLINE_VARS
+        if os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    ]
+
+
+def downloads_allowed(cfg: ToxicityConfig) -> bool:
+    """Whether detoxify may download: ``allow_download``, else the Hugging Face convention.
+
+    Examples:
+        >>> downloads_allowed(ToxicityConfig(allow_download=False))
+        False
+    """
+    if cfg.allow_download is not None:
+        return cfg.allow_download
+    return not _offline_vars()
+
+
+def _no_download_hint(cfg: ToxicityConfig) -> str:
+    set_vars = _offline_vars()
+    if cfg.allow_download is None and set_vars:
+        return f"unset {' and '.join(set_vars)} to let detoxify download it"
+    return f"set {_SETTING}.allow_download=true to let detoxify download it"
 
 
 def _hub_cache_checkpoint(model_type: str) -> Path | None:
@@ -148,11 +252,20 @@ def _local_base_model(name: str) -> str | None:
         return None
 
 
-def _load_detoxify(cfg: ToxicityConfig, device: str, dtype: str) -> Any:
+def _load_detoxify(cfg: ToxicityConfig, device: str, dtype: str) -> tuple[Any, str]:
+    """The loaded :class:`detoxify.Detoxify` (once per process) and where its weights came from.
+
+    Raises:
+        EvaluatorUnavailable: The weights cannot be had, or do not load; the message names the
+            setting to change.
+    """
+    allowed = downloads_allowed(cfg)
     ckpt = cfg.checkpoint
+    origin = f"checkpoint {ckpt}"
     if ckpt is None:
         found = _hub_cache_checkpoint(cfg.model_type)
         ckpt = str(found) if found is not None else None
+        origin = f"the torch hub cache ({ckpt})"
     key = (
         ckpt or f"download:{cfg.model_type}",
         cfg.huggingface_config_path or "",
@@ -164,34 +277,47 @@ def _load_detoxify(cfg: ToxicityConfig, device: str, dtype: str) -> Any:
         cached = _MODELS.get(key)
         if cached is not None:
             return cached
-        import torch
-        from detoxify import Detoxify
-
         source: Any
-        if ckpt is None and not cfg.allow_download:
+        if ckpt is None and not allowed:
             raise EvaluatorUnavailable(
                 f"no detoxify checkpoint for model_type {cfg.model_type!r} is available offline; "
                 f"set {_SETTING}.checkpoint to a local detoxify .ckpt file (and "
                 f"{_SETTING}.huggingface_config_path to its base model's config/tokenizer "
-                "folder) via EVALWATCH_EVALUATOR_OPTIONS or the options file, or set "
-                f"{_SETTING}.allow_download=true"
+                "folder) via EVALWATCH_EVALUATOR_OPTIONS or the options file, or "
+                + _no_download_hint(cfg)
             )
         try:
+            import torch
+            from detoxify import Detoxify
+
             if ckpt is None:
+                logger.warning(
+                    "toxicity: downloading detoxify's %r checkpoint and its base model (set "
+                    "HF_HUB_OFFLINE=1 or %s.allow_download=false to stop this)",
+                    cfg.model_type,
+                    _SETTING,
+                )
                 detox = Detoxify(model_type=cfg.model_type, device=device)
+                said = (
+                    f"detoxify {cfg.model_type!r}, downloaded (checkpoint into "
+                    f"{torch.hub.get_dir()}, base model from the Hugging Face Hub)"
+                )
             else:
                 if not Path(ckpt).is_file():
                     raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
                 loaded = _peek_checkpoint(ckpt)
                 args = loaded["config"]["arch"]["args"]
                 base = cfg.huggingface_config_path or _local_base_model(args["model_type"])
-                if base is None and not cfg.allow_download:
+                if base is None and not allowed:
                     raise EvaluatorUnavailable(
                         f"the checkpoint's base model {args['model_type']!r} (config and "
                         "tokenizer) is not available offline; set "
                         f"{_SETTING}.huggingface_config_path to a local folder holding its "
-                        "config.json and tokenizer files"
+                        "config.json and tokenizer files, or " + _no_download_hint(cfg)
                     )
+                said = f"detoxify {cfg.model_type!r} from {origin}, base model " + (
+                    f"from {base}" if base else "downloaded from the Hugging Face Hub"
+                )
                 if base is None or base == args["model_type"]:
                     source = ckpt
                 else:
@@ -215,8 +341,8 @@ def _load_detoxify(cfg: ToxicityConfig, device: str, dtype: str) -> Any:
             detox.model.to(getattr(torch, dtype))
         detox.model.eval()
         _cap_max_length(detox, cfg.max_length)
-        _MODELS[key] = detox
-        return detox
+        _MODELS[key] = (detox, said)
+        return detox, said
 
 
 def _cap_max_length(detox: Any, max_length: int | None) -> None:
@@ -235,11 +361,14 @@ def _cap_max_length(detox: Any, max_length: int | None) -> None:
 
 @register_evaluator
 class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
-    """detoxify toxicity probabilities and a ``safety`` score per response.
+    """Toxicity probabilities and a ``safety`` score per response, from detoxify or embedded.
 
     Examples:
-        >>> ToxicityEvaluator(device="cpu").metrics[-1]
-        'safety'
+        >>> ev = ToxicityEvaluator(backend="alt-profanity-check")
+        >>> ev.metrics
+        ['offensive', 'safety']
+        >>> ev.provenance().config["model"].startswith("alt-profanity-check==")
+        True
     """
 
     name = "toxicity"
@@ -249,14 +378,71 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
     def __init__(self, config: ToxicityConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)
         self._detox: Any = None
+        self._embedded: embedded.EmbeddedModel | None = None
+        self._backend: str | None = None  # the backend that loaded
+        self.source: str | None = None  # where the model came from, once loaded
         self.device = self.config.device  # resolved by load()
         self.dtype = "float32"
 
+    # -- what is configured, what loaded ----------------------------------------------------
+
+    def _wanted_backend(self) -> str:
+        """The configured backend; under auto, a pinned ``model`` decides when it can."""
+        cfg = self.config
+        if cfg.backend == "auto" and cfg.model is not None:
+            if cfg.model.startswith(embedded.MODEL_PREFIX):
+                return EMBEDDED_BACKEND
+            if cfg.model.startswith(_DETOXIFY_MODEL):
+                return "detoxify"
+        return cfg.backend
+
+    @property
+    def backend(self) -> str:
+        """The backend that scores: resolved (by loading) when the config says auto."""
+        if self._backend is not None:
+            return self._backend
+        wanted = self._wanted_backend()
+        if wanted == "auto":
+            self.load()
+        return self._backend or wanted
+
+    @property
+    def model_id(self) -> str | None:
+        """The model that scores (``detoxify:original``, ``alt-profanity-check==1.9.1``)."""
+        backend = self.backend
+        if backend == "detoxify":
+            return _DETOXIFY_MODEL + self.config.model_type
+        if self._embedded is not None:
+            return self._embedded.model_id
+        return embedded.embedded_model_id()
+
+    def provenance(self) -> Provenance:
+        """Name, version and config, with ``backend`` and ``model`` as they score.
+
+        Resolving them needs the model loaded (auto decides by loading), so this loads first;
+        an evaluator that cannot load keeps its configured values (``load`` says why).
+        """
+        if self.config.backend == "auto" or self.config.model is None:
+            with contextlib.suppress(EvaluatorUnavailable):
+                self.load()
+        return super().provenance()
+
     @property
     def labels(self) -> list[str]:
-        """The model's labels: from the checkpoint once loaded, else the released model's."""
-        if self._detox is not None:
+        """The model's labels: the loaded model's, else the configured backend's documented ones."""
+        if self._backend == "detoxify" and self._detox is not None:
             return list(self._detox.class_names)
+        if self._backend == EMBEDDED_BACKEND:
+            return list(embedded.LABELS)
+        wanted = self._wanted_backend()
+        if wanted == "auto":
+            try:
+                self.load()
+            except EvaluatorUnavailable:
+                return list(EXPECTED_LABELS[self.config.model_type])
+            return self.labels
+        if wanted == EMBEDDED_BACKEND:
+            return list(embedded.LABELS)
         return list(EXPECTED_LABELS[self.config.model_type])
 
     @property
@@ -266,30 +452,86 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
 
     @property
     def batch_size(self) -> int:
-        """Configured batch size, else the default for the device."""
+        """Configured batch size, else the default for the backend and device."""
         if self.config.batch_size:
             return self.config.batch_size
+        if self._backend == EMBEDDED_BACKEND:
+            return 1024
         return 128 if self.device.startswith("cuda") else 16
 
     @property
-    def max_tokens(self) -> int:
-        """Where texts are truncated (tokens, special tokens included)."""
+    def max_tokens(self) -> int | None:
+        """Where detoxify truncates texts (tokens, special tokens included); None: embedded."""
         self.load()
+        if self._detox is None:
+            return None
         return int(self._detox.tokenizer.model_max_length)
 
     @property
     def detoxify(self) -> Any:
-        """The loaded :class:`detoxify.Detoxify` (loads it)."""
+        """The loaded :class:`detoxify.Detoxify` (loads it; None for the embedded backend)."""
         self.load()
         return self._detox
 
+    @property
+    def embedded_model(self) -> embedded.EmbeddedModel | None:
+        """The loaded embedded model (loads; None for detoxify)."""
+        self.load()
+        return self._embedded
+
+    # -- loading -----------------------------------------------------------------------------
+
     def _load(self) -> None:
+        wanted = self._wanted_backend()
+        fallback: str | None = None
+        if wanted in ("auto", "detoxify"):
+            try:
+                self._load_detoxify()
+            except EvaluatorUnavailable as exc:
+                # A checkpoint the user configured that fails is an error, never swapped for
+                # another model; auto only stands in when detoxify's weights are simply absent.
+                if wanted == "detoxify" or self.config.checkpoint is not None:
+                    raise
+                fallback = str(exc)
+        if self._backend is None:
+            self._load_embedded(fallback)
+        pinned, loaded = self.config.model, self.model_id
+        if pinned is not None and pinned != loaded:
+            self._backend = self._detox = self._embedded = None
+            raise EvaluatorUnavailable(
+                f"{_SETTING}.model pins {pinned!r}, but what loads is {loaded!r}; "
+                "scores of different models are not comparable (drop the pin to accept it)"
+            )
+        # What scored is part of the config from now on: provenance and the hash record it.
+        self.config = self.config.model_copy(update={"backend": self._backend, "model": loaded})
+        _say(logging.WARNING if fallback else logging.INFO, f"toxicity: {self.source}")
+
+    def _load_detoxify(self) -> None:
         try:
             self.device = resolve_device(self.config.device)
         except ValueError as exc:
             raise EvaluatorUnavailable(f"{exc}; set {_SETTING}.device to cpu or auto") from exc
         self.dtype = resolve_dtype(self.config.dtype, self.device)
-        self._detox = _load_detoxify(self.config, self.device, self.dtype)
+        self._detox, self.source = _load_detoxify(self.config, self.device, self.dtype)
+        self._backend = "detoxify"
+
+    def _load_embedded(self, fallback: str | None) -> None:
+        try:
+            self._embedded = embedded.load_embedded()
+        except ImportError as exc:
+            why = f"; detoxify was not available either: {fallback}" if fallback else ""
+            raise EvaluatorUnavailable(
+                f"the embedded toxicity model could not load ({exc}): install the project's "
+                f"requirements.lock (alt-profanity-check){why}"
+            ) from exc
+        self._backend = EMBEDDED_BACKEND
+        # scikit-learn runs on the CPU, whatever the device option says.
+        self.device, self.dtype = "cpu", "float64"
+        self.source = f"embedded {self._embedded.model_id} (labels: {', '.join(embedded.LABELS)})"
+        if fallback:
+            self.source += f", because detoxify is not available: {fallback}"
+
+    # -- scoring -----------------------------------------------------------------------------
 
     def _token_counts(self, texts: Sequence[str], candidates: Sequence[int]) -> dict[int, int]:
         """Full token counts of the candidate texts (those that filled the model's window)."""
@@ -352,46 +594,65 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
             return BatchResult(scores=[], n_tokens=0)
         self.load()
         texts = [s.response for s in samples]
+        if self._embedded is not None:
+            return self._evaluate_embedded(samples, texts, self._embedded)
         probs, seen = self._predict(texts)
         limit = self.max_tokens
+        assert limit is not None  # detoxify always has a window
         # Only a text that filled the window can have been cut; count those in full.
         counts = self._token_counts(texts, np.flatnonzero(seen >= limit).tolist())
-        labels = self.labels
-        scores: list[ScoreResult] = []
-        for i, s in enumerate(samples):
-            n_tok = counts.get(i)
-            details = (
-                {"truncated": True, "tokens": n_tok, "max_tokens": limit}
-                if n_tok is not None and n_tok > limit
-                else None
-            )
-            row = probs[i]
-            if not all(math.isfinite(v) for v in row):
-                for metric in self.metrics:
-                    scores.append(
-                        ScoreResult.unscored(s, metric, "non-finite model output", details=details)
-                    )
-                continue
-            for j, label in enumerate(labels):
-                scores.append(
-                    ScoreResult(
-                        subject_id=s.subject_id,
-                        subject_type=s.subject_type,
-                        metric=label,
-                        value=float(row[j]),
-                        details=details,
-                    )
+        details: list[dict[str, Any] | None] = [None] * len(samples)
+        for i, n_tok in counts.items():
+            if n_tok > limit:
+                details[i] = {"truncated": True, "tokens": n_tok, "max_tokens": limit}
+        return BatchResult(scores=self._results(samples, probs, details), n_tokens=int(seen.sum()))
+
+    def _evaluate_embedded(
+        self, samples: Sequence[Sample], texts: list[str], model: embedded.EmbeddedModel
+    ) -> BatchResult:
+        probs = np.empty((len(texts), 1), dtype=np.float64)
+        terms = np.empty(len(texts), dtype=np.int64)
+        bs = self.batch_size
+        for start in range(0, len(texts), bs):
+            p, t = model.predict(texts[start : start + bs])
+            probs[start : start + bs, 0] = p
+            terms[start : start + bs] = t
+        unknown = {"known_terms": 0, "note": "no term the model knows; the value is its prior"}
+        details = [unknown if t == 0 else None for t in terms.tolist()]
+        # TF-IDF reads words, not model tokens: there is no token count to report.
+        return BatchResult(scores=self._results(samples, probs, details), n_tokens=None)
+
+    def _results(
+        self,
+        samples: Sequence[Sample],
+        probs: np.ndarray,
+        details: Sequence[dict[str, Any] | None],
+    ) -> list[ScoreResult]:
+        """Each label's probability then safety, per sample; non-finite rows are unscored."""
+        metrics = [*self.labels, "safety"]
+        with np.errstate(invalid="ignore"):
+            values = np.concatenate([probs, 1.0 - probs.max(axis=1, keepdims=True)], axis=1)
+        finite = np.isfinite(probs).all(axis=1).tolist()
+        rows: list[dict[str, Any]] = []
+        for s, row, ok, det in zip(samples, values.tolist(), finite, details, strict=True):
+            base = {"subject_id": s.subject_id, "subject_type": s.subject_type, "details": det}
+            if ok:
+                rows.extend(
+                    {**base, "metric": m, "value": v} for m, v in zip(metrics, row, strict=True)
                 )
-            scores.append(
-                ScoreResult(
-                    subject_id=s.subject_id,
-                    subject_type=s.subject_type,
-                    metric="safety",
-                    value=1.0 - float(row.max()),
-                    details=details,
+            else:
+                rows.extend(
+                    {**base, "metric": m, "status": ScoreStatus.error, "reason": _NON_FINITE}
+                    for m in metrics
                 )
-            )
-        return BatchResult(scores=scores, n_tokens=int(seen.sum()))
+        # One validation call for the whole batch: half the cost of a ScoreResult(...) per
+        # result, which is what the embedded model's evaluator spends beside the model itself.
+        return _score_list().validate_python(rows)
+
+
+@functools.cache
+def _score_list() -> TypeAdapter[list[ScoreResult]]:
+    return TypeAdapter(list[ScoreResult])
 
 
 def build_random_checkpoint(

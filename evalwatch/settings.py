@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +23,7 @@ __all__ = [
     "IngestSettings",
     "JudgeSettings",
     "Settings",
+    "SettingsError",
     "TargetSettings",
     "get_settings",
     "reset_settings",
@@ -137,7 +138,17 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         None, description="Address of an existing Dask scheduler (instead of a local cluster)."
     )
-    report_dir: Path = Field(Path("reports"), description="Where HTML reports are written.")
+    report_dir: Path | None = Field(
+        None,
+        description="Reports root: each store's reports go in <report_dir>/<store key>/. "
+        "Unset: beside a SQLite store (<store folder>/reports/), else ~/.evalwatch/reports/<key>/ "
+        "(see reporting.location).",
+    )
+    report_base_url: str | None = Field(
+        None,
+        description="http(s) address at which the reports root is served; reports under it "
+        "get a Prefect link artifact (file:// links do not open from the Prefect UI).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -204,10 +215,35 @@ class _FlatJudgeEnv(PydanticBaseSettingsSource):
         return {"judge": judge} if judge else {}
 
 
+class SettingsError(ValueError):
+    """A setting (environment variable or config file) has a value evalwatch cannot use."""
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable for a settings field path.
+
+    Examples:
+        >>> _setting_name(("judge", "timeout_s"))
+        'EVALWATCH_JUDGE__TIMEOUT_S'
+    """
+    return "EVALWATCH_" + "__".join(str(p).upper() for p in loc)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once.
+
+    Raises:
+        SettingsError: A setting is invalid or the config file is missing; the message names
+            the variable (the same field may also come from ``EVALWATCH_CONFIG_FILE``).
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{_setting_name(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"bad setting: {problems}") from exc
+    except FileNotFoundError as exc:  # EVALWATCH_CONFIG_FILE names no file
+        raise SettingsError(str(exc)) from exc
 
 
 def reset_settings() -> None:

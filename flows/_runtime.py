@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -10,7 +11,12 @@ from sqlalchemy.engine import Engine
 from evalwatch.settings import Settings, get_settings
 from storage.db import get_engine
 
-__all__ = ["artifact_key", "flow_settings", "make_task_runner", "store"]
+__all__ = ["artifact_key", "flow_settings", "make_task_runner", "prefect_failure", "store"]
+
+# Prefect reports an unreachable or unstartable API as a bare RuntimeError; these are its words.
+_UNREACHABLE = re.compile(r"Failed to reach API at (?P<url>\S+)")
+_EPHEMERAL = ("ephemeral Prefect API server", "Unable to find an available port")
+_VERSIONS = "Found incompatible versions"
 
 
 def make_task_runner(settings: Settings | None = None) -> TaskRunner[Any]:
@@ -58,3 +64,44 @@ def artifact_key(*parts: str) -> str:
     """
     raw = "-".join(parts).lower()
     return "".join(c if c.isalnum() else "-" for c in raw).strip("-")
+
+
+def prefect_failure(exc: BaseException) -> str | None:
+    """One line saying why Prefect could not run a flow, or None if ``exc`` is not that.
+
+    Recognises an unreachable ``PREFECT_API_URL``, a temporary (ephemeral) server that did not
+    start in time, and a server of another major version, so that the CLI can report "the run
+    could not be carried out" instead of a traceback.
+
+    Args:
+        exc: An exception that ended a command.
+
+    Returns:
+        The message, naming what was unavailable and the setting to change; None otherwise.
+
+    Examples:
+        >>> prefect_failure(RuntimeError("Failed to reach API at http://127.0.0.1:9/api/"))[:44]
+        'cannot reach the Prefect API at http://127.0'
+        >>> prefect_failure(ValueError("x")) is None
+        True
+    """
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if m := _UNREACHABLE.search(text):
+        return (
+            f"cannot reach the Prefect API at {m.group('url')} (PREFECT_API_URL); start it "
+            "(`prefect server start`) or unset PREFECT_API_URL to run with a temporary server"
+        )
+    if any(marker in text for marker in _EPHEMERAL):
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        return (
+            f"the temporary Prefect server did not start within {timeout:g}s "
+            "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); raise that, or start "
+            "`prefect server start` and set PREFECT_API_URL to it"
+        )
+    if _VERSIONS in text:
+        return f"the Prefect server cannot serve this client: {text}"
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +18,9 @@ from prefect.artifacts import (
 from prefect.futures import as_completed
 
 from evaluators.runner import run_evaluation
+from evalwatch.settings import Settings
 from flows._runtime import artifact_key, flow_settings, store
+from reporting.location import report_folder, report_url
 from reporting.run_report import metric_rows, run_markdown, write_run_html
 from runs.common import build_evaluators, merge_profiles, run_summary_from_store
 from runs.digest import digest_run
@@ -29,6 +33,7 @@ __all__ = [
     "evaluate_in_batches",
     "fail_run",
     "finish_and_report",
+    "publish_report",
 ]
 
 
@@ -82,9 +87,11 @@ def finish_and_report(
     digest = digest_run(engine, run_id)
     summary = run_summary_from_store(engine, run_id, digest) | extra
     finish_run(engine, run_id, RunStatus.completed, summary=summary)
-    report = write_run_html(engine, run_id, settings.report_dir / f"run-{run_id}.html", digest)
+    report_path = report_folder(settings) / f"run-{run_id}.html"
+    report = write_run_html(engine, run_id, report_path, digest)
+    markdown = run_markdown(engine, run_id, report_path=str(report), digest=digest)
     create_markdown_artifact(
-        markdown=run_markdown(engine, run_id, report_path=str(report), digest=digest),
+        markdown=markdown,
         key=artifact_key("evalwatch", kind, "summary"),
         description=f"evalwatch {kind} run {run_id}",
     )
@@ -95,12 +102,44 @@ def finish_and_report(
             key=artifact_key("evalwatch", kind, "metrics"),
             description=f"per-metric summary of run {run_id}",
         )
-    create_link_artifact(
-        link=report.as_uri(),
-        link_text=f"HTML report of run {run_id}",
+    publish_report(
+        report,
         key=artifact_key("evalwatch", kind, "report"),
+        title=f"HTML report of run {run_id}",
+        settings=settings,
+        markdown=markdown,
     )
     return summary | {"run_id": run_id, "report": str(report)}
+
+
+def publish_report(
+    path: Path, *, key: str, title: str, settings: Settings, markdown: str | None = None
+) -> None:
+    """Publish a written HTML report as a Prefect artifact a person can open from the UI.
+
+    Where ``EVALWATCH_REPORT_BASE_URL`` serves the report, a link artifact to its http(s)
+    address. Otherwise a markdown artifact: the report's content (``markdown``) under a line
+    saying where the file is, because browsers do not open ``file://`` links from the UI.
+
+    Args:
+        path: The report file.
+        key: Artifact key.
+        title: Link text, and the heading of the markdown artifact.
+        settings: Settings (the base URL and where reports go).
+        markdown: The report's essential content as markdown, when there is one.
+    """
+    url = report_url(path, settings)
+    if url is not None:
+        create_link_artifact(link=url, link_text=title, key=key, description=title)
+        return
+    where = (
+        f"## {title}\n\nWritten to `{path}` on `{socket.gethostname()}`. Serve the reports "
+        "folder and set `EVALWATCH_REPORT_BASE_URL` to get a link here (browsers do not open "
+        "`file://` links from the Prefect UI).\n"
+    )
+    create_markdown_artifact(
+        markdown=where + ("\n" + markdown if markdown else ""), key=key, description=title
+    )
 
 
 def evaluate_in_batches(
@@ -140,33 +179,30 @@ def fail_run(database_url: str | None, run_id: int, exc: BaseException) -> None:
 
 @task(name="evaluate-alert-rules", retries=1, retry_delay_seconds=5)
 def evaluate_alert_rules(run_id: int | None, database_url: str | None) -> list[dict[str, Any]]:
-    """Evaluate the alert rules in force after a run; a failure here never fails the run."""
-    from alerting import evaluate_after_run
+    """Evaluate the alert rules in force after a run or a stored report.
+
+    The run's results are stored before this task starts and stand whatever happens here,
+    but an evaluation that fails must be visible: the task raises with the one-line reason,
+    so the flow run ends Failed rather than Completed.
+
+    Raises:
+        RuntimeError: The rules could not be evaluated (the reason holds no URL or token).
+    """
+    from alerting import evaluate_after_report
 
     logger = get_run_logger()
-    try:
-        events = evaluate_after_run(store(database_url), run_id)
-    except Exception as exc:  # alerting problems are reported, the run's results stand
-        logger.error("alert rules could not be evaluated: %s: %s", type(exc).__name__, exc)
-        return []
-    out = []
-    for e in events:
+    alerts, error = evaluate_after_report(store(database_url), run_id)
+    if error is not None:
+        logger.error("alert rules could not be evaluated: %s", error)
+        raise RuntimeError(f"alert rules could not be evaluated: {error}")
+    for a in alerts:
         logger.warning(
             "alert %s %s [%s] %s: value %s vs threshold %s",
-            e.alert_id,
-            e.action,
-            e.severity,
-            e.rule,
-            e.value,
-            e.threshold,
+            a["alert_id"],
+            a["action"],
+            a["severity"],
+            a["rule"],
+            a["value"],
+            a["threshold"],
         )
-        out.append(
-            {
-                "alert_id": e.alert_id,
-                "rule": e.rule,
-                "action": e.action,
-                "severity": e.severity,
-                "scope": e.scope_key,
-            }
-        )
-    return out
+    return alerts

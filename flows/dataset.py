@@ -6,15 +6,32 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as prefect_flow_run
+from prefect.states import State
 
 from flows._runtime import flow_settings, make_task_runner, store
 from flows._tasks import evaluate_in_batches, fail_run, finish_and_report
-from runs.dataset import DatasetParams, prepare_dataset_run
+from runs.dataset import DatasetParams, DatasetRunError, prepare_dataset_run
 
 __all__ = ["evaluate_dataset", "prepare_outputs"]
 
 
-@task(name="prepare-dataset-run", retries=2, retry_delay_seconds=5)
+def _retry_unless_bad_input(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Retry transient failures only: an unknown model or a bad predictions file stays bad."""
+    try:
+        state.result()
+    except DatasetRunError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="prepare-dataset-run",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_unless_bad_input,
+)
 def prepare_outputs(params: DatasetParams, database_url: str | None) -> dict[str, Any]:
     """Resolve the test set, obtain the model's outputs (file or calls), create the run."""
     prepared = prepare_dataset_run(

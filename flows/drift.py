@@ -5,14 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows._runtime import artifact_key, flow_settings, store
-from flows._tasks import evaluate_alert_rules
+from flows._tasks import evaluate_alert_rules, publish_report
 from runs.drift import DriftParams, check_drift
 
 __all__ = ["drift_check", "publish_drift_report", "run_drift_check"]
@@ -28,7 +24,8 @@ def run_drift_check(params: DriftParams, database_url: str | None) -> dict[str, 
         ``summary`` (JSON-safe, without every test), ``markdown`` and ``moved`` table rows.
     """
     settings = flow_settings(database_url)
-    outcome = check_drift(store(database_url), params, settings, html=True)
+    # The rules are evaluated by the flow's own task (visible, and failing the flow run).
+    outcome = check_drift(store(database_url), params, settings, html=True, alerts=False)
     moved = [
         {
             "scope": h["scope"],
@@ -46,7 +43,7 @@ def run_drift_check(params: DriftParams, database_url: str | None) -> dict[str, 
 
 
 @task(name="publish-drift-report")
-def publish_drift_report(result: dict[str, Any]) -> None:
+def publish_drift_report(result: dict[str, Any], database_url: str | None = None) -> None:
     """Publish the markdown report, the table of what moved and the HTML link (stable keys)."""
     summary = result["summary"]
     create_markdown_artifact(
@@ -63,10 +60,13 @@ def publish_drift_report(result: dict[str, Any]) -> None:
     if summary.get("html"):
         from pathlib import Path
 
-        create_link_artifact(
-            link=Path(summary["html"]).resolve().as_uri(),
-            link_text=f"HTML drift report {summary['report_key']}",
+        # A link where the reports are served; else where the file is (the content is the
+        # "report" artifact above).
+        publish_report(
+            Path(summary["html"]),
             key=artifact_key("evalwatch", "drift", "html"),
+            title=f"HTML drift report {summary['report_key']}",
+            settings=flow_settings(database_url),
         )
 
 
@@ -83,13 +83,23 @@ def drift_check(
 
     Returns:
         The report's summary: ``report_key``, ``drift_found``, ``moved``, anomalies, the HTML
-        ``html`` path and the ``alerts`` the alert rules raised.
+        ``html`` path, the ``alerts`` the alert rules raised, and ``no_data`` (one line per
+        window that held no interactions: then nothing was judged or stored).
+
+    Raises:
+        RuntimeError: The alert rules could not be evaluated (the report stays stored).
     """
     params = params or DriftParams()
     logger = get_run_logger()
     result = run_drift_check(params, database_url)
     summary: dict[str, Any] = result["summary"]
-    publish_drift_report(result)
+    publish_drift_report(result, database_url)
+    if summary["no_data"]:
+        # Nothing judged and nothing stored: said in the log and the report artifact.
+        for line in summary["no_data"]:
+            logger.warning("drift check: %s", line)
+        summary["alerts"] = []
+        return summary
     verdict = "drift found" if summary["drift_found"] else "no drift"
     logger.info(
         "drift report %s: %s (%d tests, %d moved)",

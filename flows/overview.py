@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from flows._runtime import artifact_key, flow_settings, store
+from flows._tasks import publish_report
+from reporting.location import report_folder
 
 __all__ = ["operations_overview"]
 
@@ -20,21 +22,25 @@ def build_overview(days: float, until: datetime | None, database_url: str | None
     from reporting.overview import overview_html, overview_markdown
     from storage.overview import load_overview
 
+    settings = flow_settings(database_url)
     engine = store(database_url)
     start, end = overview_window(engine, days, until)
     data = load_overview(engine, start, end)
+    markdown = overview_markdown(data)
     create_markdown_artifact(
-        markdown=overview_markdown(data),
+        markdown=markdown,
         key=artifact_key("evalwatch", "overview"),
         description=f"evalwatch overview, last {days:g} days",
     )
-    path = flow_settings(database_url).report_dir / f"overview-{datetime.now(UTC):%Y%m%d}.html"
+    path = report_folder(settings) / f"overview-{datetime.now(UTC):%Y%m%d}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(overview_html(data), encoding="utf-8")
-    create_link_artifact(
-        link=path.resolve().as_uri(),
-        link_text="operations overview",
+    publish_report(
+        path,
         key=artifact_key("evalwatch", "overview", "report"),
+        title="operations overview",
+        settings=settings,
+        markdown=markdown,
     )
     return {
         "start": start.isoformat(),

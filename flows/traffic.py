@@ -31,6 +31,7 @@ def prepare(params: TrafficParams, database_url: str | None) -> dict[str, Any]:
         "ids": prepared.ids,
         "n_invalid": len(prepared.invalid),
         "invalid_examples": {str(k): v for k, v in list(prepared.invalid.items())[:10]},
+        "no_data": prepared.no_data,
     }
 
 
@@ -52,6 +53,10 @@ def evaluate_traffic(
     prepared = prepare(params, database_url)
     run_id, ids = prepared["run_id"], prepared["ids"]
     logger.info("run %s: %d interactions sampled for %s", run_id, len(ids), params.evaluators)
+    if prepared["no_data"]:
+        # Not a failure (an hour may be quiet), but never a silent green run: the line heads
+        # the log, the stored summary and the markdown artifact.
+        logger.warning("run %s: %s", run_id, prepared["no_data"])
     try:
         unavailable = evaluate_in_batches(
             "traffic",
@@ -73,7 +78,8 @@ def evaluate_traffic(
                 "n_invalid": prepared["n_invalid"],
                 "invalid_examples": prepared["invalid_examples"],
                 "unavailable": unavailable,
-            },
+            }
+            | ({"no_data": prepared["no_data"]} if prepared["no_data"] else {}),
         )
     except BaseException as exc:
         fail_run(database_url, run_id, exc)

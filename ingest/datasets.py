@@ -38,6 +38,7 @@ from storage.repo import (
     get_dataset,
     insert_model_outputs,
     insert_quarantine,
+    output_ids,
     register_dataset,
 )
 
@@ -88,7 +89,18 @@ class DatasetLoad:
 
 @dataclass
 class OutputsLoad:
-    """What loading a predictions file did."""
+    """What loading a predictions file did.
+
+    Attributes:
+        dataset: The dataset version the predictions answer.
+        stored: Predictions newly stored.
+        duplicates: Predictions stored before (same item, model and output), from any file.
+        quarantined: Predictions rejected into quarantine.
+        reasons: Quarantine reasons and how many predictions had each.
+        skipped: Blank lines.
+        outputs: Model -> item key -> stored output id, for every usable prediction of the
+            file (new or stored before): what the file means, wherever it was read from.
+    """
 
     dataset: Dataset
     stored: int = 0
@@ -96,6 +108,7 @@ class OutputsLoad:
     quarantined: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
+    outputs: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _text(value: Any, name: str, why: list[str], required: bool) -> str | None:
@@ -359,8 +372,9 @@ def load_outputs(
             value = normalise_keys(value, PREDICTION_FIELDS, PREDICTION_ALIASES)
         row, why = check_prediction(value)
         if row is not None and row["item_key"] not in keys:
-            why = [f"id: not an item of {dataset.name} version {dataset.version} "
-                   f"({row['item_key']!r})"]
+            why = [
+                f"id: not an item of {dataset.name} version {dataset.version} ({row['item_key']!r})"
+            ]
             row = None
         if row is None:
             bad.append((rec, why))
@@ -376,4 +390,10 @@ def load_outputs(
         new = insert_model_outputs(engine, rows)
         result.stored = len(new)
         result.duplicates = len(rows) - len(new)
+        # Resolve by identity, not by source: rows stored earlier from another path count.
+        idents = [(r["dataset_item_id"], r["model"], r["output_hash"]) for r in rows]
+        ids = output_ids(engine, idents)
+        key_of = {item_id: key for key, item_id in keys.items()}
+        for item_id, model, digest in idents:  # a later line for the same item and model wins
+            result.outputs.setdefault(model, {})[key_of[item_id]] = ids[(item_id, model, digest)]
     return result

@@ -345,8 +345,23 @@ class SourceReader:
         except OSError as exc:
             raise UnreadableFileError(f"{self.path}: {exc.strerror or exc}") from exc
         self.fmt: str = detect_format(self.path, head) if fmt == "auto" else fmt
+        if self.fmt == "parquet":
+            # Read the footer now, so a file that is no Parquet fails before anything is stored.
+            self._parquet_file()
         #: Progress so far, in the unit of ``total`` (bytes; rows for Parquet).
         self.done = 0
+
+    def _parquet_file(self) -> Any:
+        """The opened ``pyarrow.parquet.ParquetFile``, or UnreadableFileError."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            # pyarrow's first sentence says what is wrong; the rest is advice about corruption.
+            why = str(exc).split(". ")[0].rstrip(".")
+            raise UnreadableFileError(f"{self.path}: not a readable Parquet file ({why})") from exc
 
     def __iter__(self) -> Iterator[RawRecord]:
         try:
@@ -423,12 +438,8 @@ class SourceReader:
 
     def _parquet(self) -> Iterator[RawRecord]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        try:
-            pf = pq.ParquetFile(self.path)
-        except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
-            raise UnreadableFileError(f"{self.path}: not a readable Parquet file ({exc})") from exc
+        pf = self._parquet_file()
         self.total = pf.metadata.num_rows
         n = 0
         try:
@@ -439,9 +450,11 @@ class SourceReader:
                     raw = orjson.dumps(clean, default=str, option=orjson.OPT_NON_STR_KEYS)
                     yield RawRecord(n, raw.decode(), clean)
                 self.done = n
-        except (pa.ArrowInvalid, pa.ArrowException) as exc:
+        except (pa.ArrowException, OSError) as exc:
+            # A damaged page behind an intact footer: pyarrow raises OSError or ArrowInvalid.
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UnreadableFileError(
-                f"{self.path}: Parquet read failed at row {n + 1} ({exc})"
+                f"{self.path}: Parquet read failed at row {n + 1} ({why})"
             ) from exc
 
     def _otlp(self) -> Iterator[RawRecord]:

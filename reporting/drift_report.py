@@ -27,12 +27,11 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from checks.drift import DriftTestResult, format_p
 from reporting.page import html_page, html_table, img, section
-from reporting.plots import figure_to_data_uri
+from reporting.plots import figure_to_data_uri, grid, panel_titles
 
 if TYPE_CHECKING:
     from runs.drift import AnomalySeries, DriftOutcome, ScopeResult
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "anomaly_series_png",
     "cluster_shares_png",
+    "moved_distributions_figure",
     "moved_distributions_png",
     "moved_numeric_features",
     "render_drift_html",
@@ -49,16 +49,6 @@ __all__ = [
 _BASE_COLOR = "#4878d0"
 _CUR_COLOR = "#ee854a"
 _MAX_PLOTS = 6
-
-
-def _grid(n: int, width: float = 4.2, height: float = 2.8) -> tuple[Figure, list[Axes]]:
-    cols = min(3, max(1, n))
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    flat = list(axes.ravel())
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
 
 
 def _fmt(x: float | None) -> str:
@@ -95,19 +85,7 @@ def moved_distributions_png(
     features: Sequence[str],
     title: str,
 ) -> str | None:
-    """Overlaid baseline and current histograms (density) of some numeric columns.
-
-    The range is the 0.5-99.5 % quantiles of both windows together, so a long tail does not
-    squash the bulk.
-
-    Args:
-        baseline: Baseline columns by name.
-        current: Current columns by name.
-        features: Columns to plot (at most nine are drawn).
-        title: Figure title.
-
-    Returns:
-        A PNG data URI, or None when no column has values in both windows.
+    """:func:`moved_distributions_figure` as a PNG data URI (None when it has no panel).
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -115,6 +93,40 @@ def moved_distributions_png(
         ...                               {"x": rng.normal(1, 1, 200)}, ["x"], "t")
         >>> uri.startswith("data:image/png;base64,")
         True
+    """
+    fig = moved_distributions_figure(baseline, current, features, title)
+    return None if fig is None else figure_to_data_uri(fig)
+
+
+def moved_distributions_figure(
+    baseline: dict[str, npt.NDArray[np.float64]],
+    current: dict[str, npt.NDArray[np.float64]],
+    features: Sequence[str],
+    title: str,
+) -> Figure | None:
+    """Overlaid baseline and current histograms (density) of some numeric columns.
+
+    Each panel is titled with its column's name. The range is the 0.5-99.5 % quantiles of
+    both windows together, so a long tail does not squash the bulk.
+
+    Args:
+        baseline: Baseline columns by name.
+        current: Current columns by name.
+        features: Columns to plot (at most six are drawn).
+        title: Figure title.
+
+    Returns:
+        The figure (the caller renders and closes it), or None when no column has values in
+        both windows.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> fig = moved_distributions_figure({"x": rng.normal(0, 1, 50), "y": rng.normal(0, 1, 50)},
+        ...                                  {"x": rng.normal(1, 1, 50), "y": rng.normal(0, 1, 50)},
+        ...                                  ["x", "y"], "t")
+        >>> panel_titles(fig)
+        ['x', 'y']
+        >>> plt.close(fig)
     """
     pairs = []
     for name in features:
@@ -127,17 +139,22 @@ def moved_distributions_png(
             break
     if not pairs:
         return None
-    fig, axes = _grid(len(pairs))
+    fig, axes = grid(len(pairs))
     for ax, (name, b, c) in zip(axes, pairs, strict=True):
         lo, hi = np.percentile(np.concatenate([b, c]), [0.5, 99.5])
         if hi <= lo:
             lo, hi = lo - 0.5, hi + 0.5
         edges = np.linspace(lo, hi, 31)
         # One filled step patch per window: far cheaper to draw than a bar per bin.
-        for values, color, name in ((b, _BASE_COLOR, "baseline"), (c, _CUR_COLOR, "current")):
+        for values, color, window in ((b, _BASE_COLOR, "baseline"), (c, _CUR_COLOR, "current")):
             dens, _ = np.histogram(np.clip(values, lo, hi), bins=edges, density=True)
             ax.stairs(
-                dens, edges, fill=True, alpha=0.5, color=color, label=f"{name} (n={values.size:,})"
+                dens,
+                edges,
+                fill=True,
+                alpha=0.5,
+                color=color,
+                label=f"{window} (n={values.size:,})",
             )
         ax.axvline(float(np.mean(b)), color=_BASE_COLOR, lw=1, ls="--")
         ax.axvline(float(np.mean(c)), color=_CUR_COLOR, lw=1, ls="--")
@@ -145,8 +162,7 @@ def moved_distributions_png(
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return figure_to_data_uri(fig)
+    return fig
 
 
 def cluster_shares_png(result: DriftTestResult, title: str) -> str | None:
@@ -207,7 +223,7 @@ def anomaly_series_png(series: Sequence[AnomalySeries], title: str) -> str | Non
     chosen = chosen[:_MAX_PLOTS]
     if not chosen:
         return None
-    fig, axes = _grid(len(chosen), width=4.6, height=2.6)
+    fig, axes = grid(len(chosen), width=4.6, height=2.6)
     for ax, s in zip(axes, chosen, strict=True):
         pts = s.report.points
         t = np.array([_t64(p.window_start) for p in pts])
@@ -236,7 +252,6 @@ def anomaly_series_png(series: Sequence[AnomalySeries], title: str) -> str | Non
         ax.tick_params(axis="x", rotation=30)
     axes[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     return figure_to_data_uri(fig)
 
 
@@ -311,13 +326,24 @@ def _distributions_section(outcome: DriftOutcome) -> str:
             continue
         if shown is None:
             shown = scope.label
-            uri = moved_distributions_png(
+            fig = moved_distributions_figure(
                 scope.baseline_numeric,
                 scope.current_numeric,
                 features,
                 f"{scope.label}: baseline vs current (dashed: means)",
             )
-            parts.append(img(uri, f"{scope.label} distributions"))
+            if fig is None:
+                parts.append(img(None, f"{scope.label} distributions"))
+                continue
+            # The panels' own titles, as text too: read without the picture, and by tests.
+            titles = panel_titles(fig)
+            alt = f"{scope.label} distributions: {', '.join(titles)}"
+            parts.append(img(figure_to_data_uri(fig), alt))
+            parts.append(
+                "<p class='meta panels'>Panels, left to right and top to bottom: "
+                + ", ".join(f"<span class='panel'>{html.escape(t)}</span>" for t in titles)
+                + "</p>"
+            )
         else:
             parts.append(
                 f"<p class='meta'>{html.escape(scope.label)} also moved: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from datetime import datetime
 from typing import Any
 
@@ -10,9 +11,9 @@ import pandas as pd
 
 from reporting.page import html_page, html_table, img, section
 from reporting.plots import figure_to_data_uri
-from storage.overview import OverviewData
+from storage.overview import FINDING_VERDICTS, OverviewData
 
-__all__ = ["OverviewTables", "build_tables", "overview_html", "overview_markdown"]
+__all__ = ["OverviewTables", "build_tables", "drift_line", "overview_html", "overview_markdown"]
 
 # Shown first when present; other score metrics follow.
 _KEY_METRICS = (
@@ -24,6 +25,7 @@ _KEY_METRICS = (
     "heuristics.pii_leak",
 )
 _SEVERITY_ORDER = ("critical", "high", "medium", "warning", "info")
+_MAX_FINDINGS = 10  # drift findings listed per check
 
 
 class OverviewTables:
@@ -35,7 +37,8 @@ class OverviewTables:
         self.satisfaction: list[dict[str, Any]] = []
         self.evaluators: list[dict[str, Any]] = []
         self.alerts: list[dict[str, Any]] = []
-        self.drift: list[dict[str, Any]] = []
+        self.drift: list[dict[str, Any]] = []  # findings of the latest drift check
+        self.drift_earlier: list[dict[str, Any]] = []  # of the newest check with findings
         self.gates: list[dict[str, Any]] = []
 
 
@@ -78,7 +81,8 @@ def build_tables(data: OverviewData) -> OverviewTables:
             "model versions": traffic["model_version"].nunique() if not traffic.empty else 0,
             "total cost USD": round(total_cost, 4),
             "cost / interaction": round(total_cost / len(traffic), 6) if len(traffic) else None,
-            "successful (rated ≥4 or 👍, not abandoned)": len(successful),
+            # Words, not an emoji: an emoji renders as a box where no emoji font exists.
+            "successful (rated 4+ or thumbs up, not abandoned)": len(successful),
             "cost / successful interaction": (
                 round(total_cost / len(successful), 6) if successful else None
             ),
@@ -156,16 +160,8 @@ def build_tables(data: OverviewData) -> OverviewTables:
     if not data.open_alerts.empty:
         by = data.open_alerts.groupby("severity")["id"].count()
         t.alerts = [{"severity": s, "open": int(by[s])} for s in _SEVERITY_ORDER if s in by]
-    moved = [d for d in data.latest_drift if d["verdict"] in ("drift", "anomaly")]
-    t.drift = [
-        {
-            "test": d["test"],
-            "feature": d["feature"],
-            "verdict": d["verdict"],
-            "summary": d["summary"],
-        }
-        for d in moved[:10]
-    ]
+    t.drift = _finding_rows(data.latest_drift)
+    t.drift_earlier = _finding_rows(data.findings_drift)
     t.gates = [
         {
             "report": g["id"],
@@ -177,6 +173,83 @@ def build_tables(data: OverviewData) -> OverviewTables:
         for g in data.latest_gates
     ]
     return t
+
+
+def _findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A check's findings, strongest evidence first (drifted tests, then anomalous series)."""
+    found = [d for d in rows if d["verdict"] in FINDING_VERDICTS]
+    return sorted(found, key=lambda d: (d["verdict"] != "drift", d["p_adjusted"] or 1.0))
+
+
+def _finding_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    moved = _findings(rows)
+    return [
+        {
+            "test": d["test"],
+            "feature": d["feature"],
+            "verdict": d["verdict"],
+            "summary": d["summary"],
+        }
+        for d in moved[:_MAX_FINDINGS]
+    ]
+
+
+def _when(at: datetime, rows: list[dict[str, Any]] | None = None) -> str:
+    """When a drift check ran and, from its rows, the current window it judged."""
+    text = f"{at:%Y-%m-%d %H:%M} UTC"
+    window = next((r["current"] for r in rows or [] if r.get("current")), None)
+    if window and window.get("start") and window.get("end"):
+        start, end = (datetime.fromisoformat(window[k]) for k in ("start", "end"))
+        text += f" (current window {start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M})"
+    return text
+
+
+def drift_line(data: OverviewData, tables: OverviewTables | None = None) -> str:
+    """One sentence on the latest drift check, and the newest one with findings.
+
+    Args:
+        data: The overview's data.
+        tables: Its tables, when already built.
+
+    Returns:
+        E.g. ``no drift in the latest check, 2026-11-15 06:00 UTC; the latest check with
+        findings, 2026-11-14 06:00 UTC, found 4``.
+    """
+    t = tables or build_tables(data)
+    if data.latest_drift_at is None:
+        return "no drift check yet"
+    latest = _when(data.latest_drift_at, data.latest_drift)
+    if t.drift:
+        n = len(_findings(data.latest_drift))
+        return f"{n} drift/anomaly findings in the latest check, {latest}"
+    line = f"no drift in the latest check, {latest}"
+    if data.findings_drift_at is not None:
+        found = _when(data.findings_drift_at, data.findings_drift)
+        n = len(_findings(data.findings_drift))
+        line += f"; the latest check with findings, {found}, found {n}"
+    return line
+
+
+def _shown(rows: list[dict[str, Any]]) -> str:
+    n = len(_findings(rows))
+    more = f", the {_MAX_FINDINGS} strongest shown" if n > _MAX_FINDINGS else ""
+    return f": {n} findings{more}"
+
+
+def _drift_section(data: OverviewData, t: OverviewTables) -> str:
+    if data.latest_drift_at is None:
+        return section("Latest drift check", "<p class='meta'>no drift check yet</p>")
+    latest = html.escape(_when(data.latest_drift_at, data.latest_drift))
+    if t.drift:
+        head = f"<p class='bad'>{latest}{_shown(data.latest_drift)}</p>"
+        return section("Latest drift check", head, html_table(t.drift))
+    parts = [f"<p class='ok'>no drift in the latest check, {latest}</p>"]
+    if data.findings_drift_at is not None:
+        found = html.escape(_when(data.findings_drift_at, data.findings_drift))
+        found += _shown(data.findings_drift)
+        parts += [f"<h3>Latest check with findings</h3><p class='bad'>{found}</p>"]
+        parts.append(html_table(t.drift_earlier))
+    return section("Latest drift check", *parts)
 
 
 def _volume_png(data: OverviewData) -> str | None:
@@ -196,7 +269,9 @@ def _quality_png(data: OverviewData) -> str | None:
     present = [m for m in _KEY_METRICS if m in set(data.scores["metric"])]
     if not present:
         return None
-    fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 2.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(present), figsize=(4 * len(present), 2.8), squeeze=False, layout="constrained"
+    )
     for ax, metric in zip(axes[0], present, strict=True):
         sub = data.scores[data.scores["metric"] == metric]
         for version, g in sub.groupby("model_version"):
@@ -243,11 +318,7 @@ def overview_html(data: OverviewData) -> str:
             html_table(t.satisfaction),
         ),
         section("Open alerts by severity", html_table(t.alerts)),
-        section(
-            "Latest drift check"
-            + (f" ({data.latest_drift_at:%Y-%m-%d %H:%M})" if data.latest_drift_at else ""),
-            html_table(t.drift),
-        ),
+        _drift_section(data, t),
         section("Latest gate and canary verdicts", html_table(t.gates)),
         section("Evaluator throughput and GPU use", html_table(t.evaluators)),
         subtitle=f"window {data.start:%Y-%m-%d %H:%M} → {data.end:%Y-%m-%d %H:%M} UTC",
@@ -271,20 +342,13 @@ def _md(rows: list[dict[str, Any]]) -> str:
 def overview_markdown(data: OverviewData) -> str:
     """The overview as a markdown artifact."""
     t = build_tables(data)
-    drift_line = (
-        f"**{len(t.drift)} drift/anomaly findings** in the latest check"
-        if t.drift
-        else "no drift in the latest check"
-        if data.latest_drift
-        else "no drift check yet"
-    )
     gate_line = f"latest gate: **{t.gates[0]['verdict']}**" if t.gates else "no gate run yet"
     alerts = ", ".join(f"{a['open']} {a['severity']}" for a in t.alerts) or "none"
     return "\n".join(
         [
             f"# evalwatch overview {data.start:%Y-%m-%d} → {data.end:%Y-%m-%d}",
             "",
-            f"open alerts: **{alerts}** · {drift_line} · {gate_line}",
+            f"open alerts: **{alerts}** · {drift_line(data, t)} · {gate_line}",
             "",
             _md(t.headline),
             "## Per model version",
@@ -293,9 +357,9 @@ def overview_markdown(data: OverviewData) -> str:
             "## Satisfaction",
             "",
             _md(t.satisfaction[-7:]),
-            "## Drift findings",
+            "## Drift findings" + (" (the latest check with findings)" if t.drift_earlier else ""),
             "",
-            _md(t.drift),
+            _md(t.drift or t.drift_earlier),
             "## Gates",
             "",
             _md(t.gates),

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from evaluators.summary import MetricSummary
@@ -20,8 +21,10 @@ from evaluators.summary import MetricSummary
 __all__ = [
     "distributions_png",
     "figure_to_data_uri",
+    "grid",
     "group_comparison_png",
     "over_time_png",
+    "panel_titles",
 ]
 
 
@@ -33,14 +36,40 @@ def figure_to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _grid(n: int) -> tuple[Figure, list[plt.Axes]]:
+def grid(n: int, width: float = 4.2, height: float = 2.8) -> tuple[Figure, list[Axes]]:
+    """A figure of ``n`` panels, three to a row, each ``width`` x ``height`` inches.
+
+    The layout is constrained: each panel's title, tick labels and the figure's title get
+    their own space, so a title never overlaps the tick labels of the row above.
+
+    Examples:
+        >>> fig, axes = grid(4)
+        >>> len(axes), fig.get_layout_engine().__class__.__name__
+        (4, 'ConstrainedLayoutEngine')
+        >>> plt.close(fig)
+    """
     cols = min(3, max(1, n))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained"
+    )
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
+
+
+def panel_titles(fig: Figure) -> list[str]:
+    """The titles of a figure's visible panels, in drawing order (for captions and tests).
+
+    Examples:
+        >>> fig, axes = grid(2)
+        >>> _ = axes[0].set_title("a"); _ = axes[1].set_title("b")
+        >>> panel_titles(fig)
+        ['a', 'b']
+        >>> plt.close(fig)
+    """
+    return [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
 
 
 def distributions_png(df: pd.DataFrame) -> str | None:
@@ -49,7 +78,7 @@ def distributions_png(df: pd.DataFrame) -> str | None:
     metrics = sorted(ok["metric"].unique())
     if not metrics:
         return None
-    fig, axes = _grid(len(metrics))
+    fig, axes = grid(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         values = ok.loc[ok["metric"] == metric, "value"].to_numpy()
         ax.hist(values, bins=30, color="#4878d0")
@@ -72,7 +101,7 @@ def group_comparison_png(summaries: Sequence[MetricSummary]) -> str | None:
     metrics = sorted(by_metric)
     if not metrics:
         return None
-    fig, axes = _grid(len(metrics))
+    fig, axes = grid(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         rows = sorted(by_metric[metric], key=lambda s: str(s.model_version))
         means = [float(s.mean or 0.0) for s in rows]
@@ -99,7 +128,7 @@ def over_time_png(df: pd.DataFrame, freq: str = "D") -> str | None:
     if ok.empty or ok["ts"].nunique() < 2:
         return None
     metrics = sorted(ok["metric"].unique())
-    fig, axes = _grid(len(metrics))
+    fig, axes = grid(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         sub = ok[ok["metric"] == metric]
         for group, g in sub.groupby("group"):

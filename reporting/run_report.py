@@ -171,6 +171,7 @@ def run_markdown(
         f"**status** {run.status} · **started** {run.started_at:%Y-%m-%d %H:%M:%S} UTC"
         + (f" · **model** {run.model}" if run.model else ""),
         "",
+        *([f"**{summary['no_data']}**", ""] if summary.get("no_data") else []),
         "## What was evaluated",
         "",
         f"- sampled: {params.get('n_sampled', summary.get('n_sampled', '—'))}, "

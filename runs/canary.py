@@ -33,6 +33,7 @@ from checks.policy import (
     policy_from_mapping,
 )
 from checks.regression import run_canary
+from runs.drift import _ceil_hour as ceil_hour  # the anchor drift uses, kept in one place
 from runs.gate import GateOutcome, alert_events, effective_policy, select_metrics, store_gate_report
 from storage.frames import (
     traffic_window_feedback_frame,
@@ -40,6 +41,8 @@ from storage.frames import (
     traffic_window_scores_frame,
 )
 from storage.models import ScoreStatus
+from storage.traffic_frame import newest_interaction_time
+from storage.windows import no_data_message
 
 __all__ = ["TRAFFIC_FIELDS", "CanaryParams", "canary_scores", "compare_versions"]
 
@@ -61,7 +64,11 @@ class CanaryParams(BaseModel):
     model_a: str = Field(min_length=1, description="Current version (the baseline).")
     model_b: str = Field(min_length=1, description="Canary version.")
     window: timedelta = Field(description="Length of the traffic window.")
-    until: datetime | None = Field(None, description="Window end (exclusive); default now.")
+    until: datetime | None = Field(
+        None,
+        description="Window end (exclusive); default: the hour after the newest interaction of "
+        "the app's two versions (as `drift` anchors its window).",
+    )
     policy_file: str | None = None
     policy: dict[str, Any] | None = None
 
@@ -75,17 +82,35 @@ class CanaryParams(BaseModel):
             raise ValueError("give policy_file or policy, not both")
         return self
 
-    def bounds(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+    def bounds(self, engine: Engine, now: datetime | None = None) -> tuple[datetime, datetime]:
         """The window ``[start, end)``, aware UTC.
+
+        Without ``until`` (or ``now``) the window ends at the hour after the newest stored
+        interaction of the app's two versions, as ``evalwatch drift`` anchors its window, so
+        the same command means the same traffic on a live store and on a copy or a replay.
+
+        Raises:
+            GateInputError: No ``until`` and the store holds no interaction of either version.
 
         Examples:
             >>> from datetime import UTC, datetime, timedelta
+            >>> from storage.db import make_engine, upgrade
+            >>> e = make_engine("sqlite://"); _ = upgrade(e)
             >>> p = CanaryParams(app="a", model_a="1", model_b="2", window=timedelta(hours=1),
             ...                  until=datetime(2026, 11, 2, tzinfo=UTC))
-            >>> [t.hour for t in p.bounds()]
+            >>> [t.hour for t in p.bounds(e)]
             [23, 0]
         """
-        end = self.until or now or datetime.now(UTC)
+        end = self.until or now
+        if end is None:
+            versions = [self.model_a, self.model_b]
+            newest = newest_interaction_time(engine, [self.app], versions)
+            if newest is None:
+                raise GateInputError(
+                    f"no interactions of app {self.app!r} for version(s) "
+                    f"{', '.join(map(repr, versions))} stored; ingest traffic first"
+                )
+            end = ceil_hour(newest + timedelta(microseconds=1))
         if end.tzinfo is None:
             end = end.replace(tzinfo=UTC)
         return end - self.window, end
@@ -130,24 +155,27 @@ def canary_scores(
     Args:
         engine: The store.
         params: App, versions and window.
-        now: Current time when ``params.until`` is unset.
+        now: Window end when ``params.until`` is unset (default: anchored at the newest
+            interaction, see :meth:`CanaryParams.bounds`).
 
     Returns:
         ``(values, info)``: ``values[version][metric]`` is one value per interaction of that
         version (None = unscored); ``info`` has the window, counts and evaluator versions.
 
     Raises:
-        GateInputError: A version has no interaction of the app in the window.
+        GateInputError: A version has no interaction of the app in the window (the message
+            ends with the no-data line of :func:`storage.windows.no_data_message`).
     """
-    start, end = params.bounds(now)
+    start, end = params.bounds(engine, now)
     versions = (params.model_a, params.model_b)
     traffic = traffic_window_frame(engine, params.app, versions, start, end)
     counts = traffic.groupby("model_version")["id"].size().to_dict() if not traffic.empty else {}
     empty = [v for v in versions if not counts.get(v)]
     if empty:
+        # One line: which side is empty, and the newest time that side does have.
         raise GateInputError(
-            f"no traffic of app {params.app!r} for version(s) {', '.join(map(repr, empty))} "
-            f"between {start.isoformat()} and {end.isoformat()}"
+            f"no traffic of app {params.app!r} for version(s) {', '.join(map(repr, empty))}: "
+            + no_data_message(engine, start, end, apps=[params.app], model_versions=empty)
         )
     columns: dict[str, pd.Series] = {
         f: traffic.set_index("id")[f] for f in TRAFFIC_FIELDS if f in traffic
@@ -192,7 +220,8 @@ def compare_versions(
     Args:
         engine: The store.
         params: App, versions, window and policy.
-        now: Current time when ``params.until`` is unset.
+        now: Window end when ``params.until`` is unset (default: anchored at the newest
+            interaction, see :meth:`CanaryParams.bounds`).
         alerts: Evaluate the alert rules after storing the report.
 
     Returns:
@@ -210,7 +239,7 @@ def compare_versions(
         >>> compare_versions(eng, p, alerts=False)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        checks.policy.GateInputError: no traffic of app 'a' for version(s) '1', '2' between ...
+        checks.policy.GateInputError: no interactions of app 'a' for version(s) '1', '2' stored...
     """
     policy = _policy(params)
     values, info = canary_scores(engine, params, now)

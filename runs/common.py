@@ -88,7 +88,9 @@ def summaries_from_frame(frame: Any, by: str | None = None) -> list[MetricSummar
 def run_summary_from_store(
     engine: Engine, run_id: int, digest: RunDigest | None = None
 ) -> dict[str, Any]:
-    """A run's summary computed from what is stored (complete even after a resumed crash).
+    """A run's summary from the store: every score it reports, computed by it or reused.
+
+    Complete even after a resumed crash.
 
     ``digest`` is the run's :class:`~runs.digest.RunDigest` when the caller has it.
     """
@@ -103,7 +105,11 @@ def run_summary_from_store(
 
 
 def adopt_stored_summary(engine: Engine, result: RunResult) -> None:
-    """Replace a resumed pass's per-metric summaries with the whole run's, from the store."""
+    """Replace a pass's per-metric summaries with the whole run's, from the store.
+
+    A pass already summarises the scores it reuses; after a resumed crash the store also holds
+    what earlier passes linked, which this folds in.
+    """
     stored = run_summary_from_store(engine, result.run_id)
     result.metrics = [MetricSummary.model_validate(m) for m in stored["metrics"]]
     result.by_model_version = [MetricSummary.model_validate(m) for m in stored["by_model_version"]]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from evaluators.base import BaseEvaluator
+from evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
 from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
 from evalwatch.settings import Settings
 from ingest.datasets import load_outputs
@@ -34,7 +34,7 @@ from storage.repo import (
     get_run_by_key,
     insert_model_outputs,
     latest_outputs,
-    output_models_from_source,
+    output_models,
 )
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "latest_outputs",
     "prepare_dataset_run",
     "store_outputs",
+    "unknown_model_message",
 ]
 
 
@@ -67,7 +68,7 @@ class DatasetParams(BaseModel):
     version: str | None = Field(None, description="Test-set version; the newest by default.")
     model: str | None = Field(None, description="Model under test, called to answer the items.")
     outputs_file: str | None = Field(None, description="Predictions file (JSONL: id, output).")
-    evaluators: list[str] = Field(default_factory=lambda: ["embedding", "heuristics"])
+    evaluators: list[str] = Field(default_factory=lambda: list(DEFAULT_EVALUATORS))
     evaluator_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     batch_size: int = Field(DEFAULT_CHUNK_SIZE, gt=0)
 
@@ -93,6 +94,8 @@ class PreparedDatasetRun:
     generation_cost_usd: float | None = None
     # The run existed already (same outputs and evaluators): this pass completes it.
     resumed: bool = False
+    # Item key -> output id: the answers this run evaluates.
+    outputs: dict[str, int] = field(default_factory=dict)
 
 
 def _output_hash(text: str) -> str:
@@ -139,6 +142,25 @@ def store_outputs(
     return unknown
 
 
+def unknown_model_message(engine: Engine, dataset: Dataset, model: str) -> str:
+    """Why ``model`` cannot be evaluated on ``dataset``: it has no stored answer there.
+
+    Names the model, the models that do have stored answers, and the two ways out.
+    """
+    assert dataset.id is not None
+    stored = output_models(engine, dataset.id)
+    have = (
+        "stored models: " + ", ".join(f"{m} ({n} items)" for m, n in stored.items())
+        if stored
+        else "no model has stored answers there"
+    )
+    return (
+        f"model {model!r} has no stored answers for {dataset.name}@{dataset.version} ({have}); "
+        "load its predictions with `evalwatch datasets load-outputs FILE --name "
+        f"{dataset.name}`, or set EVALWATCH_TARGET__BASE_URL to call it"
+    )
+
+
 def prepare_dataset_run(
     engine: Engine,
     params: DatasetParams,
@@ -168,7 +190,7 @@ def prepare_dataset_run(
         except UnreadableFileError as exc:
             raise DatasetRunError(str(exc)) from exc
         quarantined = loaded.quarantined
-        models = output_models_from_source(engine, ds.id, str(path.resolve())[-500:])
+        models = set(loaded.outputs)
         if len(models) != 1:
             reasons = "; ".join(f"{r} ({n})" for r, n in loaded.reasons.most_common(3))
             raise DatasetRunError(
@@ -176,39 +198,39 @@ def prepare_dataset_run(
                 + (f"; {quarantined} rows quarantined: {reasons}" if quarantined else "")
             )
         model = models.pop()
+        # The file's own answers, however it was named or stored before.
+        outputs = loaded.outputs[model]
     else:
         model = str(params.model)
-        if not settings.target.base_url:
-            raise DatasetRunError(
-                "no endpoint for the model under test: set EVALWATCH_TARGET__BASE_URL "
-                "(and EVALWATCH_TARGET__API_KEY), or pass a predictions file"
-            )
         # Items whose last call failed are asked again: a re-run fills the gaps.
         have = latest_outputs(engine, ds.id, model, answered_only=True)
         todo = [i for i in dataset_items(engine, ds.id) if i.item_key not in have]
-        gens = generate_outputs(model, [(i.item_key, i.input) for i in todo], settings.target)
-        errors = sum(g.error is not None for g in gens)
-        costs = [g.cost for g in gens if g.cost is not None]
-        generation_cost = sum(costs) if costs else None
-        store_outputs(
-            engine,
-            ds,
-            model,
-            [
-                {
-                    "id": g.key,
-                    "output": g.output,
-                    "error": g.error,
-                    "latency_ms": g.latency_ms,
-                    "input_tokens": g.input_tokens,
-                    "output_tokens": g.output_tokens,
-                    "cost": g.cost,
-                }
-                for g in gens
-            ],
-            source=f"model:{model}",
-        )
-    outputs = latest_outputs(engine, ds.id, model)
+        if not have and not settings.target.base_url:
+            raise DatasetRunError(unknown_model_message(engine, ds, model))
+        if todo and settings.target.base_url:
+            gens = generate_outputs(model, [(i.item_key, i.input) for i in todo], settings.target)
+            errors = sum(g.error is not None for g in gens)
+            costs = [g.cost for g in gens if g.cost is not None]
+            generation_cost = sum(costs) if costs else None
+            store_outputs(
+                engine,
+                ds,
+                model,
+                [
+                    {
+                        "id": g.key,
+                        "output": g.output,
+                        "error": g.error,
+                        "latency_ms": g.latency_ms,
+                        "input_tokens": g.input_tokens,
+                        "output_tokens": g.output_tokens,
+                        "cost": g.cost,
+                    }
+                    for g in gens
+                ],
+                source=f"model:{model}",
+            )
+        outputs = latest_outputs(engine, ds.id, model)
     if not outputs:
         raise DatasetRunError(f"no outputs of {model!r} for {ds.name}@{ds.version}")
     provenance = evaluator_provenance(evaluators)
@@ -243,6 +265,7 @@ def prepare_dataset_run(
         evaluators,
         generation_cost_usd=generation_cost,
         resumed=resumed,
+        outputs=dict(outputs),
     )
 
 

@@ -1,5 +1,9 @@
 """A run's scores digested in one streaming pass, in memory that does not grow with the run.
 
+A run's scores are every score it reports (``run_scores``): those it computed and those it
+reused from earlier runs, so a re-run or an overlapping window is summarised over its whole
+sample.
+
 Summaries, reports and artifacts of a run need aggregates, not every score: per-metric counts,
 means and intervals (overall and per group), a sample of values for the histograms, daily
 means for the trend, and a few extreme items to show. :class:`RunDigest` builds all of them
@@ -167,7 +171,7 @@ def _empty(columns: list[str]) -> pd.DataFrame:
 def digest_run(
     engine: Engine, run_id: int, chunks: Iterable[pd.DataFrame] | None = None
 ) -> RunDigest:
-    """Digest a run's stored scores (or the given chunks) into a :class:`RunDigest`."""
+    """Digest the scores a run reports (or the given chunks) into a :class:`RunDigest`."""
     digest = RunDigest()
     release = malloc_trimmer()
     for chunk in chunks if chunks is not None else iter_run_scores(engine, run_id):

@@ -617,6 +617,12 @@ class DriftOutcome:
         timings: Seconds per step (``load``, ``drift``, ``anomalies``, ``store``, ``total``).
         html_path: Where the HTML report was written, if it was.
         n_rows_stored: Rows written to ``drift_reports``.
+        no_data: One line per window that holds no interactions (current first), with the
+            newest interaction the store does hold; such a check judges nothing and stores
+            nothing.
+        alerts: What the alert rules did after the report was stored.
+        alert_error: Why the alert rules could not be evaluated (None: they were, or were
+            not asked to be).
     """
 
     report_key: str
@@ -630,6 +636,9 @@ class DriftOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     html_path: Path | None = None
     n_rows_stored: int = 0
+    no_data: list[str] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alert_error: str | None = None
 
     @property
     def report(self) -> DriftReport:
@@ -710,6 +719,13 @@ class DriftOutcome:
         overall = self.scopes[0]
         lines: list[str] = []
         moved = self.moved()
+        if self.no_data:
+            lines.append("## Drift check: no data")
+            lines.append("")
+            lines.extend(f"- {md_escape(line)}" for line in self.no_data)
+            lines.append("")
+            lines.append("Nothing was judged and no report was stored.")
+            return "\n".join(lines)
         if moved:
             lines.append(f"## Drift check: drift in {len(moved)} of {self.n_tests} tests")
         else:
@@ -795,6 +811,9 @@ class DriftOutcome:
             {
                 "report_key": self.report_key,
                 "created_at": self.created_at.isoformat(),
+                "no_data": self.no_data,
+                "alerts": self.alerts,
+                "alert_error": self.alert_error,
                 "drift_found": self.drift_found,
                 "anomaly_found": self.anomaly_found,
                 "alpha": self.params.alpha,
@@ -1102,19 +1121,25 @@ def check_drift(
     html: Path | bool | None = None,
     store: bool = True,
     now: datetime | None = None,
+    alerts: bool = True,
 ) -> DriftOutcome:
-    """Run a drift and anomaly check on stored traffic and store its report.
+    """Run a drift and anomaly check on stored traffic, store its report, evaluate the rules.
 
     Args:
         engine: The store.
         params: Windows, scopes and test settings.
-        settings: Settings; ``report_dir`` is where ``html=True`` writes the report.
-        html: Write the HTML report: ``True`` to ``settings.report_dir``, or a path.
+        settings: Settings; ``html=True`` writes to the store's report folder
+            (:func:`reporting.location.report_folder`).
+        html: Write the HTML report: ``True`` to the store's report folder, or a path.
         store: Write the ``drift_reports`` rows (one per test, one per anomaly series).
         now: The present: windows ending after it are not judged for anomalies.
+        alerts: Evaluate the alert rules once the report is stored (a flow does it in its
+            own task instead); the outcome's ``alerts`` and ``alert_error`` say how it went.
 
     Returns:
-        The outcome; ``outcome.drift_found`` is what the CLI's exit code reports.
+        The outcome; ``outcome.drift_found`` is what the CLI's exit code reports, and
+        ``outcome.no_data`` says which window held no interactions (nothing judged, nothing
+        stored).
 
     Raises:
         DriftInputError: Bad windows, an unknown baseline run, or nothing stored.
@@ -1164,6 +1189,7 @@ def check_drift(
     else:
         assert run_ids is not None
         base_rows = np.isin(frame.ids, run_ids)
+    no_data = _no_data(engine, params, current, baseline, cur_rows, base_rows)
 
     t0 = time.perf_counter()
     scopes = _scopes(params.scopes, frame, cur_rows | base_rows, params)
@@ -1218,17 +1244,29 @@ def check_drift(
         anomalies=series,
         embedding_model=frame.embedding_model,
         timings=timings,
+        no_data=no_data,
     )
-    if store:
+    # A window with no traffic judges nothing: storing its report would record a check that
+    # did not happen (and could resolve alerts on no evidence).
+    if store and not no_data:
         t0 = time.perf_counter()
         outcome.n_rows_stored = store_outcome(engine, outcome)
         timings["store"] = time.perf_counter() - t0
-    if html:
+        if alerts:
+            from alerting import evaluate_after_report
+
+            t0 = time.perf_counter()
+            outcome.alerts, outcome.alert_error = evaluate_after_report(engine)
+            timings["alerts"] = time.perf_counter() - t0
+    if html and not no_data:  # an HTML page of no tests would read as "no drift"
         from reporting.drift_report import write_drift_html
 
         if html is True:
-            report_dir = (settings or Settings()).report_dir
-            path = Path(report_dir) / f"drift-{key[:12]}.html"
+            from reporting.location import report_folder
+
+            # The folder of the store this check read, whatever settings' default store is.
+            base = (settings or Settings()).model_copy(update={"database_url": str(engine.url)})
+            path = report_folder(base) / f"drift-{key[:12]}.html"
         else:
             path = Path(html)
         t0 = time.perf_counter()
@@ -1236,6 +1274,37 @@ def check_drift(
         timings["html"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_total
     return outcome
+
+
+def _no_data(
+    engine: Engine,
+    params: DriftParams,
+    current: TimeWindow,
+    baseline: Baseline,
+    cur_rows: npt.NDArray[np.bool_],
+    base_rows: npt.NDArray[np.bool_],
+) -> list[str]:
+    """The no-data line of each window that holds no interactions (see storage.windows)."""
+    from storage.windows import no_data_message
+
+    apps, versions = params.apps, params.model_versions
+    out = []
+    if not cur_rows.any():
+        out.append(
+            no_data_message(engine, current.start, current.end, apps=apps, model_versions=versions)
+        )
+    if baseline.window is not None and not base_rows.any():
+        out.append(
+            no_data_message(
+                engine,
+                baseline.window.start,
+                baseline.window.end,
+                apps=apps,
+                model_versions=versions,
+                what="baseline interactions",
+            )
+        )
+    return out
 
 
 def outcome_rows(outcome: DriftOutcome) -> list[dict[str, Any]]:

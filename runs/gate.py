@@ -51,7 +51,13 @@ from checks.policy import (
     policy_from_mapping,
 )
 from checks.regression import GateReport, WorstItem, average_repeats, check_comparable, run_gate
-from evaluators.base import BaseEvaluator, Sample, ScoreResult
+from evaluators.base import (
+    DEFAULT_EVALUATORS,
+    BaseEvaluator,
+    Sample,
+    ScoreResult,
+    score_options,
+)
 from evaluators.runner import DEFAULT_CHUNK_SIZE, run_evaluation
 from evalwatch.settings import Settings
 from runs.common import (
@@ -77,7 +83,6 @@ __all__ = [
     "BUILTIN_METRICS",
     "DEFAULT_EVALUATORS",
     "DESCRIPTIVE_METRICS",
-    "RUNTIME_OPTIONS",
     "GateOutcome",
     "GateParams",
     "GatePlan",
@@ -96,7 +101,6 @@ __all__ = [
 
 Role = Literal["baseline", "candidate"]
 
-DEFAULT_EVALUATORS: tuple[str, ...] = ("embedding", "heuristics")
 
 _LOWER = {"higher_is_better": False}
 _TOXICITY = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
@@ -123,26 +127,6 @@ BUILTIN_METRICS: dict[str, MetricPolicy] = {
 #: them (a shorter answer is not worse by itself, but a policy may gate on it).
 DESCRIPTIVE_METRICS: frozenset[str] = frozenset(
     {"heuristics.response_chars", "heuristics.response_tokens_est", "input_tokens", "output_tokens"}
-)
-
-#: Evaluator options that change how fast a score is computed, not its value; they may differ
-#: between the two sides (a GPU run against a CPU run).
-RUNTIME_OPTIONS: frozenset[str] = frozenset(
-    {
-        "device",
-        "dtype",
-        "batch_size",
-        "allow_download",
-        "model_id",
-        "concurrency",
-        "timeout_s",
-        "max_retries",
-        "budget_usd",
-        "backoff_base_s",
-        "backoff_max_s",
-        "cache",
-        "max_output_chars",
-    }
 )
 
 _JUDGE = "judge"
@@ -292,13 +276,15 @@ class GateOutcome:
 
 
 def _score_options(evaluators: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Flatten the score-relevant options (``name.option``) so a difference names the option."""
+    """Flatten the score-relevant options (``name.option``) so a difference names the option.
+
+    Runtime-only options (a device, a batch size: marked on the evaluator's config fields) may
+    differ between the two sides, e.g. a GPU run against a CPU run.
+    """
     out: dict[str, Any] = {}
     for name, prov in evaluators.items():
-        config = prov.get("config") or {}
-        for key, value in config.items():
-            if key not in RUNTIME_OPTIONS:
-                out[f"{name}.{key}"] = value
+        for key, value in score_options(name, prov.get("config") or {}).items():
+            out[f"{name}.{key}"] = value
     return out
 
 
@@ -645,9 +631,12 @@ def _run_outputs(engine: Engine, run_id: int) -> dict[str, int]:
 
 
 def _scored_by(
-    engine: Engine, outputs: Mapping[str, int], versions: Mapping[str, str]
+    engine: Engine,
+    outputs: Mapping[str, int],
+    versions: Mapping[str, str],
+    hashes: Mapping[str, str | None],
 ) -> dict[str, set[int]]:
-    frame = output_scores_frame(engine, list(outputs.values()), versions)
+    frame = output_scores_frame(engine, list(outputs.values()), versions, hashes)
     out: dict[str, set[int]] = {}
     for name, sid in zip(frame["evaluator"], frame["subject_id"], strict=True):
         out.setdefault(str(name), set()).add(int(sid))
@@ -727,18 +716,27 @@ def evaluate_side(
             except DatasetRunError as exc:
                 raise GateInputError(f"{role}: {exc}") from exc
             model = prepared.model
-            outputs = latest_outputs(engine, ds.id, model)
+            # The answers that run evaluated: a predictions file's own, whatever its path.
+            outputs = prepared.outputs
             runs.append(prepared.run_id)
             unavailable.update(result.unavailable)
         provenance = current_prov
-    # Whatever the current evaluators have not scored yet (same version only: an older
-    # version recorded by a run cannot be re-run, and the comparison will say so).
+    # Whatever the current evaluators have not scored yet (same version and score options
+    # only: an older version or other options recorded by a run cannot be re-run, and the
+    # comparison will say so).
     runnable = [
         ev
         for ev in current
-        if provenance[ev.name].get("version") == ev.version and ev.name not in unavailable
+        if provenance[ev.name].get("version") == ev.version
+        and provenance[ev.name].get("config_hash") == current_prov[ev.name]["config_hash"]
+        and ev.name not in unavailable
     ]
-    scored = _scored_by(engine, outputs, {ev.name: ev.version for ev in runnable})
+    scored = _scored_by(
+        engine,
+        outputs,
+        {ev.name: ev.version for ev in runnable},
+        {ev.name: current_prov[ev.name]["config_hash"] for ev in runnable},
+    )
     missing: set[int] = set()
     todo: list[BaseEvaluator[Any]] = []
     for ev in runnable:
@@ -790,7 +788,8 @@ class _SideData:
 
 def _gather(engine: Engine, side: GateSide) -> _SideData:
     versions = {n: str(p.get("version")) for n, p in side.evaluators.items()}
-    frame = output_scores_frame(engine, list(side.outputs.values()), versions)
+    hashes = {n: p.get("config_hash") for n, p in side.evaluators.items()}
+    frame = output_scores_frame(engine, list(side.outputs.values()), versions, hashes)
     by_output = {oid: item for item, oid in side.outputs.items()}
     frame = frame[frame["subject_id"].isin(list(by_output))]
     scores: dict[str, dict[str, float | None]] = {}

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from evaluators.base import BaseEvaluator
+from evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
 from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
 from evalwatch.settings import IngestSettings, Settings
 from runs.common import (
@@ -21,13 +21,15 @@ from runs.common import (
 )
 from storage.models import Interaction, RunStatus
 from storage.repo import content_hash, create_run, finish_run, get_run_by_key, iter_rows
-from storage.sampling import SampleSpec, sample_interactions
+from storage.sampling import SampleSpec, sample_interactions, window_holds_traffic
+from storage.windows import no_data_message
 
 __all__ = [
     "EmptySample",
     "PreparedRun",
     "TrafficOutcome",
     "TrafficParams",
+    "empty_sample_message",
     "evaluate_traffic",
     "prepare_traffic_run",
     "validate_sample",
@@ -49,7 +51,7 @@ class TrafficParams(BaseModel):
         "Overrides sample.start/end.",
     )
     evaluators: list[str] = Field(
-        default_factory=lambda: ["embedding", "heuristics"], description="Evaluator names."
+        default_factory=lambda: list(DEFAULT_EVALUATORS), description="Evaluator names."
     )
     evaluator_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-evaluator options over the settings' ones."
@@ -70,7 +72,29 @@ class TrafficParams(BaseModel):
 
 
 class EmptySample(LookupError):
-    """No stored interaction matches the sample (raised only when a run must have subjects)."""
+    """No stored interaction matches the sample (raised only when a run must have subjects).
+
+    Its message is :func:`empty_sample_message`'s line.
+    """
+
+
+def empty_sample_message(engine: Engine, spec: SampleSpec) -> str:
+    """Why a sample is empty, in one line.
+
+    An empty window gets the no-data line with the newest time the store holds
+    (:func:`storage.windows.no_data_message`); a window whose traffic the rate or
+    ``unscored_by`` left out says that instead.
+    """
+    if window_holds_traffic(engine, spec):
+        return (
+            "no interaction of the window is left in the sample "
+            f"(rate {spec.rate}, seed {spec.seed}"
+            + (f", unscored by {spec.unscored_by}" if spec.unscored_by else "")
+            + "); nothing to evaluate"
+        )
+    return no_data_message(
+        engine, spec.start, spec.end, apps=spec.apps, model_versions=spec.model_versions
+    )
 
 
 @dataclass
@@ -83,6 +107,8 @@ class PreparedRun:
     invalid: dict[int, list[str]] = field(default_factory=dict)
     evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
     resumed: bool = False
+    # Why the sample is empty, in one line (None when it is not): the run's headline.
+    no_data: str | None = None
 
 
 @dataclass
@@ -145,8 +171,10 @@ def prepare_traffic_run(
     evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options, engine)
     provenance = evaluator_provenance(evaluators)
     ids = sample_interactions(engine, params.sample)
-    if require_subjects and not ids:
-        raise EmptySample("no stored interactions match the sample")
+    # An empty sample is said in one line, never shown as a green run with empty tables.
+    no_data = None if ids else empty_sample_message(engine, params.sample)
+    if require_subjects and no_data is not None:
+        raise EmptySample(no_data)
     invalid: dict[int, list[str]] = {}
     for rows in iter_rows(engine, Interaction, ids, 2_000):
         invalid.update(validate_sample(rows, settings.ingest))
@@ -171,6 +199,7 @@ def prepare_traffic_run(
         invalid=invalid,
         evaluators=evaluators,
         resumed=resumed,
+        no_data=no_data,
     )
 
 
@@ -218,11 +247,15 @@ def evaluate_traffic(
         if prepared.resumed:
             # This pass scored only what an earlier one left; report the whole run.
             adopt_stored_summary(engine, result)
-        summary = result.summary_dict() | {
-            "n_sampled": len(prepared.ids) + len(prepared.invalid),
-            "invalid": {str(k): v for k, v in list(prepared.invalid.items())[:50]},
-            "n_invalid": len(prepared.invalid),
-        }
+        summary = (
+            result.summary_dict()
+            | {
+                "n_sampled": len(prepared.ids) + len(prepared.invalid),
+                "invalid": {str(k): v for k, v in list(prepared.invalid.items())[:50]},
+                "n_invalid": len(prepared.invalid),
+            }
+            | ({"no_data": prepared.no_data} if prepared.no_data else {})
+        )
         finish_run(engine, prepared.run_id, RunStatus.completed, summary=summary)
     except BaseException as exc:
         finish_run(engine, prepared.run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
 from storage.db import session_scope
+from storage.membership import run_score_ids, run_subject_ids
 from storage.models import (
     Alert,
     AlertState,
@@ -330,14 +331,10 @@ def bucket_aggregates(
 
 
 def _run_where(series: SeriesSpec, run_id: int) -> list[Any]:
+    # The run's members (scores it computed or reused), not the scores it happened to write.
     if series.source in ("score", "error_rate"):
-        return [_sc.c.run_id == run_id]
-    scored = (
-        sa.select(_sc.c.subject_id)
-        .where(_sc.c.run_id == run_id, _sc.c.subject_type == "interaction")
-        .distinct()
-    )
-    return [_it.c.id.in_(scored)]
+        return [_sc.c.id.in_(run_score_ids(run_id))]
+    return [_it.c.id.in_(run_subject_ids(run_id, "interaction"))]
 
 
 def run_aggregates(
@@ -345,7 +342,8 @@ def run_aggregates(
 ) -> list[GroupAggregate]:
     """Aggregate the items of one evaluation run, per scope.
 
-    Scores are those the run wrote; traffic fields are those of the interactions it scored.
+    Scores are those the run reports (computed or reused); traffic fields are those of the
+    interactions it has scores about.
 
     Args:
         engine: The store.

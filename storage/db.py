@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -17,15 +19,72 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 __all__ = [
+    "StoreError",
+    "StoreURLError",
+    "StoreUnavailableError",
     "current_revision",
     "get_engine",
     "head_revision",
     "make_engine",
+    "safe_url",
     "session_scope",
     "upgrade",
 ]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+_URL_EXAMPLES = "e.g. sqlite:///evalwatch.db or postgresql://user@host:5432/name"
+# psycopg says so in its message only (no SQLSTATE on a failed connection).
+_MISSING_DB = re.compile(r'database "(?P<name>[^"]+)" does not exist')
+
+
+class StoreError(Exception):
+    """The store cannot be used as configured; the message says why in one line."""
+
+
+class StoreURLError(StoreError, ValueError):
+    """The store URL is not one SQLAlchemy can use (bad syntax, unknown dialect or driver)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached or opened (server down, database missing, bad file)."""
+
+
+def safe_url(url: str | sa.URL) -> str:
+    """``url`` without its password, for messages.
+
+    Examples:
+        >>> safe_url("postgresql://bob:secret@db:5432/ev")
+        'postgresql://bob:***@db:5432/ev'
+        >>> safe_url("not a url")
+        'not a url'
+    """
+    if isinstance(url, sa.URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        # Unparseable: mask anything that looks like user:password@.
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _unavailable(url: sa.URL, exc: sa.exc.DBAPIError) -> StoreUnavailableError:
+    """A one-line :class:`StoreUnavailableError` for a failed first connection."""
+    detail = " ".join(str(exc.orig).split())
+    missing = _MISSING_DB.search(detail)
+    if url.get_backend_name() == "postgresql" and missing:
+        name = missing.group("name")
+        host = url.host or "localhost"
+        port = f" -p {url.port}" if url.port else ""
+        user = f" -U {url.username}" if url.username else ""
+        return StoreUnavailableError(
+            f"PostgreSQL database {name!r} does not exist on {host}; create it with "
+            f'`createdb -h {host}{port}{user} {name}` (or the SQL `CREATE DATABASE "{name}"`), '
+            "then run `evalwatch db upgrade`"
+        )
+    if url.get_backend_name() == "sqlite":
+        return StoreUnavailableError(f"cannot open the SQLite store {url.database}: {detail}")
+    return StoreUnavailableError(f"cannot reach the store at {safe_url(url)}: {detail}")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -55,22 +114,45 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    if url.startswith("sqlite"):
-        db_path = url.split("sqlite:///", 1)[-1] if "sqlite:///" in url else ""
-        if db_path and db_path != ":memory:":
-            Path(db_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(url, **kwargs)
+    try:
+        if url.startswith("sqlite"):
+            db_path = url.split("sqlite:///", 1)[-1] if "sqlite:///" in url else ""
+            if db_path and db_path != ":memory:":
+                Path(db_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(url, **kwargs)
+    except sa.exc.NoSuchModuleError as exc:  # before ArgumentError: it is one
+        raise StoreURLError(
+            f"store URL {safe_url(url)!r} names an unknown database kind ({exc}); {_URL_EXAMPLES}"
+        ) from exc
+    except sa.exc.ArgumentError as exc:
+        raise StoreURLError(
+            f"store URL {safe_url(url)!r} is not a database URL; {_URL_EXAMPLES}"
+        ) from exc
+    except OSError as exc:  # the SQLite file's folder cannot be made
+        raise StoreUnavailableError(f"cannot create the SQLite store {url}: {exc}") from exc
+    except ImportError as exc:
+        raise StoreURLError(
+            f"store URL {safe_url(url)!r} needs a database driver that is not installed "
+            f"({exc.name or exc}); evalwatch supports SQLite and PostgreSQL (psycopg 3), "
+            + _URL_EXAMPLES
+        ) from exc
 
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    """A cached engine per URL, migrated to the latest schema on first use."""
+    """A cached engine per URL, migrated to the latest schema on first use.
+
+    Its connections are closed when the process exits: SQLite folds its write-ahead log back
+    into the store file only when the last connection closes, so otherwise the file alone (as
+    a user copies or backs it up) would lack the last writes.
+    """
     engine = make_engine(url)
     upgrade(engine)
+    atexit.register(engine.dispose)
     return engine
 
 
@@ -90,8 +172,17 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or None for an empty database."""
-    with engine.connect() as conn:
+    """The revision the database is at, or None for an empty database.
+
+    Raises:
+        StoreUnavailableError: The store cannot be reached or opened (this is the first
+            connection every command makes, so the reason is told here once).
+    """
+    try:
+        conn = engine.connect()
+    except sa.exc.DBAPIError as exc:
+        raise _unavailable(engine.url, exc) from exc
+    with conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.models import DatasetItem, Feedback, Interaction, ModelOutput, Score
+from storage.models import DatasetItem, Feedback, Interaction, ModelOutput, RunScore, Score
 
 __all__ = [
     "iter_run_scores",
@@ -46,7 +46,7 @@ _READ_CHUNK = 20_000
 
 
 def run_scores_frame(engine: Engine, run_id: int, *, with_text: bool = True) -> pd.DataFrame:
-    """Every score of a run with what it is about.
+    """Every score a run reports (its members: computed by it or reused) with what it is about.
 
     A large run's frame is large; summaries and reports use :func:`iter_run_scores` through
     :class:`runs.digest.RunDigest` instead.
@@ -82,9 +82,12 @@ def iter_run_scores(
         []
     """
     sc = Score.__table__  # type: ignore[attr-defined]
+    rs = RunScore.__table__  # type: ignore[attr-defined]
     it = Interaction.__table__  # type: ignore[attr-defined]
     mo = ModelOutput.__table__  # type: ignore[attr-defined]
     di = DatasetItem.__table__  # type: ignore[attr-defined]
+    # The run's members, not "scores whose run_id is this run": reused scores count too.
+    members = rs.join(sc, sc.c.id == rs.c.score_id)
     base = [
         sc.c.subject_type,
         sc.c.subject_id,
@@ -111,14 +114,16 @@ def iter_run_scores(
         ]
     q_traffic = (
         sa.select(*base, *traffic_cols)
+        .select_from(members)
         .join(it, sa.and_(sc.c.subject_type == "interaction", sc.c.subject_id == it.c.id))
-        .where(sc.c.run_id == run_id)
+        .where(rs.c.run_id == run_id)
     )
     q_outputs = (
         sa.select(*base, *output_cols)
+        .select_from(members)
         .join(mo, sa.and_(sc.c.subject_type == "output", sc.c.subject_id == mo.c.id))
         .join(di, di.c.id == mo.c.dataset_item_id)
-        .where(sc.c.run_id == run_id)
+        .where(rs.c.run_id == run_id)
     )
     columns = _RUN_COLUMNS if with_text else _LIGHT_COLUMNS
     with engine.connect() as conn:
@@ -139,7 +144,7 @@ def _compact(df: pd.DataFrame) -> pd.DataFrame:
 def score_texts(
     engine: Engine, run_id: int, keys: Sequence[tuple[str, int, str]]
 ) -> dict[tuple[str, int, str], dict[str, Any]]:
-    """``item``, ``text`` and ``explanation`` of a few of a run's scores.
+    """``item``, ``text`` and ``explanation`` of a few of the scores a run reports.
 
     Args:
         engine: The store.
@@ -150,9 +155,11 @@ def score_texts(
         The same keys -> ``{"item", "text", "explanation"}`` (missing keys are left out).
     """
     sc = Score.__table__  # type: ignore[attr-defined]
+    rs = RunScore.__table__  # type: ignore[attr-defined]
     it = Interaction.__table__  # type: ignore[attr-defined]
     mo = ModelOutput.__table__  # type: ignore[attr-defined]
     di = DatasetItem.__table__  # type: ignore[attr-defined]
+    members = rs.join(sc, sc.c.id == rs.c.score_id)
     out: dict[tuple[str, int, str], dict[str, Any]] = {}
     wanted = set(keys)
     for subject_type in ("interaction", "output"):
@@ -161,17 +168,20 @@ def score_texts(
             chunk = ids[start : start + _IN_CHUNK]
             cols = [sc.c.subject_id, sc.c.evaluator, sc.c.metric, sc.c.explanation]
             if subject_type == "interaction":
-                q: Any = sa.select(*cols, it.c.request_id, it.c.response).join(
-                    it, sc.c.subject_id == it.c.id
+                q: Any = (
+                    sa.select(*cols, it.c.request_id, it.c.response)
+                    .select_from(members)
+                    .join(it, sc.c.subject_id == it.c.id)
                 )
             else:
                 q = (
                     sa.select(*cols, di.c.item_key, mo.c.output)
+                    .select_from(members)
                     .join(mo, sc.c.subject_id == mo.c.id)
                     .join(di, di.c.id == mo.c.dataset_item_id)
                 )
             q = q.where(
-                sc.c.run_id == run_id,
+                rs.c.run_id == run_id,
                 sc.c.subject_type == subject_type,
                 sc.c.subject_id.in_(chunk),
             )
@@ -184,18 +194,25 @@ def score_texts(
 
 
 def output_scores_frame(
-    engine: Engine, output_ids: Sequence[int], evaluators: Mapping[str, str]
+    engine: Engine,
+    output_ids: Sequence[int],
+    evaluators: Mapping[str, str],
+    config_hashes: Mapping[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """Every stored score of the given test-set outputs by the given evaluator versions.
 
-    A score is unique per output, evaluator version and metric whichever run wrote it, so an
-    output that an earlier run already scored keeps that score (later runs skip it). This
-    reads them all, where :func:`run_scores_frame` reads only what one run wrote.
+    A score is unique per output, evaluator version, score-relevant options and metric
+    whichever run wrote it, so an output that an earlier run already scored keeps that score
+    (later runs with the same options reuse it). This reads them by output, where
+    :func:`run_scores_frame` reads one run's members.
 
     Args:
         engine: The store.
         output_ids: Model-output ids.
         evaluators: Evaluator name -> version whose scores are wanted.
+        config_hashes: Evaluator name -> options hash (the provenance's ``config_hash``)
+            whose scores are wanted; an evaluator absent here (or None) is read under any
+            options, and may then have several scores per output and metric.
 
     Returns:
         One row per score: ``run_id, subject_id, evaluator, evaluator_version, metric`` (as
@@ -223,9 +240,15 @@ def output_scores_frame(
     ids = list(dict.fromkeys(int(i) for i in output_ids))
     if not ids or not evaluators:
         return pd.DataFrame(columns=columns)
-    which = sa.or_(
-        *(sa.and_(sc.c.evaluator == n, sc.c.evaluator_version == v) for n, v in evaluators.items())
-    )
+    hashes = config_hashes or {}
+
+    def provenance(name: str, version: str) -> sa.ColumnElement[bool]:
+        cond = [sc.c.evaluator == name, sc.c.evaluator_version == version]
+        if hashes.get(name) is not None:
+            cond.append(sc.c.config_hash == hashes[name])
+        return sa.and_(*cond)
+
+    which = sa.or_(*(provenance(n, v) for n, v in evaluators.items()))
     rows: list[dict[str, object]] = []
     with engine.connect() as conn:
         for start in range(0, len(ids), _IN_CHUNK):

@@ -30,6 +30,7 @@ __all__ = [
     "ModelOutput",
     "Quarantine",
     "RegressionReport",
+    "RunScore",
     "RunStatus",
     "Score",
     "ScoreStatus",
@@ -226,22 +227,31 @@ class EvalRun(SQLModel, table=True):
 
 
 class Score(SQLModel, table=True):
-    """One metric of one evaluator about one subject. ``value`` is None unless status is ok."""
+    """One metric of one evaluator about one subject. ``value`` is None unless status is ok.
+
+    A score is unique per subject, evaluator, version, score-relevant options
+    (``config_hash``, see ``evaluators.base.config_hash``) and metric: the same evaluator with
+    the same options never scores a subject twice, and other options give other scores. Which
+    runs report a score is :class:`RunScore`; ``run_id`` is only the run that computed it.
+    """
 
     __tablename__ = "scores"
     __table_args__ = (
+        # Subject first: a run looks its sample's stored scores up by subject ids.
         sa.UniqueConstraint(
-            "subject_type",
             "subject_id",
+            "subject_type",
             "evaluator",
             "evaluator_version",
+            "config_hash",
             "metric",
-            name="uq_score_subject_metric",
+            name="uq_score_key",
         ),
         sa.Index("ix_scores_run_metric", "run_id", "evaluator", "metric"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
+    # The run that computed the score (its scoring cost is that run's).
     run_id: int = Field(foreign_key="eval_runs.id", ondelete="CASCADE")
     subject_type: str = Field(max_length=16)
     subject_id: int
@@ -256,6 +266,21 @@ class Score(SQLModel, table=True):
     reason: str | None = _text()
     details: dict[str, Any] | None = _json()
     created_at: datetime = _now()
+
+
+class RunScore(SQLModel, table=True):
+    """A score that a run reports: every score of its sample under its evaluators' provenance.
+
+    A run links the scores it computes and those it reuses (scored earlier, by any run, with
+    the same evaluator version and score-relevant options), so its summary, report, gate and
+    alerts cover its whole sample whoever computed each score.
+    """
+
+    __tablename__ = "run_scores"
+    __table_args__ = (sa.Index("ix_run_scores_score", "score_id"),)
+
+    run_id: int = Field(foreign_key="eval_runs.id", primary_key=True, ondelete="CASCADE")
+    score_id: int = Field(foreign_key="scores.id", primary_key=True, ondelete="CASCADE")
 
 
 class Embedding(SQLModel, table=True):

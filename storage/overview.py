@@ -20,7 +20,7 @@ from storage.models import (
     Score,
 )
 
-__all__ = ["OverviewData", "load_overview"]
+__all__ = ["FINDING_VERDICTS", "OverviewData", "load_overview"]
 
 
 @dataclass
@@ -37,6 +37,14 @@ class OverviewData:
     latest_drift: list[dict[str, Any]] = field(default_factory=list)
     latest_drift_at: datetime | None = None
     latest_gates: list[dict[str, Any]] = field(default_factory=list)
+    # The newest drift check that found drift or an anomaly, when it is not the latest check
+    # (the latest check finding nothing must not hide what an earlier one found).
+    findings_drift: list[dict[str, Any]] = field(default_factory=list)
+    findings_drift_at: datetime | None = None
+
+
+# Verdicts of drift_reports rows that are findings: a drifted test, an anomalous series.
+FINDING_VERDICTS = ("drift", "anomaly")
 
 
 def _frame(conn: sa.Connection, q: Any, columns: list[str]) -> pd.DataFrame:
@@ -124,28 +132,27 @@ def load_overview(engine: Engine, start: datetime, end: datetime) -> OverviewDat
             .order_by(al.c.last_seen_at.desc()),
             ["id", "rule", "scope_key", "severity", "status", "count", "last_seen_at"],
         )
+        newest = (dr.c.created_at.desc(), dr.c.id.desc())
         latest_key = conn.execute(
-            sa.select(dr.c.report_key, dr.c.created_at).order_by(dr.c.created_at.desc()).limit(1)
+            sa.select(dr.c.report_key, dr.c.created_at).order_by(*newest).limit(1)
         ).first()
         drift: list[dict[str, Any]] = []
         drift_at = None
+        findings: list[dict[str, Any]] = []
+        findings_at = None
         if latest_key is not None:
             drift_at = latest_key[1]
-            drift = [
-                dict(r)
-                for r in conn.execute(
-                    sa.select(
-                        dr.c.test,
-                        dr.c.feature,
-                        dr.c.family,
-                        dr.c.verdict,
-                        dr.c.effect_size,
-                        dr.c.p_adjusted,
-                        dr.c.summary,
-                        dr.c.scope,
-                    ).where(dr.c.report_key == latest_key[0])
-                ).mappings()
-            ]
+            drift = _drift_rows(conn, latest_key[0])
+            if not any(d["verdict"] in FINDING_VERDICTS for d in drift):
+                found_key = conn.execute(
+                    sa.select(dr.c.report_key, dr.c.created_at)
+                    .where(dr.c.verdict.in_(FINDING_VERDICTS))
+                    .order_by(*newest)
+                    .limit(1)
+                ).first()
+                if found_key is not None:
+                    findings_at = found_key[1]
+                    findings = _drift_rows(conn, found_key[0])
         gates = [
             dict(r)
             for r in conn.execute(
@@ -170,5 +177,37 @@ def load_overview(engine: Engine, start: datetime, end: datetime) -> OverviewDat
     scores["value"] = pd.to_numeric(scores["value"], errors="coerce")
     feedback["value"] = pd.to_numeric(feedback["value"], errors="coerce")
     return OverviewData(
-        start, end, traffic, scores, feedback, profiles, open_alerts, drift, drift_at, gates
+        start,
+        end,
+        traffic,
+        scores,
+        feedback,
+        profiles,
+        open_alerts,
+        drift,
+        drift_at,
+        gates,
+        findings,
+        findings_at,
     )
+
+
+def _drift_rows(conn: sa.Connection, report_key: str) -> list[dict[str, Any]]:
+    """The rows of one stored drift report (tests and anomaly series)."""
+    dr = DriftReportRow.__table__  # type: ignore[attr-defined]
+    return [
+        dict(r)
+        for r in conn.execute(
+            sa.select(
+                dr.c.test,
+                dr.c.feature,
+                dr.c.family,
+                dr.c.verdict,
+                dr.c.effect_size,
+                dr.c.p_adjusted,
+                dr.c.summary,
+                dr.c.scope,
+                dr.c.current,
+            ).where(dr.c.report_key == report_key)
+        ).mappings()
+    ]

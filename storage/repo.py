@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, select
 
 from storage.db import session_scope
+from storage.membership import link_written
 from storage.models import (
     Dataset,
     DatasetItem,
@@ -41,6 +42,8 @@ from storage.models import (
 
 __all__ = [
     "COSTED_EVALUATORS",
+    "OutputKey",
+    "checkpoint",
     "content_hash",
     "create_run",
     "dataset_items",
@@ -61,7 +64,8 @@ __all__ = [
     "iter_rows",
     "latest_outputs",
     "list_datasets",
-    "output_models_from_source",
+    "output_ids",
+    "output_models",
     "prune",
     "put_judge_cache",
     "register_dataset",
@@ -517,18 +521,45 @@ def latest_outputs(
         return {k: i for k, i in conn.execute(q)}  # later rows (newer ids) win
 
 
-def output_models_from_source(engine: Engine, dataset_id: int, source: str) -> set[str]:
-    """The models whose outputs for a dataset version came from ``source`` (e.g. a file)."""
+def output_models(engine: Engine, dataset_id: int) -> dict[str, int]:
+    """Model -> how many items of the dataset version it has a stored answer for."""
     mo = ModelOutput.__table__  # type: ignore[attr-defined]
     di = DatasetItem.__table__  # type: ignore[attr-defined]
     q = (
-        sa.select(mo.c.model)
+        sa.select(mo.c.model, sa.func.count(sa.distinct(mo.c.dataset_item_id)))
         .join(di, mo.c.dataset_item_id == di.c.id)
-        .where(di.c.dataset_id == dataset_id, mo.c.source == source)
-        .distinct()
+        .where(di.c.dataset_id == dataset_id, mo.c.error.is_(None))
+        .group_by(mo.c.model)
+        .order_by(mo.c.model)
     )
     with engine.connect() as conn:
-        return {m for (m,) in conn.execute(q)}
+        return {m: int(n) for m, n in conn.execute(q)}
+
+
+#: What identifies a stored model output: (dataset item id, model, output hash).
+OutputKey = tuple[int, str, str]
+
+
+def output_ids(engine: Engine, keys: Iterable[OutputKey]) -> dict[OutputKey, int]:
+    """The stored outputs with these identities, by identity (unknown ones are absent).
+
+    An output is identified by what it is, not by where it was read from: the same
+    predictions from any path, or a copy of the file, resolve to the same rows.
+    """
+    wanted = set(keys)
+    mo = ModelOutput.__table__  # type: ignore[attr-defined]
+    items = sorted({k[0] for k in wanted})
+    models = sorted({k[1] for k in wanted})
+    out: dict[OutputKey, int] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(items), 5_000):
+            q = sa.select(mo.c.dataset_item_id, mo.c.model, mo.c.output_hash, mo.c.id).where(
+                mo.c.dataset_item_id.in_(items[start : start + 5_000]), mo.c.model.in_(models)
+            )
+            for item, model, digest, oid in conn.execute(q):
+                if (item, model, digest) in wanted:
+                    out[(item, model, digest)] = oid
+    return out
 
 
 def insert_model_outputs(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -662,12 +693,19 @@ def _cost_fields(conn: Connection, run_id: int, summary: Mapping[str, Any]) -> d
 
 
 def write_scores(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Store scores; a score already stored for the same subject/evaluator/version/metric stays."""
-    cols = ["subject_type", "subject_id", "evaluator", "evaluator_version", "metric"]
+    """Store scores, each a member of the run that wrote it (``run_id``).
+
+    A score already stored under the same key (subject, evaluator, version, options hash,
+    metric) stays; a run that reuses it links it with :func:`storage.membership.link_run_scores`.
+    """
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.begin() as conn:
-            return len(insert_ignore(conn, Score, rows, cols))
-    return len(insert_ignore(conn_or_engine, Score, rows, cols))
+            return write_scores(conn, rows)
+    cols = ["subject_id", "subject_type", "evaluator", "evaluator_version", "config_hash", "metric"]
+    ids = insert_ignore(conn_or_engine, Score, rows, cols)
+    run_ids = {r["run_id"] for r in rows}
+    link_written(conn_or_engine, ids, run_ids.pop() if len(run_ids) == 1 else None)
+    return len(ids)
 
 
 def write_embeddings(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -731,8 +769,10 @@ def scored_subject_ids(
     version: str,
     subject_type: str = "interaction",
     among: Sequence[int] | None = None,
+    *,
+    config_hash: str | None = None,
 ) -> set[int]:
-    """Subjects that already have any score from this evaluator version.
+    """Subjects that already have any score from this evaluator version (and options).
 
     Args:
         engine: The store.
@@ -740,6 +780,8 @@ def scored_subject_ids(
         version: Evaluator version.
         subject_type: ``interaction`` or ``output``.
         among: Only look at these subjects (a batch), not at every score ever stored.
+        config_hash: Only scores of these score-relevant options (the score key's hash);
+            None: of any options.
     """
     table = Score.__table__  # type: ignore[attr-defined]
     where = [
@@ -747,6 +789,8 @@ def scored_subject_ids(
         table.c.evaluator_version == version,
         table.c.subject_type == subject_type,
     ]
+    if config_hash is not None:
+        where.append(table.c.config_hash == config_hash)
     if among is None:
         chunks: list[list[int] | None] = [None]
     else:
@@ -778,11 +822,19 @@ def iter_rows(
             yield [rows[i] for i in chunk if i in rows]
 
 
-def prune(engine: Engine, older_than: timedelta, now: datetime | None = None) -> dict[str, int]:
+def prune(
+    engine: Engine, older_than: timedelta, now: datetime | None = None, *, dry_run: bool = False
+) -> dict[str, int]:
     """Delete interactions older than the retention period, with their feedback and scores.
 
+    Args:
+        engine: The store.
+        older_than: The retention period.
+        now: The time the period ends (default: now).
+        dry_run: Count what would be deleted and delete nothing.
+
     Returns:
-        Rows deleted per table.
+        Rows deleted (with ``dry_run``: that would be deleted) per table.
     """
     cutoff = (now or utcnow()) - older_than
     it = Interaction.__table__  # type: ignore[attr-defined]
@@ -790,18 +842,37 @@ def prune(engine: Engine, older_than: timedelta, now: datetime | None = None) ->
     em = Embedding.__table__  # type: ignore[attr-defined]
     fb = Feedback.__table__  # type: ignore[attr-defined]
     old = sa.select(it.c.id).where(it.c.ts < cutoff)
+    # Dependents first; the same conditions serve the count and the delete.
+    targets = [
+        *(
+            (name, t, sa.and_(t.c.subject_type == "interaction", t.c.subject_id.in_(old)))
+            for name, t in (("scores", sc), ("embeddings", em))
+        ),
+        ("feedback", fb, fb.c.interaction_id.in_(old)),
+        ("interactions", it, it.c.ts < cutoff),
+    ]
     out: dict[str, int] = {}
     with engine.begin() as conn:
-        for name, table in (("scores", sc), ("embeddings", em)):
-            res = conn.execute(
-                sa.delete(table).where(
-                    table.c.subject_type == "interaction", table.c.subject_id.in_(old)
-                )
-            )
-            out[name] = res.rowcount
-        out["feedback"] = conn.execute(sa.delete(fb).where(fb.c.interaction_id.in_(old))).rowcount
-        out["interactions"] = conn.execute(sa.delete(it).where(it.c.ts < cutoff)).rowcount
+        for name, table, where in targets:
+            if dry_run:
+                count = sa.select(sa.func.count()).select_from(table).where(where)
+                out[name] = int(conn.execute(count).scalar_one())
+            else:
+                out[name] = conn.execute(sa.delete(table).where(where)).rowcount
     return out
+
+
+def checkpoint(engine: Engine) -> None:
+    """Fold SQLite's write-ahead log into the database file (nothing to do on PostgreSQL).
+
+    A process that ends with connections open leaves its last writes in ``*.db-wal``; after
+    this the database file alone holds everything, so copying it (to CI, to a colleague) is
+    enough.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def table_counts(engine: Engine) -> dict[str, int]:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from storage.models import Interaction, Score
 
-__all__ = ["SampleSpec", "hash_unit", "sample_interactions"]
+__all__ = ["SampleSpec", "hash_unit", "sample_interactions", "window_holds_traffic"]
 
 
 def hash_unit(request_id: str, seed: int) -> float:
@@ -126,3 +126,29 @@ def sample_interactions(engine: Engine, spec: SampleSpec) -> list[int]:
     else:
         chosen = [i for _, i in groups[""][: spec.max_items]]
     return sorted(chosen, key=lambda i: (when[i], i))
+
+
+def window_holds_traffic(engine: Engine, spec: SampleSpec) -> bool:
+    """Whether any stored interaction is in ``spec``'s window, apps and model versions.
+
+    Rate, cap and ``unscored_by`` are left out: this tells an empty window (nothing was
+    logged there) from a sample that its filters emptied.
+
+    Examples:
+        >>> from storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> window_holds_traffic(e, SampleSpec())
+        False
+    """
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    q = sa.select(it.c.id).limit(1)
+    if spec.start is not None:
+        q = q.where(it.c.ts >= spec.start)
+    if spec.end is not None:
+        q = q.where(it.c.ts < spec.end)
+    if spec.apps:
+        q = q.where(it.c.app.in_(spec.apps))
+    if spec.model_versions:
+        q = q.where(it.c.model_version.in_(spec.model_versions))
+    with engine.connect() as conn:
+        return conn.execute(q).first() is not None

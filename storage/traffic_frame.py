@@ -26,6 +26,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from storage.membership import run_subject_ids
 from storage.models import DriftReportRow, Embedding, EvalRun, Feedback, Interaction, Score
 
 __all__ = [
@@ -109,18 +110,13 @@ def newest_interaction_time(
 
 
 def run_subjects(engine: Engine, run_id: int) -> tuple[bool, npt.NDArray[np.int64]]:
-    """Whether the run exists, and the interaction ids it scored."""
+    """Whether the run exists, and the interactions it has scores about (computed or reused)."""
     runs = EvalRun.__table__  # type: ignore[attr-defined]
-    sc = Score.__table__  # type: ignore[attr-defined]
     with engine.connect() as conn:
         exists = conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first() is not None
         if not exists:
             return False, np.empty(0, dtype=np.int64)
-        ids = conn.execute(
-            sa.select(sc.c.subject_id)
-            .where(sc.c.run_id == run_id, sc.c.subject_type == "interaction")
-            .distinct()
-        ).scalars()
+        ids = conn.execute(run_subject_ids(run_id, "interaction")).scalars()
         return True, np.fromiter(ids, dtype=np.int64)
 
 
@@ -258,13 +254,7 @@ def load_frame(
     ]
     if baseline_run is not None:
         # A subquery, not a list of ids: no bound-parameter limit to respect.
-        which.append(
-            it.c.id.in_(
-                sa.select(sc.c.subject_id).where(
-                    sc.c.run_id == baseline_run, sc.c.subject_type == "interaction"
-                )
-            )
-        )
+        which.append(it.c.id.in_(run_subject_ids(baseline_run, "interaction")))
     where = [sa.or_(*which) if which else sa.false(), *_scope_filter(apps, model_versions)]
 
     with engine.connect() as conn:

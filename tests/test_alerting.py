@@ -578,3 +578,60 @@ def test_cli_rules_check(cli: typer.Typer, tmp_path: Path) -> None:
     assert runner.invoke(cli, ["rules", "check", str(mine)]).exit_code == 2
     assert runner.invoke(cli, ["rules", "check", str(mine), "--metric", "mine.score"]
                          ).exit_code == 0
+
+
+def test_a_failed_evaluation_is_reported_not_raised() -> None:
+    from alerting import evaluate_after_report
+
+    unmigrated = make_engine("sqlite://")  # no tables: the evaluation cannot be carried out
+    alerts, error = evaluate_after_report(unmigrated, rules=rules_of(quality_rule()))
+    assert alerts == [] and error is not None and error.startswith("OperationalError")
+
+
+def test_a_failed_evaluation_fails_the_flow_run(
+    prefect_harness: None, sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow
+
+    from evalwatch.settings import reset_settings
+    from flows._tasks import evaluate_alert_rules
+
+    broken = tmp_path / "rules.yaml"
+    broken.write_text("rules:\n  - {name: r, selector: nope, comparison: '<', threshold: 1}\n")
+    monkeypatch.setenv("EVALWATCH_RULES_FILE", str(broken))
+    reset_settings()
+    url = str(sqlite_engine.url)
+
+    @flow
+    def after_a_run() -> list[dict[str, Any]]:
+        return evaluate_alert_rules.with_options(retry_delay_seconds=0)(None, url)
+
+    state = after_a_run(return_state=True)
+    assert state.is_failed(), state
+    with pytest.raises(RuntimeError, match="alert rules could not be evaluated: RulesError"):
+        state.result()
+
+
+def test_cli_alerts_evaluate_exits_3_with_one_line_when_it_cannot_evaluate(
+    cli: typer.Typer, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    from storage.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:  # a damaged store: the rule state table is gone
+        conn.execute(sa.text("DROP TABLE alert_state"))
+    engine.dispose()
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "rules:\n  - {name: busy, selector: volume, aggregation: count, comparison: '>=',\n"
+        "     threshold: 1, window: 1h}\n"
+    )
+    res = CliRunner().invoke(cli, ["--db", url, "alerts", "evaluate", "--rules", str(path)])
+    assert res.exit_code == 3, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    (line,) = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert line.startswith("error: alert rules could not be evaluated: OperationalError")

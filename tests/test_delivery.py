@@ -471,3 +471,46 @@ def test_concurrent_deliverers_send_a_notification_once(
     assert sorted(r.path for r in blocks.requests) == ["/oncall", "/ops"]
     (alert,) = list_alerts(sqlite_engine)
     assert alert.deliveries is not None and len(alert.deliveries) == 2
+
+
+def test_long_floats_and_pii_in_a_payload_still_make_valid_json(
+    blocks: Receiver, sqlite_engine: Engine
+) -> None:
+    # 0.4111111111111111 passes the card checksum: redacting the serialized JSON (instead of
+    # the strings in it) turned the payload into invalid JSON and the evaluation crashed.
+    luhn_float = 0.4111111111111111
+    unsafe = f"mail {PII[0]} key {PII[2]}"
+    items = [(T0, "toxicity.safety", 0.99, "fine")] * 5 + [(T0, "toxicity.safety", luhn_float,
+                                                           unsafe)]
+    run_id = seed(sqlite_engine, items, key="floats")
+    any_rule = rule(name="unsafe-float", selector="toxicity.safety", aggregation="any",
+                    threshold=0.9, window="run")
+    events = evaluate_rules(sqlite_engine, rules_file(any_rule), now=T0 + H, run_id=run_id)
+    assert [(e.rule, e.action) for e in events] == [("unsafe-float", "open")]
+    (payload,) = blocks.payloads("/ops")
+    (item,) = payload["offending"]
+    assert item["value"] == luhn_float  # the number itself, not "[REDACTED:card]"
+    assert "[REDACTED:email]" in item["response"] and "[REDACTED:secret]" in item["response"]
+    raw = b"".join(r.body for r in blocks.requests).decode()
+    assert all(secret not in raw for secret in PII)
+
+
+def test_redact_payload_walks_the_structure() -> None:
+    from alerting.delivery import redact_payload
+    from ingest.redact import Redactor
+
+    payload = {
+        "effect_size": 0.1234567890123456,
+        "nan": float("nan"),
+        "when": T0,
+        "items": [{"text": f"to {PII[0]}", "n": 3, "ok": True}, (PII[2], None)],
+    }
+    out = redact_payload(payload, Redactor())
+    assert out == {
+        "effect_size": 0.1234567890123456,
+        "nan": None,
+        "when": T0.isoformat(),
+        "items": [{"text": "to [REDACTED:email]", "n": 3, "ok": True},
+                  ["[REDACTED:secret]", None]],
+    }
+    assert json.loads(json.dumps(out, allow_nan=False)) == out

@@ -53,8 +53,10 @@ def store(tmp_path: Path) -> str:
 
 @pytest.fixture
 def no_torch_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # No detoxify checkpoint anywhere: toxicity is unavailable unless configured.
+    # No detoxify checkpoint anywhere, and detoxify asked for by name (auto would fall back to
+    # the embedded model): toxicity is unavailable unless configured.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("EVALWATCH_EVALUATOR_OPTIONS", '{"toxicity": {"backend": "detoxify"}}')
 
 
 def _run(*args: str) -> Any:
@@ -203,7 +205,7 @@ def test_rerun_after_a_crash_fills_the_gap_and_reports_the_whole_run(store: str)
 def test_empty_sample_creates_no_run(store: str) -> None:
     res = _run("--db", store, "evaluate", "-e", "heuristics", "--app", "nobody", "--no-progress")
     assert res.exit_code == 0
-    assert "nothing to evaluate" in _text(res)
+    assert "0 interactions (app nobody) in the store" in _text(res)
     assert _query(store, "SELECT COUNT(*) FROM eval_runs")[0][0] == 0
 
 

@@ -9,7 +9,15 @@ import pytest
 from evaluator_factories import FACTORIES
 
 from evaluators import evaluator_names
-from evaluators.base import BaseEvaluator, Evaluator, Sample, ScoreResult, config_hash
+from evaluators.base import (
+    BaseEvaluator,
+    Evaluator,
+    Sample,
+    ScoreResult,
+    config_hash,
+    get_evaluator_class,
+    options_hash,
+)
 from storage.models import ScoreStatus
 
 SAMPLES = [
@@ -103,6 +111,26 @@ def test_evaluator_contract(
         assert r.status == f.status
         if r.value is not None and f.value is not None:
             assert r.value == pytest.approx(f.value, abs=1e-4)
+
+
+# Options that only say how a score is computed, never what it is, by their usual names.
+RUNTIME_NAMES = {"device", "dtype", "batch_size", "concurrency", "timeout_s", "max_retries"}
+
+
+@pytest.mark.parametrize("name", evaluator_names())
+def test_config_fields_declare_whether_they_change_scores(name: str) -> None:
+    config_cls = get_evaluator_class(name).Config
+    runtime = config_cls.runtime_fields()
+    assert runtime <= set(config_cls.model_fields)
+    # Each such option is declared runtime-only on its field, in the schema users see.
+    props = config_cls.model_json_schema().get("properties", {})
+    for field in RUNTIME_NAMES & set(config_cls.model_fields):
+        assert field in runtime, f"{name}.{field} changes no score; mark it runtime-only"
+        assert props[field].get("runtime") is True
+    # The score key's hash covers exactly the other options (checked on the defaults).
+    config = config_cls.model_validate({})
+    assert set(config.score_options()) == set(config_cls.model_fields) - runtime
+    assert config_hash(config) == options_hash(config.score_options())
 
 
 def test_unknown_factory_fails_loudly(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -138,6 +138,36 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
     assert details["merged_batches"] == 3
 
 
+def test_a_traffic_run_over_an_empty_window_says_so_in_summary_and_artifact(
+    db_url, prefect_harness, tmp_path, monkeypatch
+):
+    from flows.traffic import evaluate_traffic
+    from runs.traffic import TrafficParams
+    from storage.sampling import SampleSpec
+
+    monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
+    reset_settings()
+    engine = make_engine(db_url)
+    insert_interactions(engine, _traffic(10))  # 2026-11-01 00:00 .. 01:03
+    window = SampleSpec(
+        start=datetime(2026, 11, 20, tzinfo=UTC), end=datetime(2026, 11, 21, tzinfo=UTC)
+    )
+    state = evaluate_traffic(
+        params=TrafficParams(sample=window, evaluators=["heuristics"]),
+        database_url=db_url,
+        return_state=True,
+    )
+    assert state.is_completed()  # a quiet window is not a failed run...
+    line = (
+        "0 interactions between 2026-11-20 00:00 and 2026-11-21 00:00 UTC; "
+        "the newest is 2026-11-01 01:03 UTC"
+    )
+    summary = state.result()
+    assert summary["no_data"] == line  # ...but it says so, in one line
+    md = _artifacts(str(state.state_details.flow_run_id))["evalwatch-traffic-summary"].data
+    assert f"**{line}**" in md
+
+
 def test_an_unavailable_evaluator_is_reported_once_not_per_batch(
     prefect_harness, tmp_path, capfd
 ):

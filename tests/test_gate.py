@@ -397,10 +397,10 @@ def test_mismatched_evaluator_versions_exit_2(db_url, tmp_path, monkeypatch) -> 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--candidate-model", "m2"], "exactly one of baseline_run or baseline_model"),
-        (["--baseline-model", "m1"], "exactly one of candidate_run, candidate_model"),
+        (["--candidate-model", "m2"], "exactly one of --baseline-run or --baseline-model"),
+        (["--baseline-model", "m1"], "exactly one of --candidate-run, --candidate-model"),
         (["--baseline-model", "m1", "--baseline-run", "1", "--candidate-model", "m2"],
-         "exactly one of baseline_run or baseline_model"),
+         "exactly one of --baseline-run or --baseline-model"),
         (["--baseline-run", "99", "--candidate-model", "m2"], "baseline run 99 does not exist"),
         (["--baseline-model", "m1", "--candidate-model", "m2", "--evaluators", "nope"],
          "unknown evaluator(s): nope"),
@@ -704,6 +704,26 @@ def test_equal_versions_pass_the_canary(canary_store) -> None:
     [row] = _reports(canary_store)
     assert (row["kind"], row["verdict"], row["exit_code"]) == ("canary", "pass", 0)
     assert _alerts(canary_store) == []
+
+
+def test_compare_without_until_anchors_at_the_newest_traffic(canary_store) -> None:
+    # The traffic ended days before "now": the window ends at the hour after its newest row.
+    res = invoke(["--db", canary_store, "compare", "--app", "support-bot", "--model-a", "v1",
+                  "--model-b", "v2", "--window", "24h", "--json"])
+    assert res.exit_code == 1, res.output
+    meta = json.loads(res.stdout)["meta"]
+    assert meta["interactions"] == {"v1": 150, "v2": 150}
+    end = datetime.fromisoformat(meta["window"]["end"])
+    assert end <= UNTIL and end.minute == end.second == 0
+
+
+def test_compare_on_an_empty_window_names_the_newest_traffic(canary_store) -> None:
+    res = invoke(["--db", canary_store, "compare", "--app", "support-bot", "--model-a", "v1",
+                  "--model-b", "v2", "--window", "1h", "--until", "2026-11-01T00:00:00Z"])
+    assert res.exit_code == 2, res.output
+    assert ("0 interactions (app support-bot; model version v1, v2) between 2026-10-31 23:00 "
+            "and 2026-11-01 00:00 UTC; the newest (app support-bot; model version v1, v2) is "
+            "2026-11-13") in " ".join(res.output.split())
 
 
 @pytest.mark.parametrize(

@@ -459,12 +459,20 @@ def test_postgres_copy_falls_back_when_a_key_appears_meanwhile(pg_database_url, 
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "worker"])
 def test_unreadable_input_mid_run_is_raised_to_the_caller(sqlite_engine, tmp_path, parallel):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from ingest.readers import UnreadableFileError
 
     good = _write_jsonl(tmp_path / "good.jsonl", _traffic(5, seed=31))
+    # A Parquet file whose footer is intact (it opens) but whose pages are damaged, so the
+    # failure comes while reading; a file that is no Parquet at all fails when it is opened.
     bad = tmp_path / "bad.parquet"
-    bad.write_bytes(b"PAR1 not parquet at all")
-    with pytest.raises(UnreadableFileError, match="not a readable Parquet file"):
+    pq.write_table(pa.table({"app": ["a"] * 1000, "prompt": [f"p{i}" for i in range(1000)]}), bad)
+    data = bytearray(bad.read_bytes())
+    data[10 : len(data) // 2] = b"\xab" * (len(data) // 2 - 10)
+    bad.write_bytes(bytes(data))
+    with pytest.raises(UnreadableFileError, match="Parquet read failed"):
         ingest(sqlite_engine, [good, bad], settings=_settings(), parallel=parallel)
     # The chunk before the unreadable file is stored.
     assert _count(sqlite_engine, "interactions") == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -89,7 +90,7 @@ def test_overview_numbers_from_the_store(engine):
     head = t.headline[0]
     assert head["interactions"] == 40 and head["model versions"] == 2
     assert abs(head["total cost USD"] - 0.4) < 1e-9
-    assert head["successful (rated ≥4 or 👍, not abandoned)"] == 8
+    assert head["successful (rated 4+ or thumbs up, not abandoned)"] == 8
     assert abs(head["cost / successful interaction"] - 0.4 / 8) < 1e-9
     versions = {r["model version"]: r for r in t.per_version}
     assert versions["v1"]["interactions"] == 30 and versions["v2"]["interactions"] == 10
@@ -97,7 +98,68 @@ def test_overview_numbers_from_the_store(engine):
     assert [r["ratings"] for r in t.satisfaction] == [4, 4, 2]
     page = overview_html(data)
     assert "<script" not in page and page.count("<img") >= 2
+    # No emoji: where no emoji font exists it renders as a box.
+    assert not [c for c in page if ord(c) >= 0x1F000]
+    assert "no drift check yet" in page
     assert "open alerts: **none**" in overview_markdown(data)
+
+
+def _store_drift(engine, key: str, at: datetime, verdicts: dict[str, str]) -> None:
+    from storage.db import session_scope
+    from storage.models import DriftReportRow
+
+    window = {"start": "2026-11-08T00:00:00+00:00", "end": "2026-11-11T00:00:00+00:00"}
+    with session_scope(engine) as s:
+        for feature, verdict in verdicts.items():
+            s.add(
+                DriftReportRow(
+                    report_key=key,
+                    created_at=at,
+                    current=window,
+                    test="ks",
+                    feature=feature,
+                    family="numeric",
+                    verdict=verdict,
+                    p_adjusted=0.001 if verdict == "drift" else 0.5,
+                    summary=f"{feature}: {verdict}",
+                )
+            )
+
+
+def test_overview_says_the_latest_check_found_nothing_and_shows_the_last_findings(engine):
+    _seed(engine)
+    _store_drift(engine, "old", datetime(2026, 11, 9, 6, tzinfo=UTC), {"latency_ms": "no_drift"})
+    _store_drift(
+        engine,
+        "found",
+        datetime(2026, 11, 10, 6, tzinfo=UTC),
+        {"latency_ms": "drift", "cost": "drift", "rating": "no_drift"},
+    )
+    _store_drift(engine, "quiet", datetime(2026, 11, 11, 6, tzinfo=UTC), {"latency_ms": "no_drift"})
+    data = load_overview(engine, START, START + timedelta(days=10))
+    page = overview_html(data)
+    drift = page.split("<h2>Latest drift check</h2>", 1)[1].split("</section>", 1)[0]
+    assert "nothing to show" not in drift
+    assert (
+        "no drift in the latest check, 2026-11-11 06:00 UTC "
+        "(current window 2026-11-08 00:00 → 2026-11-11 00:00)" in drift
+    )
+    found = drift.split("Latest check with findings", 1)[1]
+    assert "2026-11-10 06:00 UTC" in found and "2 findings" in found
+    assert "latency_ms: drift" in found and "cost: drift" in found and "rating" not in found
+    md = overview_markdown(data)
+    assert "no drift in the latest check, 2026-11-11 06:00 UTC" in md
+    assert "the latest check with findings, 2026-11-10 06:00 UTC" in md
+    assert "latency_ms: drift" in md.split("## Drift findings", 1)[1]
+
+
+def test_overview_leads_with_the_latest_check_when_it_found_drift(engine):
+    _seed(engine)
+    _store_drift(engine, "found", datetime(2026, 11, 10, 6, tzinfo=UTC), {"cost": "drift"})
+    data = load_overview(engine, START, START + timedelta(days=10))
+    drift = overview_html(data).split("<h2>Latest drift check</h2>", 1)[1]
+    assert "1 findings" in drift.split("</p>", 1)[0] and "cost: drift" in drift
+    assert "Latest check with findings" not in drift and data.findings_drift_at is None
 
 
 def test_overview_cli_writes_the_page(db_url, tmp_path):
@@ -136,3 +198,36 @@ def test_overview_flow_publishes_markdown(db_url, prefect_harness, tmp_path, mon
         )
     md = next(a for a in arts if a.key == "evalwatch-overview")
     assert "Per model version" in str(md.data)
+    # Not a file:// link (it does not open from the UI): the content, and where the file is.
+    report = next(a for a in arts if a.key == "evalwatch-overview-report")
+    assert report.type == "markdown" and Path(out["report"]).as_uri() not in str(report.data)
+    assert out["report"] in str(report.data) and "Per model version" in str(report.data)
+    assert Path(out["report"]).parent.parent == tmp_path
+
+
+def test_overview_flow_links_the_report_where_reports_are_served(
+    db_url, prefect_harness, tmp_path, monkeypatch
+):
+    from evalwatch.settings import reset_settings
+    from flows.overview import operations_overview
+    from storage.db import make_engine
+
+    monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path))
+    monkeypatch.setenv("EVALWATCH_REPORT_BASE_URL", "https://reports.example/evalwatch")
+    reset_settings()
+    _seed(make_engine(db_url))
+    state = operations_overview(days=14, database_url=db_url, return_state=True)
+    out = state.result()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    link = next(a for a in arts if a.key == "evalwatch-overview-report")
+    rel = Path(out["report"]).relative_to(tmp_path).as_posix()
+    # Prefect stores a link artifact as a markdown link.
+    assert link.data == f"[operations overview](https://reports.example/evalwatch/{rel})"

@@ -384,3 +384,25 @@ def test_every_problem_is_reported_not_only_the_first(tmp_path: Path) -> None:
         "rule 'r2': selector: unknown metric 'toxicity.nope'",
         "rule 'r2': channels: unknown channel 'pager'",
     ]
+
+
+def test_a_rule_the_schema_rejects_still_has_its_other_problems_reported(
+    tmp_path: Path,
+) -> None:
+    # r1 breaks the schema (window) and names an unknown metric, channel and scope dimension:
+    # all four are reported, grouped under r1 before r2's problem.
+    broken = (
+        GOOD_RULE.replace("window: run", "window: 90x")
+        .replace("toxicity.safety", "nope.metric")
+        .replace("[ops]", "[opz]")
+        + "    scope: {colour: each}\n"
+    )
+    other = GOOD_RULE.replace("r1", "r2").replace("[ops]", "[ghost]")
+    errors = check_rules(_write(tmp_path, HEADER + broken + other))
+    assert [e.split(";")[0] for e in errors] == [
+        "rule 'r1': window: bad duration '90x'",
+        "rule 'r1': selector: unknown metric 'nope.metric'",
+        "rule 'r1': channels: unknown channel 'opz'",
+        "rule 'r1': scope: 'colour' is not a dimension of selector 'nope.metric'",
+        "rule 'r2': channels: unknown channel 'ghost'",
+    ]

@@ -219,13 +219,15 @@ def test_rerun_is_idempotent(engine: Engine, toxicity_options: dict[str, Any]) -
     assert _count(engine, "scores") == N * (6 + 7)
     # Its summary still covers every subject it looked at.
     assert next(m for m in res.metrics if m.metric == "safety").count == N
-    # And a run that skips already-scored subjects does no work at all.
+    # And a run that skips already-scored subjects scores nothing, yet reports them all.
     run = create_run(engine, "traffic")
     assert run.id is not None
     res = run_evaluation(
         engine, [HeuristicsEvaluator()], ids, run_id=run.id, progress=False, skip_scored=True
     )
-    assert res.metrics == [] and res.profiles[0].n_items == 0
+    assert res.profiles[0].n_items == 0 and res.scores_written == 0
+    assert res.scores_reused == N * 6
+    assert {m.metric: m.count for m in res.metrics}["response_chars"] == N
 
 
 def test_unavailable_evaluator_does_not_stop_the_others(engine: Engine, tmp_path: Any) -> None:

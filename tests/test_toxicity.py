@@ -1,7 +1,8 @@
-"""The toxicity evaluator driven through detoxify's real Detoxify class, offline.
+"""The toxicity evaluator: detoxify's real Detoxify class offline, and the embedded backend.
 
-The model is a tiny random-weight BERT written in detoxify's own checkpoint format, with a local
-base-model folder (config + the BERT WordPiece tokenizer of the bundled MiniLM).
+The detoxify model is a tiny random-weight BERT written in detoxify's own checkpoint format,
+with a local base-model folder (config + the BERT WordPiece tokenizer of the bundled MiniLM).
+The embedded backend is the real alt-profanity-check model (its weights ship in the package).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ import torch
 from detoxify import Detoxify
 
 from evaluators.base import EvaluatorUnavailable, Sample
-from evaluators.toxicity import ToxicityEvaluator, build_random_checkpoint
+from evaluators.toxicity import (
+    EMBEDDED_BACKEND,
+    ToxicityConfig,
+    ToxicityEvaluator,
+    build_random_checkpoint,
+    downloads_allowed,
+)
 
 ORIGINAL = ["toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack"]
 MAX_LEN = 32
@@ -170,9 +177,18 @@ def test_without_a_checkpoint_it_is_unavailable_and_says_how_to_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    e = ToxicityEvaluator(device="cpu", model_type="multilingual")
-    with pytest.raises(EvaluatorUnavailable, match=r"evaluator_options\.toxicity\.checkpoint"):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    e = ToxicityEvaluator(backend="detoxify", device="cpu", model_type="multilingual")
+    with pytest.raises(
+        EvaluatorUnavailable, match=r"evaluator_options\.toxicity\.checkpoint"
+    ) as exc:
         e.load()
+    assert "unset HF_HUB_OFFLINE" in str(exc.value)
+    forbidden = ToxicityEvaluator(
+        backend="detoxify", device="cpu", model_type="multilingual", allow_download=False
+    )
+    with pytest.raises(EvaluatorUnavailable, match=r"toxicity\.allow_download=true"):
+        forbidden.load()
 
 
 def test_checkpoint_in_torch_hub_cache_is_used_offline(
@@ -200,3 +216,201 @@ def test_not_a_detoxify_checkpoint_is_unavailable(tmp_path: Path) -> None:
     e = ToxicityEvaluator(device="cpu", checkpoint=str(bad))
     with pytest.raises(EvaluatorUnavailable, match="not a detoxify checkpoint"):
         e.load()
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the backend, downloads, and the embedded model
+
+CLEARLY = [
+    ("you are an idiot, I hate you", "toxic"),
+    ("go kill yourself", "toxic"),
+    ("thank you, have a nice day", "friendly"),
+    ("Thanks for the quick reply, that fixed it!", "friendly"),
+]
+
+
+@pytest.fixture
+def no_detoxify_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offline environment with an empty torch hub cache: detoxify's weights are absent."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_downloads_follow_the_hugging_face_offline_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    assert downloads_allowed(ToxicityConfig()) is True
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "yes")
+    assert downloads_allowed(ToxicityConfig()) is False
+    assert downloads_allowed(ToxicityConfig(allow_download=True)) is True
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    assert downloads_allowed(ToxicityConfig()) is True
+    assert downloads_allowed(ToxicityConfig(allow_download=False)) is False
+
+
+def test_auto_without_detoxify_weights_scores_with_the_embedded_model_and_says_why(
+    no_detoxify_weights: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    e = ToxicityEvaluator(device="cpu")
+    # A warning the first time in a process, then at debug level (one per task otherwise).
+    with caplog.at_level("DEBUG", logger="evaluators.toxicity"):
+        e.load()
+    assert e.backend == EMBEDDED_BACKEND
+    assert e.metrics == ["offensive", "safety"]  # no detoxify label it does not have
+    assert e.source is not None
+    assert "alt-profanity-check==" in e.source and "detoxify is not available" in e.source
+    assert "HF_HUB_OFFLINE" in e.source  # names what to change to get detoxify
+    assert any("embedded alt-profanity-check" in r.getMessage() for r in caplog.records)
+    out = e.evaluate(_samples([t for t, _ in CLEARLY]))
+    safety = {CLEARLY[r.subject_id][0]: r.value for r in out.scores if r.metric == "safety"}
+    for text, kind in CLEARLY:
+        value = safety[text]
+        assert value is not None
+        assert (value < 0.5) if kind == "toxic" else (value > 0.8), (text, value)
+
+
+def test_embedded_scores_equal_the_package_and_keep_input_order(no_detoxify_weights: None) -> None:
+    from profanity_check import predict_prob
+
+    texts = [t for t, _ in CLEARLY] + TEXTS
+    e = ToxicityEvaluator(backend="alt-profanity-check", batch_size=3)  # several batches
+    out = e.evaluate(_samples(texts))
+    want = predict_prob(texts)
+    assert [r.metric for r in out.scores[:2]] == ["offensive", "safety"]
+    assert [r.subject_id for r in out.scores] == [i for i in range(len(texts)) for _ in (0, 1)]
+    for i in range(len(texts)):
+        offensive, safety = out.scores[2 * i], out.scores[2 * i + 1]
+        assert offensive.value == pytest.approx(want[i], abs=1e-12)
+        assert safety.value == pytest.approx(1.0 - want[i], abs=1e-12)
+    assert out.n_tokens is None  # TF-IDF counts words, not model tokens
+    # A text without one known term gets the prior, and says so.
+    empty = out.scores[2 * (len(CLEARLY) + 1)]
+    assert empty.details is not None and empty.details["known_terms"] == 0
+    assert out.scores[0].details is None
+
+
+def test_the_backend_and_model_are_part_of_the_config_hash(
+    tiny: tuple[Path, Path], no_detoxify_weights: None
+) -> None:
+    ckpt, base = tiny
+    detox = ToxicityEvaluator(device="cpu", checkpoint=str(ckpt), huggingface_config_path=str(base))
+    auto_embedded = ToxicityEvaluator(device="cpu")
+    explicit = ToxicityEvaluator(device="cpu", backend="alt-profanity-check")
+    p_detox, p_auto, p_explicit = (e.provenance() for e in (detox, auto_embedded, explicit))
+    assert p_detox.config["backend"] == "detoxify"
+    assert p_detox.config["model"] == "detoxify:original"
+    assert p_auto.config["backend"] == EMBEDDED_BACKEND
+    assert p_auto.config["model"].startswith("alt-profanity-check==")
+    # auto records what it resolved to: the same scores as asking for that backend by name...
+    assert p_auto.config_hash == p_explicit.config_hash
+    # ...and never the same as the other backend's; the gate compares these options.
+    assert p_auto.config_hash != p_detox.config_hash
+    runtime = ToxicityConfig.runtime_fields()
+    assert {"device", "dtype", "batch_size", "allow_download"} <= runtime
+    assert not {"backend", "model", "model_type", "checkpoint"} & runtime
+    # The recorded config rebuilds the same evaluator (as the gate does from a stored run).
+    again = ToxicityEvaluator(**p_auto.config)
+    assert again.provenance().config_hash == p_auto.config_hash
+
+
+def test_a_pinned_model_that_does_not_load_is_unavailable(no_detoxify_weights: None) -> None:
+    e = ToxicityEvaluator(backend="auto", model="alt-profanity-check==0.0.1")
+    with pytest.raises(EvaluatorUnavailable, match=r"toxicity\.model pins"):
+        e.load()
+    # A pin of the detoxify model under auto asks for detoxify, not a silent fallback.
+    d = ToxicityEvaluator(backend="auto", model="detoxify:original")
+    with pytest.raises(EvaluatorUnavailable, match=r"toxicity\.checkpoint"):
+        d.load()
+
+
+def test_a_configured_checkpoint_that_fails_is_not_replaced(tmp_path: Path) -> None:
+    e = ToxicityEvaluator(device="cpu", checkpoint=str(tmp_path / "nope.ckpt"))  # backend auto
+    with pytest.raises(EvaluatorUnavailable, match=r"toxicity\.checkpoint"):
+        e.load()
+
+
+def test_online_default_downloads_detoxify_weights_and_says_so(
+    tiny: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # detoxify's own download path (torch.hub) fed from a file:// URL: no network involved.
+    import detoxify.detoxify as detox_module
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    served = tmp_path / "served" / "toxic_unbiased-test.ckpt"
+    served.parent.mkdir()
+    shutil.copy(tiny[0], served)
+    monkeypatch.setitem(detox_module.MODEL_URLS, "unbiased", served.as_uri())
+    e = ToxicityEvaluator(device="cpu", model_type="unbiased")
+    with caplog.at_level("WARNING", logger="evaluators.toxicity"):
+        out = e.evaluate(_samples(["hello"]))
+    assert e.backend == "detoxify" and len(out.scores) == len(ORIGINAL) + 1
+    assert e.source is not None and "downloaded" in e.source
+    assert any("downloading detoxify" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "torch-home" / "hub" / "checkpoints" / served.name).is_file()
+    # The next process finds it in the cache and says so; offline it still loads.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = ToxicityEvaluator(device="cpu", model_type="unbiased", max_length=16)
+    cached.load()
+    assert cached.source is not None and "torch hub cache" in cached.source
+
+
+def test_online_default_falls_back_when_the_download_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import detoxify.detoxify as detox_module
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    missing = (tmp_path / "nowhere" / "toxic_multi-test.ckpt").as_uri()
+    monkeypatch.setitem(detox_module.MODEL_URLS, "multilingual", missing)
+    e = ToxicityEvaluator(device="cpu", model_type="multilingual")
+    e.load()
+    assert e.backend == EMBEDDED_BACKEND
+    assert e.source is not None and "detoxify could not load" in e.source
+
+
+def test_the_fallback_is_said_once_per_process_not_per_task(
+    no_detoxify_weights: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("DEBUG", logger="evaluators.toxicity"):
+        for _ in range(3):  # a flow builds one evaluator per task
+            ToxicityEvaluator(device="cpu", model_type="multilingual").load()
+    said = [r for r in caplog.records if "embedded alt-profanity-check" in r.getMessage()]
+    assert len(said) == 3
+    assert sum(r.levelname == "WARNING" for r in said) <= 1
+
+
+def test_a_non_finite_model_output_is_unscored_not_a_value(no_detoxify_weights: None) -> None:
+    import numpy as np
+
+    from evaluators._toxicity_embedded import EmbeddedModel
+
+    e = ToxicityEvaluator(backend="alt-profanity-check")
+    e.load()
+    loaded = e.embedded_model
+    assert loaded is not None
+    real: EmbeddedModel = loaded
+
+    class Broken(EmbeddedModel):
+        def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            probs, terms = real.predict(texts)
+            probs[1] = np.nan
+            return probs, terms
+
+    e._embedded = Broken(real.model_id, real.vectorizer, real.classifier)
+    out = e.evaluate(_samples(["hello", "thank you", "you idiot"]))
+    statuses = [(r.subject_id, r.metric, r.status, r.value is None) for r in out.scores]
+    assert statuses[2:4] == [
+        (1, "offensive", "error", True),
+        (1, "safety", "error", True),
+    ]
+    assert all(r.status == "ok" and r.value is not None for r in out.scores if r.subject_id != 1)
+    assert out.scores[2].reason == "non-finite model output"

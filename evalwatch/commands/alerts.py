@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from evalwatch.commands.common import bad_input, console, open_store
+from evalwatch.commands.common import bad_input, console, open_store, unavailable
 from storage.alerts import AlertLifecycleError, acknowledge_alert, list_alerts, resolve_alert
 from storage.models import Alert, utcnow
 
@@ -24,6 +24,40 @@ StatusOpt = Annotated[
 def _when(alert: Alert, name: str) -> str:
     value = getattr(alert, name)
     return value.strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+_COLUMNS = (
+    "id",
+    "rule",
+    "scope",
+    "severity",
+    "status",
+    "count",
+    "opened",
+    "last seen",
+    "value",
+    "pending",
+)
+# Below this terminal width the table's headers and names would be cut: list instead.
+_TABLE_WIDTH = 120
+
+
+def _value(alert: Alert) -> str:
+    value = (alert.context or {}).get("value")
+    return "" if value is None else f"{value:.4g}"
+
+
+def _details(alert: Alert) -> str:
+    parts = [
+        f"opened {_when(alert, 'opened_at')}",
+        f"last seen {_when(alert, 'last_seen_at')}",
+        f"seen {alert.count} time(s)",
+    ]
+    if _value(alert):
+        parts.append(f"value {_value(alert)}")
+    if _pending(alert):
+        parts.append(f"pending {_pending(alert)}")
+    return ", ".join(parts)
 
 
 def _pending(alert: Alert) -> str:
@@ -44,22 +78,23 @@ def alerts_list(
         for a in alerts:
             typer.echo(json.dumps(a.model_dump(mode="json"), ensure_ascii=False))
         return
-    table = Table(title=f"{len(alerts)} alert(s)" + (f" ({status})" if status else ""))
-    for col in (
-        "id",
-        "rule",
-        "scope",
-        "severity",
-        "status",
-        "count",
-        "opened",
-        "last seen",
-        "value",
-        "pending",
-    ):
+    title = f"{len(alerts)} alert(s)" + (f" ({status})" if status else "")
+    if console.width < _TABLE_WIDTH:
+        # Ten columns do not fit a narrow terminal without cutting headers and names down to
+        # "seve…": two lines per alert instead, wrapped at spaces, nothing cut.
+        console.print(title, highlight=False)
+        for a in alerts:
+            console.print(
+                f"alert {a.id}  {a.rule}  {a.severity}  {a.status}  ({a.scope_key})",
+                highlight=False,
+                markup=False,
+            )
+            console.print(f"    {_details(a)}", highlight=False, markup=False)
+        return
+    table = Table(title=title)
+    for col in _COLUMNS:
         table.add_column(col, justify="right" if col in ("id", "count") else "left")
     for a in alerts:
-        value = (a.context or {}).get("value")
         table.add_row(
             str(a.id),
             a.rule,
@@ -69,7 +104,7 @@ def alerts_list(
             str(a.count),
             _when(a, "opened_at"),
             _when(a, "last_seen_at"),
-            "" if value is None else f"{value:.4g}",
+            _value(a),
             _pending(a),
         )
     console.print(table)
@@ -110,6 +145,7 @@ def alerts_evaluate(
     ] = True,
 ) -> None:
     """Evaluate the alert rules now (the flows do this at the end of every run)."""
+    from alerting.delivery import describe_error
     from alerting.engine import evaluate_rules, rules_for_settings
     from checks.rules import RulesError
 
@@ -117,7 +153,11 @@ def alerts_evaluate(
         rules = rules_for_settings(rules_file)
     except RulesError as exc:
         raise bad_input(str(exc)) from None
-    events = evaluate_rules(open_store(), rules, run_id=run_id, deliver=deliver)
+    engine = open_store()
+    try:
+        events = evaluate_rules(engine, rules, run_id=run_id, deliver=deliver)
+    except Exception as exc:  # the evaluation could not be carried out: exit 3, one line
+        raise unavailable(f"alert rules could not be evaluated: {describe_error(exc)}") from None
     for ev in events:
         sent = sum(1 for d in ev.deliveries if d.get("ok") and "channel" in d)
         console.print(

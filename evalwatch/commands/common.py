@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,13 +14,16 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.engine import Engine
 
+from evaluators.base import DEFAULT_EVALUATORS
 from evalwatch.settings import Settings, get_settings
-from storage.db import get_engine
+from storage.db import StoreURLError, get_engine
 from storage.sampling import SampleSpec
 
 __all__ = [
+    "DEFAULT_EVALUATOR_LIST",
     "EXIT_BAD_INPUT",
     "EXIT_CHECK_FAILED",
     "EXIT_OK",
@@ -30,20 +35,28 @@ __all__ = [
     "SeedOpt",
     "SinceOpt",
     "StratifyOpt",
+    "UnscoredByOpt",
     "UntilOpt",
     "bad_input",
+    "confirm_or_refuse",
     "console",
+    "describe_failure",
     "err_console",
     "evaluator_list",
     "finish_gate_report",
+    "flag_names",
     "open_store",
     "parse_duration",
     "parse_time",
+    "print_error",
     "read_options_file",
     "sample_spec",
     "unavailable",
     "validation_message",
 ]
+
+#: ``--evaluators`` when not given, on every command that runs evaluators.
+DEFAULT_EVALUATOR_LIST = ",".join(DEFAULT_EVALUATORS)
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -59,21 +72,62 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def print_error(message: str) -> None:
+    """Print ``message`` to stderr as one error line (taken as plain text, not markup)."""
+    # Messages are plain text: "[REDACTED:email]" or "[a, b]" must print, not parse as markup.
+    # soft_wrap: one line however narrow the terminal (CI logs, grep), as the message says.
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def bad_input(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the exit for bad input (code 2)."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    print_error(message)
     return typer.Exit(EXIT_BAD_INPUT)
 
 
 def unavailable(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the exit for work not carried out (code 3)."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    print_error(message)
     return typer.Exit(EXIT_UNAVAILABLE)
 
 
-def validation_message(exc: ValidationError) -> str:
-    """A pydantic error as one line of its messages, without pydantic's prefixes."""
-    return "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+def flag_names(text: str, flags: Mapping[str, str]) -> str:
+    """``text`` with each parameter's field name replaced by its command-line flag.
+
+    Models such as ``GateParams`` word their errors in field names; a user typed flags. Only
+    names with an underscore are replaced: a one-word name (``dataset``) also reads as prose.
+
+    Args:
+        text: A message that may name fields (``candidate_run``).
+        flags: Field name -> flag (``{"candidate_run": "--candidate-run"}``).
+
+    Examples:
+        >>> flag_names("give baseline_run or baseline_model", {"baseline_run": "--baseline-run",
+        ...     "baseline_model": "--baseline-model"})
+        'give --baseline-run or --baseline-model'
+    """
+    names = sorted((n for n in flags if "_" in n), key=len, reverse=True)
+    if not names:
+        return text
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])")
+    return pattern.sub(lambda m: flags[m.group(1)], text)
+
+
+def validation_message(exc: ValidationError, flags: Mapping[str, str] | None = None) -> str:
+    """A pydantic error as one line of its messages, without pydantic's prefixes.
+
+    Args:
+        exc: The validation error.
+        flags: Field name -> command-line flag; fields are then named by their flags, and an
+            error about one field says which flag it is about.
+    """
+    flags = flags or {}
+    parts = []
+    for e in exc.errors():
+        msg = flag_names(e["msg"].removeprefix("Value error, "), flags)
+        field = str(e["loc"][0]) if e["loc"] else ""
+        parts.append(f"{flags[field]}: {msg}" if field in flags else msg)
+    return "; ".join(parts)
 
 
 @overload
@@ -136,6 +190,9 @@ def finish_gate_report(
 ) -> None:
     """Print a gate or canary outcome, then exit with the report's code (0 pass, 1 fail).
 
+    When the alert rules could not be evaluated the exit is 3 whatever the verdict: a CI job
+    must not read "the alerts were not raised" as a pass, nor an outage as a regression.
+
     Args:
         outcome: A gate or canary outcome (``report``, ``report_id``, ``alerts``,
             ``alert_error``).
@@ -161,11 +218,11 @@ def finish_gate_report(
         typer.echo(f"\nstored as regression report {outcome.report_id}")
         for e in outcome.alerts:
             typer.echo(f"alert {e['alert_id']} {e['action']} [{e['severity']}] {e['rule']}")
-        if outcome.alert_error:
-            err_console.print(
-                f"[yellow]alert rules could not be evaluated:[/yellow] {outcome.alert_error}",
-                highlight=False,
-            )
+    if outcome.alert_error:
+        raise unavailable(
+            f"the {report.verdict} verdict is stored (report {outcome.report_id}), but the alert "
+            f"rules could not be evaluated: {' '.join(str(outcome.alert_error).split())}"
+        )
     code = report.exit_code()
     if code != EXIT_OK:
         raise typer.Exit(code)
@@ -202,6 +259,7 @@ class CliState:
     """Per-invocation state set by the app callback."""
 
     database_url: str | None = None
+    debug: bool = False
 
     def settings(self) -> Settings:
         """Settings with the command-line overrides applied."""
@@ -235,6 +293,14 @@ StratifyOpt = Annotated[
     bool, typer.Option("--stratify/--no-stratify", help="Split --max-items evenly per version.")
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed.")]
+UnscoredByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--unscored-by",
+        metavar="NAME[@VER]",
+        help="Only what EVALUATOR[@VERSION] has not scored yet.",
+    ),
+]
 
 
 def sample_spec(
@@ -269,3 +335,100 @@ def sample_spec(
         raise bad_input(f"bad sampling options: {problems}") from exc
     except ValueError as exc:
         raise bad_input(str(exc)) from exc
+
+
+def confirm_or_refuse(question: str, yes: bool) -> None:
+    """Go on only with ``--yes`` or a "y" typed at a terminal.
+
+    Args:
+        question: What is about to happen, as a yes/no question.
+        yes: ``--yes`` was given.
+
+    Raises:
+        typer.Exit: Code 2 when stdin is not a terminal and ``--yes`` is absent (a script must
+            say so explicitly), or when the answer is no.
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise bad_input(
+            "refusing to delete without confirmation: stdin is not a terminal; pass --yes"
+        )
+    if not typer.confirm(question, default=False, err=True):
+        raise bad_input("nothing deleted (not confirmed)")
+
+
+def describe_failure(exc: BaseException, debug: bool = False) -> tuple[int, str]:
+    """The exit code and one-line message for an exception no command handled.
+
+    Bad configuration (store URL, settings) is bad input (2); a store, Prefect server or HTTP
+    endpoint that cannot be reached is work not carried out (3), and so is anything else, an
+    internal error: an infrastructure failure never exits 0 or 1.
+
+    Args:
+        exc: The exception that ended the command.
+        debug: The traceback is shown too (no hint to ask for it).
+
+    Returns:
+        ``(exit code, message)``.
+
+    Examples:
+        >>> describe_failure(KeyError("x"))
+        (3, "internal error: KeyError: 'x' (run with --debug for the traceback)")
+    """
+    import sqlalchemy.exc as sa_exc
+
+    from evalwatch.settings import SettingsError
+    from storage.db import StoreError
+
+    if isinstance(exc, StoreURLError | SettingsError):
+        return EXIT_BAD_INPUT, str(exc)
+    if isinstance(exc, StoreError):
+        return EXIT_UNAVAILABLE, str(exc)
+    if isinstance(exc, sa_exc.ArgumentError):  # a URL that reached SQLAlchemy unchecked
+        return EXIT_BAD_INPUT, f"bad store URL: {exc}"
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        detail = " ".join(str(exc.orig).split())
+        return EXIT_UNAVAILABLE, f"the store failed: {detail}"
+    chain = _exception_chain(exc)
+    if "prefect" in sys.modules:  # only then can Prefect have failed; importing it is slow
+        from flows._runtime import prefect_failure
+
+        for e in chain:
+            if message := prefect_failure(e):
+                return EXIT_UNAVAILABLE, message
+    for e in chain:
+        if message := _unreachable_endpoint(e):
+            return EXIT_UNAVAILABLE, message
+    text = " ".join(str(exc).split())
+    hint = "" if debug else " (run with --debug for the traceback)"
+    return EXIT_UNAVAILABLE, f"internal error: {type(exc).__name__}: {text}{hint}"
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling, outermost first."""
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out and len(out) < 20:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def _unreachable_endpoint(exc: BaseException) -> str | None:
+    """A message for an HTTP endpoint that could not be reached (httpx, openai), else None."""
+    httpx = sys.modules.get("httpx")
+    openai = sys.modules.get("openai")
+    transport = (openai is not None and isinstance(exc, openai.APIConnectionError)) or (
+        httpx is not None and isinstance(exc, httpx.TransportError)
+    )
+    if not transport:
+        return None
+    url = ""
+    try:
+        request = exc.request  # type: ignore[attr-defined]
+        url = f" {request.url}" if request is not None else ""
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError when no request is set
+        pass
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return f"cannot reach{url or ' an HTTP endpoint'}: {detail}"

@@ -1,7 +1,11 @@
 """``evalwatch compare``: is the canary version worse than the current one on live traffic?
 
 Exit codes: 0 not shown worse (too little traffic does not roll back), 1 the canary is worse,
-2 bad input (no traffic for a version, bad window, invalid policy).
+2 bad input (no traffic for a version in the window: one line says so with the newest time
+that version has; bad window, invalid policy).
+
+Without ``--until`` the window ends at the hour after the newest interaction of the two
+versions, as ``evalwatch drift`` anchors its window.
 """
 
 from __future__ import annotations
@@ -35,7 +39,11 @@ def compare(
     ] = "24h",
     until: Annotated[
         str | None,
-        typer.Option("--until", help="Window end (exclusive): ISO time or 2h back; default now."),
+        typer.Option(
+            "--until",
+            help="Window end (exclusive): ISO time or 2h back; default: the hour after the "
+            "newest interaction of the two versions.",
+        ),
     ] = None,
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Gate policy YAML (margins, rule, alpha).")

@@ -16,7 +16,7 @@ from evalwatch.commands.common import (
     open_store,
 )
 from ingest.datasets import load_dataset, load_outputs
-from ingest.readers import FORMATS, UnreadableFileError
+from ingest.readers import FORMATS, SourceReader, UnreadableFileError
 from storage.repo import list_datasets
 
 datasets_app = typer.Typer(help="Versioned test sets.", no_args_is_help=True)
@@ -26,9 +26,17 @@ FormatOpt = Annotated[
 ]
 
 
-def _check_format(fmt: str) -> None:
+def _check_input(file: Path, fmt: str) -> None:
+    """Exit 2 for a bad ``--format`` or a file that cannot be read, before the store is opened.
+
+    Opening the store creates and migrates it; a typo in a file name must not leave a store.
+    """
     if fmt not in FORMATS or fmt == "otlp":
         raise bad_input(f"--format must be auto, jsonl, csv or parquet, not {fmt!r}")
+    try:
+        SourceReader(file, fmt)
+    except UnreadableFileError as exc:
+        raise bad_input(str(exc)) from exc
 
 
 def _reasons(reasons: dict[str, int], n: int) -> None:
@@ -50,7 +58,7 @@ def datasets_load(
     Exit code 0 when every item was loaded, 1 when any went to quarantine, 2 for an unreadable
     file or one without a single usable item.
     """
-    _check_format(fmt)
+    _check_input(file, fmt)
     engine = open_store()
     try:
         result = load_dataset(engine, file, name, fmt)
@@ -104,7 +112,7 @@ def datasets_load_outputs(
     Exit code 0 when every prediction was stored (or already was), 1 when any went to
     quarantine, 2 for an unreadable file or an unknown dataset.
     """
-    _check_format(fmt)
+    _check_input(file, fmt)
     engine = open_store()
     try:
         result = load_outputs(engine, file, name, version, fmt)

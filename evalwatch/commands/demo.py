@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from evalwatch.commands.common import console, err_console
-from evalwatch.settings import reset_settings
+from evalwatch.commands.common import DEFAULT_EVALUATOR_LIST, console, err_console
+from evalwatch.settings import Settings, reset_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from storage.sampling import SampleSpec
 
 DATA = Path(__file__).resolve().parents[2] / "datasets"
+# The demo shows every evaluator that runs offline: toxicity too, whose embedded model needs
+# no download (detoxify is used instead when its weights are at hand).
+DEMO_EVALUATORS = f"{DEFAULT_EVALUATOR_LIST},toxicity"
+
+BASELINE_PREDICTIONS = "support-qa.predictions.baseline.jsonl"
+CANDIDATES = (
+    ("equivalent (paraphrased answers)", "support-qa.predictions.candidate-equivalent.jsonl"),
+    ("degraded (billing slice broken)", "support-qa.predictions.candidate-degraded.jsonl"),
+)
+GATE_EVALUATORS = ["embedding", "heuristics"]
+
+#: With a judge endpoint configured, the demo judges a bounded sample only, so a real endpoint
+#: costs a small, known amount (the estimate is printed before the first call): this many
+#: traffic interactions, and a slice of this many support-qa items for the judge gate.
+JUDGE_ITEMS = 50
+JUDGE_TRAFFIC_RUBRIC = "helpfulness"
+JUDGE_GATE_RUBRIC = "correctness"  # support-qa has reference answers
+JUDGE_DATASET = "support-qa-judged"
 
 
 def _step(title: str) -> float:
@@ -32,6 +56,147 @@ def _fresh_store(out: Path) -> str:
     return f"sqlite:///{db.resolve()}"
 
 
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _judge_slice(data: Path, folder: Path) -> dict[str, Path]:
+    """Every k-th support-qa item (``JUDGE_ITEMS``, spread over the file) and its predictions.
+
+    Returns:
+        ``items`` and each predictions file name -> the sliced file in ``folder``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    items = _jsonl(data / "support-qa.jsonl")
+    keep = items[:: max(1, len(items) // JUDGE_ITEMS)][:JUDGE_ITEMS]
+    ids = {r["id"] for r in keep}
+    files = {"items": _write_jsonl(folder / f"{JUDGE_DATASET}.jsonl", keep)}
+    for fname in (BASELINE_PREDICTIONS, *(f for _, f in CANDIDATES)):
+        rows = [r for r in _jsonl(data / fname) if r["id"] in ids]
+        files[fname] = _write_jsonl(folder / fname, rows)
+    return files
+
+
+def _judge_options(settings: Settings, rubric: str) -> dict[str, Any]:
+    return {**settings.evaluator_options.get("judge", {}), "rubrics": [rubric]}
+
+
+def _estimate_judge(
+    engine: Engine, settings: Settings, spec: SampleSpec, files: dict[str, Path]
+) -> None:
+    """Print the judge calls and cost of the demo's judge steps, before any call is made."""
+    from evaluators.base import Sample
+    from evaluators.judge import JudgeEvaluator
+    from storage.models import Interaction
+    from storage.repo import iter_rows
+    from storage.sampling import sample_interactions
+
+    ids = sample_interactions(engine, spec)
+    traffic = [
+        Sample(subject_id=r["id"], prompt=r["prompt"], response=r["response"])
+        for rows in iter_rows(engine, Interaction, ids)
+        for r in rows
+    ]
+    items = {r["id"]: r for r in _jsonl(files["items"])}
+    gate = [
+        Sample(
+            subject_id=n,
+            prompt=items[r["id"]]["input"],
+            response=r["output"],
+            reference=items[r["id"]].get("reference"),
+            context=items[r["id"]].get("context"),
+        )
+        for fname in (BASELINE_PREDICTIONS, *(f for _, f in CANDIDATES))
+        for n, r in enumerate(_jsonl(files[fname]))
+    ]
+    console.print(
+        f"judge: {settings.judge.model} at {settings.judge.resolved_base_url()}; "
+        f"{len(traffic)} sampled interactions on {JUDGE_TRAFFIC_RUBRIC}, and the baseline and "
+        f"both candidates on {len(items)} support-qa items ({JUDGE_DATASET}) on "
+        f"{JUDGE_GATE_RUBRIC} for the gate",
+        highlight=False,
+    )
+    for what, rubric, samples in (
+        ("traffic sample", JUDGE_TRAFFIC_RUBRIC, traffic),
+        ("gate", JUDGE_GATE_RUBRIC, gate),
+    ):
+        judge = JudgeEvaluator(
+            settings=settings.judge, engine=engine, **_judge_options(settings, rubric)
+        )
+        console.print(f"  {what}: {judge.estimate(samples).summary()}", highlight=False)
+
+
+def _print_toxicity_model(engine: Engine, run_id: int) -> None:
+    """Say which toxicity model scored the run, as its stored provenance records it."""
+    from storage.repo import get_run
+
+    run = get_run(engine, run_id)
+    config = ((run.evaluators or {}) if run else {}).get("toxicity", {}).get("config")
+    if not config:
+        return
+    # The evaluator's own log line above says why (e.g. detoxify's weights not at hand).
+    console.print(
+        f"toxicity: scored by {config.get('model')} (backend {config.get('backend')})",
+        highlight=False,
+    )
+
+
+def _judge_gates(engine: Engine, settings: Settings, url: str, files: dict[str, Path]) -> None:
+    """Gate both candidates on the judged slice: the judge rubric beside the other metrics."""
+    from flows.dataset import evaluate_dataset
+    from ingest.datasets import load_dataset
+    from runs.dataset import DatasetParams
+    from runs.gate import GateParams, run_gate_job
+
+    options = {"judge": _judge_options(settings, JUDGE_GATE_RUBRIC)}
+    evaluators = [*GATE_EVALUATORS, "judge"]
+    load_dataset(engine, files["items"], JUDGE_DATASET)
+    baseline: dict[str, Any] = evaluate_dataset(
+        params=DatasetParams(
+            dataset=JUDGE_DATASET,
+            outputs_file=str(files[BASELINE_PREDICTIONS]),
+            evaluators=evaluators,
+            evaluator_options=options,
+        ),
+        database_url=url,
+    )
+    metric = f"judge.{JUDGE_GATE_RUBRIC}"
+    for label, fname in CANDIDATES:
+        gate = run_gate_job(
+            engine,
+            GateParams(
+                dataset=JUDGE_DATASET,
+                baseline_model=str(baseline["model"]),
+                candidate_outputs=str(files[fname]),
+                evaluators=evaluators,
+                evaluator_options=options,
+            ),
+            settings,
+            progress=False,
+        )
+        report = gate.report
+        judged = next((m for m in report.metrics if m.metric == metric), None)
+        means = (
+            f"{metric} {judged.baseline_mean:.2f} -> {judged.candidate_mean:.2f}"
+            if judged is not None
+            and judged.baseline_mean is not None
+            and judged.candidate_mean is not None
+            else f"{metric} not compared"
+        )
+        console.print(
+            f"{label}, judged ({JUDGE_DATASET}, {JUDGE_ITEMS} items): [bold]{report.verdict}"
+            f"[/bold] (exit {report.exit_code()}), {means}; stored as regression report "
+            f"{gate.report_id}",
+            highlight=False,
+        )
+
+
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the store and reports.")] = Path(
         "demo-out"
@@ -39,19 +204,18 @@ def demo(
     data: Annotated[Path, typer.Option("--data", help="Folder of the bundled data.")] = DATA,
     evaluators: Annotated[
         str, typer.Option("--evaluators", help="Evaluators for the traffic run.")
-    ] = "embedding,toxicity,heuristics",
+    ] = DEMO_EVALUATORS,
 ) -> None:
     """Ingest, validate, sample, evaluate, check and report on the bundled sample data."""
     from evalwatch.commands.run import print_run_summary
     from ingest.datasets import load_dataset
     from ingest.pipeline import ingest
     from storage.db import get_engine
-    from storage.repo import table_counts
+    from storage.repo import checkpoint, table_counts
 
     url = _fresh_store(out)
     # The flows read their settings from the environment, like a deployment would.
     os.environ["EVALWATCH_DATABASE_URL"] = url
-    os.environ.setdefault("EVALWATCH_REPORT_DIR", str((out / "reports").resolve()))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -78,14 +242,21 @@ def demo(
     console.print(f"support-qa version {loaded.dataset.version}: {loaded.items} items")
     _done(t0)
 
-    names = [n.strip() for n in evaluators.split(",") if n.strip()]
-    if settings.judge.resolved_base_url() and settings.judge.model:
-        names.append("judge")
+    from evaluators.judge import ENDPOINT_HINT, endpoint_configured
+    from storage.sampling import SampleSpec
+
+    names = [n.strip() for n in evaluators.split(",") if n.strip() and n.strip() != "judge"]
+    judge_on = endpoint_configured(settings.judge)
+    judge_spec = SampleSpec(max_items=JUDGE_ITEMS, seed=0)
+    judge_files: dict[str, Path] = {}
+    if judge_on:
+        judge_files = _judge_slice(data, out / "judge-sample")
+        _estimate_judge(engine, settings, judge_spec, judge_files)
     else:
         console.print(
-            "[yellow]judge:[/yellow] skipped — set EVALWATCH_JUDGE_BASE_URL and "
-            "EVALWATCH_JUDGE_MODEL (and EVALWATCH_JUDGE_API_KEY) to an OpenAI-compatible "
-            "endpoint to add LLM-as-judge scores"
+            f"[yellow]judge:[/yellow] skipped — {ENDPOINT_HINT}, to add LLM-as-judge scores "
+            f"on {JUDGE_ITEMS} items and a judge gate",
+            highlight=False,
         )
 
     t0 = _step("3. sample, validate and evaluate the traffic (Prefect flow evaluate-traffic)")
@@ -96,7 +267,21 @@ def demo(
         params=TrafficParams(evaluators=names, batch_size=1024), database_url=url
     )
     print_run_summary(traffic)
+    _print_toxicity_model(engine, int(traffic["run_id"]))
     _done(t0)
+
+    if judge_on:
+        t0 = _step(f"3b. the judge on {JUDGE_ITEMS} sampled interactions ({JUDGE_TRAFFIC_RUBRIC})")
+        judged = evaluate_traffic(
+            params=TrafficParams(
+                sample=judge_spec,
+                evaluators=["judge"],
+                evaluator_options={"judge": _judge_options(settings, JUDGE_TRAFFIC_RUBRIC)},
+            ),
+            database_url=url,
+        )
+        print_run_summary(judged)
+        _done(t0)
 
     t0 = _step("4. evaluate the baseline model on support-qa (Prefect flow evaluate-dataset)")
     from flows.dataset import evaluate_dataset
@@ -132,7 +317,10 @@ def demo(
             scopes=["overall"],
         ),
     }
-    drift_html = out.resolve() / "reports" / "drift.html"
+    from reporting.location import report_folder
+
+    # Where the flows put the run reports: demo-out/reports/ beside the store by default.
+    drift_html = report_folder(settings) / "drift.html"
     for label, params in windows.items():
         outcome = check_drift(engine, params, settings)
         moved = outcome.moved()
@@ -152,17 +340,14 @@ def demo(
     from runs.gate import GateParams, run_gate_job
 
     gates: dict[str, str] = {}
-    for label, fname in (
-        ("equivalent (paraphrased answers)", "support-qa.predictions.candidate-equivalent.jsonl"),
-        ("degraded (billing slice broken)", "support-qa.predictions.candidate-degraded.jsonl"),
-    ):
+    for label, fname in CANDIDATES:
         gate = run_gate_job(
             engine,
             GateParams(
                 dataset="support-qa",
                 baseline_model=str(dataset["model"]),
                 candidate_outputs=str(data / fname),
-                evaluators=["embedding", "heuristics"],
+                evaluators=GATE_EVALUATORS,
             ),
             settings,
             progress=False,
@@ -174,6 +359,8 @@ def demo(
             f"{label}: [bold]{report.verdict}[/bold] (exit {report.exit_code()}), "
             f"regressing slices: {slices}; stored as regression report {gate.report_id}"
         )
+    if judge_on:
+        _judge_gates(engine, settings, url, judge_files)
     _done(t0)
 
     t0 = _step("7. operations overview")
@@ -182,12 +369,14 @@ def demo(
     from storage.overview import load_overview
 
     start, end = overview_window(engine, 14)
-    overview_path = out.resolve() / "reports" / "overview.html"
+    overview_path = report_folder(settings) / "overview.html"
     overview_path.parent.mkdir(parents=True, exist_ok=True)
     overview_path.write_text(overview_html(load_overview(engine, start, end)), encoding="utf-8")
     _done(t0)
 
     counts = table_counts(engine)
+    # The store file alone holds the whole demo: copying demo-out/evalwatch.db is enough.
+    checkpoint(engine)
     _step("summary")
     console.print(", ".join(f"{n} {t}" for t, n in counts.items()))
     console.print(f"traffic report: {traffic.get('report')}")

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from evalwatch.commands.common import (
+    EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_OK,
     STATE,
@@ -18,10 +19,10 @@ from evalwatch.commands.common import (
     ModelVersionOpt,
     bad_input,
     console,
-    err_console,
     open_store,
     parse_duration,
     parse_time,
+    unavailable,
 )
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ def drift(
 ) -> None:
     """Compare the current window with a baseline; exit 1 when drift is found.
 
+    Exit 2 when a window holds no interactions (one line says which, and the newest time the
+    store holds), 3 when the report was stored but the alert rules could not be evaluated.
+
     Every test of every scope shares one significance level (Benjamini-Hochberg across the
     report) and needs its effect-size floor. Anomalies over time are reported (and stored for
     alert rules) but do not change the exit code.
@@ -204,10 +208,24 @@ def drift(
         raise bad_input(str(exc)) from exc
     if as_json:
         typer.echo(json.dumps(outcome.to_dict(), indent=2))
+    elif outcome.no_data:
+        for line in outcome.no_data:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print("nothing judged, no report stored", highlight=False)
     else:
         print_outcome(outcome)
-    if outcome.scopes[0].n_current == 0:
-        err_console.print("[yellow]warning:[/yellow] the current window holds no interactions")
+        for a in outcome.alerts:
+            console.print(
+                f"alert {a['alert_id']} {a['action']} [{a['severity']}] {a['rule']} "
+                f"({a['scope']})",
+                highlight=False,
+                markup=False,
+            )
+    if outcome.no_data:
+        # The window given selects nothing: not a pass (0) and not a finding (1).
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if outcome.alert_error:
+        raise unavailable(f"alert rules could not be evaluated: {outcome.alert_error}")
     raise typer.Exit(EXIT_CHECK_FAILED if outcome.drift_found else EXIT_OK)
 
 

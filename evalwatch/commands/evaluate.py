@@ -19,6 +19,7 @@ from evaluators.base import EvaluatorConfigError
 from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult
 from evaluators.summary import MetricSummary
 from evalwatch.commands.common import (
+    DEFAULT_EVALUATOR_LIST,
     STATE,
     AppOpt,
     MaxItemsOpt,
@@ -27,6 +28,7 @@ from evalwatch.commands.common import (
     SeedOpt,
     SinceOpt,
     StratifyOpt,
+    UnscoredByOpt,
     UntilOpt,
     bad_input,
     console,
@@ -96,14 +98,15 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 def _metrics_table(title: str, rows: list[MetricSummary], by_version: bool = False) -> Table:
     table = Table(title=title, title_justify="left")
+    # Names fold when the terminal is narrow; figures never do, so none is cut to "25…".
     if by_version:
-        table.add_column("version", no_wrap=True)
-        table.add_column("evaluator.metric", no_wrap=True)
+        table.add_column("version", overflow="fold")
+        table.add_column("evaluator.metric", overflow="fold")
     else:
-        table.add_column("evaluator", no_wrap=True)
-        table.add_column("metric", no_wrap=True)
+        table.add_column("evaluator", overflow="fold")
+        table.add_column("metric", overflow="fold")
     for col in ("n", "mean", "95% CI", "unscored"):
-        table.add_column(col, justify="right", no_wrap=col != "unscored")
+        table.add_column(col, justify="right", no_wrap=True)
     for m in rows:
         ci = "—" if m.ci_low is None else f"{m.ci_low:.3f}–{m.ci_high:.3f}"
         if by_version:
@@ -178,7 +181,7 @@ def evaluate(
         typer.Option(
             "--evaluators", "-e", help="Comma-separated evaluator names (see the list on error)."
         ),
-    ] = "embedding,toxicity,heuristics",
+    ] = DEFAULT_EVALUATOR_LIST,
     since: SinceOpt = None,
     until: UntilOpt = None,
     app: AppOpt = None,
@@ -187,6 +190,7 @@ def evaluate(
     max_items: MaxItemsOpt = None,
     stratify: StratifyOpt = False,
     seed: SeedOpt = 0,
+    unscored_by: UnscoredByOpt = None,
     options_file: Annotated[
         Path | None,
         typer.Option(
@@ -208,7 +212,9 @@ def evaluate(
     """Score a sample of stored traffic and print per-metric summaries and profiles."""
     names = evaluator_list(evaluators)
     options = evaluator_options(names, options_file, _split(rubrics))
-    spec = sample_spec(since, until, app, model_version, rate, max_items, stratify, seed)
+    spec = sample_spec(
+        since, until, app, model_version, rate, max_items, stratify, seed, unscored_by
+    )
     params = TrafficParams(
         sample=spec, evaluators=names, evaluator_options=options, batch_size=chunk_size
     )
@@ -221,8 +227,8 @@ def evaluate(
             console=err_console,
             require_subjects=True,
         )
-    except EmptySample:
-        console.print("no stored interactions match the sample; nothing to evaluate")
+    except EmptySample as exc:  # its message is the one no-data line
+        console.print(str(exc), highlight=False)
         return
     except EvaluatorConfigError as exc:
         raise bad_input(str(exc)) from exc

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from evalwatch.commands.common import (
+    DEFAULT_EVALUATOR_LIST,
     STATE,
     bad_input,
     err_console,
@@ -25,6 +26,9 @@ from evalwatch.commands.common import (
 )
 
 __all__ = ["gate", "register"]
+
+# GateParams fields whose flag is not the field's name in kebab case.
+_RENAMED = {"policy_file": "--policy", "evaluator_options": "--options-file"}
 
 
 def gate(
@@ -70,8 +74,8 @@ def gate(
         str | None,
         typer.Option(
             "--evaluators",
-            help="Comma-separated evaluators; default: the baseline run's, else "
-            "embedding,heuristics.",
+            help=f"Comma-separated evaluators; default: the baseline run's, else "
+            f"{DEFAULT_EVALUATOR_LIST}.",
         ),
     ] = None,
     options_file: Annotated[
@@ -117,13 +121,14 @@ def gate(
             pairwise=pairwise,
         )
     except ValidationError as exc:
-        raise bad_input(validation_message(exc)) from exc
+        raise bad_input(validation_message(exc, _flags(GateParams))) from exc
     engine = open_store()
     try:
         outcome = run_gate_job(
             engine, params, STATE.settings(), progress=progress, console=err_console
         )
     except GateInputError as exc:
+        # Worded for people already ("dataset_version" there is the runs' property, not a flag).
         raise bad_input(str(exc)) from exc
     finish_gate_report(
         outcome,
@@ -131,6 +136,11 @@ def gate(
         details=worst_items_text(outcome.report),
         left=outcome.report.meta.get("not_gated"),
     )
+
+
+def _flags(params: type[BaseModel]) -> dict[str, str]:
+    """Each parameter field's flag, for messages worded in field names."""
+    return {f: _RENAMED.get(f, "--" + f.replace("_", "-")) for f in params.model_fields}
 
 
 def register(app: typer.Typer) -> None:

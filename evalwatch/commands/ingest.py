@@ -71,9 +71,7 @@ def ingest_cmd(
         str,
         typer.Option("--format", help="auto (by name and content), jsonl, csv, parquet or otlp."),
     ] = "auto",
-    no_progress: Annotated[
-        bool, typer.Option("--no-progress", help="No progress bar.")
-    ] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Validate and store traffic (or feedback); rejected rows go to quarantine.
 
@@ -104,7 +102,9 @@ def ingest_cmd(
             console=err_console,
         )
     except UnreadableFileError as exc:
-        raise bad_input(f"{exc} (rows of earlier chunks are stored; re-run to finish)") from exc
+        raise bad_input(
+            f"{exc} (rows committed before it are kept; re-running skips them as duplicates)"
+        ) from exc
     _summary(result)
     raise typer.Exit(EXIT_CHECK_FAILED if result.quarantined else EXIT_OK)
 

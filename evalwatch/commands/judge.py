@@ -14,7 +14,14 @@ from evaluators.base import EvaluatorUnavailable, Sample
 from evaluators.calibration import CalibrationResult, calibrate, read_human_labels
 from evaluators.judge import ENDPOINT_HINT, JudgeEvaluator, endpoint_configured
 from evaluators.rubrics import RubricError, available_rubrics
-from evalwatch.commands.common import STATE, bad_input, console, err_console, open_store
+from evalwatch.commands.common import (
+    STATE,
+    bad_input,
+    console,
+    err_console,
+    open_store,
+    unavailable,
+)
 
 judge_app = typer.Typer(
     help="The LLM judge: calibration, cost estimates, rubrics.", no_args_is_help=True
@@ -31,6 +38,11 @@ ModelOpt = Annotated[
 
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _cost(value: float | int | None) -> str:
+    """A cost cell: dollars, or why there is none (a model without a price)."""
+    return "no price" if value is None else f"${float(value):.4f}"
 
 
 def _print_result(r: CalibrationResult) -> None:
@@ -138,6 +150,20 @@ def judge_calibrate(
             f"judge calls: {s.calls}, cache hits {s.cache_hits}, retries {s.retries}",
             highlight=False,
         )
+    if engine is not None:
+        # The calibrations are stored: the rules that watch them (a kappa drop) judge now.
+        from alerting import evaluate_after_report
+
+        alerts, error = evaluate_after_report(engine)
+        for a in alerts:
+            console.print(
+                f"alert {a['alert_id']} {a['action']} [{a['severity']}] {a['rule']} "
+                f"({a['scope']})",
+                highlight=False,
+                markup=False,
+            )
+        if error is not None:
+            raise unavailable(f"alert rules could not be evaluated: {error}")
 
 
 def _read_samples(path: Path) -> list[Sample]:
@@ -202,9 +228,28 @@ def judge_estimate(
     except ValueError as exc:
         raise bad_input(str(exc)) from exc
     est = judge.estimate(samples)
-    console.print(est.summary(), highlight=False, markup=False)
+    console.print(est.summary(), highlight=False, markup=False, soft_wrap=True)
+    table = Table(title="per judge model", title_justify="left")
+    table.add_column("model", overflow="fold")
+    for col in ("calls", "input tokens", "output tokens", "cost USD"):
+        table.add_column(col, justify="right", no_wrap=True)
     for m, figures in est.per_model.items():
-        console.print(f"  {m}: {figures}", highlight=False, markup=False)
+        table.add_row(
+            escape(m),
+            f"{int(figures.get('calls') or 0):,}",
+            f"~{int(figures.get('input_tokens') or 0):,}",
+            f"~{int(figures.get('output_tokens') or 0):,}",
+            _cost(figures.get("cost_usd")),
+        )
+    if len(est.per_model) > 1:
+        table.add_row(
+            "total",
+            f"{est.calls:,}",
+            f"~{est.input_tokens:,}",
+            f"~{est.output_tokens:,}",
+            _cost(est.cost_usd),
+        )
+    console.print(table)
 
 
 @judge_app.command("rubrics")
@@ -214,7 +259,10 @@ def judge_rubrics(rubric_path: RubricPathOpt = None) -> None:
         rubrics = available_rubrics([str(p) for p in rubric_path or []])
     except RubricError as exc:
         raise bad_input(str(exc)) from exc
-    table = Table("rubric", "version", "scale", "requires", "source")
+    table = Table()
+    # Long rubric and file names wrap instead of ending in "…" on a narrow terminal.
+    for col in ("rubric", "version", "scale", "requires", "source"):
+        table.add_column(col, overflow="fold", min_width=len(col))
     for r in sorted(rubrics.values(), key=lambda r: r.name):
         table.add_row(
             r.name,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.engine import Engine
 
-from evalwatch.commands.common import bad_input, console, open_store, parse_time
+from evalwatch.commands.common import STATE, bad_input, console, open_store, parse_time
 
 
 def overview_window(
@@ -26,9 +26,14 @@ def overview_window(
 
 def report(
     run_id: Annotated[int | None, typer.Argument(help="Evaluation run id.")] = None,
-    html: Annotated[Path, typer.Option("--html", help="Where to write the HTML report.")] = Path(
-        "report.html"
-    ),
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Where to write the HTML report (default: the store's reports folder, "
+            "run-N.html or overview-DATE.html).",
+        ),
+    ] = None,
     overview: Annotated[
         bool, typer.Option("--overview", help="The operations overview instead of one run.")
     ] = False,
@@ -38,8 +43,15 @@ def report(
         typer.Option("--until", help="Overview window end (default: newest traffic)."),
     ] = None,
 ) -> None:
-    """Write the HTML report of an evaluation run, or with --overview the operations overview."""
+    """Write the HTML report of an evaluation run, or with --overview the operations overview.
+
+    Without --html the report goes where the flows put theirs: beside a SQLite store
+    (``<store folder>/reports/``), or ``<EVALWATCH_REPORT_DIR>/<store key>/``.
+    """
+    from reporting.location import report_folder
+
     engine = open_store()
+    folder = report_folder(STATE.settings())
     if overview:
         from reporting.overview import overview_html
         from storage.overview import load_overview
@@ -53,9 +65,10 @@ def report(
         except ValueError as exc:
             raise bad_input(str(exc)) from exc
         start, end = overview_window(engine, days, end)
-        html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(overview_html(load_overview(engine, start, end)), encoding="utf-8")
-        console.print(f"overview: {html.resolve()}")
+        target = html or folder / f"overview-{datetime.now(UTC):%Y%m%d}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(overview_html(load_overview(engine, start, end)), encoding="utf-8")
+        console.print(f"overview: {target.resolve()}", highlight=False, soft_wrap=True)
         return
     from reporting.run_report import write_run_html
     from storage.repo import get_run
@@ -64,8 +77,8 @@ def report(
         raise bad_input("give a RUN_ID, or --overview")
     if get_run(engine, run_id) is None:
         raise bad_input(f"no evaluation run {run_id}")
-    path = write_run_html(engine, run_id, html)
-    console.print(f"report: {path}")
+    path = write_run_html(engine, run_id, html or folder / f"run-{run_id}.html")
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from evalwatch.commands.common import (
+    DEFAULT_EVALUATOR_LIST,
     EXIT_CHECK_FAILED,
     STATE,
     AppOpt,
@@ -18,6 +19,7 @@ from evalwatch.commands.common import (
     SeedOpt,
     SinceOpt,
     StratifyOpt,
+    UnscoredByOpt,
     UntilOpt,
     bad_input,
     console,
@@ -35,12 +37,18 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Subjects per Prefec
 
 
 def print_run_summary(summary: dict[str, Any]) -> None:
-    """Print a flow's summary: run id, per-metric table, where the report is."""
+    """Print a flow's summary: the no-data line, run id, per-metric table, the report."""
+    if summary.get("no_data"):  # an empty sample: the one line instead of empty tables
+        console.print(f"[yellow]{summary['no_data']}[/yellow]", highlight=False)
+        console.print(f"run {summary.get('run_id')}: nothing evaluated", highlight=False)
+        return
     table = Table(title=f"run {summary.get('run_id')}")
-    for col in ("metric", "n", "mean", "95% CI", "unscored"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
+    # The metric name folds on a narrow terminal; figures never do, so none is cut short.
+    table.add_column("metric", overflow="fold")
+    for col in ("n", "mean", "95% CI", "unscored"):
+        table.add_column(col, justify="right", no_wrap=True)
     for m in summary.get("metrics", []):
-        ci = "—" if m.get("ci_low") is None else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+        ci = "—" if m.get("ci_low") is None else f"{m['ci_low']:.3f}–{m['ci_high']:.3f}"
         mean = "—" if m.get("mean") is None else f"{m['mean']:.4f}"
         table.add_row(
             f"{m['evaluator']}.{m['metric']}", str(m["count"]), mean, ci, str(m.get("unscored", 0))
@@ -62,14 +70,17 @@ def run_traffic(
     max_items: MaxItemsOpt = None,
     stratify: StratifyOpt = False,
     seed: SeedOpt = 0,
-    evaluators: EvaluatorsOpt = "embedding,heuristics",
+    unscored_by: UnscoredByOpt = None,
+    evaluators: EvaluatorsOpt = DEFAULT_EVALUATOR_LIST,
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-traffic flow on a sample of stored traffic."""
     from flows.traffic import evaluate_traffic
     from runs.traffic import TrafficParams
 
-    spec = sample_spec(since, until, app, model_version, rate, max_items, stratify, seed)
+    spec = sample_spec(
+        since, until, app, model_version, rate, max_items, stratify, seed, unscored_by
+    )
     params = TrafficParams(
         sample=spec, evaluators=evaluator_list(evaluators), batch_size=batch_size
     )
@@ -89,7 +100,7 @@ def run_dataset(
     version: Annotated[
         str | None, typer.Option("--version", help="Test-set version (default newest).")
     ] = None,
-    evaluators: EvaluatorsOpt = "embedding,heuristics",
+    evaluators: EvaluatorsOpt = DEFAULT_EVALUATOR_LIST,
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-dataset flow: a model on a versioned test set."""

@@ -15,6 +15,7 @@ from evalwatch.commands.common import (
     SeedOpt,
     SinceOpt,
     StratifyOpt,
+    UnscoredByOpt,
     UntilOpt,
     console,
     open_store,
@@ -33,10 +34,7 @@ def sample(
     max_items: MaxItemsOpt = None,
     stratify: StratifyOpt = False,
     seed: SeedOpt = 0,
-    unscored_by: Annotated[
-        str | None,
-        typer.Option("--unscored-by", help="Only what EVALUATOR[@VERSION] has not scored yet."),
-    ] = None,
+    unscored_by: UnscoredByOpt = None,
     show_ids: Annotated[bool, typer.Option("--ids", help="Print the sampled ids.")] = False,
 ) -> None:
     """Show what a sample of stored traffic holds (counts per app and model version)."""
@@ -47,9 +45,9 @@ def sample(
     ids = sample_interactions(engine, spec)
     per = interaction_groups(engine, ids)
     table = Table(title=f"sample: {len(ids)} interactions")
-    table.add_column("app")
-    table.add_column("model version")
-    table.add_column("n", justify="right")
+    table.add_column("app", overflow="fold")
+    table.add_column("model version", overflow="fold")
+    table.add_column("n", justify="right", no_wrap=True)
     for (a, v), n in sorted(per.items()):
         table.add_row(a, v, str(n))
     console.print(table)

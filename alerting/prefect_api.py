@@ -1,0 +1,216 @@
+"""The Prefect API that alert delivery loads notification blocks from, reached in bounded time.
+
+With ``PREFECT_API_URL`` set, that server is used as it is. Without it, Prefect would start a
+temporary (ephemeral) server inside the first block load, and its start-up wait is not bounded:
+it restarts the server on another port, uncounted, every time uvicorn exits with a start-up
+failure (a port taken meanwhile by another process, a locked database), and it counts 0.1 s per
+health probe that may itself wait 5 s. A busy machine can then hold a command for many minutes.
+
+So delivery starts the temporary server itself, once per delivery, with a wall-clock deadline
+(``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``), on a port the operating system hands out
+(outside the 8000-8999 range Prefect's own temporary servers race for), and stops it when
+delivery is done. When no saved block can exist (the temporary server's SQLite database does
+not exist yet), no server is started at all. A server that cannot be had leaves the
+notifications queued on their alerts, with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PrefectApi", "prefect_api"]
+
+log = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_S = 2.0  # one health probe; the deadline bounds them all
+_STOP_TIMEOUT_S = 5.0
+_EVENTS_DRAIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class PrefectApi:
+    """Where blocks are loaded from, or why there is nowhere to load them from.
+
+    Attributes:
+        url: The API URL in force (None: no API could be had).
+        reason: Why there is no API (one line, no secret), when ``url`` is None.
+        temporary: The URL is a temporary server started for this delivery.
+    """
+
+    url: str | None
+    reason: str | None = None
+    temporary: bool = False
+
+
+def _settings() -> Any:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings()
+
+
+def _sqlite_file(connection_url: str) -> Path | None:
+    """The file of a SQLite database URL (None: not a SQLite file URL)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(connection_url)
+    except Exception:  # not a URL SQLAlchemy reads: let the server judge it
+        return None
+    if not url.get_backend_name().startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
+
+
+def _free_port() -> int:
+    # Port 0: the kernel picks one from its ephemeral range, which Prefect's temporary servers
+    # (random ports in 8000-8999) never use, so concurrent starts do not collide.
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _spawn(port: int) -> subprocess.Popen[bytes]:
+    """Start Prefect's API app under uvicorn, as Prefect's own temporary server does."""
+    import prefect
+
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        **_settings().to_environment_variables(exclude_unset=True),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn",
+            "--app-dir", str(Path(prefect.__file__).parent.parent),
+            "--factory", "prefect.server.api.server:create_app",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "critical",  # its start-up errors are summarised by the caller
+            "--lifespan", "on",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_healthy(
+    proc: subprocess.Popen[bytes], url: str, deadline: float
+) -> str | None:
+    """None once the server answers its health check; else why it did not before the deadline."""
+    import httpx
+
+    with httpx.Client(timeout=_PROBE_TIMEOUT_S) as client:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                return f"the temporary Prefect server exited during start-up (code {code})"
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    return None
+            except httpx.HTTPError:
+                pass  # not listening yet, or still starting
+            if time.monotonic() >= deadline:
+                return None if False else "timeout"
+            time.sleep(0.2)
+
+
+def _drain_events() -> None:
+    # Loading a block emits an event; Prefect sends queued events when the interpreter exits,
+    # waiting without a bound. Send them now, while the server they are addressed to runs.
+    try:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=_EVENTS_DRAIN_S)
+    except Exception:  # events are best effort; delivery has already happened
+        log.debug("could not drain Prefect events", exc_info=True)
+
+
+@contextlib.contextmanager
+def prefect_api(startup_timeout_s: float | None = None) -> Iterator[PrefectApi]:
+    """The Prefect API to deliver through, for the duration of the ``with`` block.
+
+    Args:
+        startup_timeout_s: The most seconds a temporary server may take to start (default:
+            ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``). It bounds the wall-clock
+            wait, unlike Prefect's own start-up loop.
+
+    Yields:
+        The API; while the block runs, ``PREFECT_API_URL`` points at a temporary server when
+        one was started. ``url`` is None (with the reason) when there is no API to use.
+
+    Examples:
+        >>> import os
+        >>> from prefect.settings import PREFECT_API_URL, temporary_settings
+        >>> with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        ...     with prefect_api() as api:
+        ...         api.url
+        'http://127.0.0.1:4200/api'
+    """
+    settings = _settings()
+    if settings.api.url:
+        yield PrefectApi(str(settings.api.url))
+        return
+    if not settings.server.ephemeral.enabled:
+        yield PrefectApi(None, "no Prefect API: PREFECT_API_URL is not set")
+        return
+    db = _sqlite_file(settings.server.database.connection_url.get_secret_value())
+    if db is not None and not db.exists():
+        # The temporary server's database does not exist, so no block was ever saved there:
+        # starting a server (tens of seconds on a busy machine) could only fail to load one.
+        yield PrefectApi(
+            None,
+            "no Prefect API: PREFECT_API_URL is not set and no notification block is saved "
+            "locally",
+        )
+        return
+    timeout = float(
+        settings.server.ephemeral.startup_timeout_seconds
+        if startup_timeout_s is None
+        else startup_timeout_s
+    )
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    proc = _spawn(port)
+    try:
+        why = _wait_healthy(proc, url, time.monotonic() + timeout)
+        if why is not None:
+            if why == "timeout":
+                why = (
+                    f"the temporary Prefect server did not start within {timeout:g}s "
+                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+                )
+            yield PrefectApi(None, why)
+            return
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            try:
+                yield PrefectApi(url, temporary=True)
+            finally:
+                _drain_events()
+    finally:
+        _stop(proc)

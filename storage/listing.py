@@ -1,0 +1,102 @@
+"""Read-only listings for people: evaluation runs and quarantined rows, newest first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from storage.models import EvalRun, Quarantine
+
+__all__ = ["Page", "get_quarantined", "get_run", "list_quarantine", "list_runs"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """Up to ``limit`` rows of a listing, and how many rows match in all."""
+
+    rows: Sequence[T]
+    total: int
+
+
+def list_runs(
+    engine: Engine,
+    *,
+    kind: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> Page[EvalRun]:
+    """Evaluation runs, newest first.
+
+    Args:
+        engine: The store.
+        kind: Only runs of this kind (``traffic``, ``dataset``, ``gate``...).
+        status: Only runs in this status (``running``, ``completed``, ``failed``...).
+        limit: At most this many rows.
+
+    Returns:
+        The newest matching runs and the number of matching runs.
+    """
+    where = []
+    if kind is not None:
+        where.append(col(EvalRun.kind) == kind)
+    if status is not None:
+        where.append(col(EvalRun.status) == status)
+    with Session(engine) as session:
+        total = session.exec(select(func.count()).select_from(EvalRun).where(*where)).one()
+        rows = session.exec(
+            select(EvalRun).where(*where).order_by(col(EvalRun.id).desc()).limit(limit)
+        ).all()
+    return Page(rows=list(rows), total=int(total))
+
+
+def get_run(engine: Engine, run_id: int) -> EvalRun | None:
+    """One evaluation run, or None if there is none with this id."""
+    with Session(engine) as session:
+        return session.get(EvalRun, run_id)
+
+
+def list_quarantine(
+    engine: Engine,
+    *,
+    reason: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+) -> Page[Quarantine]:
+    """Quarantined rows, newest first.
+
+    Args:
+        engine: The store.
+        reason: Only rows with a reason containing this text (case-insensitive).
+        kind: Only rows of this kind (``traffic``, ``feedback``, ``dataset``).
+        limit: At most this many rows.
+
+    Returns:
+        The newest matching rows and the number of matching rows.
+    """
+    where = []
+    if kind is not None:
+        where.append(col(Quarantine.kind) == kind)
+    if reason:
+        # Reasons are a JSON list; its text holds each reason (JSON-escaped, which leaves the
+        # words people filter on as they are) on SQLite and PostgreSQL alike.
+        reasons_text = sa.cast(Quarantine.__table__.c.reasons, sa.Text)  # type: ignore[attr-defined]
+        where.append(func.lower(reasons_text).contains(reason.lower(), autoescape=True))
+    with Session(engine) as session:
+        total = session.exec(select(func.count()).select_from(Quarantine).where(*where)).one()
+        rows = session.exec(
+            select(Quarantine).where(*where).order_by(col(Quarantine.id).desc()).limit(limit)
+        ).all()
+    return Page(rows=list(rows), total=int(total))
+
+
+def get_quarantined(engine: Engine, row_id: int) -> Quarantine | None:
+    """One quarantined row, or None if there is none with this id."""
+    with Session(engine) as session:
+        return session.get(Quarantine, row_id)
