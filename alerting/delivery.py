@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from alerting.prefect_api import PrefectApi, prefect_api
 from checks.rules import (
     ActionSpec,
     ChannelSpec,
@@ -167,9 +168,7 @@ def redact_payload(value: Any, redactor: Redactor) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {
-            redactor.redact(str(k))[0]: redact_payload(v, redactor) for k, v in value.items()
-        }
+        return {redactor.redact(str(k))[0]: redact_payload(v, redactor) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [redact_payload(v, redactor) for v in value]
     if isinstance(value, datetime):
@@ -312,8 +311,12 @@ def _idempotency_key(spec: ActionSpec, alert: Alert, event: str) -> str:
     # Prefect dedups flow runs per flow, and alert ids repeat across stores (staging and
     # production sharing one Prefect server, a store rebuilt): identify the alert fully.
     ident = json.dumps(
-        [spec.deployment, alert.rule, alert.scope_key,
-         alert.opened_at.isoformat() if alert.opened_at else None],
+        [
+            spec.deployment,
+            alert.rule,
+            alert.scope_key,
+            alert.opened_at.isoformat() if alert.opened_at else None,
+        ],
     )
     digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
     return f"evalwatch-alert-{alert.id}-{event}-{alert.count}-{digest}"
@@ -384,7 +387,10 @@ def deliver_pending(
     """Send every queued notification and start every queued action.
 
     Each alert is claimed first (so two workers never send the same notification), then sent
-    to its channels; what failed stays queued with the attempt recorded.
+    to its channels; what failed stays queued with the attempt recorded. Blocks are loaded
+    from the Prefect API of :func:`alerting.prefect_api.prefect_api`, reached in bounded time;
+    when there is none (no ``PREFECT_API_URL`` and no temporary server to be had), nothing is
+    tried and everything stays queued, recorded with the reason.
 
     Args:
         engine: The store.
@@ -398,9 +404,44 @@ def deliver_pending(
     Returns:
         Alert id -> the delivery and action records made now.
     """
-    red = redactor or Redactor()
+    with contextlib.ExitStack() as stack:
+        return _deliver(
+            engine,
+            rules,
+            now,
+            red=redactor or Redactor(),
+            sleep=sleep,
+            lease=lease,
+            resolved_within=resolved_within,
+            stack=stack,
+        )
+
+
+def _deliver(
+    engine: Engine,
+    rules: RulesFile,
+    now: datetime,
+    *,
+    red: Redactor,
+    sleep: Callable[[float], None],
+    lease: timedelta,
+    resolved_within: timedelta,
+    stack: contextlib.ExitStack,
+) -> dict[int, list[dict[str, Any]]]:
     rules_by_name = {r.name: r for r in rules.rules}
     blocks: dict[str, Any] = {}
+    api: PrefectApi | None = None
+
+    def reach_api() -> PrefectApi:
+        # Opened at the first notification or action that needs Prefect, once per delivery;
+        # kept open (a temporary server running) until every alert is done.
+        nonlocal api
+        if api is None:
+            api = stack.enter_context(prefect_api())
+            if api.url is None:
+                log.info("alert notifications stay queued: %s", api.reason)
+        return api
+
     # A channel that failed every attempt is not tried again in this call: one dead endpoint
     # must not stall the evaluation once per pending alert. Its notifications stay pending.
     down: dict[str, str] = {}
@@ -421,23 +462,52 @@ def deliver_pending(
                 base = {"event": event, "channel": channel, "at": utcnow().isoformat()}
                 spec = rules.channels.get(channel)
                 if spec is None:  # the channel was removed from the rules: nothing to retry
-                    records.append({**base, "ok": False, "attempts": 0,
-                                    "error": "channel not configured"})
+                    records.append(
+                        {**base, "ok": False, "attempts": 0, "error": "channel not configured"}
+                    )
+                    continue
+                reached = reach_api()
+                if reached.url is None:  # kept queued: the next evaluation retries it
+                    records.append(
+                        {
+                            **base,
+                            "block": spec.block,
+                            "ok": False,
+                            "attempts": 0,
+                            "error": reached.reason,
+                        }
+                    )
+                    failed.append(channel)
                     continue
                 if channel in down:
-                    records.append({**base, "block": spec.block, "ok": False, "attempts": 0,
-                                    "error": f"not tried: failed earlier ({down[channel]})"})
+                    records.append(
+                        {
+                            **base,
+                            "block": spec.block,
+                            "ok": False,
+                            "attempts": 0,
+                            "error": f"not tried: failed earlier ({down[channel]})",
+                            "cause": down[channel],
+                        }
+                    )
                     failed.append(channel)
                     continue
                 if channel not in blocks:
                     # A failed load is retried (and recorded) by send_notification.
                     with contextlib.suppress(Exception):
                         blocks[channel] = load_block(spec)
-                result = send_notification(spec, message, rules.delivery, sleep,
-                                           blocks.get(channel))
+                result = send_notification(
+                    spec, message, rules.delivery, sleep, blocks.get(channel)
+                )
                 records.append(
-                    {**base, "block": spec.block, "ok": result.ok, "attempts": result.attempts,
-                     "error": result.error, "at": utcnow().isoformat()}
+                    {
+                        **base,
+                        "block": spec.block,
+                        "ok": result.ok,
+                        "attempts": result.attempts,
+                        "error": result.error,
+                        "at": utcnow().isoformat(),
+                    }
                 )
                 if not result.ok:
                     failed.append(channel)
@@ -446,7 +516,17 @@ def deliver_pending(
         action_done = False
         if action:
             if rule is not None and rule.action is not None:
-                action_record = trigger_action(rule.action, alert, str(action.get("event")))
+                reached = reach_api()
+                if reached.url is None:
+                    action_record = {
+                        "event": str(action.get("event")),
+                        "deployment": rule.action.deployment,
+                        "at": utcnow().isoformat(),
+                        "ok": False,
+                        "error": reached.reason,
+                    }
+                else:
+                    action_record = trigger_action(rule.action, alert, str(action.get("event")))
                 action_done = bool(action_record["ok"])
             else:
                 action_done = True  # the rule or its action is gone
@@ -462,4 +542,3 @@ def deliver_pending(
         )
         out[alert.id] = records + ([action_record] if action_record else [])
     return out
-

@@ -111,7 +111,20 @@ class AlertEvent:
             "scope": self.scope_key,
             "value": self.value,
             "threshold": self.threshold,
+            "delivery_error": self.delivery_error,
         }
+
+    @property
+    def delivery_error(self) -> str | None:
+        """Why a notification or action of this event was not sent now (None: all were).
+
+        What was not sent stays queued on the alert and the next evaluation retries it.
+        """
+        # "cause": the failure a channel skipped in this delivery had earlier (not "not tried").
+        return next(
+            (str(d.get("cause") or d.get("error")) for d in self.deliveries if not d.get("ok")),
+            None,
+        )
 
 
 @dataclass
@@ -192,7 +205,11 @@ def _observe_windows(
     width = rule.window_width
     assert width is not None
     wins = complete_windows(
-        now, width, rule.delay_td, _min_mark(states), lookback=rule.consecutive,
+        now,
+        width,
+        rule.delay_td,
+        _min_mark(states),
+        lookback=rule.consecutive,
         max_windows=max_windows,
     )
     if not wins:
@@ -296,8 +313,16 @@ def _observe_reports(
             first, last = min(i.ts for i in items), max(i.ts for i in items)
             links = {"report": report_key, **_report_links(items[0])}
             obs.append(
-                _Obs(first, last, last, outcome.value, outcome.n, outcome.breached,
-                     items=items, links=links)
+                _Obs(
+                    first,
+                    last,
+                    last,
+                    outcome.value,
+                    outcome.n,
+                    outcome.breached,
+                    items=items,
+                    links=links,
+                )
             )
         obs.sort(key=lambda o: o.key)
         if key not in states:
@@ -336,9 +361,7 @@ def _offending(
         if flt is not None:
             items = [i for i in items if compare(i.value, flt.comparison, flt.bound)]
             items = sorted(items, key=lambda i: i.value, reverse=flt.descending)
-        return [
-            _redact_item({**i.detail, "value": i.value}, red) for i in items[:_MAX_OFFENDING]
-        ]
+        return [_redact_item({**i.detail, "value": i.value}, red) for i in items[:_MAX_OFFENDING]]
     if flt is None:
         return []
     rows = offending_items(

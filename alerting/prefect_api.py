@@ -1,15 +1,19 @@
 """The Prefect API that alert delivery loads notification blocks from, reached in bounded time.
 
 With ``PREFECT_API_URL`` set, that server is used as it is. Without it, Prefect would start a
-temporary (ephemeral) server inside the first block load, and its start-up wait is not bounded:
-it restarts the server on another port, uncounted, every time uvicorn exits with a start-up
-failure (a port taken meanwhile by another process, a locked database), and it counts 0.1 s per
-health probe that may itself wait 5 s. A busy machine can then hold a command for many minutes.
+temporary (ephemeral) server inside the first block load, and that start is not bounded in
+wall-clock time: its wait counts only its own 0.1 s sleeps, not the health probes nor the
+uvicorn restarts it makes (on another random port of 8000-8999) whenever uvicorn exits with a
+start-up failure, e.g. a bind error on a port another process took meanwhile; a probe may even
+reach that other process's server and use it. A failed start was then retried by every load
+attempt, and events sent at interpreter exit could address a server already gone. On a busy
+machine a command could hang for many minutes after its report.
 
 So delivery starts the temporary server itself, once per delivery, with a wall-clock deadline
 (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``), on a port the operating system hands out
 (outside the 8000-8999 range Prefect's own temporary servers race for), and stops it when
-delivery is done. When no saved block can exist (the temporary server's SQLite database does
+delivery is done (a temporary server Prefect already runs in this process, a flow run's, is
+used instead). When no saved block can exist (the temporary server's SQLite database does
 not exist yet), no server is started at all. A server that cannot be had leaves the
 notifications queued on their alerts, with the reason.
 """
@@ -71,6 +75,15 @@ def _sqlite_file(connection_url: str) -> Path | None:
     return Path(url.database).expanduser()
 
 
+def _running_temporary_server() -> str | None:
+    """The API of a temporary server Prefect already runs in this process (a flow run's)."""
+    server_module = sys.modules.get("prefect.server.api.server")  # not imported: none runs
+    if server_module is None:
+        return None
+    server = server_module.SubprocessASGIServer._instances.get(None)
+    return str(server.api_url) if server is not None and server.running else None
+
+
 def _free_port() -> int:
     # Port 0: the kernel picks one from its ephemeral range, which Prefect's temporary servers
     # (random ports in 8000-8999) never use, so concurrent starts do not collide.
@@ -92,12 +105,21 @@ def _spawn(port: int) -> subprocess.Popen[bytes]:
     }
     return subprocess.Popen(
         [
-            sys.executable, "-m", "uvicorn",
-            "--app-dir", str(Path(prefect.__file__).parent.parent),
-            "--factory", "prefect.server.api.server:create_app",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "critical",  # its start-up errors are summarised by the caller
-            "--lifespan", "on",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(Path(prefect.__file__).parent.parent),
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "critical",  # its start-up errors are summarised by the caller
+            "--lifespan",
+            "on",
         ],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -117,12 +139,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _wait_healthy(
-    proc: subprocess.Popen[bytes], url: str, deadline: float
-) -> str | None:
-    """None once the server answers its health check; else why it did not before the deadline."""
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float) -> str | None:
+    """None once the server answers its health check; else why it did not within ``timeout``."""
     import httpx
 
+    deadline = time.monotonic() + timeout
     with httpx.Client(timeout=_PROBE_TIMEOUT_S) as client:
         while True:
             code = proc.poll()
@@ -134,7 +155,10 @@ def _wait_healthy(
             except httpx.HTTPError:
                 pass  # not listening yet, or still starting
             if time.monotonic() >= deadline:
-                return None if False else "timeout"
+                return (
+                    f"the temporary Prefect server did not start within {timeout:g}s "
+                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+                )
             time.sleep(0.2)
 
 
@@ -174,6 +198,10 @@ def prefect_api(startup_timeout_s: float | None = None) -> Iterator[PrefectApi]:
     if settings.api.url:
         yield PrefectApi(str(settings.api.url))
         return
+    running = _running_temporary_server()
+    if running is not None:
+        yield PrefectApi(running)
+        return
     if not settings.server.ephemeral.enabled:
         yield PrefectApi(None, "no Prefect API: PREFECT_API_URL is not set")
         return
@@ -183,8 +211,7 @@ def prefect_api(startup_timeout_s: float | None = None) -> Iterator[PrefectApi]:
         # starting a server (tens of seconds on a busy machine) could only fail to load one.
         yield PrefectApi(
             None,
-            "no Prefect API: PREFECT_API_URL is not set and no notification block is saved "
-            "locally",
+            "no Prefect API: PREFECT_API_URL is not set and no notification block is saved locally",
         )
         return
     timeout = float(
@@ -196,13 +223,8 @@ def prefect_api(startup_timeout_s: float | None = None) -> Iterator[PrefectApi]:
     url = f"http://127.0.0.1:{port}/api"
     proc = _spawn(port)
     try:
-        why = _wait_healthy(proc, url, time.monotonic() + timeout)
+        why = _wait_healthy(proc, url, timeout)
         if why is not None:
-            if why == "timeout":
-                why = (
-                    f"the temporary Prefect server did not start within {timeout:g}s "
-                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
-                )
             yield PrefectApi(None, why)
             return
         from prefect.settings import PREFECT_API_URL, temporary_settings

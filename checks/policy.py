@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evalwatch.files import InputFileError, read_input_text
+
 __all__ = [
     "GateInputError",
     "GatePolicy",
@@ -251,17 +253,13 @@ def load_policy(path: str | Path) -> GatePolicy:
         0.02
     """
     p = Path(path)
-    if p.exists() and not p.is_file():
-        # A directory or a FIFO: reading a FIFO would wait for a writer forever.
-        raise PolicyError(f"cannot read gate policy {p}: not a regular file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"cannot read gate policy {p}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise PolicyError(f"cannot read gate policy {p}: not UTF-8 text") from None
+        text = read_input_text(p)
+    except InputFileError as exc:
+        raise PolicyError(f"cannot read gate policy: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PolicyError(f"gate policy {p} is not valid YAML: {exc}") from None
+        detail = " ".join(str(exc).split())  # PyYAML's messages span lines
+        raise PolicyError(f"gate policy {p} is not valid YAML: {detail}") from None
     return policy_from_mapping(data, source=str(p))

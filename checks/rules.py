@@ -25,6 +25,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evalwatch.files import InputFileError, read_input_text
+
 __all__ = [
     "BLOCK_TYPE_SLUGS",
     "BUILTIN_METRICS",
@@ -609,9 +611,9 @@ def _validation_errors(exc: ValidationError, raw: Any) -> list[str]:
 def _parse(path: Path | str) -> tuple[RulesFile | None, list[str]]:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        return None, [f"{p}: cannot read: {exc.strerror or exc}"]
+        text = read_input_text(p)
+    except InputFileError as exc:
+        return None, [str(exc)]
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -787,8 +789,8 @@ def check_rules(
     if rules is not None:
         return check_rules_data(rules, known_metrics, known_channels)
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        raw = yaml.safe_load(read_input_text(path))
+    except (InputFileError, yaml.YAMLError):
         return errors
     partial, channel_names, rejected = _valid_parts(raw)
     channels = set(known_channels or ()) | channel_names

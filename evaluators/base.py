@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from storage.models import ScoreStatus
 
@@ -367,7 +367,15 @@ def create_evaluator(name: str, options: dict[str, Any] | None = None) -> BaseEv
     cls = get_evaluator_class(name)
     try:
         return cls(**(options or {}))
-    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+    except ValidationError as exc:
+        # One line per problem, joined: pydantic's own text spans lines and adds a doc link.
+        problems = "; ".join(
+            (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise EvaluatorConfigError(f"invalid options for evaluator {name!r}: {problems}") from exc
+    except (ValueError, TypeError) as exc:
         raise EvaluatorConfigError(f"invalid options for evaluator {name!r}: {exc}") from exc
 
 

@@ -31,6 +31,7 @@ from evaluators.base import Sample
 from evaluators.judge import JudgeEvaluator
 from evaluators.pairwise import PairItem, judge_pairs
 from evaluators.rubrics import Rubric
+from evalwatch.files import read_input_text
 from storage.models import ScoreStatus
 from storage.repo import insert_judge_calibration
 
@@ -117,9 +118,7 @@ def cohen_kappa(
     return k, None
 
 
-def confusion(
-    human: Sequence[int], judge: Sequence[int], labels: Sequence[int]
-) -> dict[str, Any]:
+def confusion(human: Sequence[int], judge: Sequence[int], labels: Sequence[int]) -> dict[str, Any]:
     """Confusion matrix over the whole scale: rows human scores, columns judge scores.
 
     Examples:
@@ -210,18 +209,15 @@ def read_human_labels(path: str | Path) -> list[HumanLabel]:
     """Read a human-labels JSONL file.
 
     Raises:
+        evalwatch.files.InputFileError: The file is missing, not a regular file or not UTF-8.
         ValueError: A line is not JSON or not a valid label row (the message names the line),
             or two rows share an id and rubric.
     """
     p = Path(path)
     rows: list[HumanLabel] = []
     seen: set[tuple[str, str]] = set()
-    with p.open(encoding="utf-8") as fh:
-        try:
-            lines = list(fh)
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{p}: not UTF-8 text") from exc
-    for n, line in enumerate(lines, 1):
+    # InputFileError (a ValueError) names the path: missing, not a regular file, not UTF-8.
+    for n, line in enumerate(read_input_text(p).split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -247,8 +243,12 @@ def _pairs(rows: Sequence[HumanLabel], limit: int) -> list[PairItem]:
                 continue
             items.append(
                 PairItem(
-                    item_id=f"{a.id}|{b.id}", prompt=a.prompt, candidate=a.response,
-                    baseline=b.response, reference=a.reference, context=a.context,
+                    item_id=f"{a.id}|{b.id}",
+                    prompt=a.prompt,
+                    candidate=a.response,
+                    baseline=b.response,
+                    reference=a.reference,
+                    context=a.context,
                 )
             )
             if len(items) >= limit:
@@ -287,8 +287,7 @@ def calibrate(
         rows = [r for r in labels if r.rubric == rubric.name]
         if not rows:
             continue
-        results.append(_calibrate_rubric(rows, rubric, judge, model, engine, max_pairs,
-                                         weighting))
+        results.append(_calibrate_rubric(rows, rubric, judge, model, engine, max_pairs, weighting))
     return results
 
 
@@ -309,8 +308,14 @@ def _calibrate_rubric(
         )
     single = judge.derive(rubrics=[rubric.name], mode="single", models=[model])
     samples = [
-        Sample(subject_id=i, subject_type="output", prompt=r.prompt, response=r.response,
-               reference=r.reference, context=r.context)
+        Sample(
+            subject_id=i,
+            subject_type="output",
+            prompt=r.prompt,
+            response=r.response,
+            reference=r.reference,
+            context=r.context,
+        )
         for i, r in enumerate(rows)
     ]
     batch = single.evaluate(samples)
@@ -335,8 +340,13 @@ def _calibrate_rubric(
         note = "no two labelled rows of this rubric share a prompt; nothing to compare"
     else:
         report = judge_pairs(
-            single.client, rubric, [model], pairs, single.config.temperature,
-            single.config.max_tokens, text=single.text_filter(),
+            single.client,
+            rubric,
+            [model],
+            pairs,
+            single.config.temperature,
+            single.config.max_tokens,
+            text=single.text_filter(),
         )
         flags = [i.consistent for i in report.items]
         consistency = position_consistency_rate(flags)

@@ -28,6 +28,7 @@ from storage.models import RunStatus
 from storage.repo import finish_run
 
 __all__ = [
+    "AlertRulesError",
     "evaluate_alert_rules",
     "evaluate_batch",
     "evaluate_in_batches",
@@ -177,6 +178,10 @@ def fail_run(database_url: str | None, run_id: int, exc: BaseException) -> None:
     finish_run(store(database_url), run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
 
 
+class AlertRulesError(RuntimeError):
+    """The alert rules could not be evaluated after a run; its results stand (exit code 3)."""
+
+
 @task(name="evaluate-alert-rules", retries=1, retry_delay_seconds=5)
 def evaluate_alert_rules(run_id: int | None, database_url: str | None) -> list[dict[str, Any]]:
     """Evaluate the alert rules in force after a run or a stored report.
@@ -186,7 +191,7 @@ def evaluate_alert_rules(run_id: int | None, database_url: str | None) -> list[d
     so the flow run ends Failed rather than Completed.
 
     Raises:
-        RuntimeError: The rules could not be evaluated (the reason holds no URL or token).
+        AlertRulesError: The rules could not be evaluated (the reason holds no URL or token).
     """
     from alerting import evaluate_after_report
 
@@ -194,7 +199,7 @@ def evaluate_alert_rules(run_id: int | None, database_url: str | None) -> list[d
     alerts, error = evaluate_after_report(store(database_url), run_id)
     if error is not None:
         logger.error("alert rules could not be evaluated: %s", error)
-        raise RuntimeError(f"alert rules could not be evaluated: {error}")
+        raise AlertRulesError(f"alert rules could not be evaluated: {error}")
     for a in alerts:
         logger.warning(
             "alert %s %s [%s] %s: value %s vs threshold %s",

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 from prefect.states import State
 
 from flows._runtime import flow_settings, make_task_runner, store
-from flows._tasks import evaluate_in_batches, fail_run, finish_and_report
+from flows._tasks import evaluate_alert_rules, evaluate_in_batches, fail_run, finish_and_report
 from runs.dataset import DatasetParams, DatasetRunError, prepare_dataset_run
 
 __all__ = ["evaluate_dataset", "prepare_outputs"]
@@ -85,7 +85,7 @@ def evaluate_dataset(params: DatasetParams, database_url: str | None = None) -> 
             database_url,
             subject_type="output",
         )
-        return finish_and_report(
+        summary = finish_and_report(
             run_id,
             database_url,
             "dataset",
@@ -109,3 +109,6 @@ def evaluate_dataset(params: DatasetParams, database_url: str | None = None) -> 
     except BaseException as exc:
         fail_run(database_url, run_id, exc)
         raise
+    # Rules that watch runs (metric thresholds, run.cost) are judged as soon as the run is in.
+    summary["alerts"] = evaluate_alert_rules(run_id, database_url)
+    return summary

@@ -47,10 +47,13 @@ __all__ = [
     "PREDICTION_FIELDS",
     "DatasetLoad",
     "OutputsLoad",
+    "ParsedOutputs",
     "check_item",
     "check_prediction",
     "load_dataset",
     "load_outputs",
+    "read_outputs",
+    "store_outputs_file",
 ]
 
 DATASET_ITEM_FIELDS: tuple[str, ...] = ("id", "input", "reference", "context", "tags", "metadata")
@@ -328,6 +331,127 @@ def load_dataset(
     return DatasetLoad(dataset, created, len(items), len(bad), reasons, skipped)
 
 
+@dataclass
+class ParsedOutputs:
+    """A predictions file read and checked against a dataset version, nothing stored yet.
+
+    Attributes:
+        dataset: The dataset version the predictions answer.
+        source: Where they were read from (as stored with each row).
+        rows: The usable predictions, ready to store.
+        bad: The lines rejected, with every reason (quarantined when stored).
+        skipped: Blank lines.
+        keys: Item key -> item id of the dataset version.
+    """
+
+    dataset: Dataset
+    source: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[tuple[RawRecord, list[str]]] = field(default_factory=list)
+    skipped: int = 0
+    keys: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def models(self) -> list[str]:
+        """The models the usable predictions name, sorted."""
+        return sorted({str(r["model"]) for r in self.rows})
+
+    def reasons(self) -> Counter[str]:
+        """Quarantine reasons of the rejected lines and how many had each."""
+        return Counter(k for _, why in self.bad for k in {reason_key(w) for w in why})
+
+
+def read_outputs(
+    engine: Engine,
+    path: str | Path,
+    name: str,
+    version: str | None = None,
+    fmt: str = "auto",
+) -> ParsedOutputs:
+    """Read and check a predictions file against a dataset version, storing nothing.
+
+    A caller that needs more of the file than that it reads (e.g. one model only) checks the
+    result before :func:`store_outputs_file` writes anything.
+
+    Args:
+        engine: The store (read only).
+        path: Predictions (JSONL, CSV or Parquet), one per item and model.
+        name: The dataset's name.
+        version: Its version (default: the newest).
+        fmt: File format (``auto`` detects it).
+
+    Returns:
+        The usable and the rejected predictions.
+
+    Raises:
+        KeyError: If the dataset (version) does not exist.
+        ingest.readers.UnreadableFileError: If the file cannot be read.
+    """
+    dataset = get_dataset(engine, name, version)
+    if dataset is None or dataset.id is None:
+        raise KeyError(f"no dataset {name!r}" + (f" version {version!r}" if version else ""))
+    keys = {i.item_key: i.id for i in dataset_items(engine, dataset.id) if i.id is not None}
+    reader = SourceReader(path, fmt)
+    parsed = ParsedOutputs(dataset, str(reader.path.resolve())[-500:], keys=keys)
+    for rec in reader:
+        if rec.skip is not None:
+            parsed.skipped += 1
+            continue
+        if rec.error is not None:
+            parsed.bad.append((rec, [rec.error]))
+            continue
+        value = rec.value
+        if isinstance(value, Mapping):
+            value = normalise_keys(value, PREDICTION_FIELDS, PREDICTION_ALIASES)
+        row, why = check_prediction(value)
+        if row is not None and row["item_key"] not in keys:
+            why = [
+                f"id: not an item of {dataset.name} version {dataset.version} ({row['item_key']!r})"
+            ]
+            row = None
+        if row is None:
+            parsed.bad.append((rec, why))
+            continue
+        parsed.rows.append(row)
+    return parsed
+
+
+def store_outputs_file(engine: Engine, parsed: ParsedOutputs) -> OutputsLoad:
+    """Store what :func:`read_outputs` read: the usable predictions, the rejected in quarantine.
+
+    Args:
+        engine: The store.
+        parsed: The file as read.
+
+    Returns:
+        Counts of stored, duplicate and quarantined predictions.
+    """
+    keys = parsed.keys
+    result = OutputsLoad(parsed.dataset)
+    result.skipped = parsed.skipped
+    rows: list[dict[str, Any]] = []
+    for parsed_row in parsed.rows:
+        row = dict(parsed_row)
+        item_key = row.pop("item_key")
+        row["dataset_item_id"] = keys[item_key]
+        row["source"] = parsed.source
+        row["created_at"] = datetime.now(UTC)
+        rows.append(row)
+    result.reasons = _quarantine(engine, parsed.source, parsed.bad)
+    result.quarantined = len(parsed.bad)
+    if rows:
+        new = insert_model_outputs(engine, rows)
+        result.stored = len(new)
+        result.duplicates = len(rows) - len(new)
+        # Resolve by identity, not by source: rows stored earlier from another path count.
+        idents = [(r["dataset_item_id"], r["model"], r["output_hash"]) for r in rows]
+        ids = output_ids(engine, idents)
+        key_of = {item_id: key for key, item_id in keys.items()}
+        for item_id, model, digest in idents:  # a later line for the same item and model wins
+            result.outputs.setdefault(model, {})[key_of[item_id]] = ids[(item_id, model, digest)]
+    return result
+
+
 def load_outputs(
     engine: Engine,
     path: str | Path,
@@ -351,49 +475,4 @@ def load_outputs(
         KeyError: If the dataset (version) does not exist.
         ingest.readers.UnreadableFileError: If the file cannot be read.
     """
-    dataset = get_dataset(engine, name, version)
-    if dataset is None or dataset.id is None:
-        raise KeyError(f"no dataset {name!r}" + (f" version {version!r}" if version else ""))
-    keys = {item.item_key: item.id for item in dataset_items(engine, dataset.id)}
-    reader = SourceReader(path, fmt)
-    source = str(reader.path.resolve())[-500:]
-    result = OutputsLoad(dataset)
-    rows: list[dict[str, Any]] = []
-    bad: list[tuple[RawRecord, list[str]]] = []
-    for rec in reader:
-        if rec.skip is not None:
-            result.skipped += 1
-            continue
-        if rec.error is not None:
-            bad.append((rec, [rec.error]))
-            continue
-        value = rec.value
-        if isinstance(value, Mapping):
-            value = normalise_keys(value, PREDICTION_FIELDS, PREDICTION_ALIASES)
-        row, why = check_prediction(value)
-        if row is not None and row["item_key"] not in keys:
-            why = [
-                f"id: not an item of {dataset.name} version {dataset.version} ({row['item_key']!r})"
-            ]
-            row = None
-        if row is None:
-            bad.append((rec, why))
-            continue
-        item_key = row.pop("item_key")
-        row["dataset_item_id"] = keys[item_key]
-        row["source"] = source
-        row["created_at"] = datetime.now(UTC)
-        rows.append(row)
-    result.reasons = _quarantine(engine, source, bad)
-    result.quarantined = len(bad)
-    if rows:
-        new = insert_model_outputs(engine, rows)
-        result.stored = len(new)
-        result.duplicates = len(rows) - len(new)
-        # Resolve by identity, not by source: rows stored earlier from another path count.
-        idents = [(r["dataset_item_id"], r["model"], r["output_hash"]) for r in rows]
-        ids = output_ids(engine, idents)
-        key_of = {item_id: key for key, item_id in keys.items()}
-        for item_id, model, digest in idents:  # a later line for the same item and model wins
-            result.outputs.setdefault(model, {})[key_of[item_id]] = ids[(item_id, model, digest)]
-    return result
+    return store_outputs_file(engine, read_outputs(engine, path, name, version, fmt))

@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from evalwatch.files import InputFileError, check_input_file
 from ingest import otel
 
 __all__ = [
@@ -334,10 +335,10 @@ class SourceReader:
         self.path = Path(path)
         if fmt not in FORMATS:
             raise UnreadableFileError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-        if not self.path.exists():
-            raise UnreadableFileError(f"{self.path}: no such file")
-        if not self.path.is_file():
-            raise UnreadableFileError(f"{self.path}: not a regular file")
+        try:
+            check_input_file(self.path)  # before opening: a FIFO would block the read
+        except InputFileError as exc:
+            raise UnreadableFileError(str(exc)) from None
         try:
             self.total = self.path.stat().st_size
             with self.path.open("rb") as fh:
@@ -573,6 +574,6 @@ def open_source(path: str | Path, fmt: Format | str = "auto") -> SourceReader:
         ...     open_source("missing.jsonl")
         ... except UnreadableFileError as exc:
         ...     print(exc)
-        missing.jsonl: no such file
+        missing.jsonl does not exist
     """
     return SourceReader(path, fmt)

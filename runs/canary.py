@@ -34,7 +34,7 @@ from checks.policy import (
 )
 from checks.regression import run_canary
 from runs.drift import _ceil_hour as ceil_hour  # the anchor drift uses, kept in one place
-from runs.gate import GateOutcome, alert_events, effective_policy, select_metrics, store_gate_report
+from runs.gate import GateOutcome, effective_policy, select_metrics, store_gate_report
 from storage.frames import (
     traffic_window_feedback_frame,
     traffic_window_frame,
@@ -284,5 +284,7 @@ def compare_versions(
     events: list[dict[str, Any]] = []
     error = None
     if alerts:
-        events, error = alert_events(engine)
+        from alerting import evaluate_after_report
+
+        events, error = evaluate_after_report(engine)
     return GateOutcome(report, report_id, events, error)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
@@ -15,7 +14,7 @@ from sqlalchemy.engine import Engine
 from evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
 from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
 from evalwatch.settings import Settings
-from ingest.datasets import load_outputs
+from ingest.datasets import ParsedOutputs, read_outputs, store_outputs_file
 from ingest.readers import UnreadableFileError
 from runs.common import (
     adopt_stored_summary,
@@ -39,8 +38,10 @@ from storage.repo import (
 
 __all__ = [
     "DatasetParams",
+    "DatasetRunCheck",
     "DatasetRunError",
     "PreparedDatasetRun",
+    "check_dataset_run",
     "evaluate_dataset",
     "latest_outputs",
     "prepare_dataset_run",
@@ -161,6 +162,59 @@ def unknown_model_message(engine: Engine, dataset: Dataset, model: str) -> str:
     )
 
 
+@dataclass
+class DatasetRunCheck:
+    """What :func:`check_dataset_run` found: the test-set version and the predictions read."""
+
+    dataset: Dataset
+    predictions: ParsedOutputs | None = None
+
+
+def check_dataset_run(engine: Engine, params: DatasetParams, settings: Settings) -> DatasetRunCheck:
+    """Check that a test-set run can start, reading the store only (nothing is written).
+
+    The test set must exist; a predictions file must be readable and name exactly one model;
+    a model must have stored answers there or be callable (``EVALWATCH_TARGET__BASE_URL``).
+    The CLI calls it before a flow starts, so bad input never reaches Prefect (whose task
+    retries and failure logs are for outages), and :func:`prepare_dataset_run` calls it first.
+
+    Args:
+        engine: The store.
+        params: What to run.
+        settings: Settings (the target endpoint).
+
+    Returns:
+        The test-set version and, for a predictions file, its rows as read (to store).
+
+    Raises:
+        DatasetRunError: The first problem found, in one line naming the value or path.
+    """
+    ds = get_dataset(engine, params.dataset, params.version)
+    if ds is None or ds.id is None:
+        what = f"{params.dataset}@{params.version}" if params.version else params.dataset
+        raise DatasetRunError(f"no test set {what!r}; load it with `evalwatch datasets load`")
+    if params.outputs_file is None:
+        model = str(params.model)
+        if not settings.target.base_url and not latest_outputs(
+            engine, ds.id, model, answered_only=True
+        ):
+            raise DatasetRunError(unknown_model_message(engine, ds, model))
+        return DatasetRunCheck(ds)
+    path = params.outputs_file
+    try:
+        parsed = read_outputs(engine, path, ds.name, ds.version)
+    except UnreadableFileError as exc:
+        raise DatasetRunError(f"predictions file {exc}") from exc
+    if len(parsed.models) != 1:
+        # Refused before anything is stored: the rejected rows are told, not quarantined.
+        reasons = "; ".join(f"{r} ({n})" for r, n in parsed.reasons().most_common(3))
+        raise DatasetRunError(
+            f"{path}: predictions must name exactly one model, found {parsed.models}"
+            + (f"; {len(parsed.bad)} unusable rows: {reasons}" if parsed.bad else "")
+        )
+    return DatasetRunCheck(ds, parsed)
+
+
 def prepare_dataset_run(
     engine: Engine,
     params: DatasetParams,
@@ -171,33 +225,20 @@ def prepare_dataset_run(
     """Resolve the dataset, obtain the outputs (file or model calls) and create the run.
 
     Raises:
-        DatasetRunError: Unknown dataset/version, unreadable predictions, or no outputs.
+        DatasetRunError: Unknown dataset/version, unreadable predictions, or no outputs
+            (see :func:`check_dataset_run`, which runs first).
     """
-    ds = get_dataset(engine, params.dataset, params.version)
-    if ds is None or ds.id is None:
-        what = f"{params.dataset}@{params.version}" if params.version else params.dataset
-        raise DatasetRunError(f"no test set {what!r}; load it with `evalwatch datasets load`")
+    checked = check_dataset_run(engine, params, settings)
+    ds = checked.dataset
+    assert ds.id is not None
     evaluators = build_evaluators(params.evaluators, settings, params.evaluator_options, engine)
     errors = 0
     quarantined = 0
     generation_cost: float | None = None
-    if params.outputs_file is not None:
-        path = Path(params.outputs_file)
-        if not path.is_file():
-            raise DatasetRunError(f"predictions file {path} does not exist")
-        try:
-            loaded = load_outputs(engine, path, ds.name, ds.version)
-        except UnreadableFileError as exc:
-            raise DatasetRunError(str(exc)) from exc
+    if checked.predictions is not None:
+        loaded = store_outputs_file(engine, checked.predictions)
         quarantined = loaded.quarantined
-        models = set(loaded.outputs)
-        if len(models) != 1:
-            reasons = "; ".join(f"{r} ({n})" for r, n in loaded.reasons.most_common(3))
-            raise DatasetRunError(
-                f"{path}: predictions must name exactly one model, found {sorted(models)}"
-                + (f"; {quarantined} rows quarantined: {reasons}" if quarantined else "")
-            )
-        model = models.pop()
+        model = checked.predictions.models[0]
         # The file's own answers, however it was named or stored before.
         outputs = loaded.outputs[model]
     else:
@@ -205,8 +246,6 @@ def prepare_dataset_run(
         # Items whose last call failed are asked again: a re-run fills the gaps.
         have = latest_outputs(engine, ds.id, model, answered_only=True)
         todo = [i for i in dataset_items(engine, ds.id) if i.item_key not in have]
-        if not have and not settings.target.base_url:
-            raise DatasetRunError(unknown_model_message(engine, ds, model))
         if todo and settings.target.base_url:
             gens = generate_outputs(model, [(i.item_key, i.input) for i in todo], settings.target)
             errors = sum(g.error is not None for g in gens)

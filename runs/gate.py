@@ -16,7 +16,8 @@ calling it through ``EVALWATCH_TARGET__BASE_URL``) or, for the candidate, a pred
    gathers per-item scores by item key, re-judges judge metrics ``repeats`` times, asks the
    pairwise judge when it is configured, runs :func:`checks.regression.run_gate`, and attaches
    both outputs and the evaluators' explanations to the items that regressed most.
-4. :func:`store_gate_report` stores a ``regression_reports`` row, and :func:`alert_events`
+4. :func:`store_gate_report` stores a ``regression_reports`` row, and
+   :func:`alerting.evaluate_after_report`
    evaluates the alert rules so that a "gate failed" rule fires.
 
 :func:`run_gate_job` does all of it. Bad input of any kind raises
@@ -66,7 +67,13 @@ from runs.common import (
     merge_profiles,
     run_summary_from_store,
 )
-from runs.dataset import DatasetParams, DatasetRunError, evaluate_dataset, latest_outputs
+from runs.dataset import (
+    DatasetParams,
+    DatasetRunError,
+    check_dataset_run,
+    evaluate_dataset,
+    latest_outputs,
+)
 from storage.frames import output_scores_frame, run_scores_frame
 from storage.models import Dataset, DatasetItem, EvalRun, RunStatus, ScoreStatus
 from storage.repo import (
@@ -87,7 +94,6 @@ __all__ = [
     "GateParams",
     "GatePlan",
     "GateSide",
-    "alert_events",
     "compare_sides",
     "effective_policy",
     "evaluate_side",
@@ -470,6 +476,15 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
             raise GateInputError(f"no test set {what!r}; load it with `evalwatch datasets load`")
         anchor = found
     assert anchor.id is not None
+    if params.candidate_outputs is not None:
+        # Read the file before either side is evaluated: bad input leaves no run, no score.
+        outputs = DatasetParams(
+            dataset=anchor.name, version=anchor.version, outputs_file=params.candidate_outputs
+        )
+        try:
+            check_dataset_run(engine, outputs, settings)
+        except DatasetRunError as exc:
+            raise GateInputError(f"candidate: {exc}") from exc
 
     if params.evaluators is not None:
         names = list(dict.fromkeys(params.evaluators))
@@ -1069,30 +1084,6 @@ def store_gate_report(
     )
 
 
-def alert_events(engine: Engine) -> tuple[list[dict[str, Any]], str | None]:
-    """Evaluate the alert rules in force after a stored report; never raises.
-
-    Returns:
-        ``(events, error)``: what happened to alerts, and why evaluation failed (or None).
-    """
-    from alerting import evaluate_after_run
-
-    try:
-        events = evaluate_after_run(engine)
-    except Exception as exc:  # alerting problems are reported; the gate's verdict stands
-        return [], f"{type(exc).__name__}: {exc}"
-    return [
-        {
-            "alert_id": e.alert_id,
-            "rule": e.rule,
-            "action": e.action,
-            "severity": e.severity,
-            "scope": e.scope_key,
-        }
-        for e in events
-    ], None
-
-
 def _flagged(report: GateReport) -> set[str]:
     return {c.metric for c in [*report.metrics, *report.slices] if c.decision == "regression"}
 
@@ -1209,5 +1200,7 @@ def run_gate_job(
     events: list[dict[str, Any]] = []
     error = None
     if alerts:
-        events, error = alert_events(engine)
+        from alerting import evaluate_after_report
+
+        events, error = evaluate_after_report(engine)
     return GateOutcome(report, report_id, events, error)

@@ -97,6 +97,26 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _check_sqlite_folder(url: str, db_path: str) -> None:
+    """Refuse a SQLite store whose folder does not exist (a typo), before SQLite sees it.
+
+    The store file is created on first use, as documented, but not its folders: creating
+    ``no/such/dir`` for a mistyped path would leave an empty store where nobody looks.
+
+    Raises:
+        StoreURLError: The folder does not exist or is not a folder (exit code 2).
+    """
+    folder = Path(db_path.split("?", 1)[0]).expanduser().parent
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise StoreURLError(f"SQLite store {safe_url(url)}: {folder} is not a folder")
+    raise StoreURLError(
+        f"SQLite store {safe_url(url)}: folder {folder} does not exist; create it first "
+        "(the store file is created on first use, its folders are not)"
+    )
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the settings evalwatch relies on.
 
@@ -118,7 +138,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if url.startswith("sqlite"):
             db_path = url.split("sqlite:///", 1)[-1] if "sqlite:///" in url else ""
             if db_path and db_path != ":memory:":
-                Path(db_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _check_sqlite_folder(url, db_path)
             engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             return engine
@@ -132,8 +152,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         raise StoreURLError(
             f"store URL {safe_url(url)!r} is not a database URL; {_URL_EXAMPLES}"
         ) from exc
-    except OSError as exc:  # the SQLite file's folder cannot be made
-        raise StoreUnavailableError(f"cannot create the SQLite store {url}: {exc}") from exc
     except ImportError as exc:
         raise StoreURLError(
             f"store URL {safe_url(url)!r} needs a database driver that is not installed "
@@ -198,8 +216,47 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """
     if revision == "head" and current_revision(engine) == head_revision():
         return revision
-    command.upgrade(_alembic_config(engine), revision)
+    with _migration_lock(engine) as conn:
+        # Another process may have migrated the store while this one waited for the lock:
+        # running the same migration again would fail half-way ("No such constraint").
+        if revision == "head" and _revision(conn) == head_revision():
+            return revision
+        cfg = _alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
     return current_revision(engine)
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+# Any constant: the key of the PostgreSQL advisory lock that serialises migrations.
+_PG_MIGRATION_LOCK = 0x65766C77  # "evlw"
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection holding the store's migration lock, in one transaction committed at the end.
+
+    Two processes that open a store of an older revision at once (a CLI and a flow, two CI
+    jobs) must not both migrate it. SQLite: ``BEGIN IMMEDIATE`` takes the write lock first
+    (a second process waits, up to the busy timeout), and the whole migration, DDL included,
+    is one transaction, so a failure leaves the store as it was. PostgreSQL: a transaction
+    advisory lock, released at commit or rollback.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # pysqlite begins transactions before DML only; this one must cover the DDL too.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from datetime import datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, model_validator
@@ -91,15 +92,7 @@ def sample_interactions(engine: Engine, spec: SampleSpec) -> list[int]:
         smallest hash, so a smaller cap gives a subset of a larger one.
     """
     it = Interaction.__table__  # type: ignore[attr-defined]
-    q = sa.select(it.c.id, it.c.request_id, it.c.model_version, it.c.ts)
-    if spec.start is not None:
-        q = q.where(it.c.ts >= spec.start)
-    if spec.end is not None:
-        q = q.where(it.c.ts < spec.end)
-    if spec.apps:
-        q = q.where(it.c.app.in_(spec.apps))
-    if spec.model_versions:
-        q = q.where(it.c.model_version.in_(spec.model_versions))
+    q = _in_window(sa.select(it.c.id, it.c.request_id, it.c.model_version, it.c.ts), spec)
     if spec.unscored_by:
         evaluator, _, version = spec.unscored_by.partition("@")
         sc = Score.__table__  # type: ignore[attr-defined]
@@ -141,7 +134,17 @@ def window_holds_traffic(engine: Engine, spec: SampleSpec) -> bool:
         False
     """
     it = Interaction.__table__  # type: ignore[attr-defined]
-    q = sa.select(it.c.id).limit(1)
+    q = _in_window(sa.select(it.c.id).limit(1), spec)
+    with engine.connect() as conn:
+        return conn.execute(q).first() is not None
+
+
+_Q = TypeVar("_Q", bound=sa.Select)
+
+
+def _in_window(q: _Q, spec: SampleSpec) -> _Q:
+    """``q`` over interactions, limited to ``spec``'s window, apps and model versions."""
+    it = Interaction.__table__  # type: ignore[attr-defined]
     if spec.start is not None:
         q = q.where(it.c.ts >= spec.start)
     if spec.end is not None:
@@ -150,5 +153,4 @@ def window_holds_traffic(engine: Engine, spec: SampleSpec) -> bool:
         q = q.where(it.c.app.in_(spec.apps))
     if spec.model_versions:
         q = q.where(it.c.model_version.in_(spec.model_versions))
-    with engine.connect() as conn:
-        return conn.execute(q).first() is not None
+    return q

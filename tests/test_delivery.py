@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from prefect import flow
 from sqlalchemy.engine import Engine
@@ -514,3 +517,78 @@ def test_redact_payload_walks_the_structure() -> None:
                   ["[REDACTED:secret]", None]],
     }
     assert json.loads(json.dumps(out, allow_nan=False)) == out
+
+
+# -- no Prefect API configured: bounded, queued, said why ----------------------------------------
+
+
+@pytest.fixture
+def no_prefect_api(tmp_path: Path) -> Iterator[Path]:
+    """A user with no ``PREFECT_API_URL``; the temporary server's database path is returned."""
+    from prefect.settings import (
+        PREFECT_API_DATABASE_CONNECTION_URL,
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    db = tmp_path / "prefect-home" / "prefect.db"
+    db.parent.mkdir()
+    with temporary_settings(
+        updates={
+            PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{db}",
+            # Far too short for a server to start on any machine: the wait must end anyway.
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 1,
+        },
+        restore_defaults={PREFECT_API_URL},
+    ):
+        yield db
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_without_an_api_or_a_local_block_store_nothing_is_started_and_all_stays_queued(
+    no_prefect_api: Path, sqlite_engine: Engine
+) -> None:
+    seed(sqlite_engine, hourly({0: 0.2}))
+    before = _children()
+    t0 = time.monotonic()
+    (ev,) = evaluate_rules(sqlite_engine, rules_file(rule()), now=T0 + H)
+    assert time.monotonic() - t0 < 10  # no server start, no back-off
+    assert _children() <= before
+    assert ev.delivery_error is not None and "PREFECT_API_URL is not set" in ev.delivery_error
+    assert ev.summary()["delivery_error"] == ev.delivery_error
+    alert = get_alert(sqlite_engine, ev.alert_id)
+    assert alert is not None and alert.context is not None
+    assert alert.context["pending_delivery"]["channels"] == ["ops"]
+    assert "claimed_until" not in alert.context  # released, so the next evaluation retries
+    (record,) = alert.deliveries or []
+    assert record["ok"] is False and record["attempts"] == 0
+
+
+def test_a_temporary_server_that_does_not_start_in_time_leaves_all_queued(
+    no_prefect_api: Path, sqlite_engine: Engine
+) -> None:
+    no_prefect_api.touch()  # a local block store exists: a temporary server is worth a try
+    seed(sqlite_engine, hourly({0: 0.2}))
+    before = _children()
+    t0 = time.monotonic()
+    (ev,) = evaluate_rules(sqlite_engine, rules_file(rule()), now=T0 + H)
+    # 1 s start-up deadline, then at most 5 s to stop the server: not Prefect's own loop.
+    assert time.monotonic() - t0 < 20
+    assert _children() <= before  # the server it started is gone
+    assert ev.delivery_error is not None and "did not start within 1s" in ev.delivery_error
+    alert = get_alert(sqlite_engine, ev.alert_id)
+    assert alert is not None and alert.context is not None
+    assert alert.context["pending_delivery"]["channels"] == ["ops"]
+
+
+def test_an_api_url_in_force_is_used_as_it_is(prefect_harness: None) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from alerting.prefect_api import prefect_api
+
+    with prefect_api() as api:
+        assert api.url == PREFECT_API_URL.value() and not api.temporary

@@ -405,7 +405,7 @@ def test_mismatched_evaluator_versions_exit_2(db_url, tmp_path, monkeypatch) -> 
         (["--baseline-model", "m1", "--candidate-model", "m2", "--evaluators", "nope"],
          "unknown evaluator(s): nope"),
         (["--baseline-model", "m1", "--candidate-model", "m2", "--policy", "missing.yaml"],
-         "cannot read gate policy missing.yaml"),
+         "cannot read gate policy: missing.yaml does not exist"),
         (["--baseline-model", "m1", "--candidate-model", "m2"], "no test set 'qa'"),
     ],
 )

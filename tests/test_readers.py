@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,10 +59,14 @@ def test_empty_files_yield_nothing(tmp_path):
 
 
 def test_missing_file_and_directory_are_unreadable(tmp_path):
-    with pytest.raises(UnreadableFileError, match="no such file"):
+    with pytest.raises(UnreadableFileError, match="does not exist"):
         open_source(tmp_path / "nope.jsonl")
-    with pytest.raises(UnreadableFileError, match="not a regular file"):
+    with pytest.raises(UnreadableFileError, match=r"not a regular file \(a directory\)"):
         open_source(tmp_path)
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    # Refused without being opened: opening a FIFO for reading would block this test.
+    with pytest.raises(UnreadableFileError, match=r"not a regular file \(a FIFO\)"):
+        open_source(tmp_path / "pipe.jsonl")
     with pytest.raises(UnreadableFileError, match="unknown format"):
         open_source(__file__, "xml")
 
@@ -163,8 +168,9 @@ def test_normalise_traffic_keys(row, expected):
 
 def test_normalise_dataset_keys():
     fields = ("id", "input", "reference", "context", "tags", "metadata")
-    got = normalise_keys({"item_id": 1, "question": "q", "answer": "a", "slices": ["s"]}, fields,
-                         DATASET_ALIASES)
+    got = normalise_keys(
+        {"item_id": 1, "question": "q", "answer": "a", "slices": ["s"]}, fields, DATASET_ALIASES
+    )
     assert got == {"id": 1, "input": "q", "reference": "a", "tags": ["s"]}
 
 

@@ -78,7 +78,7 @@ def test_default_rules_are_valid_and_mirror_common_practice() -> None:
     assert (q.consecutive, q.severity) == (5, "high")
     s = rules["unsafe-response"]
     assert (s.selector, s.aggregation, s.comparison, s.threshold, s.severity) == (
-        "toxicity.safety", "any", "<", 0.9, "critical")
+        "toxicity.safety", "any", "<", 0.5, "critical")
     assert s.escalation  # critical alerts escalate
     lat = rules["latency-p95-high"]
     assert (lat.selector, lat.aggregation, lat.comparison, lat.threshold) == (
@@ -161,9 +161,23 @@ def test_file_level_errors(tmp_path: Path, text: str, expected: str) -> None:
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     errors = check_rules(tmp_path / "nope.yaml")
-    assert len(errors) == 1 and "cannot read" in errors[0]
+    assert len(errors) == 1 and "nope.yaml does not exist" in errors[0]
     with pytest.raises(RulesError):
         load_rules(tmp_path / "nope.yaml")
+
+
+def test_unreadable_rules_files_are_one_error_each(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.yaml")  # refused unopened: reading it would block the test
+    (tmp_path / "latin1.yaml").write_bytes(b"rules:\n  - name: caf\xe9\n")
+    assert check_rules(tmp_path / "pipe.yaml") == [
+        f"{tmp_path / 'pipe.yaml'} is not a regular file (a FIFO)"
+    ]
+    assert check_rules(tmp_path) == [f"{tmp_path} is not a regular file (a directory)"]
+    assert check_rules(tmp_path / "latin1.yaml") == [
+        f"{tmp_path / 'latin1.yaml'} is not UTF-8 text (byte 20)"
+    ]
 
 
 def test_known_metrics_and_channels_extend_the_file(tmp_path: Path) -> None:

@@ -61,6 +61,21 @@ def test_migrations_reach_head_and_are_idempotent(engine):
         assert table in names
 
 
+def test_sqlite_store_needs_its_folder_not_its_file(tmp_path):
+    """A missing folder is a typo (exit 2, nothing made); a missing file is a new store."""
+    from storage.db import StoreURLError, make_engine
+
+    with pytest.raises(StoreURLError, match=r"folder \S*/no/such does not exist"):
+        make_engine(f"sqlite:///{tmp_path}/no/such/x.db")
+    assert list(tmp_path.iterdir()) == []
+    engine = make_engine(f"sqlite:///{tmp_path}/x.db")
+    try:
+        assert upgrade(engine) == head_revision()
+    finally:
+        engine.dispose()
+    assert (tmp_path / "x.db").is_file()
+
+
 def test_interactions_are_idempotent_and_times_roundtrip(engine):
     start = datetime(2026, 11, 1, tzinfo=UTC)
     rows = _rows(10, start)

@@ -9,7 +9,13 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from evalwatch.commands.common import bad_input, console, open_store, unavailable
+from evalwatch.commands.common import (
+    bad_input,
+    console,
+    open_store,
+    print_queued_notifications,
+    unavailable,
+)
 from storage.alerts import AlertLifecycleError, acknowledge_alert, list_alerts, resolve_alert
 from storage.models import Alert, utcnow
 
@@ -166,6 +172,7 @@ def alerts_evaluate(
             highlight=False,
         )
     console.print(f"{len(events)} alert change(s)")
+    print_queued_notifications([ev.delivery_error for ev in events])
 
 
 def register(app: typer.Typer) -> None:

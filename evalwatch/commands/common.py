@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +18,7 @@ from rich.markup import escape
 from sqlalchemy.engine import Engine
 
 from evaluators.base import DEFAULT_EVALUATORS
+from evalwatch.files import InputFileError, read_input_text
 from evalwatch.settings import Settings, get_settings
 from storage.db import StoreURLError, get_engine
 from storage.sampling import SampleSpec
@@ -48,7 +49,9 @@ __all__ = [
     "open_store",
     "parse_duration",
     "parse_time",
+    "print_alert_changes",
     "print_error",
+    "print_queued_notifications",
     "read_options_file",
     "sample_spec",
     "unavailable",
@@ -172,12 +175,53 @@ def read_options_file(path: Path | None) -> dict[str, dict[str, Any]]:
     if path is None:
         return {}
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise bad_input(f"cannot read options file {path}: {exc}") from exc
+        loaded = yaml.safe_load(read_input_text(path)) or {}
+    except InputFileError as exc:
+        raise bad_input(f"cannot read options file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise bad_input(f"options file {path} is not valid YAML: {detail}") from exc
     if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
         raise bad_input(f"options file {path} must map evaluator names to option mappings")
     return {str(k): dict(v) for k, v in loaded.items()}
+
+
+def print_queued_notifications(delivery_errors: Sequence[str | None]) -> None:
+    """One line when notifications were not sent now: they stay queued (not a failure)."""
+    queued = [e for e in delivery_errors if e]
+    if queued:
+        console.print(
+            f"notifications of {len(queued)} alert(s) queued for retry at the next evaluation: "
+            f"{queued[0]}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def print_alert_changes(alerts: Sequence[Mapping[str, Any]], error: str | None) -> None:
+    """Print what a command's alert evaluation did; raise exit 3 when it could not be done.
+
+    One line per alert change, then one line when notifications could not be sent now (they
+    stay queued on the alert and the next evaluation retries them: not a failure of the
+    command). Every command that stores a report and evaluates the rules prints this way.
+
+    Args:
+        alerts: :func:`alerting.evaluate_after_report`'s alert records.
+        error: Its error: the rules could not be evaluated.
+
+    Raises:
+        typer.Exit: Exit 3 when ``error`` is set.
+    """
+    for a in alerts:
+        console.print(
+            f"alert {a['alert_id']} {a['action']} [{a['severity']}] {a['rule']} ({a['scope']})",
+            highlight=False,
+            markup=False,
+        )
+    print_queued_notifications([a.get("delivery_error") for a in alerts])
+    if error is not None:
+        raise unavailable(f"alert rules could not be evaluated: {error}")
 
 
 def finish_gate_report(
@@ -216,8 +260,7 @@ def finish_gate_report(
             for metric, why in left.items():
                 typer.echo(f"  {metric}: {why}")
         typer.echo(f"\nstored as regression report {outcome.report_id}")
-        for e in outcome.alerts:
-            typer.echo(f"alert {e['alert_id']} {e['action']} [{e['severity']}] {e['rule']}")
+        print_alert_changes(outcome.alerts, None)
     if outcome.alert_error:
         raise unavailable(
             f"the {report.verdict} verdict is stored (report {outcome.report_id}), but the alert "
@@ -391,6 +434,9 @@ def describe_failure(exc: BaseException, debug: bool = False) -> tuple[int, str]
         detail = " ".join(str(exc.orig).split())
         return EXIT_UNAVAILABLE, f"the store failed: {detail}"
     chain = _exception_chain(exc)
+    tasks = sys.modules.get("flows._tasks")
+    if tasks is not None and isinstance(exc, tasks.AlertRulesError):
+        return EXIT_UNAVAILABLE, f"the run's results are stored, but {exc}"
     if "prefect" in sys.modules:  # only then can Prefect have failed; importing it is slow
         from flows._runtime import prefect_failure
 

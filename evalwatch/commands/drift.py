@@ -22,7 +22,7 @@ from evalwatch.commands.common import (
     open_store,
     parse_duration,
     parse_time,
-    unavailable,
+    print_alert_changes,
 )
 
 if TYPE_CHECKING:
@@ -214,18 +214,12 @@ def drift(
         console.print("nothing judged, no report stored", highlight=False)
     else:
         print_outcome(outcome)
-        for a in outcome.alerts:
-            console.print(
-                f"alert {a['alert_id']} {a['action']} [{a['severity']}] {a['rule']} "
-                f"({a['scope']})",
-                highlight=False,
-                markup=False,
-            )
     if outcome.no_data:
         # The window given selects nothing: not a pass (0) and not a finding (1).
         raise typer.Exit(EXIT_BAD_INPUT)
-    if outcome.alert_error:
-        raise unavailable(f"alert rules could not be evaluated: {outcome.alert_error}")
+    # Alert changes are printed with the text outcome (JSON holds them); an evaluation that
+    # could not be done exits 3 either way. Queued notifications keep the check's exit code.
+    print_alert_changes([] if as_json else outcome.alerts, outcome.alert_error)
     raise typer.Exit(EXIT_CHECK_FAILED if outcome.drift_found else EXIT_OK)
 
 

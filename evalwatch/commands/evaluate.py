@@ -218,9 +218,10 @@ def evaluate(
     params = TrafficParams(
         sample=spec, evaluators=names, evaluator_options=options, batch_size=chunk_size
     )
+    engine = open_store()
     try:
         outcome = evaluate_traffic(
-            open_store(),
+            engine,
             params,
             STATE.settings(),
             progress=progress,
@@ -252,6 +253,12 @@ def evaluate(
             "(evaluator_options / EVALWATCH_EVALUATOR_OPTIONS or --options-file)"
         )
     console.print(f"stored as run {prepared.run_id}", highlight=False)
+    # The run is stored: the rules that watch it (its scores, its cost) judge it now, as the
+    # evaluate-traffic flow does in its last task.
+    from alerting import evaluate_after_report
+    from evalwatch.commands.common import print_alert_changes
+
+    print_alert_changes(*evaluate_after_report(engine, prepared.run_id))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
@@ -20,8 +21,9 @@ from evalwatch.commands.common import (
     console,
     err_console,
     open_store,
-    unavailable,
+    validation_message,
 )
+from evalwatch.files import read_input_text
 
 judge_app = typer.Typer(
     help="The LLM judge: calibration, cost estimates, rubrics.", no_args_is_help=True
@@ -110,9 +112,8 @@ def judge_calibrate(
         judge_settings = judge_settings.model_copy(update={"model": model})
     if not endpoint_configured(judge_settings):
         raise bad_input(f"no judge endpoint configured: {ENDPOINT_HINT}")
-    if not labels.is_file():
-        raise bad_input(f"labels file {labels} does not exist")
     try:
+        # The file's own check (missing, not a regular file, not UTF-8) names the path.
         rows = read_human_labels(labels)
     except ValueError as exc:
         raise bad_input(str(exc)) from exc
@@ -153,42 +154,34 @@ def judge_calibrate(
     if engine is not None:
         # The calibrations are stored: the rules that watch them (a kappa drop) judge now.
         from alerting import evaluate_after_report
+        from evalwatch.commands.common import print_alert_changes
 
-        alerts, error = evaluate_after_report(engine)
-        for a in alerts:
-            console.print(
-                f"alert {a['alert_id']} {a['action']} [{a['severity']}] {a['rule']} "
-                f"({a['scope']})",
-                highlight=False,
-                markup=False,
-            )
-        if error is not None:
-            raise unavailable(f"alert rules could not be evaluated: {error}")
+        print_alert_changes(*evaluate_after_report(engine))
 
 
 def _read_samples(path: Path) -> list[Sample]:
     samples: list[Sample] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row: dict[str, Any] = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{n}: not JSON ({exc})") from exc
-            prompt = row.get("prompt", row.get("input"))
-            response = row.get("response", row.get("output"))
-            if not isinstance(prompt, str) or not isinstance(response, str):
-                raise ValueError(f"{path}:{n}: needs prompt/input and response/output strings")
-            samples.append(
-                Sample(
-                    subject_id=n,
-                    prompt=prompt,
-                    response=response,
-                    reference=row.get("reference"),
-                    context=row.get("context"),
-                )
+    # InputFileError (a ValueError) names the path: missing, not a regular file, not UTF-8.
+    for n, line in enumerate(read_input_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row: dict[str, Any] = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{n}: not JSON ({exc})") from exc
+        prompt = row.get("prompt", row.get("input"))
+        response = row.get("response", row.get("output"))
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            raise ValueError(f"{path}:{n}: needs prompt/input and response/output strings")
+        samples.append(
+            Sample(
+                subject_id=n,
+                prompt=prompt,
+                response=response,
+                reference=row.get("reference"),
+                context=row.get("context"),
             )
+        )
     return samples
 
 
@@ -215,8 +208,6 @@ def judge_estimate(
         judge_settings = judge_settings.model_copy(update={"model": model})
     if not judge_settings.model:
         raise bad_input(f"no judge model configured: {ENDPOINT_HINT}")
-    if not input.is_file():
-        raise bad_input(f"input file {input} does not exist")
     try:
         samples = _read_samples(input)
         judge = JudgeEvaluator(
@@ -225,6 +216,8 @@ def judge_estimate(
             settings=judge_settings,
             engine=open_store(),
         )
+    except ValidationError as exc:  # e.g. an unknown rubric: pydantic's text spans lines
+        raise bad_input(validation_message(exc)) from exc
     except ValueError as exc:
         raise bad_input(str(exc)) from exc
     est = judge.estimate(samples)

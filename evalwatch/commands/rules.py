@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from checks.rules import BUILTIN_METRICS, check_rules, load_rules
-from evalwatch.commands.common import EXIT_BAD_INPUT, console, err_console
+from evalwatch.commands.common import EXIT_BAD_INPUT, bad_input, console, err_console
+from evalwatch.files import InputFileError, read_input_text
 
 rules_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
 
@@ -29,9 +30,11 @@ def rules_check(
 
     Each problem names the rule and the field, e.g. an unknown metric, aggregation or channel.
     """
-    if not file.is_file():
-        err_console.print(f"[red]error:[/red] {file}: no such file", highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        # A file that cannot be read is one problem, told once (not listed as a rule problem).
+        read_input_text(file)
+    except InputFileError as exc:
+        raise bad_input(str(exc)) from exc
     known = set(BUILTIN_METRICS) | set(metric or [])
     errors = check_rules(file, known_metrics=known, known_channels=channel or [])
     if errors:

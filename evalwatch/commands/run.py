@@ -24,6 +24,8 @@ from evalwatch.commands.common import (
     bad_input,
     console,
     evaluator_list,
+    open_store,
+    print_alert_changes,
     sample_spec,
     validation_message,
 )
@@ -58,6 +60,8 @@ def print_run_summary(summary: dict[str, Any]) -> None:
         console.print(f"[yellow]evaluator {name} unavailable:[/yellow] {why}")
     if summary.get("report"):
         console.print(f"report: {summary['report']}")
+    # The flow ends Failed when the rules could not be evaluated, so only changes reach here.
+    print_alert_changes(summary.get("alerts") or [], None)
 
 
 @run_app.command("traffic")
@@ -104,8 +108,7 @@ def run_dataset(
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-dataset flow: a model on a versioned test set."""
-    from flows.dataset import evaluate_dataset
-    from runs.dataset import DatasetParams, DatasetRunError
+    from runs.dataset import DatasetParams, DatasetRunError, check_dataset_run
 
     try:
         params = DatasetParams(
@@ -118,6 +121,14 @@ def run_dataset(
         )
     except ValidationError as exc:
         raise bad_input(validation_message(exc)) from exc
+    try:
+        # Before the flow starts: bad input is told in one line, not retried and logged with a
+        # traceback by Prefect (and no temporary server is started for it).
+        check_dataset_run(open_store(), params, STATE.settings())
+    except DatasetRunError as exc:
+        raise bad_input(str(exc)) from exc
+    from flows.dataset import evaluate_dataset
+
     try:
         summary = evaluate_dataset(params=params, database_url=STATE.settings().database_url)
     except DatasetRunError as exc:

@@ -236,13 +236,21 @@ def demo_store(
 ) -> DemoStore:
     """Run ``evalwatch demo`` once, as ``make demo`` does, from a user's directory.
 
-    The traffic run uses the heuristics evaluator alone so the suite stays inside CI's time;
+    The traffic run leaves out the embedding evaluator (MiniLM over 10k texts is minutes on two
+    cores) so the suite stays inside CI's time; toxicity scores with the embedded model, and
     everything else (ingest, test set, flows, drift, gate, reports) is the demo as shipped.
     """
     cwd = tmp_path_factory.mktemp("demo-user")
     env = base_env(PREFECT_API_URL=prefect_server.api_url)
     res = run_cli(
-        "demo", "--out", "demo-out", "--evaluators", "heuristics", cwd=cwd, env=env, timeout=1200
+        "demo",
+        "--out",
+        "demo-out",
+        "--evaluators",
+        "heuristics,toxicity",
+        cwd=cwd,
+        env=env,
+        timeout=1200,
     )
     assert res.code == 0, str(res)
     out = cwd / "demo-out"

@@ -121,6 +121,34 @@ CASES: list[Case] = [
         ("--db", "not-a-url", "ingest", "datasets/sample_traffic.jsonl"),
         "not-a-url",
     ),
+    # A typo'd folder: no folder and no empty store may be made for it (a store file that does
+    # not exist yet, in a folder that does, is still created on first use).
+    Case(
+        "db-missing-folder",
+        ("--db", "sqlite:///no/such/dir/x.db", "datasets", "list"),
+        "no/such/dir",
+        r"does not exist",
+    ),
+    # A predictions file with no usable row (bytes that are not UTF-8 JSON): refused before
+    # anything is stored, so not even its quarantined rows are left behind.
+    Case(
+        "gate-candidate-outputs-no-usable-row",
+        (*GATE, "--candidate-outputs", NOT_UTF8),
+        NOT_UTF8,
+        r"exactly one model",
+    ),
+    Case(
+        "run-dataset-outputs-no-usable-row",
+        ("run", "dataset", "support-qa", "--outputs", NOT_UTF8),
+        NOT_UTF8,
+        r"exactly one model",
+    ),
+    Case(
+        "run-dataset-model-not-stored",
+        ("run", "dataset", "support-qa", "--model", "not-stored-model"),
+        "not-stored-model",
+        r"no stored answers",
+    ),
     # A bad file with a store that does not exist yet: no store may be created for it.
     *(
         Case(
