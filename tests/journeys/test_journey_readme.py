@@ -90,7 +90,7 @@ def table_invocations(text: str) -> list[str]:
 def command_key(invocation: str) -> str:
     """The command an invocation names: its sub-command words, then its first flag if any.
 
-    Examples: ``evalwatch db prune --older-than 90d`` is ``db prune --older-than``,
+    Examples: ``evalwatch db prune --older-than 90d`` is ``db prune --older-than``, ``evalwatch db prune [--older-than 90d]`` is ``db prune``,
     ``evalwatch report RUN_ID --html FILE`` is ``report``, ``evalwatch report --overview …``
     is ``report --overview``.
     """
@@ -277,10 +277,17 @@ COMMANDS: dict[str, Spec] = {
             Step(("--db", "sqlite:///fresh.db", "db", "upgrade"), check=fresh_store_migrated),
         ]
     ),
-    "db prune --older-than": Spec(
+    "db prune": Spec(
         [
             # The bundled traffic is newer than 90 days: nothing goes.
             Step(("db", "prune", "--older-than", "90d"), says=("nothing to prune",)),
+            # A dry run says what would go and deletes nothing; no --yes off a terminal refuses.
+            Step(
+                ("db", "prune", "--older-than", "25d", "--dry-run"),
+                says=(r"would delete \d+",),
+                check=unchanged,
+            ),
+            Step(("db", "prune", "--older-than", "25d"), code=2, says=("--yes",), check=unchanged),
             Step(
                 ("db", "prune", "--older-than", "25d", "--yes"),
                 says=(r"pruned \d+",),
@@ -327,7 +334,7 @@ COMMANDS: dict[str, Spec] = {
     "sample": Spec(
         [Step(("sample", *LAST_DAY), says=(r"\d+ interactions", "support-bot", "v2.0-canary"))]
     ),
-    "evaluate --evaluators": Spec(
+    "evaluate": Spec(
         [
             Step(
                 ("evaluate", "--evaluators", "heuristics", *LAST_DAY, "--max-items", "40"),
