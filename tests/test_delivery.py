@@ -523,8 +523,15 @@ def test_redact_payload_walks_the_structure() -> None:
 
 
 @pytest.fixture
-def no_prefect_api(tmp_path: Path) -> Iterator[Path]:
+def no_prefect_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A user with no ``PREFECT_API_URL``; the temporary server's database path is returned."""
+    import sys
+
+    # The suite's session harness runs a temporary server in this process; a user's CLI
+    # process has none, so hide it (evalwatch would rightly reuse a running one).
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is not None:
+        monkeypatch.setattr(server_module.SubprocessASGIServer, "_instances", {})
     from prefect.settings import (
         PREFECT_API_DATABASE_CONNECTION_URL,
         PREFECT_API_URL,
