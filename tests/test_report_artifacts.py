@@ -57,6 +57,7 @@ def test_two_stores_runs_keep_their_own_reports_and_the_artifact_has_the_content
     reset_settings()
     reports = []
     for name in ("a", "b"):
+        (tmp_path / name).mkdir()
         summary, arts = _run_traffic(f"sqlite:///{tmp_path / name / 'evalwatch.db'}")
         report = Path(summary["report"])
         # Both stores' first run is run 1: each report stays beside its own store.

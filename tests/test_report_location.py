@@ -82,6 +82,7 @@ def test_the_report_command_writes_into_the_store_folder_by_default(
     monkeypatch.chdir(tmp_path)
     written = []
     for name in ("a", "b"):
+        (tmp_path / name).mkdir()
         url = f"sqlite:///{tmp_path / name / 'evalwatch.db'}"
         from storage.db import get_engine
 
