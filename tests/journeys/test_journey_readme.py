@@ -90,7 +90,8 @@ def table_invocations(text: str) -> list[str]:
 def command_key(invocation: str) -> str:
     """The command an invocation names: its sub-command words, then its first flag if any.
 
-    Examples: ``evalwatch db prune --older-than 90d`` is ``db prune --older-than``, ``evalwatch db prune [--older-than 90d]`` is ``db prune``,
+    Examples: ``evalwatch db prune --older-than 90d`` is ``db prune --older-than``,
+    ``evalwatch db prune [--older-than 90d]`` is ``db prune``,
     ``evalwatch report RUN_ID --html FILE`` is ``report``, ``evalwatch report --overview …``
     is ``report --overview``.
     """
