@@ -1,6 +1,6 @@
 """Alerting: evaluate rules against the store, keep the alert lifecycle, deliver notifications."""
 
-from alerting.delivery import (
+from evalwatch.alerting.delivery import (
     DeliveryResult,
     Message,
     block_classes,
@@ -12,7 +12,7 @@ from alerting.delivery import (
     send_notification,
     trigger_action,
 )
-from alerting.engine import (
+from evalwatch.alerting.engine import (
     AlertEvent,
     evaluate_after_report,
     evaluate_after_run,

@@ -27,8 +27,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from alerting.prefect_api import PrefectApi, prefect_api
-from checks.rules import (
+from evalwatch.alerting.prefect_api import PrefectApi, prefect_api
+from evalwatch.checks.rules import (
     ActionSpec,
     ChannelSpec,
     DeliveryPolicy,
@@ -37,9 +37,9 @@ from checks.rules import (
     parse_scope_key,
     render_parameters,
 )
-from ingest.redact import Redactor
-from storage.alerts import alerts_with_pending, claim_pending, release_pending
-from storage.models import Alert, utcnow
+from evalwatch.ingest.redact import Redactor
+from evalwatch.storage.alerts import alerts_with_pending, claim_pending, release_pending
+from evalwatch.storage.models import Alert, utcnow
 
 __all__ = [
     "DeliveryResult",
@@ -388,7 +388,8 @@ def deliver_pending(
 
     Each alert is claimed first (so two workers never send the same notification), then sent
     to its channels; what failed stays queued with the attempt recorded. Blocks are loaded
-    from the Prefect API of :func:`alerting.prefect_api.prefect_api`, reached in bounded time;
+    from the Prefect API of :func:`evalwatch.alerting.prefect_api.prefect_api`, reached in bounded
+    time;
     when there is none (no ``PREFECT_API_URL`` and no temporary server to be had), nothing is
     tried and everything stays queued, recorded with the reason.
 

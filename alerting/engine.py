@@ -2,10 +2,11 @@
 
 Called at the end of every traffic, drift and gate run (:func:`evaluate_after_run`). For each
 rule it reads the windows not yet judged (aggregated in the database by
-:mod:`storage.alerts`), decides each window with the pure functions of :mod:`checks.rules`,
+:mod:`evalwatch.storage.alerts`), decides each window with the pure functions of
+:mod:`evalwatch.checks.rules`,
 and applies them under the rule and scope's lock, so separate runs and workers share one
 state and one open alert per rule and scope. Notifications and actions are queued on the
-alert in the same transaction and sent afterwards by :mod:`alerting.delivery`.
+alert in the same transaction and sent afterwards by :mod:`evalwatch.alerting.delivery`.
 
 Windows:
 
@@ -31,8 +32,8 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
-from alerting.delivery import deliver_pending
-from checks.rules import (
+from evalwatch.alerting.delivery import deliver_pending
+from evalwatch.checks.rules import (
     DEFAULT_RULES_PATH,
     Rule,
     RulesFile,
@@ -47,8 +48,8 @@ from checks.rules import (
     parse_scope_key,
     transition,
 )
-from ingest.redact import Redactor
-from storage.alerts import (
+from evalwatch.ingest.redact import Redactor
+from evalwatch.storage.alerts import (
     AggSpec,
     ReportItem,
     RunRef,
@@ -63,7 +64,7 @@ from storage.alerts import (
     rule_states,
     run_aggregates,
 )
-from storage.models import Alert, AlertState, utcnow
+from evalwatch.storage.models import Alert, AlertState, utcnow
 
 __all__ = [
     "AlertEvent",
@@ -569,7 +570,7 @@ def evaluate_rules(
 
     Args:
         engine: The store.
-        rules: The rules (see :func:`checks.rules.load_rules`).
+        rules: The rules (see :func:`evalwatch.checks.rules.load_rules`).
         now: Evaluation time (default: now).
         run_id: The evaluation run that just finished: its items form the ``run`` windows of
             score and traffic rules.
@@ -585,7 +586,7 @@ def evaluate_rules(
         What happened to alerts: opened, updated, resolved (with the delivery records made).
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> evaluate_rules(e, RulesFile(rules=[]))
         []
@@ -611,7 +612,7 @@ def rules_for_settings(rules_file: Path | str | None = None) -> RulesFile:
     """The rules in force: ``rules_file``, else ``EVALWATCH_RULES_FILE``, else the defaults.
 
     Raises:
-        checks.rules.RulesError: The file is missing or invalid.
+        evalwatch.checks.rules.RulesError: The file is missing or invalid.
     """
     if rules_file is None:
         from evalwatch.settings import get_settings
@@ -668,7 +669,7 @@ def evaluate_after_report(
         ``(alerts, error)``: :meth:`AlertEvent.summary` of what happened to alerts, and why
         the evaluation failed (None when it did not); the reason holds no URL or token.
     """
-    from alerting.delivery import describe_error
+    from evalwatch.alerting.delivery import describe_error
 
     try:
         events = evaluate_after_run(engine, run_id, rules=rules, now=now)

@@ -2,7 +2,7 @@
 
 Synthetic baseline/current pairs (384-d unit embeddings from a topic mixture, lognormal
 lengths and latencies, token counts and cost, beta scores, rates, 1-5 ratings) are compared
-with ``checks.drift.run_drift`` under no shift, a small shift and a large shift, for
+with ``evalwatch.checks.drift.run_drift`` under no shift, a small shift and a large shift, for
 ``--seeds`` seeds each at ``--n`` rows per window. Prints the report-level false-alarm rate
 (goal <= 5 % under no shift) and the detection rate per shift (goals: >= 90 % small, 100 %
 large), plus how often each test fired, so it is visible which tests carry the detection.
@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from checks.drift import DriftConfig, DriftInput, run_drift
+from evalwatch.checks.drift import DriftConfig, DriftInput, run_drift
 
 DIM = 384
 BASE_WEIGHTS = np.array([0.22, 0.18, 0.14, 0.12, 0.10, 0.09, 0.08, 0.07])

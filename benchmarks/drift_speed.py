@@ -3,7 +3,7 @@
 Builds two synthetic windows (default 50,000 interactions each: 384-d embeddings, six numeric
 columns, three rates, ratings with timestamps and texts; the generator of
 ``drift_calibration.py`` with its small shift in the current window), then times
-``checks.drift.run_drift`` end to end, and each test on its own, and prints the process's
+``evalwatch.checks.drift.run_drift`` end to end, and each test on its own, and prints the process's
 peak RSS. Goal: the whole report in under 5 s and under 1.5 GB on 2 CPU cores.
 
 Run: ``python benchmarks/drift_speed.py [--n 50000] [--threads 2] [--repeat 3]`` (about
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drift_calibration import SMALL_SHIFT, World, make_window
 
-from checks import drift
+from evalwatch.checks import drift
 
 
 def peak_rss_mb() -> float:

@@ -67,10 +67,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 import sqlalchemy as sa
 
-from evaluators.base import BaseEvaluator, Sample
-from evaluators.runner import DEFAULT_CHUNK_SIZE, run_evaluation
-from storage.db import make_engine, upgrade
-from storage.repo import create_run, insert_interactions
+from evalwatch.evaluators.base import BaseEvaluator, Sample
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, run_evaluation
+from evalwatch.storage.db import make_engine, upgrade
+from evalwatch.storage.repo import create_run, insert_interactions
 
 WORDS = [
     "the",
@@ -451,7 +451,7 @@ def bench_embedding(
     template: Path,
     workdir: Path,
 ) -> dict[str, Any]:
-    from evaluators.embedding import EmbeddingEvaluator
+    from evalwatch.evaluators.embedding import EmbeddingEvaluator
 
     ev = EmbeddingEvaluator(device=device, batch_size=batch_size)
     t = time.perf_counter()
@@ -517,7 +517,7 @@ def bench_toxicity(
 ) -> dict[str, Any]:
     import numpy as np
 
-    from evaluators.toxicity import ToxicityEvaluator
+    from evalwatch.evaluators.toxicity import ToxicityEvaluator
 
     ev = ToxicityEvaluator(
         backend="detoxify",
@@ -592,7 +592,7 @@ def bench_toxicity_embedded(
 ) -> dict[str, Any]:
     from profanity_check import predict_prob
 
-    from evaluators.toxicity import ToxicityEvaluator
+    from evalwatch.evaluators.toxicity import ToxicityEvaluator
 
     ev = ToxicityEvaluator(backend="alt-profanity-check", batch_size=batch_size)
     t = time.perf_counter()
@@ -659,7 +659,7 @@ def bench_toxicity_embedded(
 
 def bench_minilm_lengths(device: str, n: int, repeats: int, seed: int) -> None:
     """Raw MiniLM encode rate on short and on long texts, with the load average beside each."""
-    from evaluators.embedding import EmbeddingEvaluator
+    from evalwatch.evaluators.embedding import EmbeddingEvaluator
 
     ev = EmbeddingEvaluator(device=device)
     ev.load()
@@ -749,7 +749,7 @@ def _peak_rss_mb() -> float:
 def rss_child(
     db: Path, evaluators: list[str], options: dict[str, dict[str, Any]], chunk: int
 ) -> None:
-    from evaluators.base import create_evaluator
+    from evalwatch.evaluators.base import create_evaluator
 
     proc = psutil.Process()
     engine = make_engine(f"sqlite:///{db}")
@@ -936,8 +936,8 @@ def main() -> None:
 
     import torch
 
-    from evaluators.profiling import resolve_device
-    from evaluators.toxicity import build_random_checkpoint
+    from evalwatch.evaluators.profiling import resolve_device
+    from evalwatch.evaluators.toxicity import build_random_checkpoint
 
     device = resolve_device(args.device)
     cuda = device.startswith("cuda")

@@ -39,13 +39,13 @@ def child(n: int, batch_size: int, folder: Path, evaluators: list[str]) -> dict[
     import psutil
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.ingest.pipeline import ingest
+    from evalwatch.runs.traffic import TrafficParams
     from evalwatch.settings import Settings
-    from flows.traffic import evaluate_traffic
-    from ingest.pipeline import ingest
-    from runs.traffic import TrafficParams
+    from evalwatch.storage.db import get_engine
+    from evalwatch.storage.models import EvaluatorProfile
     from scripts.generate_sample_data import generate_traffic
-    from storage.db import get_engine
-    from storage.models import EvaluatorProfile
 
     data = folder / "traffic.jsonl"
     with data.open("w") as fh:

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from checks.policy import GatePolicy, MetricPolicy
-from checks.regression import compare_paired
+from evalwatch.checks.policy import GatePolicy, MetricPolicy
+from evalwatch.checks.regression import compare_paired
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluators.base import BaseEvaluator, Sample
-from evaluators.runner import run_evaluation
-from storage.db import make_engine, upgrade
-from storage.models import EvaluatorProfile
-from storage.repo import create_run, insert_interactions
+from evalwatch.evaluators.base import BaseEvaluator, Sample
+from evalwatch.evaluators.runner import run_evaluation
+from evalwatch.storage.db import make_engine, upgrade
+from evalwatch.storage.models import EvaluatorProfile
+from evalwatch.storage.repo import create_run, insert_interactions
 
 _VOCAB = [
     "the",
@@ -234,9 +234,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from evaluators.embedding import EmbeddingEvaluator
-    from evaluators.profiling import resolve_device
-    from evaluators.toxicity import ToxicityEvaluator, build_random_checkpoint
+    from evalwatch.evaluators.embedding import EmbeddingEvaluator
+    from evalwatch.evaluators.profiling import resolve_device
+    from evalwatch.evaluators.toxicity import ToxicityEvaluator, build_random_checkpoint
 
     device = resolve_device(args.device)
     cuda = device.startswith("cuda")

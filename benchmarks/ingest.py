@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from evalwatch.ingest.pipeline import ingest  # noqa: E402
 from evalwatch.settings import IngestSettings, Settings  # noqa: E402
-from ingest.pipeline import ingest  # noqa: E402
-from storage.db import make_engine, upgrade  # noqa: E402
+from evalwatch.storage.db import make_engine, upgrade  # noqa: E402
 
 COLUMNS = [
     "request_id", "ts", "app", "model_name", "model_version", "prompt", "response", "context",

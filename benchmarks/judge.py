@@ -31,10 +31,10 @@ from typing import Any
 # must not shadow it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluators.base import Sample
-from evaluators.judge import JudgeEvaluator
+from evalwatch.evaluators.base import Sample
+from evalwatch.evaluators.judge import JudgeEvaluator
 from evalwatch.settings import JudgeSettings
-from storage.models import ScoreStatus
+from evalwatch.storage.models import ScoreStatus
 
 _ITEM = re.compile(r"<<<RESPONSE\nbenchmark item (\d+) ")
 

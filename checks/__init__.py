@@ -1,7 +1,8 @@
 """Checks on evalwatch's data: validation, drift, anomalies, the regression gate, alert rules.
 
 Every statistic here is a pure function (arrays in, pydantic results out, no I/O). The public
-names are re-exported lazily, so ``import checks.rules`` does not pay for scipy and sklearn.
+names are re-exported lazily, so ``import evalwatch.checks.rules`` does not pay for scipy and
+sklearn.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "checks.validation": (
+    "evalwatch.checks.validation": (
         "ValidationEngineError",
         "validate_feedback",
         "validate_feedback_rows",
         "validate_traffic",
         "validate_traffic_rows",
     ),
-    "checks.drift": (
+    "evalwatch.checks.drift": (
         "DriftConfig",
         "DriftInput",
         "DriftReport",
@@ -25,8 +26,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "benjamini_hochberg",
         "run_drift",
     ),
-    "checks.anomaly": ("AnomalyPoint", "AnomalyReport", "aggregate_series", "detect_anomalies"),
-    "checks.policy": (
+    "evalwatch.checks.anomaly": (
+        "AnomalyPoint",
+        "AnomalyReport",
+        "aggregate_series",
+        "detect_anomalies",
+    ),
+    "evalwatch.checks.policy": (
         "GateInputError",
         "GatePolicy",
         "MetricPolicy",
@@ -34,7 +40,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "default_policy",
         "load_policy",
     ),
-    "checks.regression": (
+    "evalwatch.checks.regression": (
         "GateReport",
         "MetricComparison",
         "check_comparable",
@@ -44,7 +50,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "run_canary",
         "run_gate",
     ),
-    "checks.rules": ("Rule", "RulesError", "RulesFile", "check_rules", "load_rules"),
+    "evalwatch.checks.rules": ("Rule", "RulesError", "RulesFile", "check_rules", "load_rules"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

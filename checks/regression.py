@@ -65,7 +65,13 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, Field
 from scipy import optimize, special, stats
 
-from checks.policy import GateInputError, GatePolicy, MetricKind, MetricPolicy, default_policy
+from evalwatch.checks.policy import (
+    GateInputError,
+    GatePolicy,
+    MetricKind,
+    MetricPolicy,
+    default_policy,
+)
 
 __all__ = [
     "Decision",
@@ -1684,7 +1690,7 @@ def check_comparable(
         >>> check_comparable({"dataset_version": "3"}, {"dataset_version": "4"})
         Traceback (most recent call last):
         ...
-        checks.policy.GateInputError: baseline and candidate are not comparable:
+        evalwatch.checks.policy.GateInputError: baseline and candidate are not comparable:
           - dataset_version: baseline '3', candidate '4'
     """
     diffs: list[str] = []

@@ -4,7 +4,7 @@ A rule watches one *selector* (an evaluator metric, a traffic field, a drift, an
 verdict, judge agreement, the evaluators' error rate or a run's cost), aggregates its items
 over a *window*, compares the aggregate with a threshold and, when enough consecutive windows
 breach, opens an alert. Everything here is pure: no database, no network, no clock. The store
-reads the values (:mod:`storage.alerts`) and :mod:`alerting` ties the two together.
+reads the values (:mod:`evalwatch.storage.alerts`) and :mod:`alerting` ties the two together.
 
 The schema is documented in ``docs/alert-rules.md``; the shipped defaults are in
 ``checks/rules/default.yaml``.

@@ -269,7 +269,7 @@ def coerce_traffic(values: Sequence[Any]) -> Coerced:
     :data:`MAX_ID_CHARS`, NUL characters in text, token counts beyond a 32-bit integer.
 
     Args:
-        values: Parsed rows, keyed as :func:`ingest.readers.normalise_keys` returns them;
+        values: Parsed rows, keyed as :func:`evalwatch.ingest.readers.normalise_keys` returns them;
             anything that is not a dict is rejected as a whole.
 
     Returns:

@@ -4,7 +4,7 @@ Importing this package registers the built-in evaluators. Their heavy libraries 
 sentence-transformers, detoxify) load only when an evaluator is loaded.
 """
 
-from evaluators.base import (
+from evalwatch.evaluators.base import (
     ENTRY_POINT_GROUP,
     BaseEvaluator,
     BatchResult,
@@ -22,17 +22,22 @@ from evaluators.base import (
     load_entry_points,
     register_evaluator,
 )
-from evaluators.embedding import EmbeddingConfig, EmbeddingEvaluator
-from evaluators.heuristics import HeuristicsConfig, HeuristicsEvaluator
-from evaluators.profiling import Profiler
-from evaluators.runner import RunResult, run_evaluation
-from evaluators.summary import MetricAccumulator, MetricSummary, ScoreSummarizer, summarize
-from evaluators.toxicity import ToxicityConfig, ToxicityEvaluator
+from evalwatch.evaluators.embedding import EmbeddingConfig, EmbeddingEvaluator
+from evalwatch.evaluators.heuristics import HeuristicsConfig, HeuristicsEvaluator
+from evalwatch.evaluators.profiling import Profiler
+from evalwatch.evaluators.runner import RunResult, run_evaluation
+from evalwatch.evaluators.summary import (
+    MetricAccumulator,
+    MetricSummary,
+    ScoreSummarizer,
+    summarize,
+)
+from evalwatch.evaluators.toxicity import ToxicityConfig, ToxicityEvaluator
 
 try:
-    import evaluators.judge  # noqa: F401  (registers "judge" once that module exists)
+    import evalwatch.evaluators.judge  # noqa: F401  (registers "judge" once that module exists)
 except ModuleNotFoundError as _exc:
-    if _exc.name != "evaluators.judge":
+    if _exc.name != "evalwatch.evaluators.judge":
         raise
 
 __all__ = [

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from storage.models import ScoreStatus
+from evalwatch.storage.models import ScoreStatus
 
 __all__ = [
     "DEFAULT_EVALUATORS",
@@ -330,7 +330,7 @@ def load_entry_points() -> list[str]:
 
 def _ensure_builtins() -> None:
     # Importing the package registers the built-in evaluators.
-    import evaluators  # noqa: F401
+    import evalwatch.evaluators  # noqa: F401
 
     if not _entry_points_loaded:
         load_entry_points()

@@ -27,13 +27,13 @@ from sklearn.metrics import cohen_kappa_score
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sqlalchemy.engine import Engine
 
-from evaluators.base import Sample
-from evaluators.judge import JudgeEvaluator
-from evaluators.pairwise import PairItem, judge_pairs
-from evaluators.rubrics import Rubric
+from evalwatch.evaluators.base import Sample
+from evalwatch.evaluators.judge import JudgeEvaluator
+from evalwatch.evaluators.pairwise import PairItem, judge_pairs
+from evalwatch.evaluators.rubrics import Rubric
 from evalwatch.files import read_input_text
-from storage.models import ScoreStatus
-from storage.repo import insert_judge_calibration
+from evalwatch.storage.models import ScoreStatus
+from evalwatch.storage.repo import insert_judge_calibration
 
 __all__ = [
     "CalibrationResult",

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from evaluators.base import (
+from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
@@ -29,8 +29,8 @@ from evaluators.base import (
     ScoreResult,
     register_evaluator,
 )
-from evaluators.profiling import resolve_device, resolve_dtype
-from storage.models import ScoreStatus
+from evalwatch.evaluators.profiling import resolve_device, resolve_dtype
+from evalwatch.storage.models import ScoreStatus
 
 __all__ = ["DEFAULT_MODEL_ID", "EmbeddingConfig", "EmbeddingEvaluator", "default_model_path"]
 

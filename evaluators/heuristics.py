@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from evaluators.base import (
+from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
@@ -30,8 +30,8 @@ from evaluators.base import (
     ScoreResult,
     register_evaluator,
 )
-from ingest.redact import PII_KINDS, Redactor
-from storage.models import ScoreStatus
+from evalwatch.ingest.redact import PII_KINDS, Redactor
+from evalwatch.storage.models import ScoreStatus
 
 __all__ = ["DEFAULT_REFUSAL_PHRASES", "HeuristicsConfig", "HeuristicsEvaluator"]
 

@@ -8,8 +8,8 @@ the raw output when the judge answered but not validly); calls not made because 
 budget was reached are ``skipped`` with reason ``"budget"``.
 
 Modes: ``single`` grades each response; ``pairwise`` compares it with a baseline answer
-(``sample.meta["baseline_response"]``) in both orders (see :mod:`evaluators.pairwise`).
-Several ``models`` make a jury (see :mod:`evaluators.jury`).
+(``sample.meta["baseline_response"]``) in both orders (see :mod:`evalwatch.evaluators.pairwise`).
+Several ``models`` make a jury (see :mod:`evalwatch.evaluators.jury`).
 
 Endpoint, key, timeouts and concurrency come from :class:`evalwatch.settings.JudgeSettings`
 (``EVALWATCH_JUDGE__*``, falling back to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``). The key
@@ -27,7 +27,7 @@ from openai import AsyncOpenAI
 from pydantic import Field, model_validator
 from sqlalchemy.engine import Engine
 
-from evaluators.base import (
+from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
@@ -36,7 +36,7 @@ from evaluators.base import (
     ScoreResult,
     register_evaluator,
 )
-from evaluators.judge_client import (
+from evalwatch.evaluators.judge_client import (
     ClientOptions,
     CostEstimate,
     JudgeClient,
@@ -46,8 +46,8 @@ from evaluators.judge_client import (
     estimate_cost,
     make_openai_client,
 )
-from evaluators.jury import aggregate_scores
-from evaluators.pairwise import (
+from evalwatch.evaluators.jury import aggregate_scores
+from evalwatch.evaluators.pairwise import (
     Order,
     PairItem,
     PairResult,
@@ -56,11 +56,11 @@ from evaluators.pairwise import (
     pair_requests,
     resolve_pairs,
 )
-from evaluators.rubrics import Rubric, RubricError, build_messages, load_rubrics
+from evalwatch.evaluators.rubrics import Rubric, RubricError, build_messages, load_rubrics
+from evalwatch.ingest.redact import Redactor
 from evalwatch.settings import JudgeSettings, get_settings
-from ingest.redact import Redactor
-from storage.models import ScoreStatus
-from storage.repo import get_judge_cache
+from evalwatch.storage.models import ScoreStatus
+from evalwatch.storage.repo import get_judge_cache
 
 __all__ = ["ENDPOINT_HINT", "JudgeConfig", "JudgeEvaluator", "endpoint_configured"]
 

@@ -43,9 +43,9 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy.engine import Engine
 
-from evaluators.rubrics import RubricScale, verdict_response_format
-from storage.models import ScoreStatus
-from storage.repo import content_hash, get_judge_cache, put_judge_cache
+from evalwatch.evaluators.rubrics import RubricScale, verdict_response_format
+from evalwatch.storage.models import ScoreStatus
+from evalwatch.storage.repo import content_hash, get_judge_cache, put_judge_cache
 
 __all__ = [
     "ClientOptions",

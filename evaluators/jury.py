@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from evaluators.rubrics import RubricScale
+from evalwatch.evaluators.rubrics import RubricScale
 
 __all__ = ["JuryOutcome", "JuryScore", "aggregate_outcomes", "aggregate_scores"]
 

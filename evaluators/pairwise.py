@@ -3,7 +3,8 @@
 Every pair is judged twice, candidate shown first and baseline shown first. A verdict that
 flips with the order is position bias, not preference: the pair counts as a tie, and the
 share of such pairs is reported as the position-inconsistency rate. The per-item
-win/tie/loss verdicts feed the regression gate (:func:`checks.regression.compare_pairwise`).
+win/tie/loss verdicts feed the regression gate
+(:func:`evalwatch.checks.regression.compare_pairwise`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from evaluators.judge_client import JudgeClient, JudgeOutcome, JudgeRequest, RunStats
-from evaluators.jury import aggregate_outcomes
-from evaluators.rubrics import Rubric, build_pairwise_messages
-from storage.models import ScoreStatus
+from evalwatch.evaluators.judge_client import JudgeClient, JudgeOutcome, JudgeRequest, RunStats
+from evalwatch.evaluators.jury import aggregate_outcomes
+from evalwatch.evaluators.rubrics import Rubric, build_pairwise_messages
+from evalwatch.storage.models import ScoreStatus
 
 __all__ = [
     "Order",

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from storage.models import EvaluatorProfile
+from evalwatch.storage.models import EvaluatorProfile
 
 __all__ = ["Profiler", "cuda_available", "resolve_device", "resolve_dtype"]
 

@@ -35,11 +35,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.engine import Engine
 
-from evaluators.base import BaseEvaluator, BatchResult, EvaluatorUnavailable, Sample, ScoreResult
-from evaluators.profiling import Profiler
-from evaluators.summary import MetricSummary, ScoreSummarizer
-from storage.membership import ScoreKey, link_run_scores, stored_scores
-from storage.models import (
+from evalwatch.evaluators.base import (
+    BaseEvaluator,
+    BatchResult,
+    EvaluatorUnavailable,
+    Sample,
+    ScoreResult,
+)
+from evalwatch.evaluators.profiling import Profiler
+from evalwatch.evaluators.summary import MetricSummary, ScoreSummarizer
+from evalwatch.storage.membership import ScoreKey, link_run_scores, stored_scores
+from evalwatch.storage.models import (
     DatasetItem,
     EvaluatorProfile,
     Interaction,
@@ -47,7 +53,7 @@ from storage.models import (
     RunStatus,
     ScoreStatus,
 )
-from storage.repo import (
+from evalwatch.storage.repo import (
     finish_run,
     iter_rows,
     scored_subject_ids,
@@ -496,9 +502,9 @@ def run_evaluation(
         Per-metric summaries overall and per model version, profiles, unavailable evaluators.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
-        >>> from storage.repo import create_run
-        >>> from evaluators.heuristics import HeuristicsEvaluator
+        >>> from evalwatch.storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.repo import create_run
+        >>> from evalwatch.evaluators.heuristics import HeuristicsEvaluator
         >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
         >>> run = create_run(eng, "traffic")
         >>> res = run_evaluation(eng, [HeuristicsEvaluator()], [], run_id=run.id, progress=False)

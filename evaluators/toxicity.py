@@ -5,7 +5,7 @@ Backends (option ``backend``):
 * ``detoxify`` (the primary one): detoxify's transformer classifiers. Metrics: the labels of
   the loaded model (for ``original``: toxicity, severe_toxicity, obscene, threat, insult,
   identity_attack; ``unbiased`` and ``multilingual`` add sexual_explicit), each a probability.
-* ``alt-profanity-check`` (embedded, see :mod:`evaluators._toxicity_embedded` for why this
+* ``alt-profanity-check`` (embedded, see :mod:`evalwatch.evaluators._toxicity_embedded` for why this
   model): a TF-IDF + linear SVM whose weights ship inside the pinned package, so it scores real
   text everywhere, offline, on a CPU. Metric: ``offensive``, a probability.
 * ``auto`` (the default): detoxify when its weights can be had, else the embedded model.
@@ -55,8 +55,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, TypeAdapter
 
-from evaluators import _toxicity_embedded as embedded
-from evaluators.base import (
+from evalwatch.evaluators import _toxicity_embedded as embedded
+from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
@@ -66,9 +66,9 @@ from evaluators.base import (
     ScoreResult,
     register_evaluator,
 )
-from evaluators.embedding import default_model_path
-from evaluators.profiling import resolve_device, resolve_dtype
-from storage.models import ScoreStatus
+from evalwatch.evaluators.embedding import default_model_path
+from evalwatch.evaluators.profiling import resolve_device, resolve_dtype
+from evalwatch.storage.models import ScoreStatus
 
 __all__ = [
     "EMBEDDED_BACKEND",

@@ -3,9 +3,9 @@
 Deployments for them are declared in ``prefect.yaml``.
 """
 
-from flows.dataset import evaluate_dataset
-from flows.gate import regression_gate
-from flows.overview import operations_overview
-from flows.traffic import evaluate_traffic
+from evalwatch.flows.dataset import evaluate_dataset
+from evalwatch.flows.gate import regression_gate
+from evalwatch.flows.overview import operations_overview
+from evalwatch.flows.traffic import evaluate_traffic
 
 __all__ = ["evaluate_dataset", "evaluate_traffic", "operations_overview", "regression_gate"]

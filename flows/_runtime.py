@@ -9,7 +9,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy.engine import Engine
 
 from evalwatch.settings import Settings, get_settings
-from storage.db import get_engine
+from evalwatch.storage.db import get_engine
 
 __all__ = ["artifact_key", "flow_settings", "make_task_runner", "prefect_failure", "store"]
 

@@ -17,15 +17,15 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 
-from evaluators.runner import run_evaluation
+from evalwatch.evaluators.runner import run_evaluation
+from evalwatch.flows._runtime import artifact_key, flow_settings, store
+from evalwatch.reporting.location import report_folder, report_url
+from evalwatch.reporting.run_report import metric_rows, run_markdown, write_run_html
+from evalwatch.runs.common import build_evaluators, merge_profiles, run_summary_from_store
+from evalwatch.runs.digest import digest_run
 from evalwatch.settings import Settings
-from flows._runtime import artifact_key, flow_settings, store
-from reporting.location import report_folder, report_url
-from reporting.run_report import metric_rows, run_markdown, write_run_html
-from runs.common import build_evaluators, merge_profiles, run_summary_from_store
-from runs.digest import digest_run
-from storage.models import RunStatus
-from storage.repo import finish_run
+from evalwatch.storage.models import RunStatus
+from evalwatch.storage.repo import finish_run
 
 __all__ = [
     "AlertRulesError",
@@ -193,7 +193,7 @@ def evaluate_alert_rules(run_id: int | None, database_url: str | None) -> list[d
     Raises:
         AlertRulesError: The rules could not be evaluated (the reason holds no URL or token).
     """
-    from alerting import evaluate_after_report
+    from evalwatch.alerting import evaluate_after_report
 
     logger = get_run_logger()
     alerts, error = evaluate_after_report(store(database_url), run_id)

@@ -8,9 +8,14 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as prefect_flow_run
 from prefect.states import State
 
-from flows._runtime import flow_settings, make_task_runner, store
-from flows._tasks import evaluate_alert_rules, evaluate_in_batches, fail_run, finish_and_report
-from runs.dataset import DatasetParams, DatasetRunError, prepare_dataset_run
+from evalwatch.flows._runtime import flow_settings, make_task_runner, store
+from evalwatch.flows._tasks import (
+    evaluate_alert_rules,
+    evaluate_in_batches,
+    fail_run,
+    finish_and_report,
+)
+from evalwatch.runs.dataset import DatasetParams, DatasetRunError, prepare_dataset_run
 
 __all__ = ["evaluate_dataset", "prepare_outputs"]
 

@@ -7,9 +7,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows._runtime import artifact_key, flow_settings, store
-from flows._tasks import evaluate_alert_rules, publish_report
-from runs.drift import DriftParams, check_drift
+from evalwatch.flows._runtime import artifact_key, flow_settings, store
+from evalwatch.flows._tasks import evaluate_alert_rules, publish_report
+from evalwatch.runs.drift import DriftParams, check_drift
 
 __all__ = ["drift_check", "publish_drift_report", "run_drift_check"]
 

@@ -8,10 +8,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import State
 
-from checks.policy import GateInputError
-from flows._runtime import artifact_key, flow_settings, store
-from flows._tasks import evaluate_alert_rules
-from runs.gate import (
+from evalwatch.checks.policy import GateInputError
+from evalwatch.flows._runtime import artifact_key, flow_settings, store
+from evalwatch.flows._tasks import evaluate_alert_rules
+from evalwatch.runs.gate import (
     GateParams,
     GatePlan,
     GateSide,
@@ -134,7 +134,7 @@ def regression_gate(
         ``regressing_slices``, ``reasons``, the full ``report`` and the ``alerts``.
 
     Raises:
-        checks.policy.GateInputError: Bad input (what ``evalwatch gate`` exits 2 for).
+        evalwatch.checks.policy.GateInputError: Bad input (what ``evalwatch gate`` exits 2 for).
         RuntimeError: ``fail_on_regression`` and the gate did not pass.
     """
     logger = get_run_logger()

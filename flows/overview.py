@@ -8,9 +8,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows._runtime import artifact_key, flow_settings, store
-from flows._tasks import publish_report
-from reporting.location import report_folder
+from evalwatch.flows._runtime import artifact_key, flow_settings, store
+from evalwatch.flows._tasks import publish_report
+from evalwatch.reporting.location import report_folder
 
 __all__ = ["operations_overview"]
 
@@ -19,8 +19,8 @@ __all__ = ["operations_overview"]
 def build_overview(days: float, until: datetime | None, database_url: str | None) -> dict[str, Any]:
     """Load the window, publish the markdown artifact and write the HTML page."""
     from evalwatch.commands.report import overview_window
-    from reporting.overview import overview_html, overview_markdown
-    from storage.overview import load_overview
+    from evalwatch.reporting.overview import overview_html, overview_markdown
+    from evalwatch.storage.overview import load_overview
 
     settings = flow_settings(database_url)
     engine = store(database_url)

@@ -7,14 +7,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as prefect_flow_run
 
-from flows._runtime import flow_settings, make_task_runner, store
-from flows._tasks import (
+from evalwatch.flows._runtime import flow_settings, make_task_runner, store
+from evalwatch.flows._tasks import (
     evaluate_alert_rules,
     evaluate_in_batches,
     fail_run,
     finish_and_report,
 )
-from runs.traffic import TrafficParams, prepare_traffic_run
+from evalwatch.runs.traffic import TrafficParams, prepare_traffic_run
 
 __all__ = ["evaluate_traffic", "prepare"]
 

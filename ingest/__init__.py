@@ -1,7 +1,7 @@
 """Getting data in: input readers, the redactor, the ingest pipeline and test-set loading.
 
-Public names are re-exported lazily, so ``import ingest.redact`` (used by evaluators and the
-judge) does not pay for Great Expectations.
+Public names are re-exported lazily, so ``import evalwatch.ingest.redact`` (used by evaluators
+and the judge) does not pay for Great Expectations.
 """
 
 from __future__ import annotations
@@ -10,10 +10,15 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "ingest.datasets": ("load_dataset", "load_outputs"),
-    "ingest.pipeline": ("IngestResult", "RowOutcome", "ingest"),
-    "ingest.readers": ("RawRecord", "SourceReader", "UnreadableFileError", "normalise_keys"),
-    "ingest.redact": ("Redactor",),
+    "evalwatch.ingest.datasets": ("load_dataset", "load_outputs"),
+    "evalwatch.ingest.pipeline": ("IngestResult", "RowOutcome", "ingest"),
+    "evalwatch.ingest.readers": (
+        "RawRecord",
+        "SourceReader",
+        "UnreadableFileError",
+        "normalise_keys",
+    ),
+    "evalwatch.ingest.redact": ("Redactor",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

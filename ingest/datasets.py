@@ -1,6 +1,7 @@
 """Test sets and model outputs: load a test-set file as a dataset version, and predictions.
 
-A test-set version is the content hash of its items (:func:`storage.repo.register_dataset`):
+A test-set version is the content hash of its items
+(:func:`evalwatch.storage.repo.register_dataset`):
 loading identical content again returns the same version, changed content makes a new one.
 Items that cannot be used (no id, no input, wrong types, a repeated id) go to quarantine with
 every reason; the rest form the version.
@@ -23,8 +24,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from checks.validation import MAX_ID_CHARS, MAX_INT, reason_key
-from ingest.readers import (
+from evalwatch.checks.validation import MAX_ID_CHARS, MAX_INT, reason_key
+from evalwatch.ingest.readers import (
     DATASET_ALIASES,
     EXTRA_KEY,
     PREDICTION_ALIASES,
@@ -32,8 +33,8 @@ from ingest.readers import (
     SourceReader,
     normalise_keys,
 )
-from storage.models import Dataset
-from storage.repo import (
+from evalwatch.storage.models import Dataset
+from evalwatch.storage.repo import (
     dataset_items,
     get_dataset,
     insert_model_outputs,
@@ -142,7 +143,7 @@ def _key(value: Any, name: str, why: list[str]) -> str | None:
 
 
 def check_item(value: Any) -> tuple[dict[str, Any] | None, list[str]]:
-    """One test-set item in the form :func:`storage.repo.register_dataset` takes, or reasons.
+    """One test-set item as :func:`evalwatch.storage.repo.register_dataset` takes it, or reasons.
 
     Args:
         value: A parsed row (any aliases already resolved).
@@ -283,11 +284,11 @@ def load_dataset(
         The version, whether it is new, and what was quarantined.
 
     Raises:
-        ingest.readers.UnreadableFileError: If the file cannot be read.
+        evalwatch.ingest.readers.UnreadableFileError: If the file cannot be read.
 
     Examples:
         >>> import tempfile, pathlib
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> engine = make_engine(f"sqlite:///{d / 'store.db'}")
         >>> _ = upgrade(engine)
@@ -385,7 +386,7 @@ def read_outputs(
 
     Raises:
         KeyError: If the dataset (version) does not exist.
-        ingest.readers.UnreadableFileError: If the file cannot be read.
+        evalwatch.ingest.readers.UnreadableFileError: If the file cannot be read.
     """
     dataset = get_dataset(engine, name, version)
     if dataset is None or dataset.id is None:
@@ -473,6 +474,6 @@ def load_outputs(
 
     Raises:
         KeyError: If the dataset (version) does not exist.
-        ingest.readers.UnreadableFileError: If the file cannot be read.
+        evalwatch.ingest.readers.UnreadableFileError: If the file cannot be read.
     """
     return store_outputs_file(engine, read_outputs(engine, path, name, version, fmt))

@@ -2,7 +2,8 @@
 
 Each file is processed in chunks of ``settings.ingest.chunk_size`` rows. A chunk is read and
 normalised (field aliases, types), its rows get their request ids (a stable content-derived id
-where the file has none), it is validated (:mod:`checks.validation`, Great Expectations), and
+where the file has none), it is validated (:mod:`evalwatch.checks.validation`, Great Expectations),
+and
 then, in its own transactions,
 
 * valid rows are redacted (unless turned off), user and session ids replaced by keyed hashes
@@ -53,7 +54,7 @@ from rich.progress import (
 )
 from sqlalchemy.engine import Engine
 
-from checks.validation import (
+from evalwatch.checks.validation import (
     coerce_feedback,
     coerce_traffic,
     reason_key,
@@ -61,8 +62,7 @@ from checks.validation import (
     validate_traffic_rows,
     warm_up,
 )
-from evalwatch.settings import Settings, get_settings
-from ingest.readers import (
+from evalwatch.ingest.readers import (
     FEEDBACK_ALIASES,
     FEEDBACK_FIELDS,
     TRAFFIC_ALIASES,
@@ -71,9 +71,10 @@ from ingest.readers import (
     SourceReader,
     normalise_keys,
 )
-from ingest.redact import Redactor, mask
-from storage.models import Feedback
-from storage.repo import (
+from evalwatch.ingest.redact import Redactor, mask
+from evalwatch.settings import Settings, get_settings
+from evalwatch.storage.models import Feedback
+from evalwatch.storage.repo import (
     insert_feedback,
     insert_ignore,
     insert_interactions,
@@ -666,7 +667,7 @@ def ingest(
 
     Args:
         engine: The store (migrated).
-        paths: Input files (JSONL, CSV, Parquet, OTLP JSON; see :mod:`ingest.readers`).
+        paths: Input files (JSONL, CSV, Parquet, OTLP JSON; see :mod:`evalwatch.ingest.readers`).
         kind: ``traffic`` rows, or ``feedback`` rows keyed by request id.
         fmt: ``auto`` (by name and content) or a format for every file.
         settings: Settings (default: the process settings).
@@ -684,12 +685,12 @@ def ingest(
         The counts (and outcomes when asked for).
 
     Raises:
-        ingest.readers.UnreadableFileError: If a file cannot be opened or read; chunks already
-            committed stay stored.
+        evalwatch.ingest.readers.UnreadableFileError: If a file cannot be opened or read; chunks
+            already committed stay stored.
 
     Examples:
         >>> import tempfile, pathlib
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> engine = make_engine(f"sqlite:///{d / 'store.db'}")
         >>> _ = upgrade(engine)

@@ -25,7 +25,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from evalwatch.files import InputFileError, check_input_file
-from ingest import otel
+from evalwatch.ingest import otel
 
 __all__ = [
     "DATASET_ALIASES",

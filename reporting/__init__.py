@@ -1,6 +1,6 @@
 """Reports a person reads: self-contained HTML pages and Prefect markdown artifacts."""
 
-from reporting.run_report import (
+from evalwatch.reporting.run_report import (
     metric_rows,
     profile_rows,
     render_run_html,

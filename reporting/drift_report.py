@@ -1,7 +1,7 @@
 """The HTML drift report: what moved, baseline vs current distributions, topics, anomalies.
 
 A self-contained page (inline PNG plots, no scripts) built from a
-:class:`runs.drift.DriftOutcome`:
+:class:`evalwatch.runs.drift.DriftOutcome`:
 
 * a summary that leads with what moved and by how much, per scope;
 * overlaid baseline and current histograms of the numeric columns that moved;
@@ -29,12 +29,12 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
-from checks.drift import DriftTestResult, format_p
-from reporting.page import html_page, html_table, img, section
-from reporting.plots import figure_to_data_uri, grid, panel_titles
+from evalwatch.checks.drift import DriftTestResult, format_p
+from evalwatch.reporting.page import html_page, html_table, img, section
+from evalwatch.reporting.plots import figure_to_data_uri, grid, panel_titles
 
 if TYPE_CHECKING:
-    from runs.drift import AnomalySeries, DriftOutcome, ScopeResult
+    from evalwatch.runs.drift import AnomalySeries, DriftOutcome, ScopeResult
 
 __all__ = [
     "anomaly_series_png",

@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from reporting.page import html_page, html_table, img, section
-from reporting.plots import figure_to_data_uri
-from storage.overview import FINDING_VERDICTS, OverviewData
+from evalwatch.reporting.page import html_page, html_table, img, section
+from evalwatch.reporting.plots import figure_to_data_uri
+from evalwatch.storage.overview import FINDING_VERDICTS, OverviewData
 
 __all__ = ["OverviewTables", "build_tables", "drift_line", "overview_html", "overview_markdown"]
 

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from evaluators.summary import MetricSummary
+from evalwatch.evaluators.summary import MetricSummary
 
 __all__ = [
     "distributions_png",

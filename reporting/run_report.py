@@ -8,13 +8,13 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from evaluators.summary import MetricSummary
-from reporting.page import html_page, html_table, img, section
-from reporting.plots import distributions_png, group_comparison_png, over_time_png
-from runs.digest import RunDigest, digest_run
-from storage.frames import score_texts
-from storage.models import EvalRun
-from storage.repo import get_run, run_profiles
+from evalwatch.evaluators.summary import MetricSummary
+from evalwatch.reporting.page import html_page, html_table, img, section
+from evalwatch.reporting.plots import distributions_png, group_comparison_png, over_time_png
+from evalwatch.runs.digest import RunDigest, digest_run
+from evalwatch.storage.frames import score_texts
+from evalwatch.storage.models import EvalRun
+from evalwatch.storage.repo import get_run, run_profiles
 
 __all__ = [
     "metric_rows",

@@ -3,16 +3,21 @@
 The CLI calls them directly and the Prefect flows compose the same steps as tasks.
 """
 
-from runs.canary import CanaryParams, compare_versions
-from runs.common import (
+from evalwatch.runs.canary import CanaryParams, compare_versions
+from evalwatch.runs.common import (
     build_evaluators,
     evaluator_provenance,
     merge_profiles,
     run_summary_from_store,
 )
-from runs.dataset import DatasetParams, DatasetRunError, evaluate_dataset, prepare_dataset_run
-from runs.gate import GateParams, run_gate_job
-from runs.traffic import PreparedRun, TrafficParams, evaluate_traffic, prepare_traffic_run
+from evalwatch.runs.dataset import (
+    DatasetParams,
+    DatasetRunError,
+    evaluate_dataset,
+    prepare_dataset_run,
+)
+from evalwatch.runs.gate import GateParams, run_gate_job
+from evalwatch.runs.traffic import PreparedRun, TrafficParams, evaluate_traffic, prepare_traffic_run
 
 __all__ = [
     "CanaryParams",

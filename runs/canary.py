@@ -2,13 +2,13 @@
 
 During a progressive rollout the current version (``model_a``) and the canary
 (``model_b``) answer different requests of the same window, so the comparison is unpaired
-(:func:`checks.regression.run_canary`): per metric, the stored scores of each version's
+(:func:`evalwatch.checks.regression.run_canary`): per metric, the stored scores of each version's
 interactions (every evaluator metric, whichever run wrote it), the traffic fields
 (``latency_ms``, ``cost``; ``input_tokens`` and ``output_tokens`` when the policy lists
 them), and user feedback (``feedback.rating``, ``feedback.thumbs_up``). Pass/fail metrics
 such as ``heuristics.refusal`` are compared as rates. The policy's margins, rule and Holm
 correction are the gate's, and built-in metrics get their direction from
-:data:`runs.gate.BUILTIN_METRICS`.
+:data:`evalwatch.runs.gate.BUILTIN_METRICS`.
 
 The outcome is stored as a ``regression_reports`` row of kind ``canary`` and the alert rules
 are evaluated after it, so a rule on ``gate.verdict`` with ``scope: {kind: canary}`` can
@@ -25,24 +25,24 @@ import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import Engine
 
-from checks.policy import (
+from evalwatch.checks.policy import (
     GateInputError,
     GatePolicy,
     default_policy,
     load_policy,
     policy_from_mapping,
 )
-from checks.regression import run_canary
-from runs.drift import _ceil_hour as ceil_hour  # the anchor drift uses, kept in one place
-from runs.gate import GateOutcome, effective_policy, select_metrics, store_gate_report
-from storage.frames import (
+from evalwatch.checks.regression import run_canary
+from evalwatch.runs.drift import _ceil_hour as ceil_hour  # the anchor drift uses, kept in one place
+from evalwatch.runs.gate import GateOutcome, effective_policy, select_metrics, store_gate_report
+from evalwatch.storage.frames import (
     traffic_window_feedback_frame,
     traffic_window_frame,
     traffic_window_scores_frame,
 )
-from storage.models import ScoreStatus
-from storage.traffic_frame import newest_interaction_time
-from storage.windows import no_data_message
+from evalwatch.storage.models import ScoreStatus
+from evalwatch.storage.traffic_frame import newest_interaction_time
+from evalwatch.storage.windows import no_data_message
 
 __all__ = ["TRAFFIC_FIELDS", "CanaryParams", "canary_scores", "compare_versions"]
 
@@ -94,7 +94,7 @@ class CanaryParams(BaseModel):
 
         Examples:
             >>> from datetime import UTC, datetime, timedelta
-            >>> from storage.db import make_engine, upgrade
+            >>> from evalwatch.storage.db import make_engine, upgrade
             >>> e = make_engine("sqlite://"); _ = upgrade(e)
             >>> p = CanaryParams(app="a", model_a="1", model_b="2", window=timedelta(hours=1),
             ...                  until=datetime(2026, 11, 2, tzinfo=UTC))
@@ -164,7 +164,7 @@ def canary_scores(
 
     Raises:
         GateInputError: A version has no interaction of the app in the window (the message
-            ends with the no-data line of :func:`storage.windows.no_data_message`).
+            ends with the no-data line of :func:`evalwatch.storage.windows.no_data_message`).
     """
     start, end = params.bounds(engine, now)
     versions = (params.model_a, params.model_b)
@@ -233,13 +233,13 @@ def compare_versions(
 
     Examples:
         >>> from datetime import timedelta
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
         >>> p = CanaryParams(app="a", model_a="1", model_b="2", window=timedelta(hours=1))
         >>> compare_versions(eng, p, alerts=False)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        checks.policy.GateInputError: no interactions of app 'a' for version(s) '1', '2' stored...
+        evalwatch.checks.policy.GateInputError: no interactions of app 'a'...
     """
     policy = _policy(params)
     values, info = canary_scores(engine, params, now)
@@ -284,7 +284,7 @@ def compare_versions(
     events: list[dict[str, Any]] = []
     error = None
     if alerts:
-        from alerting import evaluate_after_report
+        from evalwatch.alerting import evaluate_after_report
 
         events, error = evaluate_after_report(engine)
     return GateOutcome(report, report_id, events, error)

@@ -7,13 +7,13 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from evaluators.base import BaseEvaluator, create_evaluator
-from evaluators.runner import RunResult
-from evaluators.summary import MetricSummary, summarize
+from evalwatch.evaluators.base import BaseEvaluator, create_evaluator
+from evalwatch.evaluators.runner import RunResult
+from evalwatch.evaluators.summary import MetricSummary, summarize
+from evalwatch.runs.digest import RunDigest, digest_run
 from evalwatch.settings import Settings
-from runs.digest import RunDigest, digest_run
-from storage.models import EvaluatorProfile
-from storage.repo import replace_profiles, run_profiles
+from evalwatch.storage.models import EvaluatorProfile
+from evalwatch.storage.repo import replace_profiles, run_profiles
 
 __all__ = [
     "adopt_stored_summary",

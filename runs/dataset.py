@@ -11,20 +11,20 @@ from pydantic import BaseModel, Field, model_validator
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
-from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
-from evalwatch.settings import Settings
-from ingest.datasets import ParsedOutputs, read_outputs, store_outputs_file
-from ingest.readers import UnreadableFileError
-from runs.common import (
+from evalwatch.evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
+from evalwatch.ingest.datasets import ParsedOutputs, read_outputs, store_outputs_file
+from evalwatch.ingest.readers import UnreadableFileError
+from evalwatch.runs.common import (
     adopt_stored_summary,
     build_evaluators,
     evaluator_provenance,
     merge_profiles,
 )
-from runs.generate import generate_outputs
-from storage.models import Dataset, RunStatus
-from storage.repo import (
+from evalwatch.runs.generate import generate_outputs
+from evalwatch.settings import Settings
+from evalwatch.storage.models import Dataset, RunStatus
+from evalwatch.storage.repo import (
     content_hash,
     create_run,
     dataset_items,

@@ -7,7 +7,8 @@ sample.
 Summaries, reports and artifacts of a run need aggregates, not every score: per-metric counts,
 means and intervals (overall and per group), a sample of values for the histograms, daily
 means for the trend, and a few extreme items to show. :class:`RunDigest` builds all of them
-from the run's scores read chunk by chunk (:func:`storage.frames.iter_run_scores`), so a run
+from the run's scores read chunk by chunk (:func:`evalwatch.storage.frames.iter_run_scores`), so a
+run
 of a million scores costs the same memory as one of ten thousand.
 """
 
@@ -20,9 +21,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from evaluators.runner import malloc_trimmer
-from evaluators.summary import MetricAccumulator, MetricSummary
-from storage.frames import iter_run_scores
+from evalwatch.evaluators.runner import malloc_trimmer
+from evalwatch.evaluators.summary import MetricAccumulator, MetricSummary
+from evalwatch.storage.frames import iter_run_scores
 
 __all__ = ["RunDigest", "digest_run"]
 
@@ -67,7 +68,7 @@ class RunDigest:
         return sum(len(ids) for ids in self._subjects.values())
 
     def add(self, chunk: pd.DataFrame) -> None:
-        """Fold in a chunk of :func:`storage.frames.run_scores_frame` rows (without texts)."""
+        """Fold in a chunk of :func:`evalwatch.storage.frames.run_scores_frame` rows (no texts)."""
         if chunk.empty:
             return
         self.n_scores += len(chunk)

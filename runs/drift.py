@@ -2,7 +2,8 @@
 
 :func:`check_drift` is the whole job (the CLI, the ``drift_check`` flow and ``make demo`` call
 it): resolve the current window and the baseline, load both from the store in one query per
-table, run :func:`checks.drift.run_drift` per scope, adjust every test of every scope as ONE
+table, run :func:`evalwatch.checks.drift.run_drift` per scope, adjust every test of every scope as
+ONE
 report, compute the anomaly series, and store one ``drift_reports`` row per test under one
 ``report_key``.
 
@@ -23,14 +24,17 @@ What is compared, per interaction:
 
 Scopes: ``overall`` (everything the ``apps`` / ``model_versions`` filters keep), then each app
 and each model version seen in either window (a dimension with a single value is not split,
-it would repeat ``overall``). ``checks.drift`` wants one Benjamini-Hochberg family per report:
-each scope's results are pooled and adjusted together by :func:`checks.drift.apply_verdicts`,
+it would repeat ``overall``). ``evalwatch.checks.drift`` wants one Benjamini-Hochberg family per
+report:
+each scope's results are pooled and adjusted together by
+:func:`evalwatch.checks.drift.apply_verdicts`,
 so the report-level false-alarm rate stays at ``alpha`` however many scopes there are (tests
 with insufficient data take no part). More scopes cost power, not validity.
 
 Anomalies: hourly (or daily) series of volume, p95 latency, cost (sum), mean response length,
 the evaluator error rate and every score metric's mean (or rate), over the current window and
-``anomaly_history_days`` before it, go through :func:`checks.anomaly.detect_anomalies`. Only
+``anomaly_history_days`` before it, go through :func:`evalwatch.checks.anomaly.detect_anomalies`.
+Only
 windows inside the current window, and complete (ended before ``now``), are judged. Each
 window's value gets a noise floor (``min_scale``) of its sampling error at the history's typical
 window size, and rates are judged on the variance-stabilising (Anscombe) arcsine scale, so a
@@ -44,7 +48,8 @@ anomalies are not part of the Benjamini-Hochberg family and do not set ``drift_f
 A numeric column holding one single value across both windows (a fixed price) is not tested:
 it cannot drift, and the float rounding of its mean would look like a shift.
 
-Loading is :func:`storage.traffic_frame.load_frame` (one streamed query per table into numpy
+Loading is :func:`evalwatch.storage.traffic_frame.load_frame` (one streamed query per table into
+numpy
 columns); this module holds no SQL.
 """
 
@@ -63,8 +68,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import Engine
 
-from checks.anomaly import AnomalyPoint, AnomalyReport, aggregate_series, detect_anomalies
-from checks.drift import (
+from evalwatch.checks.anomaly import AnomalyPoint, AnomalyReport, aggregate_series, detect_anomalies
+from evalwatch.checks.drift import (
     DriftConfig,
     DriftInput,
     DriftReport,
@@ -74,11 +79,11 @@ from checks.drift import (
     results_table,
     run_drift,
 )
-from checks.drift import apply_verdicts as _apply_verdicts
+from evalwatch.checks.drift import apply_verdicts as _apply_verdicts
 from evalwatch.settings import Settings
-from storage.models import utcnow
-from storage.repo import content_hash
-from storage.traffic_frame import (
+from evalwatch.storage.models import utcnow
+from evalwatch.storage.repo import content_hash
+from evalwatch.storage.traffic_frame import (
     TrafficFrame,
     insert_drift_rows,
     load_frame,
@@ -294,7 +299,7 @@ def resolve_windows(engine: Engine, params: DriftParams) -> tuple[TimeWindow, Ba
         DriftInputError: Nothing stored in the scope, an unknown run, or overlapping windows.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> p = DriftParams(current_end=datetime(2026, 11, 15, tzinfo=UTC), window="3d")
         >>> cur, base = resolve_windows(e, p)
@@ -355,7 +360,7 @@ def drift_input(
     unsafe_threshold: float = 0.5,
     columns: Sequence[str] | None = None,
 ) -> DriftInput:
-    """One window of a frame as the input of :func:`checks.drift.run_drift`.
+    """One window of a frame as the input of :func:`evalwatch.checks.drift.run_drift`.
 
     Args:
         frame: The loaded frame.
@@ -369,7 +374,7 @@ def drift_input(
         with their responses as texts (None when the window has none).
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> w = TimeWindow(start=datetime(2026, 11, 1, tzinfo=UTC),
         ...                end=datetime(2026, 11, 2, tzinfo=UTC))
@@ -496,7 +501,7 @@ class AnomalySeries:
     Attributes:
         scope: The scope.
         feature: Series name, e.g. ``volume``, ``latency_ms.p95``, ``refusal.rate``.
-        report: The windows and their verdicts (``checks.anomaly``).
+        report: The windows and their verdicts (``evalwatch.checks.anomaly``).
         counts: Events per window (aligned with ``report.points``).
         current: The current window.
         now: Windows ending after this are incomplete and not judged.
@@ -1129,7 +1134,7 @@ def check_drift(
         engine: The store.
         params: Windows, scopes and test settings.
         settings: Settings; ``html=True`` writes to the store's report folder
-            (:func:`reporting.location.report_folder`).
+            (:func:`evalwatch.reporting.location.report_folder`).
         html: Write the HTML report: ``True`` to the store's report folder, or a path.
         store: Write the ``drift_reports`` rows (one per test, one per anomaly series).
         now: The present: windows ending after it are not judged for anomalies.
@@ -1145,7 +1150,7 @@ def check_drift(
         DriftInputError: Bad windows, an unknown baseline run, or nothing stored.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> p = DriftParams(current_end=datetime(2026, 11, 15, tzinfo=UTC), window="3d")
         >>> out = check_drift(e, p, store=False)
@@ -1253,16 +1258,16 @@ def check_drift(
         outcome.n_rows_stored = store_outcome(engine, outcome)
         timings["store"] = time.perf_counter() - t0
         if alerts:
-            from alerting import evaluate_after_report
+            from evalwatch.alerting import evaluate_after_report
 
             t0 = time.perf_counter()
             outcome.alerts, outcome.alert_error = evaluate_after_report(engine)
             timings["alerts"] = time.perf_counter() - t0
     if html and not no_data:  # an HTML page of no tests would read as "no drift"
-        from reporting.drift_report import write_drift_html
+        from evalwatch.reporting.drift_report import write_drift_html
 
         if html is True:
-            from reporting.location import report_folder
+            from evalwatch.reporting.location import report_folder
 
             # The folder of the store this check read, whatever settings' default store is.
             base = (settings or Settings()).model_copy(update={"database_url": str(engine.url)})
@@ -1285,7 +1290,7 @@ def _no_data(
     base_rows: npt.NDArray[np.bool_],
 ) -> list[str]:
     """The no-data line of each window that holds no interactions (see storage.windows)."""
-    from storage.windows import no_data_message
+    from evalwatch.storage.windows import no_data_message
 
     apps, versions = params.apps, params.model_versions
     out = []

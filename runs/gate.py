@@ -12,16 +12,18 @@ calling it through ``EVALWATCH_TARGET__BASE_URL``) or, for the candidate, a pred
 2. :func:`evaluate_side` resolves one side to its outputs and runs whatever evaluation is
    missing, with the same evaluators and options on both sides.
 3. :func:`compare_sides` checks that both sides used the same test-set version and the same
-   evaluator versions and score-relevant options (:func:`checks.regression.check_comparable`),
+   evaluator versions and score-relevant options
+   (:func:`evalwatch.checks.regression.check_comparable`),
    gathers per-item scores by item key, re-judges judge metrics ``repeats`` times, asks the
-   pairwise judge when it is configured, runs :func:`checks.regression.run_gate`, and attaches
+   pairwise judge when it is configured, runs :func:`evalwatch.checks.regression.run_gate`, and
+   attaches
    both outputs and the evaluators' explanations to the items that regressed most.
 4. :func:`store_gate_report` stores a ``regression_reports`` row, and
-   :func:`alerting.evaluate_after_report`
+   :func:`evalwatch.alerting.evaluate_after_report`
    evaluates the alert rules so that a "gate failed" rule fires.
 
 :func:`run_gate_job` does all of it. Bad input of any kind raises
-:class:`checks.policy.GateInputError` (exit code 2).
+:class:`evalwatch.checks.policy.GateInputError` (exit code 2).
 
 Metric directions: the policy file sets margins, but a metric's direction and kind are facts
 about the metric. Built-in metrics the policy does not describe get them from
@@ -43,7 +45,7 @@ from pydantic import BaseModel, Field, model_validator
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from checks.policy import (
+from evalwatch.checks.policy import (
     GateInputError,
     GatePolicy,
     MetricPolicy,
@@ -51,32 +53,38 @@ from checks.policy import (
     load_policy,
     policy_from_mapping,
 )
-from checks.regression import GateReport, WorstItem, average_repeats, check_comparable, run_gate
-from evaluators.base import (
+from evalwatch.checks.regression import (
+    GateReport,
+    WorstItem,
+    average_repeats,
+    check_comparable,
+    run_gate,
+)
+from evalwatch.evaluators.base import (
     DEFAULT_EVALUATORS,
     BaseEvaluator,
     Sample,
     ScoreResult,
     score_options,
 )
-from evaluators.runner import DEFAULT_CHUNK_SIZE, run_evaluation
-from evalwatch.settings import Settings
-from runs.common import (
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, run_evaluation
+from evalwatch.runs.common import (
     build_evaluators,
     evaluator_provenance,
     merge_profiles,
     run_summary_from_store,
 )
-from runs.dataset import (
+from evalwatch.runs.dataset import (
     DatasetParams,
     DatasetRunError,
     check_dataset_run,
     evaluate_dataset,
     latest_outputs,
 )
-from storage.frames import output_scores_frame, run_scores_frame
-from storage.models import Dataset, DatasetItem, EvalRun, RunStatus, ScoreStatus
-from storage.repo import (
+from evalwatch.settings import Settings
+from evalwatch.storage.frames import output_scores_frame, run_scores_frame
+from evalwatch.storage.models import Dataset, DatasetItem, EvalRun, RunStatus, ScoreStatus
+from evalwatch.storage.repo import (
     content_hash,
     create_run,
     dataset_items,
@@ -400,7 +408,7 @@ def _dataset_run(engine: Engine, run_id: int, role: Role) -> tuple[EvalRun, Data
 
 
 def _dataset_by_id(engine: Engine, dataset_id: int) -> Dataset:
-    from storage.db import session_scope
+    from evalwatch.storage.db import session_scope
 
     with session_scope(engine) as s:
         ds = s.get(Dataset, dataset_id)
@@ -442,14 +450,14 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
             lists what differs).
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> from evalwatch.settings import Settings
         >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
         >>> plan_gate(eng, GateParams(dataset="qa", baseline_model="a", candidate_model="b"),
         ...           Settings())
         Traceback (most recent call last):
         ...
-        checks.policy.GateInputError: no test set 'qa'; load it with `evalwatch datasets load`
+        evalwatch.checks.policy.GateInputError: no test set 'qa'...
     """
     policy = _load_gate_policy(params)
     runs: dict[Role, tuple[EvalRun, Dataset]] = {}
@@ -1200,7 +1208,7 @@ def run_gate_job(
     events: list[dict[str, Any]] = []
     error = None
     if alerts:
-        from alerting import evaluate_after_report
+        from evalwatch.alerting import evaluate_after_report
 
         events, error = evaluate_after_report(engine)
     return GateOutcome(report, report_id, events, error)

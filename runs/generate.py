@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 import openai
 
-from evaluators.judge_client import PauseGate, cost_of, make_openai_client, retry_after_seconds
+from evalwatch.evaluators.judge_client import (
+    PauseGate,
+    cost_of,
+    make_openai_client,
+    retry_after_seconds,
+)
 from evalwatch.settings import TargetSettings
 
 __all__ = ["Generation", "generate_outputs"]

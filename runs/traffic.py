@@ -10,19 +10,19 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
-from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
-from evalwatch.settings import IngestSettings, Settings
-from runs.common import (
+from evalwatch.evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
+from evalwatch.runs.common import (
     adopt_stored_summary,
     build_evaluators,
     evaluator_provenance,
     merge_profiles,
 )
-from storage.models import Interaction, RunStatus
-from storage.repo import content_hash, create_run, finish_run, get_run_by_key, iter_rows
-from storage.sampling import SampleSpec, sample_interactions, window_holds_traffic
-from storage.windows import no_data_message
+from evalwatch.settings import IngestSettings, Settings
+from evalwatch.storage.models import Interaction, RunStatus
+from evalwatch.storage.repo import content_hash, create_run, finish_run, get_run_by_key, iter_rows
+from evalwatch.storage.sampling import SampleSpec, sample_interactions, window_holds_traffic
+from evalwatch.storage.windows import no_data_message
 
 __all__ = [
     "EmptySample",
@@ -82,7 +82,7 @@ def empty_sample_message(engine: Engine, spec: SampleSpec) -> str:
     """Why a sample is empty, in one line.
 
     An empty window gets the no-data line with the newest time the store holds
-    (:func:`storage.windows.no_data_message`); a window whose traffic the rate or
+    (:func:`evalwatch.storage.windows.no_data_message`); a window whose traffic the rate or
     ``unscored_by`` left out says that instead.
     """
     if window_holds_traffic(engine, spec):
@@ -223,7 +223,7 @@ def evaluate_traffic(
         EmptySample: ``require_subjects`` is set and nothing matches the sample.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
         >>> out = evaluate_traffic(eng, TrafficParams(evaluators=["heuristics"]), Settings(),
         ...                        progress=False)

@@ -27,9 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
-from storage.db import session_scope
-from storage.membership import run_score_ids, run_subject_ids
-from storage.models import (
+from evalwatch.storage.db import session_scope
+from evalwatch.storage.membership import run_score_ids, run_subject_ids
+from evalwatch.storage.models import (
     Alert,
     AlertState,
     DriftReportRow,
@@ -39,7 +39,7 @@ from storage.models import (
     RegressionReport,
     Score,
 )
-from storage.repo import insert_ignore
+from evalwatch.storage.repo import insert_ignore
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -111,7 +111,7 @@ class SeriesSpec:
 
 @dataclass(frozen=True)
 class AggSpec:
-    """An aggregation for the database: kind (as in ``checks.rules.Aggregation``) and argument.
+    """An aggregation for the database: kind (``evalwatch.checks.rules.Aggregation``), argument.
 
     ``comparison`` and ``threshold`` are used by ``any`` (items that breach are counted).
     """
@@ -315,7 +315,7 @@ def bucket_aggregates(
         ``start``.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> from datetime import UTC
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> t = datetime(2026, 1, 1, tzinfo=UTC)

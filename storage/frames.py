@@ -11,7 +11,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.models import DatasetItem, Feedback, Interaction, ModelOutput, RunScore, Score
+from evalwatch.storage.models import (
+    DatasetItem,
+    Feedback,
+    Interaction,
+    ModelOutput,
+    RunScore,
+    Score,
+)
 
 __all__ = [
     "iter_run_scores",
@@ -49,7 +56,7 @@ def run_scores_frame(engine: Engine, run_id: int, *, with_text: bool = True) -> 
     """Every score a run reports (its members: computed by it or reused) with what it is about.
 
     A large run's frame is large; summaries and reports use :func:`iter_run_scores` through
-    :class:`runs.digest.RunDigest` instead.
+    :class:`evalwatch.runs.digest.RunDigest` instead.
 
     Args:
         engine: The store.
@@ -76,7 +83,7 @@ def iter_run_scores(
     """A run's scores as frames of at most ``chunk_size`` rows (see :func:`run_scores_frame`).
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> list(iter_run_scores(e, 1))
         []

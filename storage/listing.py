@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from storage.models import EvalRun, Quarantine
+from evalwatch.storage.models import EvalRun, Quarantine
 
 __all__ = ["Page", "get_quarantined", "get_run", "list_quarantine", "list_runs"]
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from storage.models import RunScore, Score
+from evalwatch.storage.models import RunScore, Score
 
 __all__ = [
     "ScoreKey",

@@ -230,7 +230,8 @@ class Score(SQLModel, table=True):
     """One metric of one evaluator about one subject. ``value`` is None unless status is ok.
 
     A score is unique per subject, evaluator, version, score-relevant options
-    (``config_hash``, see ``evaluators.base.config_hash``) and metric: the same evaluator with
+    (``config_hash``, see ``evalwatch.evaluators.base.config_hash``) and metric: the same evaluator
+    with
     the same options never scores a subject twice, and other options give other scores. Which
     runs report a score is :class:`RunScore`; ``run_id`` is only the run that computed it.
     """

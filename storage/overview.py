@@ -10,7 +10,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.models import (
+from evalwatch.storage.models import (
     Alert,
     DriftReportRow,
     EvaluatorProfile,

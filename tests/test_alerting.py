@@ -20,9 +20,9 @@ import typer
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
-from alerting import evaluate_rules
-from checks.rules import Rule, RulesFile, aggregate, load_rules, parse_aggregation
-from storage.alerts import (
+from evalwatch.alerting import evaluate_rules
+from evalwatch.checks.rules import Rule, RulesFile, aggregate, load_rules, parse_aggregation
+from evalwatch.storage.alerts import (
     AggSpec,
     AlertLifecycleError,
     SeriesSpec,
@@ -34,8 +34,8 @@ from storage.alerts import (
     rule_states,
     run_aggregates,
 )
-from storage.db import make_engine, session_scope
-from storage.models import (
+from evalwatch.storage.db import make_engine, session_scope
+from evalwatch.storage.models import (
     AlertState,
     DriftReportRow,
     EvalRun,
@@ -43,7 +43,7 @@ from storage.models import (
     RegressionReport,
     RunStatus,
 )
-from storage.repo import (
+from evalwatch.storage.repo import (
     create_run,
     finish_run,
     insert_interactions,
@@ -554,7 +554,7 @@ def test_cli_alerts_evaluate(db_url: str, cli: typer.Typer, tmp_path: Path) -> N
 
 
 def test_cli_rules_check(cli: typer.Typer, tmp_path: Path) -> None:
-    from checks.rules import DEFAULT_RULES_PATH
+    from evalwatch.checks.rules import DEFAULT_RULES_PATH
 
     runner = CliRunner()
     ok = runner.invoke(cli, ["rules", "check", str(DEFAULT_RULES_PATH)])
@@ -581,7 +581,7 @@ def test_cli_rules_check(cli: typer.Typer, tmp_path: Path) -> None:
 
 
 def test_a_failed_evaluation_is_reported_not_raised() -> None:
-    from alerting import evaluate_after_report
+    from evalwatch.alerting import evaluate_after_report
 
     unmigrated = make_engine("sqlite://")  # no tables: the evaluation cannot be carried out
     alerts, error = evaluate_after_report(unmigrated, rules=rules_of(quality_rule()))
@@ -593,8 +593,8 @@ def test_a_failed_evaluation_fails_the_flow_run(
 ) -> None:
     from prefect import flow
 
+    from evalwatch.flows._tasks import evaluate_alert_rules
     from evalwatch.settings import reset_settings
-    from flows._tasks import evaluate_alert_rules
 
     broken = tmp_path / "rules.yaml"
     broken.write_text("rules:\n  - {name: r, selector: nope, comparison: '<', threshold: 1}\n")
@@ -617,7 +617,7 @@ def test_cli_alerts_evaluate_exits_3_with_one_line_when_it_cannot_evaluate(
 ) -> None:
     import sqlalchemy as sa
 
-    from storage.db import upgrade
+    from evalwatch.storage.db import upgrade
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     engine = make_engine(url)

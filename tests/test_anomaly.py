@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from checks.anomaly import AnomalyReport, aggregate_series, detect_anomalies
+from evalwatch.checks.anomaly import AnomalyReport, aggregate_series, detect_anomalies
 
 METHODS = ["mad", "ewma"]
 

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from sklearn.metrics import cohen_kappa_score
 from sqlalchemy.engine import Engine
 
-from evaluators.calibration import (
+from evalwatch.evaluators.calibration import (
     HumanLabel,
     agreement_rate,
     calibrate,
@@ -24,7 +24,7 @@ from evaluators.calibration import (
     read_human_labels,
     within_one_rate,
 )
-from evaluators.judge import JudgeEvaluator
+from evalwatch.evaluators.judge import JudgeEvaluator
 from evalwatch.settings import JudgeSettings
 from evalwatch.testing import FakeJudgeServer
 

@@ -20,7 +20,7 @@ from evalwatch.commands.common import (
     validation_message,
 )
 from evalwatch.settings import SettingsError, get_settings
-from storage.db import StoreUnavailableError, StoreURLError, current_revision, make_engine
+from evalwatch.storage.db import StoreUnavailableError, StoreURLError, current_revision, make_engine
 
 
 def free_port() -> int:
@@ -113,7 +113,7 @@ def test_bad_setting_is_bad_input_naming_the_variable(monkeypatch) -> None:
 
 
 def test_field_names_become_flags() -> None:
-    from runs.gate import GateParams
+    from evalwatch.runs.gate import GateParams
 
     flags = {
         "baseline_run": "--baseline-run",

@@ -1,13 +1,14 @@
-"""storage.listing: runs and quarantined rows, filtered, newest first, on SQLite and PostgreSQL."""
+"""evalwatch.storage.listing: runs and quarantined rows, filtered, newest first, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.listing import get_quarantined, get_run, list_quarantine, list_runs
-from storage.models import Quarantine, RunStatus
-from storage.repo import create_run, finish_run
+from evalwatch.storage.listing import get_quarantined, get_run, list_quarantine, list_runs
+from evalwatch.storage.models import Quarantine, RunStatus
+from evalwatch.storage.repo import create_run, finish_run
 
 
 def _quarantine(engine: Engine, line: int, reasons: list[str], kind: str = "traffic") -> None:

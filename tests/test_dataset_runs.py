@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from evalwatch.runs.dataset import DatasetParams, DatasetRunError, evaluate_dataset
 from evalwatch.settings import Settings
-from runs.dataset import DatasetParams, DatasetRunError, evaluate_dataset
-from storage.repo import get_run, register_dataset
+from evalwatch.storage.repo import get_run, register_dataset
 
 
 def test_rerun_resumes_the_run_and_reports_every_item(

@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from evalwatch.cli import app
-from ingest.datasets import check_item, check_prediction, load_dataset, load_outputs
-from storage.db import make_engine
-from storage.repo import dataset_items
+from evalwatch.ingest.datasets import check_item, check_prediction, load_dataset, load_outputs
+from evalwatch.storage.db import make_engine
+from evalwatch.storage.repo import dataset_items
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()

@@ -21,10 +21,15 @@ import pytest
 from prefect import flow
 from sqlalchemy.engine import Engine
 
-from alerting import evaluate_rules
-from checks.rules import ActionSpec, ChannelSpec, DeliveryPolicy, Rule, RulesFile
-from storage.alerts import get_alert, list_alerts
-from storage.repo import create_run, insert_interactions, interaction_ids_for, write_scores
+from evalwatch.alerting import evaluate_rules
+from evalwatch.checks.rules import ActionSpec, ChannelSpec, DeliveryPolicy, Rule, RulesFile
+from evalwatch.storage.alerts import get_alert, list_alerts
+from evalwatch.storage.repo import (
+    create_run,
+    insert_interactions,
+    interaction_ids_for,
+    write_scores,
+)
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -335,7 +340,7 @@ def test_consecutive_windows_and_auto_resolve(blocks: Receiver, sqlite_engine: E
 
 
 def test_acknowledged_alert_stops_reminders(blocks: Receiver, sqlite_engine: Engine) -> None:
-    from storage.alerts import acknowledge_alert
+    from evalwatch.storage.alerts import acknowledge_alert
 
     seed(sqlite_engine, hourly({0: 0.3, 1: 0.3, 2: 0.3}))
     rules = rules_file(rule(cooldown="0s"))
@@ -383,7 +388,7 @@ def test_rule_action_runs_a_deployment(blocks: Receiver, sqlite_engine: Engine) 
     assert record["ok"] is True and record["flow_run_id"] == str(runs[0].id)
     assert "pending_action" not in alert.context
     # a retried trigger of the same alert event reuses the flow run (idempotency key)
-    from alerting import trigger_action
+    from evalwatch.alerting import trigger_action
 
     again = trigger_action(action, alert, "open")
     assert again["ok"] is True and again["flow_run_id"] == record["flow_run_id"]
@@ -423,7 +428,7 @@ def test_evaluation_inside_a_flow_task_delivers_and_acts(
 
     @task
     def alerts_task() -> list[str]:
-        from storage.db import make_engine
+        from evalwatch.storage.db import make_engine
 
         eng = make_engine(url)
         try:
@@ -445,8 +450,8 @@ def test_evaluation_inside_a_flow_task_delivers_and_acts(
 def test_concurrent_deliverers_send_a_notification_once(
     blocks: Receiver, sqlite_engine: Engine
 ) -> None:
-    from alerting import deliver_pending
-    from storage.db import make_engine
+    from evalwatch.alerting import deliver_pending
+    from evalwatch.storage.db import make_engine
 
     seed(sqlite_engine, hourly({0: 0.3}))
     rules = rules_file(rule(channels=["ops", "oncall"]))
@@ -499,8 +504,8 @@ def test_long_floats_and_pii_in_a_payload_still_make_valid_json(
 
 
 def test_redact_payload_walks_the_structure() -> None:
-    from alerting.delivery import redact_payload
-    from ingest.redact import Redactor
+    from evalwatch.alerting.delivery import redact_payload
+    from evalwatch.ingest.redact import Redactor
 
     payload = {
         "effect_size": 0.1234567890123456,
@@ -595,7 +600,7 @@ def test_a_temporary_server_that_does_not_start_in_time_leaves_all_queued(
 def test_an_api_url_in_force_is_used_as_it_is(prefect_harness: None) -> None:
     from prefect.settings import PREFECT_API_URL
 
-    from alerting.prefect_api import prefect_api
+    from evalwatch.alerting.prefect_api import prefect_api
 
     with prefect_api() as api:
         assert api.url == PREFECT_API_URL.value() and not api.temporary

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runs import digest as digest_module
-from runs.common import summaries_from_frame
-from runs.digest import RunDigest
+from evalwatch.runs import digest as digest_module
+from evalwatch.runs.common import summaries_from_frame
+from evalwatch.runs.digest import RunDigest
 
 
 def _frame(n: int, seed: int = 0) -> pd.DataFrame:

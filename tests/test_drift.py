@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from checks.drift import (
+from evalwatch.checks.drift import (
     DriftConfig,
     DriftInput,
     DriftReport,

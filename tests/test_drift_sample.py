@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from checks.drift import DriftTestResult
+from evalwatch.checks.drift import DriftTestResult
+from evalwatch.ingest.pipeline import ingest
+from evalwatch.runs.drift import DriftParams, TimeWindow, check_drift
+from evalwatch.runs.traffic import TrafficParams, evaluate_traffic
 from evalwatch.settings import Settings
-from ingest.pipeline import ingest
-from runs.drift import DriftParams, TimeWindow, check_drift
-from runs.traffic import TrafficParams, evaluate_traffic
-from storage.db import make_engine, upgrade
-from storage.sampling import SampleSpec
+from evalwatch.storage.db import make_engine, upgrade
+from evalwatch.storage.sampling import SampleSpec
 
 pytestmark = pytest.mark.slow  # the real MiniLM on ~1,050 responses: ~2 min on 2 cores
 

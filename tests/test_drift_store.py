@@ -13,9 +13,8 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from checks.drift import benjamini_hochberg
-from evalwatch.settings import reset_settings
-from runs.drift import (
+from evalwatch.checks.drift import benjamini_hochberg
+from evalwatch.runs.drift import (
     DriftInputError,
     DriftParams,
     TimeWindow,
@@ -25,9 +24,10 @@ from runs.drift import (
     newest_interaction_time,
     resolve_windows,
 )
-from storage.db import make_engine
-from storage.models import DriftReportRow
-from storage.repo import (
+from evalwatch.settings import reset_settings
+from evalwatch.storage.db import make_engine
+from evalwatch.storage.models import DriftReportRow
+from evalwatch.storage.repo import (
     create_run,
     insert_feedback,
     insert_interactions,
@@ -399,7 +399,7 @@ def test_drift_check_flow_stores_reports_publishes_artifacts_and_alerts(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.drift import drift_check
+    from evalwatch.flows.drift import drift_check
 
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
     rules = tmp_path / "rules.yaml"
@@ -412,7 +412,7 @@ def test_drift_check_flow_stores_reports_publishes_artifacts_and_alerts(
     reset_settings()
     url = f"sqlite:///{tmp_path / 'flow.db'}"
     engine = make_engine(url)
-    from storage.db import upgrade
+    from evalwatch.storage.db import upgrade
 
     upgrade(engine)
     seed_traffic(engine, shift=True)
@@ -439,11 +439,11 @@ def test_drift_check_flow_stores_reports_publishes_artifacts_and_alerts(
 def test_prefect_yaml_schedules_the_drift_check_daily():
     import yaml
 
-    from flows.drift import drift_check
+    from evalwatch.flows.drift import drift_check
 
     spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
     dep = next(d for d in spec["deployments"] if d["name"] == "drift-check-daily")
-    assert dep["entrypoint"] == "flows.drift:drift_check"
+    assert dep["entrypoint"] == "evalwatch.flows.drift:drift_check"
     assert dep["schedules"][0]["cron"].split()[2:] == ["*", "*", "*"]  # once a day
     params = drift_check.validate_parameters(dep["parameters"])["params"]
     assert isinstance(params, DriftParams)

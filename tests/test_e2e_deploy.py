@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from storage.db import make_engine, upgrade
-from storage.repo import insert_interactions, register_dataset
+from evalwatch.storage.db import make_engine, upgrade
+from evalwatch.storage.repo import insert_interactions, register_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).with_name("prefect"))

@@ -13,11 +13,11 @@ import yaml
 from evaluator_factories import tiny_detoxify_checkpoint
 from typer.testing import CliRunner
 
-from evaluators import evaluator_names
 from evalwatch.cli import app
+from evalwatch.evaluators import evaluator_names
 from evalwatch.settings import reset_settings
-from storage.db import make_engine, upgrade
-from storage.repo import insert_interactions
+from evalwatch.storage.db import make_engine, upgrade
+from evalwatch.storage.repo import insert_interactions
 
 N = 9
 

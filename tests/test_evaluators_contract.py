@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from evaluator_factories import FACTORIES
 
-from evaluators import evaluator_names
-from evaluators.base import (
+from evalwatch.evaluators import evaluator_names
+from evalwatch.evaluators.base import (
     BaseEvaluator,
     Evaluator,
     Sample,
@@ -18,7 +17,8 @@ from evaluators.base import (
     get_evaluator_class,
     options_hash,
 )
-from storage.models import ScoreStatus
+from evalwatch.storage.models import ScoreStatus
+from tests.evaluator_factories import FACTORIES
 
 SAMPLES = [
     Sample(

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from evalwatch.settings import reset_settings
-from storage.db import make_engine
-from storage.repo import insert_interactions, register_dataset, table_counts
+from evalwatch.storage.db import make_engine
+from evalwatch.storage.repo import insert_interactions, register_dataset, table_counts
 
 REPO = Path(__file__).resolve().parent.parent
 TOPICS = [
@@ -71,9 +71,9 @@ def _artifacts(flow_run_id: str) -> dict[str, Any]:
 def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
     db_url, prefect_harness, tmp_path, monkeypatch
 ):
-    from flows.traffic import evaluate_traffic
-    from runs.traffic import TrafficParams
-    from storage.models import EvalRun
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
+    from evalwatch.storage.models import EvalRun
 
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
     rules = tmp_path / "rules.yaml"
@@ -141,9 +141,9 @@ def test_evaluate_traffic_flow_scores_in_batches_and_publishes_artifacts(
 def test_a_traffic_run_over_an_empty_window_says_so_in_summary_and_artifact(
     db_url, prefect_harness, tmp_path, monkeypatch
 ):
-    from flows.traffic import evaluate_traffic
-    from runs.traffic import TrafficParams
-    from storage.sampling import SampleSpec
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
+    from evalwatch.storage.sampling import SampleSpec
 
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
     reset_settings()
@@ -171,9 +171,9 @@ def test_a_traffic_run_over_an_empty_window_says_so_in_summary_and_artifact(
 def test_an_unavailable_evaluator_is_reported_once_not_per_batch(
     prefect_harness, tmp_path, capfd
 ):
-    from flows.traffic import evaluate_traffic
-    from runs.traffic import TrafficParams
-    from storage.db import upgrade
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
+    from evalwatch.storage.db import upgrade
 
     url = f"sqlite:///{tmp_path / 'once.db'}"
     engine = make_engine(url)
@@ -199,8 +199,8 @@ def test_evaluate_dataset_flow_from_predictions_file(
 ):
     import json
 
-    from flows.dataset import evaluate_dataset
-    from runs.dataset import DatasetParams
+    from evalwatch.flows.dataset import evaluate_dataset
+    from evalwatch.runs.dataset import DatasetParams
 
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path / "reports"))
     reset_settings()
@@ -237,7 +237,7 @@ def test_evaluate_dataset_flow_from_predictions_file(
 def test_run_commands_start_the_flows_and_print_run_id_and_summary(api_url, tmp_path):
     import json
 
-    from storage.db import upgrade
+    from evalwatch.storage.db import upgrade
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     engine = make_engine(url)
@@ -295,7 +295,7 @@ def test_killed_flow_run_rerun_finishes_without_duplicates_or_gaps(api_url, tmp_
     db = tmp_path / "crash.db"
     url = f"sqlite:///{db}"
     engine = make_engine(url)
-    from storage.db import upgrade
+    from evalwatch.storage.db import upgrade
 
     upgrade(engine)
     n = 300
@@ -353,10 +353,10 @@ def test_killed_flow_run_rerun_finishes_without_duplicates_or_gaps(api_url, tmp_
 
 
 def test_traffic_flow_runs_unchanged_on_a_local_dask_cluster(api_url, tmp_path, monkeypatch):
+    from evalwatch.flows._runtime import make_task_runner
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
     from evalwatch.settings import Settings
-    from flows._runtime import make_task_runner
-    from flows.traffic import evaluate_traffic
-    from runs.traffic import TrafficParams
 
     # Dask's worker processes inherit the environment: point them at this test's server.
     monkeypatch.setenv("PREFECT_API_URL", api_url)
@@ -364,7 +364,7 @@ def test_traffic_flow_runs_unchanged_on_a_local_dask_cluster(api_url, tmp_path, 
     reset_settings()
     url = f"sqlite:///{tmp_path / 'dask.db'}"
     engine = make_engine(url)
-    from storage.db import upgrade
+    from evalwatch.storage.db import upgrade
 
     upgrade(engine)
     insert_interactions(engine, _traffic(50))

@@ -24,7 +24,7 @@ from evalwatch.cli import app
 from evalwatch.commands import compare as compare_commands
 from evalwatch.commands import gate as gate_commands
 from evalwatch.settings import get_settings, reset_settings
-from storage.db import make_engine, upgrade
+from evalwatch.storage.db import make_engine, upgrade
 
 if not any(c.name == "gate" for c in app.registered_commands):
     gate_commands.register(app)
@@ -119,8 +119,8 @@ def _count_runs(url: str) -> int:
 @pytest.fixture(scope="module")
 def support_qa(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """support-qa with the three prediction files evaluated by embedding + heuristics."""
-    from ingest.datasets import load_dataset
-    from runs.dataset import DatasetParams, evaluate_dataset
+    from evalwatch.ingest.datasets import load_dataset
+    from evalwatch.runs.dataset import DatasetParams, evaluate_dataset
 
     reset_settings()
     db = tmp_path_factory.mktemp("support-qa") / "store.db"
@@ -238,7 +238,7 @@ def test_regression_gate_flow_publishes_markdown_and_stores_the_report(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.gate import regression_gate
+    from evalwatch.flows.gate import regression_gate
 
     state = regression_gate(
         dataset="support-qa",
@@ -269,7 +269,7 @@ def test_regression_gate_flow_publishes_markdown_and_stores_the_report(
 def test_regression_gate_flow_can_fail_its_run_on_regression(
     support_qa, qa_url, prefect_harness
 ) -> None:
-    from flows.gate import regression_gate
+    from evalwatch.flows.gate import regression_gate
 
     state = regression_gate(
         dataset="support-qa",
@@ -290,7 +290,7 @@ def test_regression_gate_flow_fails_on_bad_input_without_retrying(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.gate import regression_gate
+    from evalwatch.flows.gate import regression_gate
 
     state = regression_gate(
         dataset="support-qa",
@@ -327,7 +327,7 @@ def _small_preds(tmp_path: Path, name: str, n: int = 40) -> Path:
 
 
 def _evaluate(url: str, preds: Path, version: str | None = None) -> int:
-    from runs.dataset import DatasetParams, evaluate_dataset
+    from evalwatch.runs.dataset import DatasetParams, evaluate_dataset
 
     engine = make_engine(url)
     try:
@@ -344,7 +344,7 @@ def _evaluate(url: str, preds: Path, version: str | None = None) -> int:
 
 
 def _load(url: str, path: Path) -> str:
-    from ingest.datasets import load_dataset
+    from evalwatch.ingest.datasets import load_dataset
 
     engine = make_engine(url)
     try:
@@ -375,7 +375,7 @@ def test_mismatched_dataset_versions_exit_2(db_url, tmp_path) -> None:
 
 
 def test_mismatched_evaluator_versions_exit_2(db_url, tmp_path, monkeypatch) -> None:
-    from evaluators.heuristics import HeuristicsEvaluator
+    from evalwatch.evaluators.heuristics import HeuristicsEvaluator
 
     version = _load(db_url, _small_qa(tmp_path))
     base_run = _evaluate(db_url, _small_preds(tmp_path, "baseline"), version)
@@ -518,7 +518,7 @@ def test_repeats_rejudge_each_item_and_catch_a_judge_regression(
 
 
 def _evaluate_with(url: str, preds: Path, evaluators: list[str]) -> int:
-    from runs.dataset import DatasetParams, evaluate_dataset
+    from evalwatch.runs.dataset import DatasetParams, evaluate_dataset
 
     engine = make_engine(url)
     try:
@@ -589,8 +589,8 @@ def test_repeats_without_a_judge_are_treated_as_one(sqlite_engine, tmp_path) -> 
     ],
 )
 def test_effective_policy_fills_only_what_the_policy_leaves_unset(listed, metric, expected):
-    from checks.policy import policy_from_mapping
-    from runs.gate import effective_policy
+    from evalwatch.checks.policy import policy_from_mapping
+    from evalwatch.runs.gate import effective_policy
 
     policy = policy_from_mapping({"metrics": [listed] if listed else []})
     mp = effective_policy(policy, [metric]).metric_policy(metric)
@@ -600,9 +600,9 @@ def test_effective_policy_fills_only_what_the_policy_leaves_unset(listed, metric
 
 
 def test_more_refusals_fail_the_gate_without_any_policy() -> None:
-    from checks.policy import default_policy
-    from checks.regression import run_gate
-    from runs.gate import effective_policy
+    from evalwatch.checks.policy import default_policy
+    from evalwatch.checks.regression import run_gate
+    from evalwatch.runs.gate import effective_policy
 
     base = {"heuristics.refusal": {f"q{i}": 0.0 for i in range(60)}}
     cand = {"heuristics.refusal": {f"q{i}": float(i < 15) for i in range(60)}}
@@ -639,9 +639,14 @@ def _traffic(version: str, n: int, seed: int, refusal: float, latency: float,
 
 @pytest.fixture
 def canary_store(db_url: str) -> Iterator[str]:
-    from evaluators.heuristics import HeuristicsEvaluator
-    from evaluators.runner import run_evaluation
-    from storage.repo import create_run, insert_feedback, insert_interactions, interaction_ids_for
+    from evalwatch.evaluators.heuristics import HeuristicsEvaluator
+    from evalwatch.evaluators.runner import run_evaluation
+    from evalwatch.storage.repo import (
+        create_run,
+        insert_feedback,
+        insert_interactions,
+        interaction_ids_for,
+    )
 
     engine = make_engine(db_url)
     start = UNTIL - timedelta(hours=22)

@@ -9,12 +9,12 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
+from evalwatch.runs.dataset import DatasetParams, DatasetRunError, evaluate_dataset
+from evalwatch.runs.generate import generate_outputs
 from evalwatch.settings import Settings, TargetSettings
+from evalwatch.storage.models import RunStatus
+from evalwatch.storage.repo import get_run, latest_outputs, register_dataset, table_counts
 from evalwatch.testing import FakeJudgeServer
-from runs.dataset import DatasetParams, DatasetRunError, evaluate_dataset
-from runs.generate import generate_outputs
-from storage.models import RunStatus
-from storage.repo import get_run, latest_outputs, register_dataset, table_counts
 
 KEY = "sk-target-0123456789"
 PRICES = {"model-x": (2.0, 4.0)}  # USD per 1M input / output tokens

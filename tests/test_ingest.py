@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from rich.console import Console
 from typer.testing import CliRunner
 
-import ingest.pipeline as pipeline
+import evalwatch.ingest.pipeline as pipeline
 from evalwatch.cli import app
+from evalwatch.ingest.pipeline import derived_request_id, ingest, keyed_hash
 from evalwatch.settings import IngestSettings, Settings
-from ingest.pipeline import derived_request_id, ingest, keyed_hash
-from storage.models import Interaction
-from storage.repo import insert_ignore, table_counts
+from evalwatch.storage.models import Interaction
+from evalwatch.storage.repo import insert_ignore, table_counts
 
 REPO = Path(__file__).resolve().parent.parent
 BAD = REPO / "datasets" / "bad_traffic.jsonl"
@@ -106,7 +106,7 @@ def test_bad_traffic_every_line_is_accounted_for(engine, parallel):
 
 
 def test_bad_traffic_outcomes_do_not_depend_on_chunk_size(sqlite_engine, tmp_path):
-    from storage.db import make_engine, upgrade
+    from evalwatch.storage.db import make_engine, upgrade
 
     for size, parallel in ((1, False), (7, True)):
         eng = make_engine(f"sqlite:///{tmp_path / f's{size}.db'}")
@@ -433,8 +433,8 @@ def test_reasons_are_counted_once_per_row(sqlite_engine, tmp_path):
 
 
 def test_postgres_copy_falls_back_when_a_key_appears_meanwhile(pg_database_url, monkeypatch):
-    import storage.repo as repo
-    from storage.db import make_engine
+    import evalwatch.storage.repo as repo
+    from evalwatch.storage.db import make_engine
 
     engine = make_engine(pg_database_url)
     with engine.begin() as conn:
@@ -462,7 +462,7 @@ def test_unreadable_input_mid_run_is_raised_to_the_caller(sqlite_engine, tmp_pat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ingest.readers import UnreadableFileError
+    from evalwatch.ingest.readers import UnreadableFileError
 
     good = _write_jsonl(tmp_path / "good.jsonl", _traffic(5, seed=31))
     # A Parquet file whose footer is intact (it opens) but whose pages are damaged, so the

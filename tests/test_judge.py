@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
-from evaluators.base import EvaluatorUnavailable, Sample, create_evaluator
-from evaluators.judge import JudgeEvaluator
-from evaluators.judge_client import (
+from evalwatch.evaluators.base import EvaluatorUnavailable, Sample, create_evaluator
+from evalwatch.evaluators.judge import JudgeEvaluator
+from evalwatch.evaluators.judge_client import (
     ClientOptions,
     JudgeClient,
     JudgeRequest,
@@ -26,10 +26,10 @@ from evaluators.judge_client import (
     parse_verdict,
     retry_after_seconds,
 )
-from evaluators.rubrics import build_messages, load_rubric, neutralise
+from evalwatch.evaluators.rubrics import build_messages, load_rubric, neutralise
 from evalwatch.settings import JudgeSettings
+from evalwatch.storage.models import ScoreStatus
 from evalwatch.testing import FakeJudgeServer, fake_score
-from storage.models import ScoreStatus
 
 KEY = "sk-test-DoNotLeakThisKey0123456789"
 FAST: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
@@ -386,8 +386,8 @@ def test_estimate_before_a_run_counts_calls_and_cost(
 def test_a_judged_run_records_what_it_cost(server: FakeJudgeServer, engine: Engine) -> None:
     from datetime import UTC, datetime
 
-    from evaluators.runner import run_evaluation
-    from storage.repo import create_run, get_run, insert_interactions, interaction_ids_for
+    from evalwatch.evaluators.runner import run_evaluation
+    from evalwatch.storage.repo import create_run, get_run, insert_interactions, interaction_ids_for
 
     insert_interactions(
         engine,

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from evalwatch.cli import app
 from evalwatch.commands import judge as judge_commands
+from evalwatch.storage.db import make_engine
 from evalwatch.testing import FakeJudgeServer
-from storage.db import make_engine
 
 if not any(g.name == "judge" for g in app.registered_groups):
     judge_commands.register(app)

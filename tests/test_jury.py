@@ -10,13 +10,13 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from evaluators.base import Sample
-from evaluators.judge import JudgeEvaluator
-from evaluators.jury import aggregate_outcomes, aggregate_scores
-from evaluators.rubrics import RubricScale
+from evalwatch.evaluators.base import Sample
+from evalwatch.evaluators.judge import JudgeEvaluator
+from evalwatch.evaluators.jury import aggregate_outcomes, aggregate_scores
+from evalwatch.evaluators.rubrics import RubricScale
 from evalwatch.settings import JudgeSettings
+from evalwatch.storage.models import ScoreStatus
 from evalwatch.testing import FakeJudgeServer, fake_score
-from storage.models import ScoreStatus
 
 SCALE = RubricScale(min=1, max=5)
 BINARY = RubricScale(min=0, max=1)

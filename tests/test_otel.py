@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+from evalwatch.ingest.otel import span_to_row
+from evalwatch.ingest.pipeline import ingest
+from evalwatch.ingest.readers import SourceReader
 from evalwatch.settings import Settings
-from ingest.otel import span_to_row
-from ingest.pipeline import ingest
-from ingest.readers import SourceReader
 
 T0 = 1_790_000_000_000_000_000  # 2026-09-21T14:13:20Z, in nanoseconds
 

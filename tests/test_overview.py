@@ -8,9 +8,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from evalwatch.cli import app
-from reporting.overview import build_tables, overview_html, overview_markdown
-from storage.overview import load_overview
-from storage.repo import (
+from evalwatch.reporting.overview import build_tables, overview_html, overview_markdown
+from evalwatch.storage.overview import load_overview
+from evalwatch.storage.repo import (
     create_run,
     insert_feedback,
     insert_interactions,
@@ -105,8 +105,8 @@ def test_overview_numbers_from_the_store(engine):
 
 
 def _store_drift(engine, key: str, at: datetime, verdicts: dict[str, str]) -> None:
-    from storage.db import session_scope
-    from storage.models import DriftReportRow
+    from evalwatch.storage.db import session_scope
+    from evalwatch.storage.models import DriftReportRow
 
     window = {"start": "2026-11-08T00:00:00+00:00", "end": "2026-11-11T00:00:00+00:00"}
     with session_scope(engine) as s:
@@ -163,7 +163,7 @@ def test_overview_leads_with_the_latest_check_when_it_found_drift(engine):
 
 
 def test_overview_cli_writes_the_page(db_url, tmp_path):
-    from storage.db import make_engine
+    from evalwatch.storage.db import make_engine
 
     _seed(make_engine(db_url))
     out = tmp_path / "ov.html"
@@ -177,9 +177,9 @@ def test_overview_cli_writes_the_page(db_url, tmp_path):
 
 
 def test_overview_flow_publishes_markdown(db_url, prefect_harness, tmp_path, monkeypatch):
+    from evalwatch.flows.overview import operations_overview
     from evalwatch.settings import reset_settings
-    from flows.overview import operations_overview
-    from storage.db import make_engine
+    from evalwatch.storage.db import make_engine
 
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path))
     reset_settings()
@@ -208,9 +208,9 @@ def test_overview_flow_publishes_markdown(db_url, prefect_harness, tmp_path, mon
 def test_overview_flow_links_the_report_where_reports_are_served(
     db_url, prefect_harness, tmp_path, monkeypatch
 ):
+    from evalwatch.flows.overview import operations_overview
     from evalwatch.settings import reset_settings
-    from flows.overview import operations_overview
-    from storage.db import make_engine
+    from evalwatch.storage.db import make_engine
 
     monkeypatch.setenv("EVALWATCH_REPORT_DIR", str(tmp_path))
     monkeypatch.setenv("EVALWATCH_REPORT_BASE_URL", "https://reports.example/evalwatch")

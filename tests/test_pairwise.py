@@ -8,20 +8,20 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from checks.regression import MetricPolicy, compare_pairwise
-from evaluators.base import Sample
-from evaluators.judge import JudgeEvaluator
-from evaluators.judge_client import ClientOptions, JudgeClient, make_openai_client
-from evaluators.pairwise import (
+from evalwatch.checks.regression import MetricPolicy, compare_pairwise
+from evalwatch.evaluators.base import Sample
+from evalwatch.evaluators.judge import JudgeEvaluator
+from evalwatch.evaluators.judge_client import ClientOptions, JudgeClient, make_openai_client
+from evalwatch.evaluators.pairwise import (
     PairItem,
     judge_pairs,
     position_inconsistency_rate,
     resolve_pair,
 )
-from evaluators.rubrics import load_rubric
+from evalwatch.evaluators.rubrics import load_rubric
 from evalwatch.settings import JudgeSettings
+from evalwatch.storage.models import ScoreStatus
 from evalwatch.testing import FakeJudgeServer
-from storage.models import ScoreStatus
 
 FAST: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.policy import (
+from evalwatch.checks.policy import (
     GateInputError,
     GatePolicy,
     MetricPolicy,

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from evaluators.profiling import Profiler, resolve_device, resolve_dtype
-from storage.models import EvaluatorProfile
-from storage.repo import create_run, write_profile
+from evalwatch.evaluators.profiling import Profiler, resolve_device, resolve_dtype
+from evalwatch.storage.models import EvaluatorProfile
+from evalwatch.storage.repo import create_run, write_profile
 
 GPU_FIELDS = [
     "gpu_util_mean",

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.readers import (
+from evalwatch.ingest.readers import (
     DATASET_ALIASES,
     EXTRA_KEY,
     SourceReader,

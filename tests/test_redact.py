@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest import redact as R
-from ingest.redact import PII_KINDS, Finding, Redactor, luhn_ok, mask
+from evalwatch.ingest import redact as R
+from evalwatch.ingest.redact import PII_KINDS, Finding, Redactor, luhn_ok, mask
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from checks.policy import GateInputError, GatePolicy, MetricPolicy
-from checks.regression import (
+from evalwatch.checks.policy import GateInputError, GatePolicy, MetricPolicy
+from evalwatch.checks.regression import (
     GateReport,
     average_repeats,
     check_comparable,

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from evalwatch.settings import reset_settings
-from storage.db import get_engine
-from storage.repo import insert_interactions
+from evalwatch.storage.db import get_engine
+from evalwatch.storage.repo import insert_interactions
 
 
 def _traffic(n: int) -> list[dict[str, Any]]:
@@ -31,8 +31,8 @@ def _run_traffic(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.traffic import evaluate_traffic
-    from runs.traffic import TrafficParams
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
 
     insert_interactions(get_engine(url), _traffic(20))
     state = evaluate_traffic(

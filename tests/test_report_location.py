@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from evalwatch.cli import app
+from evalwatch.reporting.location import report_folder, report_url, reports_root, store_key
 from evalwatch.settings import Settings
-from reporting.location import report_folder, report_url, reports_root, store_key
-from storage.repo import create_run
+from evalwatch.storage.repo import create_run
 
 
 def _settings(url: str, **extra: object) -> Settings:
@@ -84,7 +84,7 @@ def test_the_report_command_writes_into_the_store_folder_by_default(
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         url = f"sqlite:///{tmp_path / name / 'evalwatch.db'}"
-        from storage.db import get_engine
+        from evalwatch.storage.db import get_engine
 
         run = create_run(get_engine(url), "traffic")
         args = ["--overview"] if overview else [str(run.id)]

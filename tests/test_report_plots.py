@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import reporting.drift_report as drift_report
-import reporting.plots as plots
-from evaluators.summary import MetricSummary
+import evalwatch.reporting.drift_report as drift_report
+import evalwatch.reporting.plots as plots
+from evalwatch.evaluators.summary import MetricSummary
 
 
 @pytest.fixture

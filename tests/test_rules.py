@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checks.rules import (
+from evalwatch.checks.rules import (
     BUILTIN_METRICS,
     DEFAULT_RULES_PATH,
     Rule,

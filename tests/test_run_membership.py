@@ -18,17 +18,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from evaluators.base import config_hash
-from evaluators.embedding import EmbeddingConfig, EmbeddingEvaluator
-from evaluators.heuristics import HeuristicsConfig, HeuristicsEvaluator
-from evaluators.runner import RunResult, run_evaluation
+from evalwatch.evaluators.base import config_hash
+from evalwatch.evaluators.embedding import EmbeddingConfig, EmbeddingEvaluator
+from evalwatch.evaluators.heuristics import HeuristicsConfig, HeuristicsEvaluator
+from evalwatch.evaluators.runner import RunResult, run_evaluation
+from evalwatch.runs.common import run_summary_from_store
+from evalwatch.runs.traffic import TrafficParams, evaluate_traffic
 from evalwatch.settings import Settings
-from runs.common import run_summary_from_store
-from runs.traffic import TrafficParams, evaluate_traffic
-from storage.alerts import AggSpec, SeriesSpec, run_aggregates
-from storage.db import make_engine, upgrade
-from storage.frames import output_scores_frame, run_scores_frame
-from storage.repo import (
+from evalwatch.storage.alerts import AggSpec, SeriesSpec, run_aggregates
+from evalwatch.storage.db import make_engine, upgrade
+from evalwatch.storage.frames import output_scores_frame, run_scores_frame
+from evalwatch.storage.repo import (
     create_run,
     get_run,
     insert_interactions,
@@ -36,8 +36,8 @@ from storage.repo import (
     register_dataset,
     write_scores,
 )
-from storage.sampling import SampleSpec
-from storage.traffic_frame import run_subjects
+from evalwatch.storage.sampling import SampleSpec
+from evalwatch.storage.traffic_frame import run_subjects
 
 N = 20
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

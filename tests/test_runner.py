@@ -12,20 +12,20 @@ import sqlalchemy as sa
 from evaluator_factories import tiny_detoxify_checkpoint
 from sqlalchemy.engine import Engine
 
-from evaluators.base import (
+from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
     Sample,
     ScoreResult,
 )
-from evaluators.embedding import DEFAULT_MODEL_ID, EmbeddingEvaluator
-from evaluators.heuristics import HeuristicsEvaluator
-from evaluators.runner import run_evaluation
-from evaluators.summary import summarize
-from evaluators.toxicity import ToxicityEvaluator
-from storage.models import DatasetItem, RunStatus
-from storage.repo import (
+from evalwatch.evaluators.embedding import DEFAULT_MODEL_ID, EmbeddingEvaluator
+from evalwatch.evaluators.heuristics import HeuristicsEvaluator
+from evalwatch.evaluators.runner import run_evaluation
+from evalwatch.evaluators.summary import summarize
+from evalwatch.evaluators.toxicity import ToxicityEvaluator
+from evalwatch.storage.models import DatasetItem, RunStatus
+from evalwatch.storage.repo import (
     create_run,
     get_run,
     insert_interactions,

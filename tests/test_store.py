@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from storage.db import current_revision, head_revision, upgrade
-from storage.models import RunStatus
-from storage.repo import (
+from evalwatch.storage.db import current_revision, head_revision, upgrade
+from evalwatch.storage.models import RunStatus
+from evalwatch.storage.repo import (
     create_run,
     finish_run,
     get_run,
@@ -19,7 +19,7 @@ from storage.repo import (
     table_counts,
     write_scores,
 )
-from storage.sampling import SampleSpec, sample_interactions
+from evalwatch.storage.sampling import SampleSpec, sample_interactions
 
 
 def _rows(n: int, start: datetime, versions=("v1", "v2", "v3")) -> list[dict]:
@@ -63,7 +63,7 @@ def test_migrations_reach_head_and_are_idempotent(engine):
 
 def test_sqlite_store_needs_its_folder_not_its_file(tmp_path):
     """A missing folder is a typo (exit 2, nothing made); a missing file is a new store."""
-    from storage.db import StoreURLError, make_engine
+    from evalwatch.storage.db import StoreURLError, make_engine
 
     with pytest.raises(StoreURLError, match=r"folder \S*/no/such does not exist"):
         make_engine(f"sqlite:///{tmp_path}/no/such/x.db")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluators.summary import MetricAccumulator, ScoreSummarizer, summarize, t_interval
+from evalwatch.evaluators.summary import MetricAccumulator, ScoreSummarizer, summarize, t_interval
 
 
 def test_summary_matches_numpy_and_scipy() -> None:
@@ -84,7 +84,7 @@ def test_summarizer_keeps_metric_order_and_splits_versions() -> None:
 
 
 def test_rates_get_a_wilson_interval_inside_zero_one() -> None:
-    from evaluators.summary import MetricAccumulator, wilson_interval
+    from evalwatch.evaluators.summary import MetricAccumulator, wilson_interval
 
     acc = MetricAccumulator()
     acc.add_many([1.0] * 2 + [0.0] * 8)

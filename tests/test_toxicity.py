@@ -14,8 +14,8 @@ import pytest
 import torch
 from detoxify import Detoxify
 
-from evaluators.base import EvaluatorUnavailable, Sample
-from evaluators.toxicity import (
+from evalwatch.evaluators.base import EvaluatorUnavailable, Sample
+from evalwatch.evaluators.toxicity import (
     EMBEDDED_BACKEND,
     ToxicityConfig,
     ToxicityEvaluator,
@@ -255,7 +255,7 @@ def test_auto_without_detoxify_weights_scores_with_the_embedded_model_and_says_w
 ) -> None:
     e = ToxicityEvaluator(device="cpu")
     # A warning the first time in a process, then at debug level (one per task otherwise).
-    with caplog.at_level("DEBUG", logger="evaluators.toxicity"):
+    with caplog.at_level("DEBUG", logger="evalwatch.evaluators.toxicity"):
         e.load()
     assert e.backend == EMBEDDED_BACKEND
     assert e.metrics == ["offensive", "safety"]  # no detoxify label it does not have
@@ -348,7 +348,7 @@ def test_online_default_downloads_detoxify_weights_and_says_so(
     shutil.copy(tiny[0], served)
     monkeypatch.setitem(detox_module.MODEL_URLS, "unbiased", served.as_uri())
     e = ToxicityEvaluator(device="cpu", model_type="unbiased")
-    with caplog.at_level("WARNING", logger="evaluators.toxicity"):
+    with caplog.at_level("WARNING", logger="evalwatch.evaluators.toxicity"):
         out = e.evaluate(_samples(["hello"]))
     assert e.backend == "detoxify" and len(out.scores) == len(ORIGINAL) + 1
     assert e.source is not None and "downloaded" in e.source
@@ -380,7 +380,7 @@ def test_online_default_falls_back_when_the_download_fails(
 def test_the_fallback_is_said_once_per_process_not_per_task(
     no_detoxify_weights: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level("DEBUG", logger="evaluators.toxicity"):
+    with caplog.at_level("DEBUG", logger="evalwatch.evaluators.toxicity"):
         for _ in range(3):  # a flow builds one evaluator per task
             ToxicityEvaluator(device="cpu", model_type="multilingual").load()
     said = [r for r in caplog.records if "embedded alt-profanity-check" in r.getMessage()]
@@ -391,7 +391,7 @@ def test_the_fallback_is_said_once_per_process_not_per_task(
 def test_a_non_finite_model_output_is_unscored_not_a_value(no_detoxify_weights: None) -> None:
     import numpy as np
 
-    from evaluators._toxicity_embedded import EmbeddedModel
+    from evalwatch.evaluators._toxicity_embedded import EmbeddedModel
 
     e = ToxicityEvaluator(backend="alt-profanity-check")
     e.load()

@@ -6,8 +6,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from checks import validation as V
-from checks.validation import (
+from evalwatch.checks import validation as V
+from evalwatch.checks.validation import (
     ValidationEngineError,
     coerce_feedback,
     coerce_traffic,

@@ -16,8 +16,13 @@ from evalwatch.commands.common import (
     print_queued_notifications,
     unavailable,
 )
-from storage.alerts import AlertLifecycleError, acknowledge_alert, list_alerts, resolve_alert
-from storage.models import Alert, utcnow
+from evalwatch.storage.alerts import (
+    AlertLifecycleError,
+    acknowledge_alert,
+    list_alerts,
+    resolve_alert,
+)
+from evalwatch.storage.models import Alert, utcnow
 
 alerts_app = typer.Typer(help="Alerts: list, acknowledge, resolve, evaluate.", no_args_is_help=True)
 
@@ -151,9 +156,9 @@ def alerts_evaluate(
     ] = True,
 ) -> None:
     """Evaluate the alert rules now (the flows do this at the end of every run)."""
-    from alerting.delivery import describe_error
-    from alerting.engine import evaluate_rules, rules_for_settings
-    from checks.rules import RulesError
+    from evalwatch.alerting.delivery import describe_error
+    from evalwatch.alerting.engine import evaluate_rules, rules_for_settings
+    from evalwatch.checks.rules import RulesError
 
     try:
         rules = rules_for_settings(rules_file)

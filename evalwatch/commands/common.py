@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.engine import Engine
 
-from evaluators.base import DEFAULT_EVALUATORS
+from evalwatch.evaluators.base import DEFAULT_EVALUATORS
 from evalwatch.files import InputFileError, read_input_text
 from evalwatch.settings import Settings, get_settings
-from storage.db import StoreURLError, get_engine
-from storage.sampling import SampleSpec
+from evalwatch.storage.db import StoreURLError, get_engine
+from evalwatch.storage.sampling import SampleSpec
 
 __all__ = [
     "DEFAULT_EVALUATOR_LIST",
@@ -153,7 +153,7 @@ def evaluator_list(text: str | None) -> list[str] | None:
     """
     if text is None:
         return None
-    from evaluators.base import evaluator_names
+    from evalwatch.evaluators.base import evaluator_names
 
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     known = evaluator_names()
@@ -207,7 +207,7 @@ def print_alert_changes(alerts: Sequence[Mapping[str, Any]], error: str | None) 
     command). Every command that stores a report and evaluates the rules prints this way.
 
     Args:
-        alerts: :func:`alerting.evaluate_after_report`'s alert records.
+        alerts: :func:`evalwatch.alerting.evaluate_after_report`'s alert records.
         error: Its error: the rules could not be evaluated.
 
     Raises:
@@ -422,7 +422,7 @@ def describe_failure(exc: BaseException, debug: bool = False) -> tuple[int, str]
     import sqlalchemy.exc as sa_exc
 
     from evalwatch.settings import SettingsError
-    from storage.db import StoreError
+    from evalwatch.storage.db import StoreError
 
     if isinstance(exc, StoreURLError | SettingsError):
         return EXIT_BAD_INPUT, str(exc)
@@ -434,11 +434,11 @@ def describe_failure(exc: BaseException, debug: bool = False) -> tuple[int, str]
         detail = " ".join(str(exc.orig).split())
         return EXIT_UNAVAILABLE, f"the store failed: {detail}"
     chain = _exception_chain(exc)
-    tasks = sys.modules.get("flows._tasks")
+    tasks = sys.modules.get("evalwatch.flows._tasks")
     if tasks is not None and isinstance(exc, tasks.AlertRulesError):
         return EXIT_UNAVAILABLE, f"the run's results are stored, but {exc}"
     if "prefect" in sys.modules:  # only then can Prefect have failed; importing it is slow
-        from flows._runtime import prefect_failure
+        from evalwatch.flows._runtime import prefect_failure
 
         for e in chain:
             if message := prefect_failure(e):

@@ -56,8 +56,8 @@ def compare(
     Mann-Whitney U as a rank check, and two-proportion tests for rates (refusals, empty
     answers, thumbs up), Holm-corrected, with the policy's margins.
     """
-    from checks.policy import GateInputError
-    from runs.canary import CanaryParams, compare_versions
+    from evalwatch.checks.policy import GateInputError
+    from evalwatch.runs.canary import CanaryParams, compare_versions
 
     try:
         length = parse_duration(window)

@@ -15,9 +15,9 @@ from evalwatch.commands.common import (
     console,
     open_store,
 )
-from ingest.datasets import load_dataset, load_outputs
-from ingest.readers import FORMATS, SourceReader, UnreadableFileError
-from storage.repo import list_datasets
+from evalwatch.ingest.datasets import load_dataset, load_outputs
+from evalwatch.ingest.readers import FORMATS, SourceReader, UnreadableFileError
+from evalwatch.storage.repo import list_datasets
 
 datasets_app = typer.Typer(help="Versioned test sets.", no_args_is_help=True)
 

@@ -13,8 +13,8 @@ from evalwatch.commands.common import (
     console,
     parse_duration,
 )
-from storage.db import current_revision, head_revision, make_engine, upgrade
-from storage.repo import prune
+from evalwatch.storage.db import current_revision, head_revision, make_engine, upgrade
+from evalwatch.storage.repo import prune
 
 db_app = typer.Typer(help="Store schema and retention.", no_args_is_help=True)
 

@@ -16,7 +16,7 @@ from evalwatch.settings import Settings, reset_settings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from storage.sampling import SampleSpec
+    from evalwatch.storage.sampling import SampleSpec
 
 DATA = Path(__file__).resolve().parents[2] / "datasets"
 # The demo shows every evaluator that runs offline: toxicity too, whose embedded model needs
@@ -91,11 +91,11 @@ def _estimate_judge(
     engine: Engine, settings: Settings, spec: SampleSpec, files: dict[str, Path]
 ) -> None:
     """Print the judge calls and cost of the demo's judge steps, before any call is made."""
-    from evaluators.base import Sample
-    from evaluators.judge import JudgeEvaluator
-    from storage.models import Interaction
-    from storage.repo import iter_rows
-    from storage.sampling import sample_interactions
+    from evalwatch.evaluators.base import Sample
+    from evalwatch.evaluators.judge import JudgeEvaluator
+    from evalwatch.storage.models import Interaction
+    from evalwatch.storage.repo import iter_rows
+    from evalwatch.storage.sampling import sample_interactions
 
     ids = sample_interactions(engine, spec)
     traffic = [
@@ -134,7 +134,7 @@ def _estimate_judge(
 
 def _print_toxicity_model(engine: Engine, run_id: int) -> None:
     """Say which toxicity model scored the run, as its stored provenance records it."""
-    from storage.repo import get_run
+    from evalwatch.storage.repo import get_run
 
     run = get_run(engine, run_id)
     config = ((run.evaluators or {}) if run else {}).get("toxicity", {}).get("config")
@@ -149,10 +149,10 @@ def _print_toxicity_model(engine: Engine, run_id: int) -> None:
 
 def _judge_gates(engine: Engine, settings: Settings, url: str, files: dict[str, Path]) -> None:
     """Gate both candidates on the judged slice: the judge rubric beside the other metrics."""
-    from flows.dataset import evaluate_dataset
-    from ingest.datasets import load_dataset
-    from runs.dataset import DatasetParams
-    from runs.gate import GateParams, run_gate_job
+    from evalwatch.flows.dataset import evaluate_dataset
+    from evalwatch.ingest.datasets import load_dataset
+    from evalwatch.runs.dataset import DatasetParams
+    from evalwatch.runs.gate import GateParams, run_gate_job
 
     options = {"judge": _judge_options(settings, JUDGE_GATE_RUBRIC)}
     evaluators = [*GATE_EVALUATORS, "judge"]
@@ -208,10 +208,10 @@ def demo(
 ) -> None:
     """Ingest, validate, sample, evaluate, check and report on the bundled sample data."""
     from evalwatch.commands.run import print_run_summary
-    from ingest.datasets import load_dataset
-    from ingest.pipeline import ingest
-    from storage.db import get_engine
-    from storage.repo import checkpoint, table_counts
+    from evalwatch.ingest.datasets import load_dataset
+    from evalwatch.ingest.pipeline import ingest
+    from evalwatch.storage.db import get_engine
+    from evalwatch.storage.repo import checkpoint, table_counts
 
     url = _fresh_store(out)
     # The flows read their settings from the environment, like a deployment would.
@@ -242,8 +242,8 @@ def demo(
     console.print(f"support-qa version {loaded.dataset.version}: {loaded.items} items")
     _done(t0)
 
-    from evaluators.judge import ENDPOINT_HINT, endpoint_configured
-    from storage.sampling import SampleSpec
+    from evalwatch.evaluators.judge import ENDPOINT_HINT, endpoint_configured
+    from evalwatch.storage.sampling import SampleSpec
 
     names = [n.strip() for n in evaluators.split(",") if n.strip() and n.strip() != "judge"]
     judge_on = endpoint_configured(settings.judge)
@@ -260,8 +260,8 @@ def demo(
         )
 
     t0 = _step("3. sample, validate and evaluate the traffic (Prefect flow evaluate-traffic)")
-    from flows.traffic import evaluate_traffic
-    from runs.traffic import TrafficParams
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
 
     traffic = evaluate_traffic(
         params=TrafficParams(evaluators=names, batch_size=1024), database_url=url
@@ -284,8 +284,8 @@ def demo(
         _done(t0)
 
     t0 = _step("4. evaluate the baseline model on support-qa (Prefect flow evaluate-dataset)")
-    from flows.dataset import evaluate_dataset
-    from runs.dataset import DatasetParams
+    from evalwatch.flows.dataset import evaluate_dataset
+    from evalwatch.runs.dataset import DatasetParams
 
     dataset: dict[str, Any] = evaluate_dataset(
         params=DatasetParams(
@@ -301,7 +301,7 @@ def demo(
     t0 = _step("5. drift: the last 3 days against the 7 days before, and a shift-free control")
     from datetime import UTC, datetime
 
-    from runs.drift import DriftParams, check_drift
+    from evalwatch.runs.drift import DriftParams, check_drift
 
     windows = {
         "last 3 days vs previous 7": DriftParams(
@@ -317,7 +317,7 @@ def demo(
             scopes=["overall"],
         ),
     }
-    from reporting.location import report_folder
+    from evalwatch.reporting.location import report_folder
 
     # Where the flows put the run reports: demo-out/reports/ beside the store by default.
     drift_html = report_folder(settings) / "drift.html"
@@ -331,13 +331,13 @@ def demo(
         for _scope, test in moved[:6]:
             console.print(f"  - {test.summary}", highlight=False)
         if outcome.drift_found:
-            from reporting.drift_report import write_drift_html
+            from evalwatch.reporting.drift_report import write_drift_html
 
             write_drift_html(outcome, drift_html)
     _done(t0)
 
     t0 = _step("6. regression gate: two candidates against the baseline on support-qa")
-    from runs.gate import GateParams, run_gate_job
+    from evalwatch.runs.gate import GateParams, run_gate_job
 
     gates: dict[str, str] = {}
     for label, fname in CANDIDATES:
@@ -365,8 +365,8 @@ def demo(
 
     t0 = _step("7. operations overview")
     from evalwatch.commands.report import overview_window
-    from reporting.overview import overview_html
-    from storage.overview import load_overview
+    from evalwatch.reporting.overview import overview_html
+    from evalwatch.storage.overview import load_overview
 
     start, end = overview_window(engine, 14)
     overview_path = report_folder(settings) / "overview.html"

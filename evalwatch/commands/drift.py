@@ -26,7 +26,7 @@ from evalwatch.commands.common import (
 )
 
 if TYPE_CHECKING:
-    from runs.drift import DriftOutcome
+    from evalwatch.runs.drift import DriftOutcome
 
 __all__ = ["drift", "print_outcome", "register"]
 
@@ -157,7 +157,7 @@ def drift(
     report) and needs its effect-size floor. Anomalies over time are reported (and stored for
     alert rules) but do not change the exit code.
     """
-    from runs.drift import DriftInputError, DriftParams, check_drift
+    from evalwatch.runs.drift import DriftInputError, DriftParams, check_drift
 
     if window is not None and current_since is not None:
         raise bad_input("give --current-since or --window, not both")

@@ -1,6 +1,6 @@
 """``evalwatch evaluate``: score a sample of stored traffic with the chosen evaluators.
 
-Runs directly (no Prefect) through :func:`runs.traffic.evaluate_traffic`, the job the
+Runs directly (no Prefect) through :func:`evalwatch.runs.traffic.evaluate_traffic`, the job the
 ``evaluate-traffic`` flow splits into tasks: sample, validate the sample, score, store, and
 print the per-metric summary and each evaluator's profile. The same options again resume the
 same run, so an interrupted evaluation finishes without rescoring.
@@ -15,9 +15,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from evaluators.base import EvaluatorConfigError
-from evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult
-from evaluators.summary import MetricSummary
 from evalwatch.commands.common import (
     DEFAULT_EVALUATOR_LIST,
     STATE,
@@ -38,8 +35,11 @@ from evalwatch.commands.common import (
     read_options_file,
     sample_spec,
 )
-from runs.traffic import EmptySample, TrafficParams, evaluate_traffic
-from storage.models import EvaluatorProfile
+from evalwatch.evaluators.base import EvaluatorConfigError
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult
+from evalwatch.evaluators.summary import MetricSummary
+from evalwatch.runs.traffic import EmptySample, TrafficParams, evaluate_traffic
+from evalwatch.storage.models import EvaluatorProfile
 
 __all__ = ["evaluator_options", "print_result", "register"]
 
@@ -255,7 +255,7 @@ def evaluate(
     console.print(f"stored as run {prepared.run_id}", highlight=False)
     # The run is stored: the rules that watch it (its scores, its cost) judge it now, as the
     # evaluate-traffic flow does in its last task.
-    from alerting import evaluate_after_report
+    from evalwatch.alerting import evaluate_after_report
     from evalwatch.commands.common import print_alert_changes
 
     print_alert_changes(*evaluate_after_report(engine, prepared.run_id))

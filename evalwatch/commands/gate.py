@@ -102,8 +102,8 @@ def gate(
     pass/fail metrics, the sign test for pairwise judge verdicts), per metric and per slice
     tag, with Holm correction. Missing evaluation is run first.
     """
-    from checks.policy import GateInputError
-    from runs.gate import GateParams, run_gate_job, worst_items_text
+    from evalwatch.checks.policy import GateInputError
+    from evalwatch.runs.gate import GateParams, run_gate_job, worst_items_text
 
     try:
         params = GateParams(

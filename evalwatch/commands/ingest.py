@@ -17,8 +17,8 @@ from evalwatch.commands.common import (
     err_console,
     open_store,
 )
-from ingest.pipeline import IngestResult, ingest
-from ingest.readers import FORMATS, SourceReader, UnreadableFileError
+from evalwatch.ingest.pipeline import IngestResult, ingest
+from evalwatch.ingest.readers import FORMATS, SourceReader, UnreadableFileError
 
 _TOP_REASONS = 8
 

@@ -11,10 +11,6 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from evaluators.base import EvaluatorUnavailable, Sample
-from evaluators.calibration import CalibrationResult, calibrate, read_human_labels
-from evaluators.judge import ENDPOINT_HINT, JudgeEvaluator, endpoint_configured
-from evaluators.rubrics import RubricError, available_rubrics
 from evalwatch.commands.common import (
     STATE,
     bad_input,
@@ -23,6 +19,10 @@ from evalwatch.commands.common import (
     open_store,
     validation_message,
 )
+from evalwatch.evaluators.base import EvaluatorUnavailable, Sample
+from evalwatch.evaluators.calibration import CalibrationResult, calibrate, read_human_labels
+from evalwatch.evaluators.judge import ENDPOINT_HINT, JudgeEvaluator, endpoint_configured
+from evalwatch.evaluators.rubrics import RubricError, available_rubrics
 from evalwatch.files import read_input_text
 
 judge_app = typer.Typer(
@@ -153,7 +153,7 @@ def judge_calibrate(
         )
     if engine is not None:
         # The calibrations are stored: the rules that watch them (a kappa drop) judge now.
-        from alerting import evaluate_after_report
+        from evalwatch.alerting import evaluate_after_report
         from evalwatch.commands.common import print_alert_changes
 
         print_alert_changes(*evaluate_after_report(engine))

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalwatch.commands.common import bad_input, console, open_store
-from ingest.redact import Redactor
-from storage.listing import get_quarantined, list_quarantine
+from evalwatch.ingest.redact import Redactor
+from evalwatch.storage.listing import get_quarantined, list_quarantine
 
 __all__ = ["quarantine_app", "register"]
 

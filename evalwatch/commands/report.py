@@ -16,7 +16,7 @@ def overview_window(
     engine: Engine, days: float, until: datetime | None = None
 ) -> tuple[datetime, datetime]:
     """``days`` ending at ``until``, else at the newest stored interaction (else now)."""
-    from storage.traffic_frame import newest_interaction_time
+    from evalwatch.storage.traffic_frame import newest_interaction_time
 
     if until is None:
         newest = newest_interaction_time(engine)
@@ -48,13 +48,13 @@ def report(
     Without --html the report goes where the flows put theirs: beside a SQLite store
     (``<store folder>/reports/``), or ``<EVALWATCH_REPORT_DIR>/<store key>/``.
     """
-    from reporting.location import report_folder
+    from evalwatch.reporting.location import report_folder
 
     engine = open_store()
     folder = report_folder(STATE.settings())
     if overview:
-        from reporting.overview import overview_html
-        from storage.overview import load_overview
+        from evalwatch.reporting.overview import overview_html
+        from evalwatch.storage.overview import load_overview
 
         if run_id is not None:
             raise bad_input("--overview takes no RUN_ID")
@@ -70,8 +70,8 @@ def report(
         target.write_text(overview_html(load_overview(engine, start, end)), encoding="utf-8")
         console.print(f"overview: {target.resolve()}", highlight=False, soft_wrap=True)
         return
-    from reporting.run_report import write_run_html
-    from storage.repo import get_run
+    from evalwatch.reporting.run_report import write_run_html
+    from evalwatch.storage.repo import get_run
 
     if run_id is None:
         raise bad_input("give a RUN_ID, or --overview")

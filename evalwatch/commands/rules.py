@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from checks.rules import BUILTIN_METRICS, check_rules, load_rules
+from evalwatch.checks.rules import BUILTIN_METRICS, check_rules, load_rules
 from evalwatch.commands.common import EXIT_BAD_INPUT, bad_input, console, err_console
 from evalwatch.files import InputFileError, read_input_text
 

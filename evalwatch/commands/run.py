@@ -79,8 +79,8 @@ def run_traffic(
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-traffic flow on a sample of stored traffic."""
-    from flows.traffic import evaluate_traffic
-    from runs.traffic import TrafficParams
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
 
     spec = sample_spec(
         since, until, app, model_version, rate, max_items, stratify, seed, unscored_by
@@ -108,7 +108,7 @@ def run_dataset(
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-dataset flow: a model on a versioned test set."""
-    from runs.dataset import DatasetParams, DatasetRunError, check_dataset_run
+    from evalwatch.runs.dataset import DatasetParams, DatasetRunError, check_dataset_run
 
     try:
         params = DatasetParams(
@@ -127,7 +127,7 @@ def run_dataset(
         check_dataset_run(open_store(), params, STATE.settings())
     except DatasetRunError as exc:
         raise bad_input(str(exc)) from exc
-    from flows.dataset import evaluate_dataset
+    from evalwatch.flows.dataset import evaluate_dataset
 
     try:
         summary = evaluate_dataset(params=params, database_url=STATE.settings().database_url)

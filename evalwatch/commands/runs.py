@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalwatch.commands.common import bad_input, console, open_store
-from storage.listing import get_run, list_runs
+from evalwatch.storage.listing import get_run, list_runs
 
 __all__ = ["register", "runs_app"]
 

@@ -21,8 +21,8 @@ from evalwatch.commands.common import (
     open_store,
     sample_spec,
 )
-from storage.repo import interaction_groups
-from storage.sampling import sample_interactions
+from evalwatch.storage.repo import interaction_groups
+from evalwatch.storage.sampling import sample_interactions
 
 
 def sample(

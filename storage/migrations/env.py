@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-import storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from storage.db import make_engine
+import evalwatch.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from evalwatch.storage.db import make_engine
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import make_engine
-from storage.repo import table_counts
+from evalwatch.storage.db import make_engine
+from evalwatch.storage.repo import table_counts
 from tests.journeys.conftest import REPO, DemoStore, base_env, run_cli
 
 pytestmark = [pytest.mark.journey, pytest.mark.slow]
@@ -49,7 +49,7 @@ class Door:
     """A command that reads a file: its arguments around the file, and how it reads it.
 
     ``whole`` doors read the file as one text (YAML, JSONL read at once): the undecodable
-    file for them is not UTF-8. The others read rows through ``ingest.readers``.
+    file for them is not UTF-8. The others read rows through ``evalwatch.ingest.readers``.
     """
 
     name: str

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from evaluators.base import DEFAULT_EVALUATORS
+from evalwatch.evaluators.base import DEFAULT_EVALUATORS
 from tests.conftest import PG_ADMIN_URL
 from tests.journeys.conftest import (
     TRACEBACK,

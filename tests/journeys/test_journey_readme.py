@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from evalwatch.storage.db import make_engine
+from evalwatch.storage.repo import table_counts
 from evalwatch.testing import FakeJudgeServer
-from storage.db import make_engine
-from storage.repo import table_counts
 from tests.journeys.conftest import (
     REPO,
     DemoStore,

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from storage.db import current_revision, head_revision, make_engine
-from storage.repo import table_counts
+from evalwatch.storage.db import current_revision, head_revision, make_engine
+from evalwatch.storage.repo import table_counts
 from tests.journeys.conftest import EVALWATCH, REPO, TRACEBACK, DemoStore, base_env
 
 pytestmark = [pytest.mark.journey, pytest.mark.slow]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from evaluators.base import (
+from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
@@ -45,9 +45,9 @@ class SlowEvaluator(BaseEvaluator[SlowConfig]):
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    from flows.traffic import evaluate_traffic
-    from runs.traffic import TrafficParams
-    from storage.sampling import SampleSpec
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
+    from evalwatch.storage.sampling import SampleSpec
 
     params = TrafficParams(
         sample=SampleSpec(), evaluators=["slow-length", "heuristics"], batch_size=10

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import storage.models
+import evalwatch.storage.models
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -26,9 +26,9 @@ def upgrade() -> None:
     sa.Column('scope_key', sqlmodel.sql.sqltypes.AutoString(length=400), nullable=False),
     sa.Column('consecutive_breaches', sa.Integer(), nullable=False),
     sa.Column('consecutive_clear', sa.Integer(), nullable=False),
-    sa.Column('last_window_end', storage.models.UTCDateTime(), nullable=True),
+    sa.Column('last_window_end', evalwatch.storage.models.UTCDateTime(), nullable=True),
     sa.Column('last_value', sa.Float(), nullable=True),
-    sa.Column('updated_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('rule', 'scope_key', name='uq_alert_state')
     )
@@ -39,11 +39,11 @@ def upgrade() -> None:
     sa.Column('severity', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('count', sa.Integer(), nullable=False),
-    sa.Column('opened_at', storage.models.UTCDateTime(), nullable=False),
-    sa.Column('last_seen_at', storage.models.UTCDateTime(), nullable=False),
-    sa.Column('acknowledged_at', storage.models.UTCDateTime(), nullable=True),
-    sa.Column('resolved_at', storage.models.UTCDateTime(), nullable=True),
-    sa.Column('last_notified_at', storage.models.UTCDateTime(), nullable=True),
+    sa.Column('opened_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
+    sa.Column('last_seen_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
+    sa.Column('acknowledged_at', evalwatch.storage.models.UTCDateTime(), nullable=True),
+    sa.Column('resolved_at', evalwatch.storage.models.UTCDateTime(), nullable=True),
+    sa.Column('last_notified_at', evalwatch.storage.models.UTCDateTime(), nullable=True),
     sa.Column('context', sa.JSON(), nullable=True),
     sa.Column('deliveries', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id')
@@ -57,7 +57,7 @@ def upgrade() -> None:
     sa.Column('version', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('n_items', sa.Integer(), nullable=False),
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name', 'version', name='uq_dataset_version')
     )
@@ -67,7 +67,7 @@ def upgrade() -> None:
     op.create_table('drift_reports',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('report_key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.Column('scope', sa.JSON(), nullable=True),
     sa.Column('baseline', sa.JSON(), nullable=True),
     sa.Column('current', sa.JSON(), nullable=True),
@@ -98,14 +98,14 @@ def upgrade() -> None:
     sa.Column('dim', sa.Integer(), nullable=False),
     sa.Column('dtype', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('vector', sa.LargeBinary(), nullable=False),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('subject_type', 'subject_id', 'model', name='uq_embedding')
     )
     op.create_table('interactions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('request_id', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-    sa.Column('ts', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('ts', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.Column('app', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('model_name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('model_version', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
@@ -122,7 +122,7 @@ def upgrade() -> None:
     sa.Column('metadata', sa.JSON(), nullable=True),
     sa.Column('redactions', sa.Integer(), nullable=False),
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
-    sa.Column('ingested_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('ingested_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('interactions', schema=None) as batch_op:
@@ -141,12 +141,12 @@ def upgrade() -> None:
     sa.Column('input_tokens', sa.Integer(), nullable=True),
     sa.Column('output_tokens', sa.Integer(), nullable=True),
     sa.Column('cost', sa.Float(), nullable=True),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('key')
     )
     op.create_table('judge_calibrations',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.Column('judge_model', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('rubric', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('rubric_version', sqlmodel.sql.sqltypes.AutoString(length=50), nullable=False),
@@ -167,7 +167,7 @@ def upgrade() -> None:
     sa.Column('raw', sa.Text(), nullable=False),
     sa.Column('raw_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('reasons', sa.JSON(), nullable=False),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('source', 'line', 'raw_hash', name='uq_quarantine_row')
     )
@@ -199,8 +199,8 @@ def upgrade() -> None:
     sa.Column('summary', sa.JSON(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('flow_run_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-    sa.Column('started_at', storage.models.UTCDateTime(), nullable=False),
-    sa.Column('finished_at', storage.models.UTCDateTime(), nullable=True),
+    sa.Column('started_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
+    sa.Column('finished_at', evalwatch.storage.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -217,7 +217,7 @@ def upgrade() -> None:
     sa.Column('value', sa.Float(), nullable=True),
     sa.Column('label', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('comment', sa.Text(), nullable=True),
-    sa.Column('ts', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('ts', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
     sa.ForeignKeyConstraint(['interaction_id'], ['interactions.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
@@ -230,7 +230,7 @@ def upgrade() -> None:
     op.create_table('regression_reports',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.Column('dataset_id', sa.Integer(), nullable=True),
     sa.Column('baseline', sa.JSON(), nullable=True),
     sa.Column('candidate', sa.JSON(), nullable=True),
@@ -268,7 +268,7 @@ def upgrade() -> None:
     sa.Column('cpu_percent_mean', sa.Float(), nullable=True),
     sa.Column('rss_peak_mb', sa.Float(), nullable=True),
     sa.Column('details', sa.JSON(), nullable=True),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['eval_runs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -287,7 +287,7 @@ def upgrade() -> None:
     sa.Column('cost', sa.Float(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['dataset_item_id'], ['dataset_items.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('dataset_item_id', 'model', 'output_hash', name='uq_model_output')
@@ -311,7 +311,7 @@ def upgrade() -> None:
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('details', sa.JSON(), nullable=True),
-    sa.Column('created_at', storage.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', evalwatch.storage.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['eval_runs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('subject_type', 'subject_id', 'evaluator', 'evaluator_version', 'metric', name='uq_score_subject_metric')

@@ -61,7 +61,7 @@ _scores = sa.table(
 
 
 def options_hash(evaluator: str, config: Mapping[str, Any]) -> str:
-    """``evaluators.base.config_hash`` of a recorded config, as of this revision."""
+    """``evalwatch.evaluators.base.config_hash`` of a recorded config, as of this revision."""
     runtime = RUNTIME_FIELDS.get(evaluator, frozenset())
     options = {k: v for k, v in config.items() if k not in runtime}
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
