@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test check lint typecheck bench clean
+.PHONY: install demo test check lint typecheck imports bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-check: install lint typecheck
+check: install lint typecheck imports
 
 lint: install
 	$(BIN)/ruff check .
@@ -35,8 +35,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The layering contracts in pyproject.toml ([tool.importlinter]): imports only point down.
+imports: install
+	$(BIN)/lint-imports
+
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -37,7 +37,7 @@ from evalwatch.checks.rules import (
     parse_scope_key,
     render_parameters,
 )
-from evalwatch.ingest.redact import Redactor
+from evalwatch.core.redact import Redactor
 from evalwatch.storage.alerts import alerts_with_pending, claim_pending, release_pending
 from evalwatch.storage.models import Alert, utcnow
 
@@ -429,23 +429,7 @@ def _deliver(
     resolved_within: timedelta,
     stack: contextlib.ExitStack,
 ) -> dict[int, list[dict[str, Any]]]:
-    rules_by_name = {r.name: r for r in rules.rules}
-    blocks: dict[str, Any] = {}
-    api: PrefectApi | None = None
-
-    def reach_api() -> PrefectApi:
-        # Opened at the first notification or action that needs Prefect, once per delivery;
-        # kept open (a temporary server running) until every alert is done.
-        nonlocal api
-        if api is None:
-            api = stack.enter_context(prefect_api())
-            if api.url is None:
-                log.info("alert notifications stay queued: %s", api.reason)
-        return api
-
-    # A channel that failed every attempt is not tried again in this call: one dead endpoint
-    # must not stall the evaluation once per pending alert. Its notifications stay pending.
-    down: dict[str, str] = {}
+    delivery = _Delivery(rules, red=red, sleep=sleep, stack=stack)
     out: dict[int, list[dict[str, Any]]] = {}
     for candidate in alerts_with_pending(engine, now - resolved_within):
         assert candidate.id is not None
@@ -453,84 +437,9 @@ def _deliver(
         if claimed is None:
             continue
         alert, pending, action = claimed
-        rule = rules_by_name.get(alert.rule)
-        records: list[dict[str, Any]] = []
-        failed: list[str] = []
-        if pending:
-            event = str(pending.get("event"))
-            message = build_message(alert, event, rule, red)
-            for channel in pending.get("channels", []):
-                base = {"event": event, "channel": channel, "at": utcnow().isoformat()}
-                spec = rules.channels.get(channel)
-                if spec is None:  # the channel was removed from the rules: nothing to retry
-                    records.append(
-                        {**base, "ok": False, "attempts": 0, "error": "channel not configured"}
-                    )
-                    continue
-                reached = reach_api()
-                if reached.url is None:  # kept queued: the next evaluation retries it
-                    records.append(
-                        {
-                            **base,
-                            "block": spec.block,
-                            "ok": False,
-                            "attempts": 0,
-                            "error": reached.reason,
-                        }
-                    )
-                    failed.append(channel)
-                    continue
-                if channel in down:
-                    records.append(
-                        {
-                            **base,
-                            "block": spec.block,
-                            "ok": False,
-                            "attempts": 0,
-                            "error": f"not tried: failed earlier ({down[channel]})",
-                            "cause": down[channel],
-                        }
-                    )
-                    failed.append(channel)
-                    continue
-                if channel not in blocks:
-                    # A failed load is retried (and recorded) by send_notification.
-                    with contextlib.suppress(Exception):
-                        blocks[channel] = load_block(spec)
-                result = send_notification(
-                    spec, message, rules.delivery, sleep, blocks.get(channel)
-                )
-                records.append(
-                    {
-                        **base,
-                        "block": spec.block,
-                        "ok": result.ok,
-                        "attempts": result.attempts,
-                        "error": result.error,
-                        "at": utcnow().isoformat(),
-                    }
-                )
-                if not result.ok:
-                    failed.append(channel)
-                    down[channel] = result.error or "error"
-        action_record: dict[str, Any] | None = None
-        action_done = False
-        if action:
-            if rule is not None and rule.action is not None:
-                reached = reach_api()
-                if reached.url is None:
-                    action_record = {
-                        "event": str(action.get("event")),
-                        "deployment": rule.action.deployment,
-                        "at": utcnow().isoformat(),
-                        "ok": False,
-                        "error": reached.reason,
-                    }
-                else:
-                    action_record = trigger_action(rule.action, alert, str(action.get("event")))
-                action_done = bool(action_record["ok"])
-            else:
-                action_done = True  # the rule or its action is gone
+        rule = delivery.rules_by_name.get(alert.rule)
+        records, failed = delivery.notify(alert, pending, rule) if pending else ([], [])
+        action_record, action_done = delivery.act(alert, action, rule) if action else (None, False)
         assert alert.id is not None
         release_pending(
             engine,
@@ -543,3 +452,151 @@ def _deliver(
         )
         out[alert.id] = records + ([action_record] if action_record else [])
     return out
+
+
+class _Delivery:
+    """What one :func:`deliver_pending` call shares across alerts: API, blocks, dead channels."""
+
+    def __init__(
+        self,
+        rules: RulesFile,
+        *,
+        red: Redactor,
+        sleep: Callable[[float], None],
+        stack: contextlib.ExitStack,
+    ) -> None:
+        """Start a delivery over ``rules``; the Prefect API is reached when first needed.
+
+        Args:
+            rules: The rules (channels, delivery policy, actions).
+            red: Masks personal data and secrets in messages.
+            sleep: How to wait between attempts.
+            stack: Holds the Prefect API (a temporary server) open until every alert is done.
+        """
+        self.rules = rules
+        self.rules_by_name = {r.name: r for r in rules.rules}
+        self.red = red
+        self.sleep = sleep
+        self.stack = stack
+        self.blocks: dict[str, Any] = {}
+        self.api: PrefectApi | None = None
+        # A channel that failed every attempt is not tried again in this call: one dead endpoint
+        # must not stall the evaluation once per pending alert. Its notifications stay pending.
+        self.down: dict[str, str] = {}
+
+    def reach_api(self) -> PrefectApi:
+        """The Prefect API, opened at the first notification or action that needs it.
+
+        Returns:
+            The API; its ``url`` is None (with a ``reason``) when there is none to be had.
+        """
+        # Once per delivery; kept open (a temporary server running) until every alert is done.
+        if self.api is None:
+            self.api = self.stack.enter_context(prefect_api())
+            if self.api.url is None:
+                log.info("alert notifications stay queued: %s", self.api.reason)
+        return self.api
+
+    def notify(
+        self, alert: Alert, pending: Mapping[str, Any], rule: Rule | None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Send one queued notification to each of its channels.
+
+        Args:
+            alert: The claimed alert.
+            pending: The queued notification (event, channels).
+            rule: The alert's rule, None when it was removed from the rules.
+
+        Returns:
+            The delivery records, and the channels that stay queued.
+        """
+        event = str(pending.get("event"))
+        message = build_message(alert, event, rule, self.red)
+        records: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for channel in pending.get("channels", []):
+            record, stays_queued = self._send(channel, event, message)
+            records.append(record)
+            if stays_queued:
+                failed.append(channel)
+        return records, failed
+
+    def _send(self, channel: str, event: str, message: Message) -> tuple[dict[str, Any], bool]:
+        """Send ``message`` to one channel unless it cannot be reached now.
+
+        Args:
+            channel: The channel's name in the rules.
+            event: The alert event the message is about.
+            message: The redacted message.
+
+        Returns:
+            The delivery record, and whether the notification stays queued for this channel.
+        """
+        base = {"event": event, "channel": channel, "at": utcnow().isoformat()}
+        spec = self.rules.channels.get(channel)
+        if spec is None:  # the channel was removed from the rules: nothing to retry
+            return {**base, "ok": False, "attempts": 0, "error": "channel not configured"}, False
+        reached = self.reach_api()
+        if reached.url is None:  # kept queued: the next evaluation retries it
+            return {
+                **base,
+                "block": spec.block,
+                "ok": False,
+                "attempts": 0,
+                "error": reached.reason,
+            }, True
+        if channel in self.down:
+            return {
+                **base,
+                "block": spec.block,
+                "ok": False,
+                "attempts": 0,
+                "error": f"not tried: failed earlier ({self.down[channel]})",
+                "cause": self.down[channel],
+            }, True
+        if channel not in self.blocks:
+            # A failed load is retried (and recorded) by send_notification.
+            with contextlib.suppress(Exception):
+                self.blocks[channel] = load_block(spec)
+        result = send_notification(
+            spec, message, self.rules.delivery, self.sleep, self.blocks.get(channel)
+        )
+        if not result.ok:
+            self.down[channel] = result.error or "error"
+        return {
+            **base,
+            "block": spec.block,
+            "ok": result.ok,
+            "attempts": result.attempts,
+            "error": result.error,
+            "at": utcnow().isoformat(),
+        }, not result.ok
+
+    def act(
+        self, alert: Alert, action: Mapping[str, Any], rule: Rule | None
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Start the queued action of an alert's rule.
+
+        Args:
+            alert: The claimed alert.
+            action: The queued action (its event).
+            rule: The alert's rule, None when it was removed from the rules.
+
+        Returns:
+            The action record (None when the rule or its action is gone), and whether the
+            action is done with (started, or nothing left to start).
+        """
+        if rule is None or rule.action is None:
+            return None, True  # the rule or its action is gone
+        reached = self.reach_api()
+        if reached.url is None:
+            record: dict[str, Any] = {
+                "event": str(action.get("event")),
+                "deployment": rule.action.deployment,
+                "at": utcnow().isoformat(),
+                "ok": False,
+                "error": reached.reason,
+            }
+        else:
+            record = trigger_action(rule.action, alert, str(action.get("event")))
+        return record, bool(record["ok"])

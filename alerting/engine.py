@@ -48,7 +48,9 @@ from evalwatch.checks.rules import (
     parse_scope_key,
     transition,
 )
-from evalwatch.ingest.redact import Redactor
+from evalwatch.core import AlertStatus
+from evalwatch.core.redact import Redactor
+from evalwatch.evaluators.metrics import metric_catalogue
 from evalwatch.storage.alerts import (
     AggSpec,
     ReportItem,
@@ -400,11 +402,7 @@ def _context(
             "aggregation": rule.aggregation,
             "comparison": rule.comparison,
             "threshold": rule.threshold,
-            "window": {
-                "kind": rule.window,
-                "start": obs.start.isoformat() if obs.start else None,
-                "end": obs.end.isoformat(),
-            },
+            "window": {"kind": rule.window, **_span(obs)},
             "value": obs.value,
             "n": obs.n,
             "scope": dict(scope),
@@ -418,6 +416,11 @@ def _context(
     else:
         ctx["opened_window"] = ctx["window"]
     return ctx
+
+
+def _span(obs: _Obs) -> dict[str, str | None]:
+    """The window of an observation as the alert context stores it (ISO-8601 bounds)."""
+    return {"start": obs.start.isoformat() if obs.start else None, "end": obs.end.isoformat()}
 
 
 def _queue(alert: Alert, rule: Rule, event: str, notify: bool, now: datetime) -> None:
@@ -466,7 +469,7 @@ def _apply(
         rs = RuleState(
             st.consecutive_breaches,
             st.consecutive_clear,
-            alert.status if alert is not None else None,  # type: ignore[arg-type]
+            AlertStatus(alert.status) if alert is not None else None,
             alert.last_notified_at if alert is not None else None,
         )
         for obs in todo:
@@ -477,12 +480,7 @@ def _apply(
             if step.action == "resolve":
                 assert alert is not None
                 ctx = dict(alert.context or {})
-                ctx["resolved_window"] = {
-                    "start": obs.start.isoformat() if obs.start else None,
-                    "end": obs.end.isoformat(),
-                    "value": obs.value,
-                    "n": obs.n,
-                }
+                ctx["resolved_window"] = {**_span(obs), "value": obs.value, "n": obs.n}
                 alert = tx.resolve_alert(now, ctx)
             else:
                 offending = _offending(tx, rule, scope, obs, red)
@@ -618,7 +616,8 @@ def rules_for_settings(rules_file: Path | str | None = None) -> RulesFile:
         from evalwatch.settings import get_settings
 
         rules_file = get_settings().rules_file
-    return load_rules(rules_file or DEFAULT_RULES_PATH)
+    # Selectors are checked against the metrics the registered evaluators (plug-ins too) declare.
+    return load_rules(rules_file or DEFAULT_RULES_PATH, known_metrics=metric_catalogue())
 
 
 def evaluate_after_run(

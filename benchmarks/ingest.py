@@ -12,12 +12,18 @@ JSONL file, then for each backend times
 and prints rows/s of both and their ratio (goal: ingest >= 0.5 of the raw driver). The raw
 driver's insert-only time (without reading and parsing) is printed too, for reference.
 
+Then (unless ``--rss-sizes none``) the peak RSS of ``evalwatch ingest`` on SQLite, in a child
+process: for the benchmark's normal file, and for files holding one giant JSON line (50 MB,
+500 MB and 2 GB by default) between a few normal ones. The giant line is quarantined with its
+length and hash and never held whole, so the peak should not grow with it.
+
 PostgreSQL runs in a throwaway database created on the server of ``--pg-url`` and dropped at
 the end. The one-off start-up of Great Expectations (imports, context) is timed separately and
 is not part of the rows/s; a real CLI run pays it once.
 
     python benchmarks/ingest.py                  # 100k rows, SQLite and PostgreSQL
     python benchmarks/ingest.py --n 20000 --backend sqlite --repeat 3
+    python benchmarks/ingest.py --n 20000 --backend none --rss-sizes 50,500,2000
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import gc
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -195,10 +202,77 @@ def _pg_database(admin_url: str) -> tuple[str, Callable[[], None]]:
     return url, drop
 
 
+_RSS_CHILD = """
+import resource, subprocess, sys
+rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def cli_peak_rss(url: str, path: Path) -> tuple[int, float, float]:
+    """(exit code, peak RSS in MB, seconds) of ``evalwatch ingest`` on one file.
+
+    A wrapper process runs the CLI, so the peak is that of the CLI and its ingest worker only.
+    """
+    cli = [sys.executable, "-c", "from evalwatch.cli import main; main()",
+           "--db", url, "ingest", str(path), "--no-progress"]
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, *cli], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "EVALWATCH_HASH_KEY": "benchmark-key"},
+    )
+    rc, kb = out.stdout.split()
+    return int(rc), int(kb) / 1024, time.perf_counter() - t0
+
+
+def giant_line_file(path: Path, size: int, seed: int) -> None:
+    """Two normal rows, one valid JSON line of ``size`` bytes (a huge context), two more."""
+    rows = list(traffic(5, seed))
+    with path.open("wb") as fh:
+        for r in rows[:2]:
+            fh.write(orjson.dumps(r) + b"\n")
+        head = orjson.dumps({**rows[2], "context": None})[:-1] + b', "ctx": "'
+        fill = size - len(head) - 2
+        fh.write(head)
+        block = b"x" * 1_000_000
+        while fill > 0:
+            fh.write(block[: min(fill, len(block))])
+            fill -= len(block)
+        fh.write(b'"}\n')
+        for r in rows[3:]:
+            fh.write(orjson.dumps(r) + b"\n")
+
+
+def rss_section(folder: Path, normal: Path, n: int, sizes_mb: list[int], seed: int) -> None:
+    print()
+    print("peak RSS of `evalwatch ingest` (SQLite, child process; includes ~300 MB of imports)")
+    url = _fresh_sqlite(folder, "rss-normal.db")
+    rc, peak, secs = cli_peak_rss(url, normal)
+    print(f"  normal file ({n} rows, {normal.stat().st_size / 1e6:.0f} MB): {peak:7.0f} MB "
+          f"(exit {rc}, {secs:.1f} s)")
+    for mb in sizes_mb:
+        path = folder / f"giant-{mb}.jsonl"
+        giant_line_file(path, mb * 1_000_000, seed)
+        url = _fresh_sqlite(folder, f"rss-{mb}.db")
+        rc, peak, secs = cli_peak_rss(url, path)
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            q = conn.execute(sa.text("SELECT reasons, LENGTH(raw) FROM quarantine")).all()
+            stored = conn.execute(sa.text("SELECT COUNT(*) FROM interactions")).scalar_one()
+        engine.dispose()
+        what = f"quarantined {q[0][0]}, raw kept {q[0][1]} chars" if q else "NOT quarantined"
+        print(f"  one {mb:>5} MB line + 4 rows:   {peak:7.0f} MB (exit {rc}, {secs:.1f} s; "
+              f"{stored} rows stored; {what})")
+        path.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="interactions (default 100000)")
-    ap.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--backend", choices=["sqlite", "postgres", "both", "none"], default="both",
+                    help="where to time throughput (none: only the RSS section)")
+    ap.add_argument("--rss-sizes", default="50,500,2000",
+                    help="giant-line sizes in MB for the peak-RSS section, or 'none'")
     ap.add_argument("--pg-url", default=DEFAULT_PG, help="any database on the PostgreSQL server")
     ap.add_argument("--chunk-size", type=int, default=None,
                     help="rows validated and committed per chunk (default: settings)")
@@ -242,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
 
-    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    backends = {"both": ["sqlite", "postgres"], "none": []}.get(args.backend, [args.backend])
     for backend in backends:
         drop: Callable[[], None] | None = None
         if backend == "postgres":
@@ -284,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
           "same rows); goal >= 0.5")
     print("CPU s: this process and the ingest worker (PostgreSQL's server work is not in it); "
           "on a busy machine the wall-clock ratio swings, the CPU figures much less")
+    if args.rss_sizes != "none":
+        sizes = [int(x) for x in args.rss_sizes.split(",") if x.strip()]
+        rss_section(folder, path, args.n, sizes, args.seed)
     shutil.rmtree(folder, ignore_errors=True)
     return 0
 

@@ -31,10 +31,10 @@ from typing import Any
 # must not shadow it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.base import Sample
 from evalwatch.evaluators.judge import JudgeEvaluator
 from evalwatch.settings import JudgeSettings
-from evalwatch.storage.models import ScoreStatus
 
 _ITEM = re.compile(r"<<<RESPONSE\nbenchmark item (\d+) ")
 
@@ -103,7 +103,7 @@ def _judge(url: str, concurrency: int, timeout_s: float, max_retries: int) -> Ju
         redact=True,
     )
     return JudgeEvaluator(
-        rubrics=["helpfulness"], settings=settings, backoff_base_s=0.05, backoff_max_s=1.0
+        rubrics=["helpfulness"], settings=settings
     )
 
 

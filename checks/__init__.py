@@ -7,8 +7,9 @@ sklearn.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from evalwatch.core.lazy import LazyExports
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "evalwatch.checks.validation": (
@@ -52,13 +53,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "evalwatch.checks.rules": ("Rule", "RulesError", "RulesFile", "check_rules", "load_rules"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_LAZY = LazyExports(__name__, _EXPORTS)
 
-__all__ = sorted(_WHERE)
+__all__ = _LAZY.names
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'checks' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return _LAZY.get(name)

@@ -37,7 +37,10 @@ __all__ = [
     "AnomalyPoint",
     "AnomalyReport",
     "aggregate_series",
+    "anscombe_rate",
     "detect_anomalies",
+    "from_anscombe",
+    "noise_floor",
 ]
 
 Freq = Literal["hour", "day"]
@@ -479,3 +482,88 @@ def _run_ewma(
         slot_seen[s] = slot_seen.get(s, 0) + 1
         seen += 1
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Rates on a stable scale, and the noise floor of a window
+# --------------------------------------------------------------------------------------------
+
+
+def anscombe_rate(successes: npt.ArrayLike, n: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Variance-stabilised rate ``arcsin(sqrt((x + 3/8) / (n + 3/4)))``: variance ~1/(4n).
+
+    A rate near 0 is skewed (2 events in 10 at a 1 % base rate is a 0.6 % tail, not the
+    "z = 6" a plain standard deviation says); on this scale a normal cut holds.
+
+    Args:
+        successes: Events per window.
+        n: Trials per window (0 gives NaN).
+
+    Returns:
+        The stabilised values.
+
+    Examples:
+        >>> round(float(anscombe_rate(5, 20)), 4)
+        0.534
+    """
+    x = np.asarray(successes, dtype=np.float64)
+    m = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.arcsin(np.sqrt((x + 0.375) / (m + 0.75))), dtype=np.float64)
+
+
+def from_anscombe(y: float, n: int) -> float:
+    """The rate of ``n`` trials whose stabilised value is ``y`` (inverse of :func:`anscombe_rate`).
+
+    Args:
+        y: A value on the arcsine scale.
+        n: Trials in the window.
+
+    Returns:
+        The rate, clipped to [0, 1]; NaN without trials.
+
+    Examples:
+        >>> from_anscombe(float(anscombe_rate(5, 20)), 20)
+        0.25
+    """
+    if n <= 0:
+        return math.nan
+    return min(1.0, max(0.0, (math.sin(y) ** 2 * (n + 0.75) - 0.375) / n))
+
+
+def noise_floor(values: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], agg: str) -> float:
+    """Sampling error of one window's aggregate at the history's typical window size.
+
+    A window's robust scale never goes below this (``min_scale`` of
+    :func:`detect_anomalies`), so a quiet history does not turn sampling noise into anomalies.
+
+    Args:
+        values: The history's individual values (unused for ``count``).
+        counts: Events per history window.
+        agg: ``count`` (Poisson), ``sum`` (compound Poisson), ``rate`` (on the arcsine scale of
+            :func:`anscombe_rate`), else a mean.
+
+    Returns:
+        The floor (0 without a busy history window).
+
+    Examples:
+        >>> noise_floor(np.empty(0), np.array([100, 100, 0]), "count")
+        10.0
+        >>> round(noise_floor(np.empty(0), np.array([99, 99]), "rate"), 4)
+        0.0501
+    """
+    busy = counts[counts > 0]
+    if busy.size == 0:
+        return 0.0
+    n_typ = float(np.median(busy))
+    if agg == "count":
+        return math.sqrt(n_typ)  # Poisson
+    if agg == "rate":
+        return 0.5 / math.sqrt(n_typ + 0.75)  # arcsine scale: variance 1 / (4 (n + 3/4))
+    if values.size < 2:
+        return 0.0
+    sd = float(np.std(values, ddof=1))
+    if agg == "sum":
+        mean = float(np.mean(values))
+        return math.sqrt(n_typ * (sd * sd + mean * mean))  # compound Poisson
+    return sd / math.sqrt(n_typ)

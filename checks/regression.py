@@ -65,6 +65,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, Field
 from scipy import optimize, special, stats
 
+from evalwatch.checks.intervals import newcombe_interval
 from evalwatch.checks.policy import (
     GateInputError,
     GatePolicy,
@@ -86,6 +87,8 @@ __all__ = [
     "compare_paired",
     "compare_pairwise",
     "compare_unpaired",
+    "format_gate_p",
+    "format_num",
     "holm",
     "mcnemar_exact",
     "min_detectable_difference",
@@ -99,7 +102,6 @@ __all__ = [
 Verdict = Literal["pass", "regression", "inconclusive"]
 Decision = Literal["pass", "regression", "not_proven", "insufficient_data"]
 Alternative = Literal["two-sided", "worse", "better"]
-PairwiseVerdict = Literal["win", "tie", "loss"]
 
 FloatArray = NDArray[np.float64]
 
@@ -503,114 +505,19 @@ class GateReport(BaseModel):
         """
         return self.model_dump_json(indent=indent)
 
-    # -- human output ----------------------------------------------------------------------
-
-    def _title(self) -> str:
-        what = "gate" if self.mode == "gate" else "canary comparison"
-        conf = _pct(1.0 - self.alpha)
-        return (
-            f"evalwatch {what}: {self.verdict.upper()} (rule: {self.rule}, "
-            f"{conf} intervals, one-sided decisions at {_num(self.alpha / 2)})"
-        )
-
-    def to_text(self) -> str:
-        """Return a plain-text summary for a terminal or CI log.
-
-        Returns:
-            Multi-line text: verdict, reasons, per-metric table, regressing slices, the items
-            that regressed most and warnings.
-
-        Examples:
-            >>> r = GateReport(verdict="pass", rule="regression", alpha=0.05, metrics=[],
-            ...                policy=GatePolicy())
-            >>> r.to_text().splitlines()[0]
-            'evalwatch gate: PASS (rule: regression, 95% intervals, one-sided decisions at 0.025)'
-        """
-        lines = [self._title()]
-        lines += [f"  - {r}" for r in self.reasons]
-        if self.metrics:
-            lines.append("")
-            lines.append(_text_table(_rows(self.metrics, self.mode)))
-        tested = [s for s in self.slices if s.status == "ok"]
-        if self.slices:
-            lines.append("")
-            lines.append(
-                f"Slices: {len(tested)} slice x metric tests (Holm-corrected together), "
-                f"{len(self.slices) - len(tested)} too small to test."
-            )
-            flagged = [s for s in self.slices if s.decision == "regression"]
-            if flagged:
-                lines.append(_text_table(_rows(flagged, self.mode, with_slice=True)))
-            else:
-                lines.append("  no slice regresses significantly.")
-        if self.worst_items:
-            lines.append("")
-            lines.append("Items that regressed most:")
-            for w in self.worst_items:
-                lines.append("  " + _worst_line(w))
-        if self.warnings:
-            lines.append("")
-            lines.append("Warnings:")
-            lines += [f"  - {w}" for w in self.warnings]
-        return "\n".join(lines)
-
-    def to_markdown(self) -> str:
-        """Return a markdown report (for a Prefect artifact or a PR comment).
-
-        Returns:
-            Markdown with the verdict, tables of metrics, regressing slices and worst items.
-
-        Examples:
-            >>> r = GateReport(verdict="regression", rule="regression", alpha=0.05,
-            ...                metrics=[], policy=GatePolicy())
-            >>> r.to_markdown().startswith("## evalwatch gate: REGRESSION")
-            True
-        """
-        out = [f"## {self._title()}", ""]
-        out += [f"- {r}" for r in self.reasons]
-        if self.metrics:
-            out += ["", "### Metrics", "", _md_table(_rows(self.metrics, self.mode))]
-        if self.slices:
-            flagged = [s for s in self.slices if s.decision == "regression"]
-            tested = sum(1 for s in self.slices if s.status == "ok")
-            out += [
-                "",
-                "### Slices",
-                "",
-                f"{tested} slice x metric tests, Holm-corrected together; "
-                f"{len(self.slices) - tested} too small to test.",
-            ]
-            if flagged:
-                out += ["", _md_table(_rows(flagged, self.mode, with_slice=True))]
-            else:
-                out += ["", "No slice regresses significantly."]
-        if self.worst_items:
-            out += ["", "### Items that regressed most", ""]
-            header = ["metric", "item", "baseline", "candidate", "diff", "tags"]
-            rows = [
-                [
-                    w.metric,
-                    w.item_id,
-                    _num(w.baseline) if w.verdict is None else "",
-                    _num(w.candidate) if w.verdict is None else (w.verdict or ""),
-                    _num(w.diff),
-                    ", ".join(w.tags),
-                ]
-                for w in self.worst_items
-            ]
-            out.append(_md_table([header, *rows]))
-        if self.warnings:
-            out += ["", "### Warnings", ""]
-            out += [f"- {w}" for w in self.warnings]
-        return "\n".join(out) + "\n"
-
 
 # --------------------------------------------------------------------------------------------
-# Formatting helpers
+# Numbers in reasons (the report's own text; its tables are rendered in evalwatch.reporting)
 # --------------------------------------------------------------------------------------------
 
 
-def _num(x: float | None, digits: int = 4) -> str:
+def format_num(x: float | None, digits: int = 4) -> str:
+    """A number in a gate reason or table (``-`` when undefined).
+
+    Examples:
+        >>> format_num(0.012345), format_num(None), format_num(0.00001)
+        ('0.0123', '-', '1.0e-05')
+    """
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     if x != 0 and abs(x) < 10 ** (-digits + 1):
@@ -618,77 +525,16 @@ def _num(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}" if abs(x) >= 1000 else f"{round(x, digits):g}"
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:g}%"
+def format_gate_p(x: float | None) -> str:
+    """A gate p-value (``-`` when not computed).
 
-
-def _p(x: float | None) -> str:
+    Examples:
+        >>> format_gate_p(0.00001), format_gate_p(0.0312)
+        ('<0.0001', '0.0312')
+    """
     if x is None:
         return "-"
     return "<0.0001" if x < 1e-4 else f"{x:.4f}"
-
-
-def _rows(
-    comps: Sequence[MetricComparison], mode: str, with_slice: bool = False
-) -> list[list[str]]:
-    # The non-inferiority p-value decides a pass under that rule, so show it when present.
-    ni = any(c.p_noninferiority is not None for c in comps)
-    head = ["slice"] if with_slice else []
-    head += ["metric", "n", "baseline", "candidate", "diff [CI]", "p worse (adj)"]
-    head += ["p non-inf"] if ni else []
-    head += ["margin", "MDD", "decision"]
-    rows = [head]
-    for c in comps:
-        if c.paired:
-            n = "-" if c.n_both is None else str(c.n_both)
-        else:
-            n = f"{c.n_baseline}/{c.n_candidate}"
-        if c.kind == "pairwise":
-            base, cand = "", f"W{c.wins}/T{c.ties}/L{c.losses}"
-        else:
-            base, cand = _num(c.baseline_mean), _num(c.candidate_mean)
-        ci = (
-            f"{_num(c.mean_diff)} [{_num(c.ci_low)}, {_num(c.ci_high)}]"
-            if c.mean_diff is not None
-            else "-"
-        )
-        decision = c.decision.upper().replace("_", " ")
-        if c.too_small and c.status == "ok":
-            decision += " (too small)"
-        row = [c.slice or ""] if with_slice else []
-        row += [c.metric, n, base, cand, ci, _p(c.p_adjusted)]
-        row += [_p(c.p_noninferiority)] if ni else []
-        row += [c.margin_spec, _num(c.mdd), decision]
-        rows.append(row)
-    return rows
-
-
-def _text_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-        for r in rows
-    )
-
-
-def _md_table(rows: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(c) for c in rows[0]) + " |"]
-    lines.append("|" + "---|" * len(rows[0]))
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows[1:]]
-    return "\n".join(lines)
-
-
-def _worst_line(w: WorstItem) -> str:
-    tags = f" [{', '.join(w.tags)}]" if w.tags else ""
-    if w.verdict is not None:
-        return f"{w.metric}  {w.item_id}: judge verdict {w.verdict}{tags}"
-    return (
-        f"{w.metric}  {w.item_id}: {_num(w.baseline)} -> {_num(w.candidate)} "
-        f"(diff {_num(w.diff)}){tags}"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -753,7 +599,7 @@ def _margin(mp: MetricPolicy, baseline_mean: float | None) -> tuple[float, str]:
         if baseline_mean is None:
             return 0.0, spec
         return margin * abs(baseline_mean), spec
-    return margin, _num(margin)
+    return margin, format_num(margin)
 
 
 def _orientation(mp: MetricPolicy) -> float:
@@ -1154,7 +1000,62 @@ def run_gate(
     if not score_metrics and not pw:
         raise GateInputError("nothing to compare: no metric has scores or pairwise verdicts")
 
-    warnings: list[str] = []
+    policies, warnings = _gate_policies(gate, score_metrics, sorted(pw))
+    inputs = _GateInputs(gate, policies, baseline_scores, candidate_scores, pw)
+    names = [*score_metrics, *sorted(pw)]
+    overall = _apply_family([inputs.compare(n, None, None) for n in names], gate, gate.rule)
+    slice_comps = _slice_comparisons(inputs, names, tags) if gate.slices and tags else []
+    regressing_slices = sorted(
+        {s.slice for s in slice_comps if s.decision == "regression" and s.slice is not None}
+    )
+
+    worst: list[WorstItem] = []
+    for c in overall:
+        if c.status != "ok":
+            continue
+        worst += _worst_items(
+            c.metric,
+            baseline_scores.get(c.metric),
+            candidate_scores.get(c.metric),
+            pw.get(c.metric),
+            policies[c.metric],
+            tags,
+            gate.worst_items,
+        )
+
+    verdict, reasons = _verdict(overall, slice_comps, gate, warnings)
+    return GateReport(
+        mode="gate",
+        verdict=verdict,
+        rule=gate.rule,
+        alpha=gate.alpha,
+        metrics=overall,
+        slices=slice_comps,
+        regressing_slices=regressing_slices,
+        worst_items=worst,
+        reasons=reasons,
+        warnings=warnings,
+        policy=gate,
+        meta=dict(meta or {}),
+    )
+
+
+def _gate_policies(
+    gate: GatePolicy, score_metrics: Sequence[str], pairwise_metrics: Sequence[str]
+) -> tuple[dict[str, MetricPolicy], list[str]]:
+    """Each metric's policy, checked against how its data was given.
+
+    Args:
+        gate: The gate policy.
+        score_metrics: Metrics given as scores.
+        pairwise_metrics: Metrics given as pairwise verdicts.
+
+    Returns:
+        Metric -> its policy, and a warning for each policy metric neither side has.
+
+    Raises:
+        GateInputError: A metric's kind contradicts how its data was given.
+    """
     policies: dict[str, MetricPolicy] = {}
     for name in score_metrics:
         mp = gate.metric_policy(name)
@@ -1163,28 +1064,60 @@ def run_gate(
                 f"metric {name!r} is pairwise in the policy but was given as scores"
             )
         policies[name] = mp
-    for name in sorted(pw):
+    for name in pairwise_metrics:
         mp = gate.metric_policy(name, kind="pairwise")
         if mp.kind != "pairwise":
             raise GateInputError(
                 f"metric {name!r} was given as pairwise verdicts but the policy says {mp.kind}"
             )
         policies[name] = mp
-    for m in gate.metrics:
-        if m.metric not in policies:
-            warnings.append(f"policy lists metric {m.metric!r} but neither side has it")
+    warnings = [
+        f"policy lists metric {m.metric!r} but neither side has it"
+        for m in gate.metrics
+        if m.metric not in policies
+    ]
+    return policies, warnings
 
-    def one(name: str, ids: set[str] | None, slice_name: str | None) -> MetricComparison:
-        mp = policies[name]
+
+@dataclass(frozen=True)
+class _GateInputs:
+    """What :func:`run_gate` compares: the policies and both sides' scores or verdicts."""
+
+    gate: GatePolicy
+    policies: Mapping[str, MetricPolicy]
+    baseline_scores: Mapping[str, Mapping[str, float | None]]
+    candidate_scores: Mapping[str, Mapping[str, float | None]]
+    pairwise: Mapping[str, Mapping[str, str | None]]
+
+    def has_both(self, name: str) -> bool:
+        """Whether a metric has data to compare on both sides (or pairwise verdicts)."""
+        return (name in self.baseline_scores and name in self.candidate_scores) or (
+            name in self.pairwise
+        )
+
+    def compare(self, name: str, ids: set[str] | None, slice_name: str | None) -> MetricComparison:
+        """Compare one metric overall (``ids`` None) or over one slice's items.
+
+        Args:
+            name: The metric.
+            ids: The slice's item ids, None for every item.
+            slice_name: The slice (a tag), None overall.
+
+        Returns:
+            The comparison, before the family's multiplicity adjustment.
+        """
+        gate = self.gate
+        mp = self.policies[name]
         min_items = gate.min_items if slice_name is None else gate.min_slice_items
         rule = gate.rule if slice_name is None else "regression"
-        if name in pw:
-            v = pw[name] if ids is None else {k: x for k, x in pw[name].items() if k in ids}
+        if name in self.pairwise:
+            verdicts = self.pairwise[name]
+            v = verdicts if ids is None else {k: x for k, x in verdicts.items() if k in ids}
             return compare_pairwise(
                 v, mp, gate, slice_name=slice_name, min_items=min_items, rule=rule
             )
-        b = baseline_scores.get(name)
-        c = candidate_scores.get(name)
+        b = self.baseline_scores.get(name)
+        c = self.candidate_scores.get(name)
         if b is None or c is None:
             side = "baseline" if b is None else "candidate"
             margin, spec = _margin(mp, None)
@@ -1207,60 +1140,34 @@ def run_gate(
             c = {k: x for k, x in c.items() if k in ids}
         return compare_paired(b, c, mp, gate, slice_name=slice_name, min_items=min_items, rule=rule)
 
-    names = [*score_metrics, *sorted(pw)]
-    overall = _apply_family([one(n, None, None) for n in names], gate, gate.rule)
 
-    slice_comps: list[MetricComparison] = []
-    if gate.slices and tags:
-        by_tag: dict[str, set[str]] = {}
-        for item, ts in tags.items():
-            for t in ts:
-                by_tag.setdefault(str(t), set()).add(item)
-        for t in sorted(by_tag):
-            for n in names:
-                if (n in baseline_scores and n in candidate_scores) or n in pw:
-                    slice_comps.append(one(n, by_tag[t], t))
-        slice_comps = _apply_family(slice_comps, gate, "regression")
-    regressing_slices = sorted(
-        {s.slice for s in slice_comps if s.decision == "regression" and s.slice is not None}
-    )
+def _slice_comparisons(
+    inputs: _GateInputs, names: Sequence[str], tags: Mapping[str, Sequence[str]]
+) -> list[MetricComparison]:
+    """Every metric compared over each slice (tag), adjusted as one family.
 
-    worst: list[WorstItem] = []
-    for c in overall:
-        if c.status != "ok":
-            continue
-        mp = policies[c.metric]
-        worst += _worst_items(
-            c.metric,
-            baseline_scores.get(c.metric),
-            candidate_scores.get(c.metric),
-            pw.get(c.metric),
-            mp,
-            tags,
-            gate.worst_items,
-        )
+    Args:
+        inputs: The gate's inputs.
+        names: The metrics, in report order.
+        tags: Item id -> its tags.
 
-    verdict, reasons = _verdict(overall, slice_comps, gate, warnings)
-    return GateReport(
-        mode="gate",
-        verdict=verdict,
-        rule=gate.rule,
-        alpha=gate.alpha,
-        metrics=overall,
-        slices=slice_comps,
-        regressing_slices=regressing_slices,
-        worst_items=worst,
-        reasons=reasons,
-        warnings=warnings,
-        policy=gate,
-        meta=dict(meta or {}),
-    )
+    Returns:
+        The slice comparisons, tag by tag.
+    """
+    by_tag: dict[str, set[str]] = {}
+    for item, ts in tags.items():
+        for t in ts:
+            by_tag.setdefault(str(t), set()).add(item)
+    comps = [
+        inputs.compare(n, by_tag[t], t) for t in sorted(by_tag) for n in names if inputs.has_both(n)
+    ]
+    return _apply_family(comps, inputs.gate, "regression")
 
 
 def _direction_word(c: MetricComparison) -> str:
     if c.mean_diff is None:
         return ""
-    return f"diff {_num(c.mean_diff)} [{_num(c.ci_low)}, {_num(c.ci_high)}]"
+    return f"diff {format_num(c.mean_diff)} [{format_num(c.ci_low)}, {format_num(c.ci_high)}]"
 
 
 def _verdict(
@@ -1277,12 +1184,12 @@ def _verdict(
     for c in regressed:
         reasons.append(
             f"{c.metric} regressed beyond its margin {c.margin_spec}: {_direction_word(c)}, "
-            f"adjusted p {_p(c.p_adjusted)}"
+            f"adjusted p {format_gate_p(c.p_adjusted)}"
         )
     for s in slice_regressed:
         reasons.append(
             f"slice '{s.slice}' regressed on {s.metric}: {_direction_word(s)}, "
-            f"adjusted p {_p(s.p_adjusted)}"
+            f"adjusted p {format_gate_p(s.p_adjusted)}"
         )
     for c in missing:
         reasons.append(f"{c.metric}: insufficient data ({c.reason})")
@@ -1297,7 +1204,7 @@ def _verdict(
             need = f"; about {c.n_required} items would be needed" if c.n_required else ""
             warnings.append(
                 f"{where}{c.metric}: too few items ({c.n_both or c.n_baseline}) to check the "
-                f"margin {c.margin_spec}: minimum detectable difference {_num(c.mdd)}{need}"
+                f"margin {c.margin_spec}: minimum detectable difference {format_num(c.mdd)}{need}"
             )
     for c in overall:
         if c.paired and c.status == "ok" and c.n_missing_candidate:
@@ -1328,26 +1235,6 @@ def _verdict(
 # --------------------------------------------------------------------------------------------
 
 
-def _wilson(x: float, n: float, z: float) -> tuple[float, float]:
-    p = x / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _newcombe(x_a: int, n_a: int, x_b: int, n_b: int, z: float) -> tuple[float, float]:
-    """Newcombe's hybrid score interval (method 10) for ``p_b - p_a`` at normal quantile z."""
-    pa, pb = x_a / n_a, x_b / n_b
-    la, ua = _wilson(x_a, n_a, z)
-    lb, ub = _wilson(x_b, n_b, z)
-    d = pb - pa
-    return (
-        d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2),
-        d + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2),
-    )
-
-
 def _newcombe_p_less(x_a: int, n_a: int, x_b: int, n_b: int, theta0: float) -> float:
     """One-sided p for H1: p_b - p_a < theta0, by inverting the Newcombe interval."""
     d = x_b / n_b - x_a / n_a
@@ -1356,7 +1243,7 @@ def _newcombe_p_less(x_a: int, n_a: int, x_b: int, n_b: int, theta0: float) -> f
     if d < theta0:
         # The smallest z whose upper bound reaches theta0 gives p = P(Z > z).
         def f(z: float) -> float:
-            return _newcombe(x_a, n_a, x_b, n_b, z)[1] - theta0
+            return newcombe_interval(x_a, n_a, x_b, n_b, z)[1] - theta0
 
         if f(_Z_MAX) < 0:
             return 0.0
@@ -1364,7 +1251,7 @@ def _newcombe_p_less(x_a: int, n_a: int, x_b: int, n_b: int, theta0: float) -> f
         return float(stats.norm.sf(z))
 
     def g(z: float) -> float:
-        return _newcombe(x_a, n_a, x_b, n_b, z)[0] - theta0
+        return newcombe_interval(x_a, n_a, x_b, n_b, z)[0] - theta0
 
     if g(_Z_MAX) > 0:
         return 1.0
@@ -1412,7 +1299,7 @@ def two_proportion(
         if n <= 0 or x < 0 or x > n:
             raise ValueError(f"side {side}: need 0 <= successes <= n and n > 0, got {x}/{n}")
     z = float(stats.norm.ppf(1.0 - alpha / 2))
-    lo, hi = _newcombe(successes_a, n_a, successes_b, n_b, z)
+    lo, hi = newcombe_interval(successes_a, n_a, successes_b, n_b, z)
     if higher_is_better:
         xa, xb = successes_a, successes_b
     else:
@@ -1522,31 +1409,7 @@ def compare_unpaired(
     se = math.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
     level = gate.alpha / 2 / max(1, family_size)
     mdd = _mdd_from_se(se, math.inf, level, gate.power)
-    p_rank: float | None = None
-    if mp.kind == "binary":
-        pt = two_proportion(
-            int(x.sum()),
-            int(x.size),
-            int(y.sum()),
-            int(y.size),
-            alpha=gate.alpha,
-            margin=margin,
-            higher_is_better=sign > 0,
-        )
-        lo, hi, p_worse, p_ni = pt.ci_low, pt.ci_high, pt.p_worse, pt.p_better
-    else:
-        diff_boot = sign * (
-            _bootstrap_means(y, gate.n_bootstrap, gate.seed, stream=2)
-            - _bootstrap_means(x, gate.n_bootstrap, gate.seed, stream=1)
-        )
-        boot = _Boot(means=diff_boot)
-        olo, ohi = boot.interval(gate.alpha)
-        lo, hi = (olo, ohi) if sign > 0 else (-ohi, -olo)
-        p_worse, p_ni = boot.p_less(-margin), boot.p_greater(-margin)
-        if np.ptp(np.concatenate([x, y])) == 0:
-            p_rank = 1.0  # every score identical: no rank difference at all
-        else:
-            p_rank = float(stats.mannwhitneyu(sign * y, sign * x, alternative="less").pvalue)
+    lo, hi, p_worse, p_ni, p_rank = _unpaired_test(x, y, mp, gate, margin, sign)
     comp = MetricComparison(
         **common,
         test=test,
@@ -1563,6 +1426,48 @@ def compare_unpaired(
         too_small=_too_small(mdd, margin, rule),
     )
     return comp.model_copy(update={"decision": _decide(comp, rule, gate.alpha)})
+
+
+def _unpaired_test(
+    x: FloatArray, y: FloatArray, mp: MetricPolicy, gate: GatePolicy, margin: float, sign: float
+) -> tuple[float, float, float, float, float | None]:
+    """The interval and p-values of an unpaired comparison (baseline ``x``, canary ``y``).
+
+    Args:
+        x: Baseline scores (0/1 for a binary metric).
+        y: Canary scores.
+        mp: The metric's resolved policy.
+        gate: Gate settings.
+        margin: The regression margin.
+        sign: +1 when higher is better, -1 otherwise.
+
+    Returns:
+        ``(ci_low, ci_high, p_worse, p_noninferiority, p_rank)``; ``p_rank`` (Mann-Whitney)
+        is None for a binary metric.
+    """
+    if mp.kind == "binary":
+        pt = two_proportion(
+            int(x.sum()),
+            int(x.size),
+            int(y.sum()),
+            int(y.size),
+            alpha=gate.alpha,
+            margin=margin,
+            higher_is_better=sign > 0,
+        )
+        return pt.ci_low, pt.ci_high, pt.p_worse, pt.p_better, None
+    diff_boot = sign * (
+        _bootstrap_means(y, gate.n_bootstrap, gate.seed, stream=2)
+        - _bootstrap_means(x, gate.n_bootstrap, gate.seed, stream=1)
+    )
+    boot = _Boot(means=diff_boot)
+    olo, ohi = boot.interval(gate.alpha)
+    lo, hi = (olo, ohi) if sign > 0 else (-ohi, -olo)
+    if np.ptp(np.concatenate([x, y])) == 0:
+        p_rank = 1.0  # every score identical: no rank difference at all
+    else:
+        p_rank = float(stats.mannwhitneyu(sign * y, sign * x, alternative="less").pvalue)
+    return lo, hi, boot.p_less(-margin), boot.p_greater(-margin), p_rank
 
 
 def run_canary(

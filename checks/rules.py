@@ -25,11 +25,11 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evalwatch.core import AlertStatus, parse_duration
 from evalwatch.files import InputFileError, read_input_text
 
 __all__ = [
     "BLOCK_TYPE_SLUGS",
-    "BUILTIN_METRICS",
     "DEFAULT_RULES_PATH",
     "SELECTOR_FAMILIES",
     "ActionSpec",
@@ -58,7 +58,6 @@ __all__ = [
     "item_filter",
     "load_rules",
     "parse_aggregation",
-    "parse_duration",
     "parse_scope_key",
     "parse_selector",
     "render_parameters",
@@ -85,46 +84,6 @@ BLOCK_TYPE_SLUGS: dict[str, str] = {
     "discord": "discord-webhook",
     "twilio": "twilio-sms",
 }
-
-_JUDGE_RUBRICS = (
-    "helpfulness",
-    "correctness",
-    "faithfulness",
-    "coherence",
-    "safety",
-    "instruction_following",
-)
-
-# Metrics the built-in evaluators store, as ``evaluator.metric``.
-BUILTIN_METRICS: frozenset[str] = frozenset(
-    ["embedding.relevance", "embedding.reference_similarity"]
-    + [
-        f"toxicity.{m}"
-        for m in (
-            "toxicity",
-            "severe_toxicity",
-            "obscene",
-            "threat",
-            "insult",
-            "identity_attack",
-            "sexual_explicit",  # detoxify's unbiased and multilingual models
-            "safety",
-        )
-    ]
-    + [
-        f"heuristics.{m}"
-        for m in (
-            "response_chars",
-            "response_tokens_est",
-            "empty_response",
-            "refusal",
-            "json_valid",
-            "pii_leak",
-        )
-    ]
-    + [f"judge.{r}" for r in _JUDGE_RUBRICS]
-    + [f"judge.{r}_pairwise" for r in _JUDGE_RUBRICS]  # the judge in pairwise mode
-)
 
 Source = Literal[
     "score", "error_rate", "traffic", "volume", "drift", "anomaly", "gate", "kappa", "run_cost"
@@ -168,8 +127,6 @@ SELECTOR_FAMILIES: dict[str, str] = {
     "run_cost": "run",
 }
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _AGG = re.compile(
     r"^(?:(mean|sum|min|max|count|any)|p(\d{1,2}(?:\.\d+)?)|(share_below|share_above):(.+))$"
 )
@@ -199,36 +156,6 @@ class RulesError(ValueError):
     def __init__(self, errors: Sequence[str]) -> None:
         self.errors = list(errors)
         super().__init__("invalid alert rules:\n  " + "\n  ".join(self.errors))
-
-
-def parse_duration(text: str | float | int) -> timedelta:
-    """Parse ``90s``, ``15m``, ``1h``, ``1d`` or ``2w`` (a bare number is seconds).
-
-    Args:
-        text: The duration.
-
-    Returns:
-        The duration as a timedelta.
-
-    Raises:
-        ValueError: Not a duration.
-
-    Examples:
-        >>> parse_duration("1h")
-        datetime.timedelta(seconds=3600)
-        >>> parse_duration(0)
-        datetime.timedelta(0)
-    """
-    if isinstance(text, bool):
-        raise ValueError(f"bad duration {text!r}")
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"bad duration {text!r}: must not be negative")
-        return timedelta(seconds=float(text))
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"bad duration {text!r}; use a number and one of s, m, h, d, w (e.g. 1h)")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
 @dataclass(frozen=True)
@@ -422,7 +349,11 @@ class ActionSpec(BaseModel):
 
 
 def _durations_ok(v: str | float | int) -> str:
-    parse_duration(v)
+    seconds = parse_duration(v).total_seconds()
+    if isinstance(v, int | float):
+        # A bare number is seconds; keep the unit so the stored string reads back as the same
+        # duration (a unit-less "90" is not one).
+        return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"
     return str(v)
 
 
@@ -674,6 +605,11 @@ def _known_list(names: Iterable[str], limit: int = 12) -> str:
     return ", ".join(ordered[:limit]) + more
 
 
+def _known(known_metrics: Iterable[str] | None, declared: Iterable[str]) -> set[str] | None:
+    """The metric names a selector may use, or None when they are not checked."""
+    return None if known_metrics is None else set(known_metrics) | set(declared)
+
+
 def check_rules_data(
     rules: RulesFile,
     known_metrics: Iterable[str] | None = None,
@@ -683,8 +619,10 @@ def check_rules_data(
 
     Args:
         rules: A schema-valid rules file.
-        known_metrics: Evaluator metrics that exist (``evaluator.metric``); default
-            :data:`BUILTIN_METRICS`. The file's own ``metrics:`` list is always added.
+        known_metrics: Evaluator metrics that exist (``evaluator.metric``): the caller's
+            metric catalogue (:func:`evalwatch.evaluators.metrics.metric_catalogue`; this
+            layer does not know the evaluators). The file's own ``metrics:`` list is always
+            added. None: metric names are not checked.
         known_channels: Channel names known besides the file's ``channels:`` section.
 
     Returns:
@@ -693,10 +631,13 @@ def check_rules_data(
     Examples:
         >>> rf = RulesFile(rules=[Rule(name="r", selector="nope.metric", comparison="<",
         ...                            threshold=1)])
-        >>> check_rules_data(rf)[0].startswith("rule 'r': selector: unknown metric 'nope.metric'")
+        >>> check_rules_data(rf, known_metrics=["embedding.relevance"])[0].startswith(
+        ...     "rule 'r': selector: unknown metric 'nope.metric'")
         True
+        >>> check_rules_data(rf)
+        []
     """
-    metrics = set(BUILTIN_METRICS if known_metrics is None else known_metrics) | set(rules.metrics)
+    metrics = _known(known_metrics, rules.metrics)
     channels = set(rules.channels) | set(known_channels or ())
     errors: list[str] = []
     seen: set[str] = set()
@@ -720,7 +661,7 @@ def _try(parse: Callable[[Any], _T], value: Any) -> _T | None:
 
 
 def _rule_problems(
-    who: str, fields: Mapping[str, Any], metrics: set[str], channels: set[str]
+    who: str, fields: Mapping[str, Any], metrics: set[str] | None, channels: set[str]
 ) -> list[str]:
     """The problems the schema cannot see in one rule, field by field.
 
@@ -731,7 +672,12 @@ def _rule_problems(
     errors: list[str] = []
     sel = _try(parse_selector, fields.get("selector"))
     agg = _try(parse_aggregation, fields.get("aggregation", "mean"))
-    if sel is not None and sel.source == "score" and sel.text not in metrics:
+    if (
+        sel is not None
+        and sel.source == "score"
+        and metrics is not None  # None: the caller did not say which metrics exist
+        and sel.text not in metrics
+    ):
         errors.append(
             f"{who}: selector: unknown metric {sel.text!r}; known: "
             f"{_known_list(metrics)} (declare your own evaluators' metrics under 'metrics:')"
@@ -775,7 +721,8 @@ def check_rules(
 
     Args:
         path: The YAML file.
-        known_metrics: Evaluator metrics that exist; default :data:`BUILTIN_METRICS`.
+        known_metrics: Evaluator metrics that exist (see :func:`check_rules_data`); None:
+            metric names are not checked.
         known_channels: Channel names known besides the file's ``channels:`` section.
 
     Returns:
@@ -796,8 +743,7 @@ def check_rules(
     channels = set(known_channels or ()) | channel_names
     more = check_rules_data(partial, known_metrics, channels)
     # The rules the schema rejected: every other field of theirs is still checked.
-    metrics = set(BUILTIN_METRICS if known_metrics is None else known_metrics)
-    metrics |= set(partial.metrics)
+    metrics = _known(known_metrics, partial.metrics)
     for who, entry in rejected:
         more += _rule_problems(who, entry, metrics, channels)
     merged = errors + [e for e in more if e not in errors]
@@ -815,7 +761,8 @@ def load_rules(
 
     Args:
         path: The YAML file; the shipped defaults when None.
-        known_metrics: Evaluator metrics that exist; default :data:`BUILTIN_METRICS`.
+        known_metrics: Evaluator metrics that exist (see :func:`check_rules_data`); None:
+            metric names are not checked.
         known_channels: Channel names known besides the file's ``channels:`` section.
 
     Returns:
@@ -994,7 +941,7 @@ class RuleState:
 
     consecutive_breaches: int = 0
     consecutive_clear: int = 0
-    alert_status: Literal["open", "acknowledged"] | None = None
+    alert_status: AlertStatus | None = None
     last_notified_at: datetime | None = None
 
 

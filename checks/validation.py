@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -187,6 +187,35 @@ def _str_problem(name: str, v: str, limit: int | None) -> str | None:
     return None
 
 
+def _read_text(
+    name: str, v: Any, why: list[str], bad: set[str], expected: str = "a string"
+) -> str | None:
+    """A text field's value, or None with its problem noted (not text, NUL characters)."""
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        bad.add(name)
+        why.append(f"{name}: expected {expected}, got {_type_name(v)}")
+        return None
+    if "\x00" in v:
+        bad.add(name)
+        why.append(f"{name}: contains NUL characters")
+        return None
+    return v
+
+
+def _read_timestamp(v: Any, why: list[str], bad: set[str]) -> datetime | None:
+    """The ``timestamp`` field as an aware UTC datetime, or None with its problem noted."""
+    if v is None:
+        return None
+    ts = parse_timestamp(v)
+    if isinstance(ts, str):
+        bad.add("timestamp")
+        why.append(f"timestamp: {ts}")
+        return None
+    return ts
+
+
 def _fast_traffic_row(value: dict[str, Any]) -> dict[str, Any] | None:
     """The typed row for a row whose every field already has its plain type, else None.
 
@@ -262,6 +291,38 @@ def _fast_traffic_row(value: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _coerce_each(
+    values: Sequence[Any],
+    read: Callable[[Mapping[str, Any], list[str], set[str]], dict[str, Any]],
+    fast: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+) -> Coerced:
+    """Type every row with ``read`` (``fast`` first, where given); non-objects are rejected.
+
+    ``read`` appends each problem to the row's reasons and each wrongly typed field to its
+    bad fields, and returns the typed row.
+    """
+    rows: list[dict[str, Any] | None] = []
+    reasons: list[list[str]] = []
+    bad_fields: list[set[str]] = []
+    for value in values:
+        fast_row = fast(value) if fast is not None and type(value) is dict else None
+        if fast_row is not None:
+            rows.append(fast_row)
+            reasons.append([])
+            bad_fields.append(set())
+            continue
+        why: list[str] = []
+        bad: set[str] = set()
+        if not isinstance(value, Mapping):
+            rows.append(None)
+            reasons.append([f"row: expected an object, got {_type_name(value)}"])
+        else:
+            rows.append(read(value, why, bad))
+            reasons.append(why)
+        bad_fields.append(bad)
+    return Coerced(rows, reasons, bad_fields)
+
+
 def coerce_traffic(values: Sequence[Any]) -> Coerced:
     """Read parsed traffic rows (canonical keys) into typed values, noting every type problem.
 
@@ -283,140 +344,116 @@ def coerce_traffic(values: Sequence[Any]) -> Coerced:
         >>> c.reasons[1]
         ['row: expected an object, got array']
     """
-    rows: list[dict[str, Any] | None] = []
-    reasons: list[list[str]] = []
-    bad_fields: list[set[str]] = []
+    return _coerce_each(values, _read_traffic, _fast_traffic_row)
+
+
+def _read_traffic(value: Mapping[str, Any], why: list[str], bad: set[str]) -> dict[str, Any]:
+    """The typed traffic row of one object, noting problems in ``why`` and ``bad``."""
+    get = value.get
+    row: dict[str, Any] = {}
+    _read_ids(get, row, why, bad)
+    for name in _TEXT_FIELDS:
+        row[name] = _read_text(name, get(name), why, bad)
+    v = get("context")
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        v = "\n\n".join(v)  # retrieved passages, one after another
+    row["context"] = _read_text("context", v, why, bad, "a string or a list of strings")
+    _read_numbers(get, row, why, bad)
+    row["thumbs"] = _read_thumbs(get("thumbs"), why, bad)
+    row["ts"] = _read_timestamp(get("timestamp"), why, bad)
+    row["metadata"] = _read_metadata(get("metadata"), get(_EXTRA_KEY), why, bad)
+    return row
+
+
+def _read_ids(
+    get: Callable[[str], Any], row: dict[str, Any], why: list[str], bad: set[str]
+) -> None:
+    """Identifiers and names into ``row``: text (numbers read as text); blank counts as missing."""
+    for name in _ID_NAME_FIELDS:
+        v = get(name)
+        t = type(v)
+        if v is None:
+            row[name] = None
+            continue
+        if t is int and name in _ID_FIELDS:
+            v = str(v)
+        elif t is not str:
+            row[name] = None
+            bad.add(name)
+            why.append(f"{name}: expected a string, got {_type_name(v)}")
+            continue
+        if not v or v.isspace():
+            row[name] = None
+            continue
+        if len(v) > MAX_ID_CHARS or "\x00" in v:
+            bad.add(name)
+            why.append(_str_problem(name, v, MAX_ID_CHARS))  # type: ignore[arg-type]
+            v = None
+        row[name] = v
+
+
+def _read_numbers(
+    get: Callable[[str], Any], row: dict[str, Any], why: list[str], bad: set[str]
+) -> None:
+    """Measurements (finite floats) and counts (integers within a 32-bit range) into ``row``."""
     isfinite = math.isfinite
-    fast = _fast_traffic_row
-    for value in values:
-        fast_row = fast(value) if type(value) is dict else None
-        if fast_row is not None:
-            rows.append(fast_row)
-            reasons.append([])
-            bad_fields.append(set())
-            continue
-        why: list[str] = []
-        bad: set[str] = set()
-        if not isinstance(value, Mapping):
-            rows.append(None)
-            reasons.append([f"row: expected an object, got {_type_name(value)}"])
-            bad_fields.append(bad)
-            continue
-        get = value.get
-        row: dict[str, Any] = {}
-        # Identifiers: text (numbers read as text); blank counts as missing.
-        for name in _ID_NAME_FIELDS:
-            v = get(name)
-            t = type(v)
-            if v is None:
-                row[name] = None
-                continue
-            if t is int and name in _ID_FIELDS:
-                v = str(v)
-            elif t is not str:
-                row[name] = None
-                bad.add(name)
-                why.append(f"{name}: expected a string, got {_type_name(v)}")
-                continue
-            if not v or v.isspace():
-                row[name] = None
-                continue
-            if len(v) > MAX_ID_CHARS or "\x00" in v:
-                bad.add(name)
-                why.append(_str_problem(name, v, MAX_ID_CHARS))  # type: ignore[arg-type]
-                v = None
-            row[name] = v
-        for name in _TEXT_FIELDS:
-            v = get(name)
-            if v is None or type(v) is str:
-                if v is not None and "\x00" in v:
-                    bad.add(name)
-                    why.append(f"{name}: contains NUL characters")
-                    v = None
-                row[name] = v
-            else:
-                row[name] = None
-                bad.add(name)
-                why.append(f"{name}: expected a string, got {_type_name(v)}")
-        v = get("context")
-        if isinstance(v, list) and all(isinstance(x, str) for x in v):
-            v = "\n\n".join(v)  # retrieved passages, one after another
-        if v is None or type(v) is str:
-            if v is not None and "\x00" in v:
-                bad.add("context")
-                why.append("context: contains NUL characters")
-                v = None
-            row["context"] = v
-        else:
-            row["context"] = None
-            bad.add("context")
-            why.append(f"context: expected a string or a list of strings, got {_type_name(v)}")
-        for name in _FLOAT_FIELDS:
-            v = get(name)
-            t = type(v)
-            if v is None:
-                row[name] = None
-            elif (t is float or t is int) and isfinite(v):
-                row[name] = float(v)
-            else:
-                f = _as_float(v)
-                if isinstance(f, str):
-                    row[name] = None
-                    bad.add(name)
-                    why.append(f"{name}: {f}")
-                else:
-                    row[name] = f
-        for name in _INT_FIELDS:
-            v = get(name)
-            if v is None:
-                row[name] = None
-                continue
-            n = v if type(v) is int else _as_int(v)
-            if isinstance(n, str):
-                row[name] = None
-                bad.add(name)
-                why.append(f"{name}: {n}")
-            elif abs(n) > MAX_INT:
-                row[name] = None
-                bad.add(name)
-                why.append(f"{name}: too large ({n})")
-            else:
-                row[name] = n
-        v = get("thumbs")
+    for name in _FLOAT_FIELDS:
+        v = get(name)
+        t = type(v)
         if v is None:
-            row["thumbs"] = None
-        elif isinstance(v, bool):
-            row["thumbs"] = "up" if v else "down"
-        elif isinstance(v, str):
-            row["thumbs"] = _THUMBS.get(v.strip().lower(), v)
+            row[name] = None
+        elif (t is float or t is int) and isfinite(v):
+            row[name] = float(v)
         else:
-            row["thumbs"] = None
-            bad.add("thumbs")
-            why.append(f"thumbs: expected 'up' or 'down', got {_type_name(v)}")
-        v = get("timestamp")
-        if v is None:
-            row["ts"] = None
-        else:
-            ts = parse_timestamp(v)
-            if isinstance(ts, str):
-                row["ts"] = None
-                bad.add("timestamp")
-                why.append(f"timestamp: {ts}")
+            f = _as_float(v)
+            if isinstance(f, str):
+                row[name] = None
+                bad.add(name)
+                why.append(f"{name}: {f}")
             else:
-                row["ts"] = ts
-        meta = get("metadata")
-        extra = get(_EXTRA_KEY)
-        if meta is not None and not isinstance(meta, Mapping):
-            bad.add("metadata")
-            why.append(f"metadata: expected an object, got {_type_name(meta)}")
-            meta = None
-        if extra:
-            meta = {**extra, **(meta or {})}
-        row["metadata"] = dict(meta) if meta is not None else None
-        rows.append(row)
-        reasons.append(why)
-        bad_fields.append(bad)
-    return Coerced(rows, reasons, bad_fields)
+                row[name] = f
+    for name in _INT_FIELDS:
+        v = get(name)
+        if v is None:
+            row[name] = None
+            continue
+        n = v if type(v) is int else _as_int(v)
+        if isinstance(n, str):
+            row[name] = None
+            bad.add(name)
+            why.append(f"{name}: {n}")
+        elif abs(n) > MAX_INT:
+            row[name] = None
+            bad.add(name)
+            why.append(f"{name}: too large ({n})")
+        else:
+            row[name] = n
+
+
+def _read_thumbs(v: Any, why: list[str], bad: set[str]) -> str | None:
+    """A thumbs value as its label: a boolean is up/down, text goes through :data:`_THUMBS`."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "up" if v else "down"
+    if isinstance(v, str):
+        return _THUMBS.get(v.strip().lower(), v)
+    bad.add("thumbs")
+    why.append(f"thumbs: expected 'up' or 'down', got {_type_name(v)}")
+    return None
+
+
+def _read_metadata(
+    meta: Any, extra: Mapping[str, Any] | None, why: list[str], bad: set[str]
+) -> dict[str, Any] | None:
+    """The row's metadata object, with the unknown fields (``extra``) under its own keys."""
+    if meta is not None and not isinstance(meta, Mapping):
+        bad.add("metadata")
+        why.append(f"metadata: expected an object, got {_type_name(meta)}")
+        meta = None
+    if extra:
+        meta = {**extra, **(meta or {})}
+    return dict(meta) if meta is not None else None
 
 
 def coerce_feedback(values: Sequence[Any]) -> Coerced:
@@ -438,91 +475,65 @@ def coerce_feedback(values: Sequence[Any]) -> Coerced:
         >>> c.rows[0]["value"], c.rows[0]["label"], c.reasons
         (1.0, 'up', [[]])
     """
-    rows: list[dict[str, Any] | None] = []
-    reasons: list[list[str]] = []
-    bad_fields: list[set[str]] = []
-    for value in values:
-        why: list[str] = []
-        bad: set[str] = set()
-        if not isinstance(value, Mapping):
-            rows.append(None)
-            reasons.append([f"row: expected an object, got {_type_name(value)}"])
-            bad_fields.append(bad)
-            continue
-        row: dict[str, Any] = {"label": None, "value": None}
-        rid = value.get("request_id")
-        if isinstance(rid, int) and not isinstance(rid, bool):
-            rid = str(rid)
-        if rid is not None and not isinstance(rid, str):
-            bad.add("request_id")
-            why.append(f"request_id: expected a string, got {_type_name(rid)}")
-            rid = None
-        if rid is not None and (problem := _str_problem("request_id", rid, MAX_ID_CHARS)):
-            bad.add("request_id")
-            why.append(problem)
-            rid = None
-        row["request_id"] = rid if rid is None or rid.strip() else None
-        kind = value.get("kind")
-        if kind is not None and not isinstance(kind, str):
-            bad.add("kind")
-            why.append(f"kind: expected a string, got {_type_name(kind)}")
-            kind = None
-        kind = kind.strip().lower().replace("-", "_") if isinstance(kind, str) else None
-        row["kind"] = kind
-        raw_value = value.get("value")
-        if kind == "thumbs":
-            if isinstance(raw_value, bool):
-                row["label"] = "up" if raw_value else "down"
-            elif isinstance(raw_value, str):
-                row["label"] = _THUMBS.get(raw_value.strip().lower(), raw_value[:64])
-            elif isinstance(raw_value, int | float) and raw_value in (1, 0, -1):
-                row["label"] = "up" if raw_value == 1 else "down"
-            elif raw_value is not None:
-                bad.add("value")
-                why.append(f"value: expected 'up' or 'down', got {_type_name(raw_value)}")
-            if row["label"] in ("up", "down"):
-                row["value"] = 1.0 if row["label"] == "up" else 0.0
-        elif kind == "rating":
-            if raw_value is not None:
-                n = _as_int(raw_value)
-                if isinstance(n, str):
-                    bad.add("value")
-                    why.append(f"value: {n}")
-                else:
-                    row["value"] = float(n)
+    return _coerce_each(values, _read_feedback)
+
+
+def _read_feedback(value: Mapping[str, Any], why: list[str], bad: set[str]) -> dict[str, Any]:
+    """The typed feedback row of one object, noting problems in ``why`` and ``bad``."""
+    row: dict[str, Any] = {"label": None, "value": None}
+    rid = value.get("request_id")
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        rid = str(rid)
+    if rid is not None and not isinstance(rid, str):
+        bad.add("request_id")
+        why.append(f"request_id: expected a string, got {_type_name(rid)}")
+        rid = None
+    if rid is not None and (problem := _str_problem("request_id", rid, MAX_ID_CHARS)):
+        bad.add("request_id")
+        why.append(problem)
+        rid = None
+    row["request_id"] = rid if rid is None or rid.strip() else None
+    kind = value.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        bad.add("kind")
+        why.append(f"kind: expected a string, got {_type_name(kind)}")
+        kind = None
+    kind = kind.strip().lower().replace("-", "_") if isinstance(kind, str) else None
+    row["kind"] = kind
+    raw_value = value.get("value")
+    if kind == "thumbs":
+        if isinstance(raw_value, bool):
+            row["label"] = "up" if raw_value else "down"
+        elif isinstance(raw_value, str):
+            row["label"] = _THUMBS.get(raw_value.strip().lower(), raw_value[:64])
+        elif isinstance(raw_value, int | float) and raw_value in (1, 0, -1):
+            row["label"] = "up" if raw_value == 1 else "down"
         elif raw_value is not None:
-            if isinstance(raw_value, str):
-                row["label"] = raw_value[:64].replace("\x00", "\ufffd")
+            bad.add("value")
+            why.append(f"value: expected 'up' or 'down', got {_type_name(raw_value)}")
+        if row["label"] in ("up", "down"):
+            row["value"] = 1.0 if row["label"] == "up" else 0.0
+    elif kind == "rating":
+        if raw_value is not None:
+            n = _as_int(raw_value)
+            if isinstance(n, str):
+                bad.add("value")
+                why.append(f"value: {n}")
             else:
-                f = _as_float(raw_value)
-                if isinstance(f, str):
-                    bad.add("value")
-                    why.append(f"value: {f}")
-                else:
-                    row["value"] = f
-        ts_value = value.get("timestamp")
-        row["ts"] = None
-        if ts_value is not None:
-            ts = parse_timestamp(ts_value)
-            if isinstance(ts, str):
-                bad.add("timestamp")
-                why.append(f"timestamp: {ts}")
+                row["value"] = float(n)
+    elif raw_value is not None:
+        if isinstance(raw_value, str):
+            row["label"] = raw_value[:64].replace("\x00", "\ufffd")
+        else:
+            f = _as_float(raw_value)
+            if isinstance(f, str):
+                bad.add("value")
+                why.append(f"value: {f}")
             else:
-                row["ts"] = ts
-        comment = value.get("comment")
-        if comment is not None and not isinstance(comment, str):
-            bad.add("comment")
-            why.append(f"comment: expected a string, got {_type_name(comment)}")
-            comment = None
-        if comment is not None and "\x00" in comment:
-            bad.add("comment")
-            why.append("comment: contains NUL characters")
-            comment = None
-        row["comment"] = comment
-        rows.append(row)
-        reasons.append(why)
-        bad_fields.append(bad)
-    return Coerced(rows, reasons, bad_fields)
+                row["value"] = f
+    row["ts"] = _read_timestamp(value.get("timestamp"), why, bad)
+    row["comment"] = _read_text("comment", value.get("comment"), why, bad)
+    return row
 
 
 # --------------------------------------------------------------------------- Great Expectations
@@ -615,107 +626,144 @@ def _suite(name: str, expectations: list[Any]) -> Any:
     return suite
 
 
-@lru_cache(maxsize=8)
-def _traffic_suite(
-    min_prompt: int, max_prompt: int, max_response: int, rating_min: int, rating_max: int
-) -> Any:
-    import great_expectations.expectations as gxe
+@dataclass(frozen=True)
+class _Expect:
+    """One expectation of a suite, written as data.
 
-    def m(field: str, reason: str) -> dict[str, str]:
-        return {"field": field, "reason": reason}
+    Attributes:
+        check: Which Great Expectations expectation (a key of :data:`_GX_CHECKS`).
+        column: The frame column it checks.
+        field: The input field a failure is reported on.
+        reason: The reason a failing row gets; ``{name}`` placeholders are filled from the
+            suite's bounds.
+        min: Lower bound: a number, or the name of a bound (an ``IngestSettings`` field).
+        max: Upper bound, likewise; ``"latest_ts"`` is the per-chunk "not in the future"
+            parameter.
+        values: The allowed values of an ``in_set`` check.
+    """
 
-    exps: list[Any] = [
-        gxe.ExpectColumnValuesToNotBeNull(column=col, meta=m(name, f"{name}: missing"))
+    check: Literal["not_null", "between", "in_set", "unique"]
+    column: str
+    field: str
+    reason: str
+    min: int | str | None = None
+    max: int | str | None = None
+    values: tuple[str, ...] = ()
+
+
+_GX_CHECKS = {
+    "not_null": "ExpectColumnValuesToNotBeNull",
+    "between": "ExpectColumnValuesToBeBetween",
+    "in_set": "ExpectColumnValuesToBeInSet",
+    "unique": "ExpectColumnValuesToBeUnique",
+}
+#: The ``IngestSettings`` fields the suites read their thresholds from.
+_BOUND_FIELDS = (
+    "min_prompt_chars",
+    "max_prompt_chars",
+    "max_response_chars",
+    "rating_min",
+    "rating_max",
+)
+_LATEST = "latest_ts"  # evaluated per chunk (the clock moves), so a suite parameter
+_NOT_IN_FUTURE = _Expect(
+    "between", "ts_epoch", "timestamp", "timestamp: in the future", max=_LATEST
+)
+_UP_DOWN = ("up", "down")
+
+#: The traffic suite, in the order its reasons are reported.
+_TRAFFIC_EXPECTATIONS: tuple[_Expect, ...] = (
+    *(
+        _Expect("not_null", col, name, f"{name}: missing")
         for name, col in zip(
             REQUIRED_TRAFFIC_FIELDS,
             ("ts_epoch", "app", "model_name", "model_version", "prompt_chars", "response_chars"),
             strict=True,
         )
-    ]
-    exps += [
-        gxe.ExpectColumnValuesToBeBetween(
-            column="prompt_chars",
-            min_value=min_prompt,
-            max_value=max_prompt,
-            meta=m("prompt", f"prompt: length outside {min_prompt}..{max_prompt} characters"),
-        ),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="response_chars",
-            min_value=0,
-            max_value=max_response,
-            meta=m("response", f"response: longer than {max_response} characters"),
-        ),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="ts_epoch",
-            max_value={"$PARAMETER": "latest_ts"},
-            meta=m("timestamp", "timestamp: in the future"),
-        ),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="rating",
-            min_value=rating_min,
-            max_value=rating_max,
-            meta=m("rating", f"rating: outside the {rating_min}..{rating_max} scale"),
-        ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="thumbs",
-            value_set=["up", "down"],
-            meta=m("thumbs", "thumbs: not 'up' or 'down'"),
-        ),
-        gxe.ExpectColumnValuesToBeUnique(
-            column="request_id", meta=m("request_id", "request_id: not unique")
-        ),
-    ]
-    exps += [
-        gxe.ExpectColumnValuesToBeBetween(
-            column=col, min_value=0, meta=m(col, f"{col}: negative")
-        )
+    ),
+    _Expect(
+        "between",
+        "prompt_chars",
+        "prompt",
+        "prompt: length outside {min_prompt_chars}..{max_prompt_chars} characters",
+        min="min_prompt_chars",
+        max="max_prompt_chars",
+    ),
+    _Expect(
+        "between",
+        "response_chars",
+        "response",
+        "response: longer than {max_response_chars} characters",
+        min=0,
+        max="max_response_chars",
+    ),
+    _NOT_IN_FUTURE,
+    _Expect(
+        "between",
+        "rating",
+        "rating",
+        "rating: outside the {rating_min}..{rating_max} scale",
+        min="rating_min",
+        max="rating_max",
+    ),
+    _Expect("in_set", "thumbs", "thumbs", "thumbs: not 'up' or 'down'", values=_UP_DOWN),
+    _Expect("unique", "request_id", "request_id", "request_id: not unique"),
+    *(
+        _Expect("between", col, col, f"{col}: negative", min=0)
         for col in ("latency_ms", "input_tokens", "output_tokens", "cost")
-    ]
-    return _suite("traffic", exps)
+    ),
+)
+#: The feedback suite, in the order its reasons are reported.
+_FEEDBACK_EXPECTATIONS: tuple[_Expect, ...] = (
+    _Expect("not_null", "request_id", "request_id", "request_id: missing"),
+    _Expect("not_null", "kind", "kind", "kind: missing"),
+    _Expect("not_null", "ts_epoch", "timestamp", "timestamp: missing"),
+    _Expect(
+        "in_set",
+        "kind",
+        "kind",
+        f"kind: not one of {', '.join(FEEDBACK_KINDS)}",
+        values=FEEDBACK_KINDS,
+    ),
+    _NOT_IN_FUTURE,
+    _Expect(
+        "between",
+        "rating_value",
+        "value",
+        "value: rating outside the {rating_min}..{rating_max} scale",
+        min="rating_min",
+        max="rating_max",
+    ),
+    # Ratings and thumbs need a value, other kinds do not (see _feedback_columns).
+    _Expect("not_null", "needs_value", "value", "value: missing"),
+    _Expect("in_set", "thumbs_label", "value", "value: thumbs not 'up' or 'down'", values=_UP_DOWN),
+)
+_SUITES = {"traffic": _TRAFFIC_EXPECTATIONS, "feedback": _FEEDBACK_EXPECTATIONS}
 
 
-@lru_cache(maxsize=8)
-def _feedback_suite(rating_min: int, rating_max: int) -> Any:
+def _bounds(settings: IngestSettings) -> tuple[tuple[str, int], ...]:
+    return tuple((name, getattr(settings, name)) for name in _BOUND_FIELDS)
+
+
+@lru_cache(maxsize=16)
+def _table_suite(name: str, bounds: tuple[tuple[str, int], ...]) -> Any:
+    """The suite ``name`` of :data:`_SUITES` with its thresholds filled from ``bounds``."""
     import great_expectations.expectations as gxe
 
-    def m(field: str, reason: str) -> dict[str, str]:
-        return {"field": field, "reason": reason}
-
-    exps: list[Any] = [
-        gxe.ExpectColumnValuesToNotBeNull(
-            column="request_id", meta=m("request_id", "request_id: missing")
-        ),
-        gxe.ExpectColumnValuesToNotBeNull(column="kind", meta=m("kind", "kind: missing")),
-        gxe.ExpectColumnValuesToNotBeNull(
-            column="ts_epoch", meta=m("timestamp", "timestamp: missing")
-        ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="kind",
-            value_set=list(FEEDBACK_KINDS),
-            meta=m("kind", f"kind: not one of {', '.join(FEEDBACK_KINDS)}"),
-        ),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="ts_epoch",
-            max_value={"$PARAMETER": "latest_ts"},
-            meta=m("timestamp", "timestamp: in the future"),
-        ),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="rating_value",
-            min_value=rating_min,
-            max_value=rating_max,
-            meta=m("value", f"value: rating outside the {rating_min}..{rating_max} scale"),
-        ),
-        gxe.ExpectColumnValuesToNotBeNull(
-            column="needs_value",
-            meta=m("value", "value: missing"),
-        ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="thumbs_label",
-            value_set=["up", "down"],
-            meta=m("value", "value: thumbs not 'up' or 'down'"),
-        ),
-    ]
-    return _suite("feedback", exps)
+    known: dict[str, Any] = {**dict(bounds), _LATEST: {"$PARAMETER": _LATEST}}
+    expectations: list[Any] = []
+    for e in _SUITES[name]:
+        options: dict[str, Any] = {
+            "column": e.column,
+            "meta": {"field": e.field, "reason": e.reason.format(**known)},
+        }
+        for option, value in (("min_value", e.min), ("max_value", e.max)):
+            if value is not None:
+                options[option] = known[value] if isinstance(value, str) else value
+        if e.values:
+            options["value_set"] = list(e.values)
+        expectations.append(getattr(gxe, _GX_CHECKS[e.check])(**options))
+    return _suite(name, expectations)
 
 
 def _floats(values: list[Any]) -> np.ndarray:
@@ -745,6 +793,74 @@ def _collect(
     return out
 
 
+def _traffic_columns(present: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "request_id": [r["request_id"] for r in present],
+        "ts_epoch": _epoch([r["ts"] for r in present]),
+        "app": [r["app"] for r in present],
+        "model_name": [r["model_name"] for r in present],
+        "model_version": [r["model_version"] for r in present],
+        # Text enters the frame as its length: that is all the checks need, and copying
+        # megabytes of prompts into Arrow strings is what a chunk's validation would
+        # otherwise spend most of its time on.
+        "prompt_chars": _lengths([r["prompt"] for r in present]),
+        "response_chars": _lengths([r["response"] for r in present]),
+        "rating": _floats([r["rating"] for r in present]),
+        "thumbs": [r["thumbs"] for r in present],
+        "latency_ms": _floats([r["latency_ms"] for r in present]),
+        "input_tokens": _floats([r["input_tokens"] for r in present]),
+        "output_tokens": _floats([r["output_tokens"] for r in present]),
+        "cost": _floats([r["cost"] for r in present]),
+    }
+
+
+def _feedback_columns(present: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds = [r["kind"] for r in present]
+    return {
+        "request_id": [r["request_id"] for r in present],
+        "kind": kinds,
+        "ts_epoch": _epoch([r["ts"] for r in present]),
+        "rating_value": _floats(
+            [r["value"] if k == "rating" else None for r, k in zip(present, kinds, strict=True)]
+        ),
+        # Ratings and thumbs need a value, other kinds do not ("x" stands for "fine"); a
+        # thumbs value that is not up/down is reported once, by the in-set check.
+        "needs_value": [
+            r["value"] if k in ("rating", "thumbs") and r["label"] is None else "x"
+            for r, k in zip(present, kinds, strict=True)
+        ],
+        "thumbs_label": [
+            r["label"] if k == "thumbs" else None for r, k in zip(present, kinds, strict=True)
+        ],
+    }
+
+
+_COLUMNS: dict[str, Callable[[list[dict[str, Any]]], dict[str, Any]]] = {
+    "traffic": _traffic_columns,
+    "feedback": _feedback_columns,
+}
+
+
+def _check_rows(
+    kind: str,
+    rows: Sequence[dict[str, Any] | None],
+    settings: IngestSettings,
+    now: datetime | None,
+    bad_fields: Sequence[set[str]] | None,
+) -> list[list[str]]:
+    """Validate the typed rows of one chunk with the ``kind`` suite; reasons per input row."""
+    positions = [i for i, r in enumerate(rows) if r is not None]
+    if not positions:
+        return [[] for _ in rows]
+    present: list[dict[str, Any]] = [rows[i] for i in positions]  # type: ignore[misc]
+    frame = pd.DataFrame(_COLUMNS[kind](present))
+    now = now or datetime.now(UTC)
+    latest = (now + timedelta(seconds=settings.max_future_skew_s)).timestamp()
+    suite = _table_suite(kind, _bounds(settings))
+    failures = _engine().failures(frame, suite, {_LATEST: latest})
+    return _collect(len(rows), failures, positions, bad_fields)
+
+
 def validate_traffic_rows(
     rows: Sequence[dict[str, Any] | None],
     settings: IngestSettings,
@@ -766,41 +882,7 @@ def validate_traffic_rows(
     Raises:
         ValidationEngineError: If Great Expectations could not evaluate an expectation.
     """
-    positions = [i for i, r in enumerate(rows) if r is not None]
-    if not positions:
-        return [[] for _ in rows]
-    present = [rows[i] for i in positions]
-    frame = pd.DataFrame(
-        {
-            "request_id": [r["request_id"] for r in present],  # type: ignore[index]
-            "ts_epoch": _epoch([r["ts"] for r in present]),  # type: ignore[index]
-            "app": [r["app"] for r in present],  # type: ignore[index]
-            "model_name": [r["model_name"] for r in present],  # type: ignore[index]
-            "model_version": [r["model_version"] for r in present],  # type: ignore[index]
-            # Text enters the frame as its length: that is all the checks need, and copying
-            # megabytes of prompts into Arrow strings is what a chunk's validation would
-            # otherwise spend most of its time on.
-            "prompt_chars": _lengths([r["prompt"] for r in present]),  # type: ignore[index]
-            "response_chars": _lengths([r["response"] for r in present]),  # type: ignore[index]
-            "rating": _floats([r["rating"] for r in present]),  # type: ignore[index]
-            "thumbs": [r["thumbs"] for r in present],  # type: ignore[index]
-            "latency_ms": _floats([r["latency_ms"] for r in present]),  # type: ignore[index]
-            "input_tokens": _floats([r["input_tokens"] for r in present]),  # type: ignore[index]
-            "output_tokens": _floats([r["output_tokens"] for r in present]),  # type: ignore[index]
-            "cost": _floats([r["cost"] for r in present]),  # type: ignore[index]
-        }
-    )
-    now = now or datetime.now(UTC)
-    latest = (now + timedelta(seconds=settings.max_future_skew_s)).timestamp()
-    suite = _traffic_suite(
-        settings.min_prompt_chars,
-        settings.max_prompt_chars,
-        settings.max_response_chars,
-        settings.rating_min,
-        settings.rating_max,
-    )
-    failures = _engine().failures(frame, suite, {"latest_ts": latest})
-    return _collect(len(rows), failures, positions, bad_fields)
+    return _check_rows("traffic", rows, settings, now, bad_fields)
 
 
 def validate_feedback_rows(
@@ -811,51 +893,20 @@ def validate_feedback_rows(
 ) -> list[list[str]]:
     """Great Expectations reasons for each typed feedback row of one chunk.
 
-    Args:
-        rows: Typed rows from :func:`coerce_feedback` (None rows are skipped).
-        settings: Rating scale and future-timestamp tolerance.
-        now: The present (default: the clock).
-        bad_fields: Fields per row already reported as wrong types.
-
-    Returns:
-        One list of reasons per input row (empty when valid).
-
-    Raises:
-        ValidationEngineError: If Great Expectations could not evaluate an expectation.
+    As :func:`validate_traffic_rows`, for rows from :func:`coerce_feedback`; of the settings,
+    the rating scale and the future-timestamp tolerance apply.
     """
-    positions = [i for i, r in enumerate(rows) if r is not None]
-    if not positions:
-        return [[] for _ in rows]
-    present: list[dict[str, Any]] = [rows[i] for i in positions]  # type: ignore[misc]
-    kinds = [r["kind"] for r in present]
-    frame = pd.DataFrame(
-        {
-            "request_id": [r["request_id"] for r in present],
-            "kind": kinds,
-            "ts_epoch": _epoch([r["ts"] for r in present]),
-            "rating_value": _floats(
-                [r["value"] if k == "rating" else None for r, k in zip(present, kinds, strict=True)]
-            ),
-            # Ratings and thumbs need a value, other kinds do not ("x" stands for "fine"); a
-            # thumbs value that is not up/down is reported once, by the in-set check.
-            "needs_value": [
-                r["value"] if k in ("rating", "thumbs") and r["label"] is None else "x"
-                for r, k in zip(present, kinds, strict=True)
-            ],
-            "thumbs_label": [
-                r["label"] if k == "thumbs" else None for r, k in zip(present, kinds, strict=True)
-            ],
-        }
-    )
-    now = now or datetime.now(UTC)
-    latest = (now + timedelta(seconds=settings.max_future_skew_s)).timestamp()
-    suite = _feedback_suite(settings.rating_min, settings.rating_max)
-    failures = _engine().failures(frame, suite, {"latest_ts": latest})
-    return _collect(len(rows), failures, positions, bad_fields)
+    return _check_rows("feedback", rows, settings, now, bad_fields)
 
 
-def _merge(first: list[list[str]], second: list[list[str]]) -> list[list[str]]:
-    return [list(dict.fromkeys(a + b)) for a, b in zip(first, second, strict=True)]
+def _with_gx_reasons(
+    kind: str, coerced: Coerced, settings: IngestSettings, now: datetime | None
+) -> Coerced:
+    gx_reasons = _check_rows(kind, coerced.rows, settings, now, coerced.bad_fields)
+    coerced.reasons = [
+        list(dict.fromkeys(a + b)) for a, b in zip(coerced.reasons, gx_reasons, strict=True)
+    ]
+    return coerced
 
 
 def validate_traffic(
@@ -881,10 +932,7 @@ def validate_traffic(
         >>> validate_traffic([row], IngestSettings()).reasons
         [['latency_ms: negative']]
     """
-    coerced = coerce_traffic(values)
-    gx_reasons = validate_traffic_rows(coerced.rows, settings, now, coerced.bad_fields)
-    coerced.reasons = _merge(coerced.reasons, gx_reasons)
-    return coerced
+    return _with_gx_reasons("traffic", coerce_traffic(values), settings, now)
 
 
 def validate_feedback(
@@ -907,7 +955,4 @@ def validate_feedback(
         >>> validate_feedback([fb], IngestSettings()).reasons
         [['value: rating outside the 1..5 scale']]
     """
-    coerced = coerce_feedback(values)
-    gx_reasons = validate_feedback_rows(coerced.rows, settings, now, coerced.bad_fields)
-    coerced.reasons = _merge(coerced.reasons, gx_reasons)
-    return coerced
+    return _with_gx_reasons("feedback", coerce_feedback(values), settings, now)

@@ -12,6 +12,8 @@ from evalwatch.evaluators.base import (
     EvaluatorConfig,
     EvaluatorConfigError,
     EvaluatorUnavailable,
+    MetricKind,
+    MetricSpec,
     Provenance,
     Sample,
     ScoreResult,
@@ -24,6 +26,7 @@ from evalwatch.evaluators.base import (
 )
 from evalwatch.evaluators.embedding import EmbeddingConfig, EmbeddingEvaluator
 from evalwatch.evaluators.heuristics import HeuristicsConfig, HeuristicsEvaluator
+from evalwatch.evaluators.judge import JudgeConfig, JudgeEvaluator
 from evalwatch.evaluators.profiling import Profiler
 from evalwatch.evaluators.runner import RunResult, run_evaluation
 from evalwatch.evaluators.summary import (
@@ -33,12 +36,6 @@ from evalwatch.evaluators.summary import (
     summarize,
 )
 from evalwatch.evaluators.toxicity import ToxicityConfig, ToxicityEvaluator
-
-try:
-    import evalwatch.evaluators.judge  # noqa: F401  (registers "judge" once that module exists)
-except ModuleNotFoundError as _exc:
-    if _exc.name != "evalwatch.evaluators.judge":
-        raise
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -52,7 +49,11 @@ __all__ = [
     "EvaluatorUnavailable",
     "HeuristicsConfig",
     "HeuristicsEvaluator",
+    "JudgeConfig",
+    "JudgeEvaluator",
     "MetricAccumulator",
+    "MetricKind",
+    "MetricSpec",
     "MetricSummary",
     "Profiler",
     "Provenance",

@@ -10,14 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evalwatch.storage.models import ScoreStatus
+from evalwatch.core import ScoreStatus, SubjectType
+from evalwatch.core.metrics import MetricKind, MetricSpec
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 __all__ = [
     "DEFAULT_EVALUATORS",
@@ -28,6 +32,8 @@ __all__ = [
     "EvaluatorConfig",
     "EvaluatorConfigError",
     "EvaluatorUnavailable",
+    "MetricKind",
+    "MetricSpec",
     "Provenance",
     "Sample",
     "ScoreResult",
@@ -54,7 +60,9 @@ class Sample(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     subject_id: int = Field(description="Interaction id or model-output id.")
-    subject_type: str = Field("interaction", description="'interaction' or 'output'.")
+    subject_type: SubjectType = Field(
+        SubjectType.interaction, description="A logged interaction or a dataset model output."
+    )
     prompt: str
     response: str
     reference: str | None = None
@@ -66,7 +74,7 @@ class ScoreResult(BaseModel):
     """One metric about one sample. ``value`` is set only when ``status`` is ok."""
 
     subject_id: int
-    subject_type: str = "interaction"
+    subject_type: SubjectType = SubjectType.interaction
     metric: str
     value: float | None = None
     label: str | None = None
@@ -218,8 +226,13 @@ class Evaluator(Protocol):
     config: EvaluatorConfig
 
     @property
-    def metrics(self) -> list[str]:
-        """Metric names, in the order results are returned for each sample."""
+    def metrics(self) -> list[MetricSpec]:
+        """What each metric means, in the order results are returned for each sample."""
+        ...
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metrics' names, in result order (for callers that need only names)."""
         ...
 
     def load(self) -> None:
@@ -242,12 +255,17 @@ class BaseEvaluator(ABC, Generic[C]):
     """Shared plumbing for evaluators: config parsing, provenance, lazy one-time loading.
 
     Subclasses set ``name``, ``version``, ``Config`` and implement ``metrics``, ``_load``
-    (optional) and ``evaluate``.
+    (optional) and ``evaluate``. An evaluator whose metrics depend on its options or on what
+    loads (the judge's rubrics, the toxicity backend's labels) also overrides
+    :meth:`declared_metrics`, which the metric catalogue reads without building or loading it.
     """
 
     name: ClassVar[str]
     version: ClassVar[str]
     Config: ClassVar[type[EvaluatorConfig]]
+    #: Where the evaluator computes ("cpu", "cuda:0"), as its profile records it. Evaluators
+    #: that pick a device set it in ``_load``; the rest compute on the CPU.
+    device: str = "cpu"
 
     def __init__(self, config: C | None = None, **options: Any) -> None:
         if config is not None and options:
@@ -257,11 +275,49 @@ class BaseEvaluator(ABC, Generic[C]):
 
     @property
     @abstractmethod
-    def metrics(self) -> list[str]:
-        """Metric names, in result order per sample."""
+    def metrics(self) -> list[MetricSpec]:
+        """What each metric means, in result order per sample (see :class:`MetricSpec`)."""
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metrics' names, in result order per sample.
+
+        A plug-in written before metrics declared their meaning returns plain names from
+        ``metrics``; those are taken as names here (and get the undeclared default spec).
+        """
+        return [m.name if isinstance(m, MetricSpec) else str(m) for m in self.metrics]
+
+    @classmethod
+    def declared_metrics(cls, config: EvaluatorConfig | None = None) -> list[MetricSpec]:
+        """Every metric this evaluator may store, known without loading anything.
+
+        The metric catalogue is built from this.
+
+        Args:
+            config: Options to declare the metrics for (a run's recorded config, a gate's
+                plan); None: under any options the evaluator takes.
+
+        Returns:
+            The specs. The default builds the evaluator (with ``config``, else its default
+            options) and reads :attr:`metrics`; an evaluator that cannot be built that way, or
+            whose metrics vary with options or with what loads, overrides it.
+        """
+        try:
+            # A config given here is one of cls.Config, the class's C.
+            metrics = (cls() if config is None else cls(config)).metrics  # type: ignore[arg-type]
+        except Exception:  # a plug-in that needs options: it declares nothing this way
+            return []
+        return [m for m in metrics if isinstance(m, MetricSpec)]
 
     def _load(self) -> None:
         """Load heavy backends; the default has none."""
+
+    def use_store(self, engine: Engine | None) -> None:
+        """Attach the store, for evaluators that keep state in it (the judge's cache).
+
+        Callers that build evaluators by name call it once the store is known; the default
+        keeps nothing in the store and ignores it.
+        """
 
     def load(self) -> None:
         """Load once; later calls are free."""
@@ -378,5 +434,3 @@ def create_evaluator(name: str, options: dict[str, Any] | None = None) -> BaseEv
     except (ValueError, TypeError) as exc:
         raise EvaluatorConfigError(f"invalid options for evaluator {name!r}: {exc}") from exc
 
-
-FactoryT = Callable[..., BaseEvaluator[Any]]

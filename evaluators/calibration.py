@@ -27,12 +27,12 @@ from sklearn.metrics import cohen_kappa_score
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import ScoreStatus, SubjectType
 from evalwatch.evaluators.base import Sample
 from evalwatch.evaluators.judge import JudgeEvaluator
 from evalwatch.evaluators.pairwise import PairItem, judge_pairs
 from evalwatch.evaluators.rubrics import Rubric
 from evalwatch.files import read_input_text
-from evalwatch.storage.models import ScoreStatus
 from evalwatch.storage.repo import insert_judge_calibration
 
 __all__ = [
@@ -307,10 +307,44 @@ def _calibrate_rubric(
             f"human scores outside the {rubric.name} scale {s.min}-{s.max} in rows {bad[:10]}"
         )
     single = judge.derive(rubrics=[rubric.name], mode="single", models=[model])
+    human, judged, failures = _judge_rows(rows, single)
+    w: Weighting = weighting or ("none" if s.binary else "quadratic")
+    stats = calibration_stats(human, judged, s.points(), w)
+    consistency, n_pairs, note = _position_consistency(rows, rubric, single, model, max_pairs)
+    result = CalibrationResult(
+        rubric=rubric.name,
+        rubric_version=rubric.version,
+        judge_model=model,
+        n=len(human),
+        n_failed=len(failures),
+        position_consistency=consistency,
+        n_pairs=n_pairs,
+        position_note=note,
+        failures=failures[:50],
+        **stats,
+    )
+    if engine is not None:
+        result.calibration_id = _store_calibration(engine, result, rubric, model, single)
+    return result
+
+
+def _judge_rows(
+    rows: Sequence[HumanLabel], single: JudgeEvaluator
+) -> tuple[list[int], list[int], list[dict[str, Any]]]:
+    """Score each labelled row with the single-mode judge.
+
+    Args:
+        rows: One rubric's labelled rows.
+        single: The judge, in single mode with that rubric and one model.
+
+    Returns:
+        The human and the judge's (rounded) score of each row the judge scored, and a
+        record of each row it failed on.
+    """
     samples = [
         Sample(
             subject_id=i,
-            subject_type="output",
+            subject_type=SubjectType.output,
             prompt=r.prompt,
             response=r.response,
             reference=r.reference,
@@ -328,65 +362,77 @@ def _calibrate_rubric(
             continue
         human.append(row.human_score)
         judged.append(round(float(score.details["score"])))
-    w: Weighting = weighting or ("none" if s.binary else "quadratic")
-    stats = calibration_stats(human, judged, s.points(), w)
-    consistency: float | None = None
-    n_pairs = 0
-    note: str | None = None
+    return human, judged, failures
+
+
+def _position_consistency(
+    rows: Sequence[HumanLabel],
+    rubric: Rubric,
+    single: JudgeEvaluator,
+    model: str,
+    max_pairs: int,
+) -> tuple[float | None, int, str | None]:
+    """Judge same-prompt pairs in both orders and measure how often the verdict holds.
+
+    Args:
+        rows: One rubric's labelled rows.
+        rubric: The rubric.
+        single: The single-mode judge (its client and settings are used).
+        model: The judge model.
+        max_pairs: At most this many pairs; 0 measures nothing.
+
+    Returns:
+        The consistency rate (None when not measured), the pairs judged, and a note saying
+        why it was not measured.
+    """
     pairs = _pairs(rows, max_pairs) if max_pairs > 0 else []
     if max_pairs <= 0:
-        note = "position consistency not measured (max_pairs=0)"
-    elif not pairs:
-        note = "no two labelled rows of this rubric share a prompt; nothing to compare"
-    else:
-        report = judge_pairs(
-            single.client,
-            rubric,
-            [model],
-            pairs,
-            single.config.temperature,
-            single.config.max_tokens,
-            text=single.text_filter(),
-        )
-        flags = [i.consistent for i in report.items]
-        consistency = position_consistency_rate(flags)
-        n_pairs = sum(1 for f in flags if f is not None)
-        if n_pairs == 0:
-            note = "every pair failed to be judged"
-    result = CalibrationResult(
-        rubric=rubric.name,
-        rubric_version=rubric.version,
-        judge_model=model,
-        n=len(human),
-        n_failed=len(failures),
-        position_consistency=consistency,
-        n_pairs=n_pairs,
-        position_note=note,
-        failures=failures[:50],
-        **stats,
+        return None, 0, "position consistency not measured (max_pairs=0)"
+    if not pairs:
+        return None, 0, "no two labelled rows of this rubric share a prompt; nothing to compare"
+    report = judge_pairs(
+        single.client,
+        rubric,
+        [model],
+        pairs,
+        single.config.temperature,
+        single.config.max_tokens,
+        text=single.text_filter(),
     )
-    if engine is not None:
-        result.calibration_id = insert_judge_calibration(
-            engine,
-            {
-                "judge_model": model[:200],
-                "rubric": rubric.name,
-                "rubric_version": rubric.version,
-                "n": result.n,
-                "agreement": result.agreement,
-                "kappa": result.kappa,
-                "kappa_weighting": result.kappa_weighting,
-                "position_consistency": result.position_consistency,
-                "confusion": result.confusion,
-                "details": {
-                    "within_one": result.within_one,
-                    "kappa_note": result.kappa_note,
-                    "n_failed": result.n_failed,
-                    "n_pairs": result.n_pairs,
-                    "position_note": result.position_note,
-                    "judge": single.provenance().model_dump(),
-                    "failures": result.failures,
-                },
+    flags = [i.consistent for i in report.items]
+    consistency = position_consistency_rate(flags)
+    n_pairs = sum(1 for f in flags if f is not None)
+    return consistency, n_pairs, "every pair failed to be judged" if n_pairs == 0 else None
+
+
+def _store_calibration(
+    engine: Engine,
+    result: CalibrationResult,
+    rubric: Rubric,
+    model: str,
+    single: JudgeEvaluator,
+) -> int:
+    """Store one rubric's calibration result; returns its id."""
+    return insert_judge_calibration(
+        engine,
+        {
+            "judge_model": model[:200],
+            "rubric": rubric.name,
+            "rubric_version": rubric.version,
+            "n": result.n,
+            "agreement": result.agreement,
+            "kappa": result.kappa,
+            "kappa_weighting": result.kappa_weighting,
+            "position_consistency": result.position_consistency,
+            "confusion": result.confusion,
+            "details": {
+                "within_one": result.within_one,
+                "kappa_note": result.kappa_note,
+                "n_failed": result.n_failed,
+                "n_pairs": result.n_pairs,
+                "position_note": result.position_note,
+                "judge": single.provenance().model_dump(),
+                "failures": result.failures,
             },
-        )
-    return result
+        },
+    )

@@ -15,27 +15,48 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
     EvaluatorUnavailable,
+    MetricSpec,
     Sample,
     ScoreResult,
     register_evaluator,
 )
-from evalwatch.evaluators.profiling import resolve_device, resolve_dtype
-from evalwatch.storage.models import ScoreStatus
+from evalwatch.evaluators.profiling import DeviceOption, DtypeOption, resolve_device_dtype
 
-__all__ = ["DEFAULT_MODEL_ID", "EmbeddingConfig", "EmbeddingEvaluator", "default_model_path"]
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "METRIC_SPECS",
+    "EmbeddingConfig",
+    "EmbeddingEvaluator",
+    "default_model_path",
+]
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _SETTING = "evaluator_options.embedding.model (EVALWATCH_EVALUATOR_OPTIONS)"
+
+#: What each metric means, in result order (cosine similarities).
+METRIC_SPECS: list[MetricSpec] = [
+    MetricSpec(
+        name="relevance",
+        range=(-1, 1),
+        description="Cosine similarity of the prompt and response embeddings.",
+    ),
+    MetricSpec(
+        name="reference_similarity",
+        range=(-1, 1),
+        description="Cosine similarity of the response and reference embeddings.",
+    ),
+]
 
 # One loaded model per (model path, device, dtype) per process, shared by every evaluator
 # instance, batch and flow task in it.
@@ -73,16 +94,8 @@ class EmbeddingConfig(EvaluatorConfig):
         # A label for the stored vectors; the model itself is ``model``.
         json_schema_extra={"runtime": True},
     )
-    device: str = Field(
-        "auto",
-        description="auto (CUDA when present), cpu, cuda or cuda:N.",
-        json_schema_extra={"runtime": True},
-    )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto",
-        description="auto = float16 on CUDA, float32 on CPU.",
-        json_schema_extra={"runtime": True},
-    )
+    device: DeviceOption = "auto"
+    dtype: DtypeOption = "auto"
     batch_size: int | None = Field(
         None,
         gt=0,
@@ -126,7 +139,7 @@ class EmbeddingEvaluator(BaseEvaluator[EmbeddingConfig]):
 
     Examples:
         >>> ev = EmbeddingEvaluator(device="cpu", batch_size=8)
-        >>> ev.metrics
+        >>> ev.metric_names
         ['relevance', 'reference_similarity']
     """
 
@@ -141,9 +154,9 @@ class EmbeddingEvaluator(BaseEvaluator[EmbeddingConfig]):
         self.dtype = "float32"
 
     @property
-    def metrics(self) -> list[str]:
+    def metrics(self) -> list[MetricSpec]:
         """``relevance`` and ``reference_similarity``."""
-        return ["relevance", "reference_similarity"]
+        return list(METRIC_SPECS)
 
     @property
     def model_path(self) -> str:
@@ -179,13 +192,9 @@ class EmbeddingEvaluator(BaseEvaluator[EmbeddingConfig]):
         return 256 if self.device.startswith("cuda") else 32
 
     def _load(self) -> None:
-        try:
-            self.device = resolve_device(self.config.device)
-        except ValueError as exc:
-            raise EvaluatorUnavailable(
-                f"{exc}; set evaluator_options.embedding.device to cpu or auto"
-            ) from exc
-        self.dtype = resolve_dtype(self.config.dtype, self.device)
+        self.device, self.dtype = resolve_device_dtype(
+            self.name, self.config.device, self.config.dtype
+        )
         self._model = _load_model(
             self.model_path, self.device, self.dtype, self.config.allow_download
         )

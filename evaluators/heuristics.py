@@ -22,18 +22,20 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from evalwatch.core import ScoreStatus
+from evalwatch.core.redact import PII_KINDS, Redactor
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
+    MetricKind,
+    MetricSpec,
     Sample,
     ScoreResult,
     register_evaluator,
 )
-from evalwatch.ingest.redact import PII_KINDS, Redactor
-from evalwatch.storage.models import ScoreStatus
 
-__all__ = ["DEFAULT_REFUSAL_PHRASES", "HeuristicsConfig", "HeuristicsEvaluator"]
+__all__ = ["DEFAULT_REFUSAL_PHRASES", "METRIC_SPECS", "HeuristicsConfig", "HeuristicsEvaluator"]
 
 DEFAULT_REFUSAL_PHRASES: tuple[str, ...] = (
     "i'm sorry, but i can't",
@@ -58,14 +60,45 @@ _MARKER = re.compile(r"\[REDACTED:(\w+)\]")
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(.*?)\n?\s*```\s*$", re.DOTALL)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
-METRICS = [
-    "response_chars",
-    "response_tokens_est",
-    "empty_response",
-    "refusal",
-    "json_valid",
-    "pii_leak",
+_RATE = {"kind": MetricKind.rate, "range": (0, 1)}
+
+#: What each heuristic metric means, in result order (see the module docstring).
+METRIC_SPECS: list[MetricSpec] = [
+    MetricSpec(
+        name="response_chars",
+        kind=MetricKind.descriptive,
+        description="Length of the response in characters.",
+    ),
+    MetricSpec(
+        name="response_tokens_est",
+        kind=MetricKind.descriptive,
+        description="Estimated tokens of the response (characters / chars_per_token).",
+    ),
+    MetricSpec(
+        name="empty_response",
+        higher_is_better=False,
+        description="1 when the response is empty or whitespace.",
+        **_RATE,
+    ),
+    MetricSpec(
+        name="refusal",
+        higher_is_better=False,
+        description="1 when the response contains a refusal phrase.",
+        **_RATE,
+    ),
+    MetricSpec(
+        name="json_valid",
+        description="1 when a response that should be JSON parses (only where expected).",
+        **_RATE,
+    ),
+    MetricSpec(
+        name="pii_leak",
+        higher_is_better=False,
+        description="1 when the response holds personal data or secrets.",
+        **_RATE,
+    ),
 ]
+METRICS = [m.name for m in METRIC_SPECS]
 
 
 class HeuristicsConfig(EvaluatorConfig):
@@ -126,9 +159,9 @@ class HeuristicsEvaluator(BaseEvaluator[HeuristicsConfig]):
         self._phrases = [p.lower().translate(_APOSTROPHES) for p in self.config.refusal_phrases]
 
     @property
-    def metrics(self) -> list[str]:
+    def metrics(self) -> list[MetricSpec]:
         """See the module docstring."""
-        return list(METRICS)
+        return list(METRIC_SPECS)
 
     def evaluate(self, samples: Sequence[Sample]) -> BatchResult:
         """Score each response by the rules.

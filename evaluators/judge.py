@@ -23,15 +23,18 @@ from collections.abc import Callable, Sequence
 from statistics import fmean, pstdev
 from typing import Any, ClassVar, Literal
 
-from openai import AsyncOpenAI
 from pydantic import Field, model_validator
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import ScoreStatus
+from evalwatch.core.redact import Redactor
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
     EvaluatorUnavailable,
+    MetricKind,
+    MetricSpec,
     Sample,
     ScoreResult,
     register_evaluator,
@@ -44,9 +47,9 @@ from evalwatch.evaluators.judge_client import (
     JudgeRequest,
     RunStats,
     estimate_cost,
-    make_openai_client,
 )
 from evalwatch.evaluators.jury import aggregate_scores
+from evalwatch.evaluators.openai_client import OpenAIEndpoint
 from evalwatch.evaluators.pairwise import (
     Order,
     PairItem,
@@ -56,13 +59,23 @@ from evalwatch.evaluators.pairwise import (
     pair_requests,
     resolve_pairs,
 )
-from evalwatch.evaluators.rubrics import Rubric, RubricError, build_messages, load_rubrics
-from evalwatch.ingest.redact import Redactor
-from evalwatch.settings import JudgeSettings, get_settings
-from evalwatch.storage.models import ScoreStatus
+from evalwatch.evaluators.rubrics import (
+    Rubric,
+    RubricError,
+    available_rubrics,
+    build_messages,
+    load_rubrics,
+)
+from evalwatch.settings import JudgeSettings
 from evalwatch.storage.repo import get_judge_cache
 
-__all__ = ["ENDPOINT_HINT", "JudgeConfig", "JudgeEvaluator", "endpoint_configured"]
+__all__ = [
+    "ENDPOINT_HINT",
+    "JudgeConfig",
+    "JudgeEvaluator",
+    "endpoint_configured",
+    "rubric_metric",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +94,8 @@ def endpoint_configured(settings: JudgeSettings) -> bool:
         >>> endpoint_configured(JudgeSettings(base_url="http://h/v1"))  # no model
         False
     """
-    has_target = settings.resolved_base_url() is not None or (
-        settings.api_key is not None or settings.api_key_block is not None
-        or settings.resolved_api_key() is not None
-    )
-    return bool(settings.model) and has_target
+    # has_key, not resolved_api_key: a Prefect Secret block is read only when the key is used.
+    return bool(settings.model) and (settings.base_url is not None or settings.has_key())
 
 
 class JudgeConfig(EvaluatorConfig):
@@ -154,11 +164,19 @@ class JudgeConfig(EvaluatorConfig):
         description="None: settings.judge.budget_usd.",
         json_schema_extra={"runtime": True},
     )
+    # Retries and their back-off are the openai client's own (see evaluators.openai_client);
+    # these two are still accepted so that configs and stored provenance that name them load.
     backoff_base_s: float = Field(
-        0.5, ge=0, description="First retry back-off.", json_schema_extra={"runtime": True}
+        0.5,
+        ge=0,
+        description="Unused: the openai client backs off (accepted for older configs).",
+        json_schema_extra={"runtime": True},
     )
     backoff_max_s: float = Field(
-        30.0, ge=0, description="Longest retry back-off.", json_schema_extra={"runtime": True}
+        30.0,
+        ge=0,
+        description="Unused: the openai client backs off (accepted for older configs).",
+        json_schema_extra={"runtime": True},
     )
 
     rubric_versions: dict[str, str] = Field(
@@ -191,19 +209,49 @@ class JudgeConfig(EvaluatorConfig):
 _PairKey = tuple[str, str, Order]  # item id, model, order
 
 
+def rubric_metric(rubric: Rubric, pairwise: bool = False) -> MetricSpec:
+    """The metric a rubric gives: its verdict normalised to [0, 1], or a pairwise verdict.
+
+    A two-point scale (pass/fail) is a rate; a pairwise verdict is the candidate's
+    win (1), tie (0.5) or loss (0) against the baseline answer.
+
+    Examples:
+        >>> from evalwatch.evaluators.rubrics import load_rubric
+        >>> m = rubric_metric(load_rubric("helpfulness"))
+        >>> m.name, m.kind, m.range
+        ('helpfulness', <MetricKind.score: 'score'>, (0.0, 1.0))
+        >>> rubric_metric(load_rubric("helpfulness"), pairwise=True).name
+        'helpfulness_pairwise'
+    """
+    if pairwise:
+        return MetricSpec(
+            name=f"{rubric.name}_pairwise",
+            range=(0, 1),
+            description=f"{rubric.name}, candidate against baseline: win 1, tie 0.5, loss 0.",
+        )
+    scale = rubric.scale
+    return MetricSpec(
+        name=rubric.name,
+        kind=MetricKind.rate if scale.binary else MetricKind.score,
+        range=(0, 1),
+        description=f"{rubric.description} (judge score {scale.min}-{scale.max} mapped to 0-1)",
+    )
+
+
 @register_evaluator
 class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
     """Scores responses with an LLM judge on one or more rubrics.
 
     Args:
         config: Options (or pass them as keyword arguments).
-        client: An ``openai.AsyncOpenAI`` or a ready :class:`JudgeClient`; built from the
-            settings on :meth:`load` when omitted.
-        settings: Judge settings; the process settings when omitted.
+        client: An :class:`~evalwatch.evaluators.openai_client.OpenAIEndpoint` or a ready
+            :class:`JudgeClient`; built from the settings on :meth:`load` when omitted.
+        settings: Judge settings; when omitted, read from the environment (and the config
+            file) as :class:`~evalwatch.settings.JudgeSettings` does.
         engine: The store, for the judge cache.
 
     Examples:
-        >>> JudgeEvaluator(rubrics=["helpfulness", "correctness"]).metrics
+        >>> JudgeEvaluator(rubrics=["helpfulness", "correctness"]).metric_names
         ['helpfulness', 'correctness']
     """
 
@@ -215,7 +263,7 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
         self,
         config: JudgeConfig | None = None,
         *,
-        client: AsyncOpenAI | JudgeClient | None = None,
+        client: OpenAIEndpoint | JudgeClient | None = None,
         settings: JudgeSettings | None = None,
         engine: Engine | None = None,
         **options: Any,
@@ -243,14 +291,24 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
         return list(self._rubrics)
 
     @property
-    def metrics(self) -> list[str]:
+    def metrics(self) -> list[MetricSpec]:
         """One metric per rubric (``<rubric>_pairwise`` in pairwise mode)."""
-        suffix = "_pairwise" if self.config.mode == "pairwise" else ""
-        return [r.name + suffix for r in self._rubrics]
+        return [rubric_metric(r, self.config.mode == "pairwise") for r in self._rubrics]
+
+    @classmethod
+    def declared_metrics(cls, config: EvaluatorConfig | None = None) -> list[MetricSpec]:
+        """Every rubric's metric in both modes: the built-in rubrics and ``config``'s files."""
+        rubrics = available_rubrics()
+        if isinstance(config, JudgeConfig):
+            rubrics |= available_rubrics(config.rubric_paths)
+            rubrics |= {r.name: r for r in load_rubrics(config.rubrics, config.rubric_paths)}
+        return [rubric_metric(r, mode) for mode in (False, True) for r in rubrics.values()]
 
     def settings(self) -> JudgeSettings:
         """The judge settings in use."""
-        return self._settings if self._settings is not None else get_settings().judge
+        if self._settings is None:
+            self._settings = JudgeSettings()
+        return self._settings
 
     def judge_models(self) -> list[str]:
         """The judge models: the ``models`` option, else the settings' model (maybe empty)."""
@@ -268,8 +326,6 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
             max_retries=c.max_retries if c.max_retries is not None else s.max_retries,
             budget_usd=c.budget_usd if c.budget_usd is not None else s.budget_usd,
             prices=dict(s.prices),
-            backoff_base_s=c.backoff_base_s,
-            backoff_max_s=c.backoff_max_s,
             max_tokens=c.max_tokens,
             max_output_chars=c.max_output_chars,
         )
@@ -290,20 +346,15 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
         if isinstance(self._given_client, JudgeClient):
             self._client = self._given_client
             return
-        if isinstance(self._given_client, AsyncOpenAI):
+        if isinstance(self._given_client, OpenAIEndpoint):
             self._client = JudgeClient(
                 self._given_client, opts, self._engine, secret=None, owns_client=False
             )
             return
         if not endpoint_configured(s):
             raise EvaluatorUnavailable(f"no judge endpoint configured: {ENDPOINT_HINT}")
-        key = s.resolved_api_key()
-        self._client = JudgeClient(
-            make_openai_client(s.resolved_base_url(), key, opts.timeout_s),
-            opts,
-            self._engine,
-            secret=key,
-            owns_client=True,
+        self._client = JudgeClient.for_endpoint(
+            s.base_url, s.resolved_api_key(), opts, self._engine
         )
 
     def use_store(self, engine: Engine | None) -> None:
@@ -334,7 +385,7 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
         """A judge with some options changed that shares this one's client, settings and store.
 
         Examples:
-            >>> JudgeEvaluator(rubrics=["helpfulness"]).derive(rubrics=["coherence"]).metrics
+            >>> JudgeEvaluator(rubrics=["helpfulness"]).derive(rubrics=["coherence"]).metric_names
             ['coherence']
         """
         data = self.config.model_dump()
@@ -377,7 +428,7 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
                     _cache[v] = text(v)
                 return _cache[v]
 
-            for r, metric in zip(self._rubrics, self.metrics, strict=True):
+            for r, metric in zip(self._rubrics, self.metric_names, strict=True):
                 missing = r.missing_inputs(s.reference, s.context)
                 if missing:
                     early[(i, r.name)] = ScoreResult.unscored(
@@ -483,93 +534,89 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
         early: dict[tuple[int, str], ScoreResult],
         outcomes: dict[Any, JudgeOutcome],
     ) -> list[ScoreResult]:
-        c = self.config
         scores: list[ScoreResult] = []
         for i, s in enumerate(samples):
             for r in self._rubrics:
                 if (i, r.name) in early:
                     scores.append(early[(i, r.name)])
-                    continue
-                votes: dict[str, float | None] = {}
-                per_model: dict[str, dict[str, Any]] = {}
-                failures: list[tuple[str, JudgeOutcome]] = []
-                reasonings: list[tuple[str, str]] = []
-                tin = tout = cached = 0
-                cost: float | None = 0.0
-                for m in models:
-                    outs = [outcomes[(i, r.name, m, k)] for k in range(c.repeats)]
-                    ok = [o for o in outs if o.status == ScoreStatus.ok and o.verdict]
-                    for o in outs:
-                        tin += o.input_tokens
-                        tout += o.output_tokens
-                        cached += int(o.cached)
-                        cost = None if cost is None or o.cost is None else cost + o.cost
-                    failures += [(m, o) for o in outs if o.status != ScoreStatus.ok]
-                    vals = [int(o.verdict["score"]) for o in ok if o.verdict]
-                    votes[m] = fmean(vals) if vals else None
-                    entry: dict[str, Any] = {"score": votes[m], "scores": vals}
-                    if len(vals) > 1:
-                        entry["score_std"] = pstdev(vals)
-                    if len(vals) < len(outs):
-                        entry["failed_repeats"] = len(outs) - len(vals)
-                    if ok and ok[0].verdict:
-                        entry["response_format"] = ok[0].response_format
-                        entry["extraction"] = ok[0].verdict.get("extraction")
-                        reasonings.append((m, str(ok[0].verdict.get("reasoning") or "")))
-                    per_model[m] = entry
-                jury = aggregate_scores(votes, r.scale, c.jury_disagreement)
-                metric = r.name
-                details: dict[str, Any] = {
-                    "rubric": r.name,
-                    "rubric_version": r.version,
-                    "scale": [r.scale.min, r.scale.max],
-                    "models": per_model,
-                    "input_tokens": tin,
-                    "output_tokens": tout,
-                    "cost_usd": cost,
-                    "cached_calls": cached,
-                }
-                if len(models) > 1:
-                    details["jury"] = {
-                        "method": jury.method, "disagreement": jury.disagreement,
-                        "spread": jury.spread, "missing": jury.missing,
-                    }
-                if failures:
-                    details["failures"] = [
-                        {"model": m, "status": str(o.status), "reason": o.reason,
-                         **({"raw": o.raw} if o.raw else {})}
-                        for m, o in failures
-                    ]
-                if jury.score is None:
-                    all_skipped = failures and all(
-                        o.status == ScoreStatus.skipped for _, o in failures
-                    )
-                    if all_skipped:
-                        reason, status = "budget", ScoreStatus.skipped
-                    else:
-                        why = [f"{m}: {o.reason}" if len(models) > 1 else str(o.reason)
-                               for m, o in failures]
-                        reason = "; ".join(dict.fromkeys(why)) or str(jury.reason)
-                        status = ScoreStatus.error
-                    scores.append(ScoreResult.unscored(s, metric, reason, status, details))
-                    continue
-                details["score"] = jury.score
-                label = r.scale.labels.get(round(jury.score))
-                explanation = reasonings[0][1] if len(reasonings) == 1 else "\n".join(
-                    f"[{m}] {t}" for m, t in reasonings
-                )
-                scores.append(
-                    ScoreResult(
-                        subject_id=s.subject_id,
-                        subject_type=s.subject_type,
-                        metric=metric,
-                        value=r.scale.normalise(jury.score),
-                        label=label[:100] if label else None,
-                        explanation=explanation or None,
-                        details=details,
-                    )
-                )
+                else:
+                    scores.append(self._single_score(i, s, r, models, outcomes))
         return scores
+
+    def _single_score(
+        self,
+        i: int,
+        s: Sample,
+        r: Rubric,
+        models: Sequence[str],
+        outcomes: dict[Any, JudgeOutcome],
+    ) -> ScoreResult:
+        """One sample's score on one rubric: every model's repeats, then the jury's verdict."""
+        c = self.config
+        votes: dict[str, float | None] = {}
+        per_model: dict[str, dict[str, Any]] = {}
+        failures: list[tuple[str, JudgeOutcome]] = []
+        reasonings: list[tuple[str, str]] = []
+        tin = tout = cached = 0
+        cost: float | None = 0.0
+        for m in models:
+            outs = [outcomes[(i, r.name, m, k)] for k in range(c.repeats)]
+            for o in outs:
+                tin += o.input_tokens
+                tout += o.output_tokens
+                cached += int(o.cached)
+                cost = None if cost is None or o.cost is None else cost + o.cost
+            failures += [(m, o) for o in outs if o.status != ScoreStatus.ok]
+            votes[m], per_model[m], reasoning = _model_vote(outs)
+            if reasoning is not None:
+                reasonings.append((m, reasoning))
+        jury = aggregate_scores(votes, r.scale, c.jury_disagreement)
+        details: dict[str, Any] = {
+            "rubric": r.name,
+            "rubric_version": r.version,
+            "scale": [r.scale.min, r.scale.max],
+            "models": per_model,
+            "input_tokens": tin,
+            "output_tokens": tout,
+            "cost_usd": cost,
+            "cached_calls": cached,
+        }
+        if len(models) > 1:
+            details["jury"] = {
+                "method": jury.method,
+                "disagreement": jury.disagreement,
+                "spread": jury.spread,
+                "missing": jury.missing,
+            }
+        if failures:
+            details["failures"] = [
+                {
+                    "model": m,
+                    "status": str(o.status),
+                    "reason": o.reason,
+                    **({"raw": o.raw} if o.raw else {}),
+                }
+                for m, o in failures
+            ]
+        if jury.score is None:
+            reason, status = _unscored_reason(failures, len(models) > 1, jury.reason)
+            return ScoreResult.unscored(s, r.name, reason, status, details)
+        details["score"] = jury.score
+        label = r.scale.labels.get(round(jury.score))
+        explanation = (
+            reasonings[0][1]
+            if len(reasonings) == 1
+            else "\n".join(f"[{m}] {t}" for m, t in reasonings)
+        )
+        return ScoreResult(
+            subject_id=s.subject_id,
+            subject_type=s.subject_type,
+            metric=r.name,
+            value=r.scale.normalise(jury.score),
+            label=label[:100] if label else None,
+            explanation=explanation or None,
+            details=details,
+        )
 
     def _pairwise_scores(
         self,
@@ -595,7 +642,7 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
             self.last_pairwise[r.name] = build_report(r, models, results, stats)
         scores: list[ScoreResult] = []
         for i, s in enumerate(samples):
-            for r, metric in zip(self._rubrics, self.metrics, strict=True):
+            for r, metric in zip(self._rubrics, self.metric_names, strict=True):
                 if (i, r.name) in early:
                     scores.append(early[(i, r.name)])
                     continue
@@ -631,3 +678,48 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
                     )
                 )
         return scores
+
+
+def _model_vote(outs: Sequence[JudgeOutcome]) -> tuple[float | None, dict[str, Any], str | None]:
+    """One judge model's vote on a sample and rubric, from its repeated calls.
+
+    Args:
+        outs: The model's outcomes, one per repeat.
+
+    Returns:
+        Its score (mean of the repeats that gave one, None when none did), its entry in the
+        score's details, and the reasoning of its first verdict (None without a verdict).
+    """
+    ok = [o for o in outs if o.status == ScoreStatus.ok and o.verdict]
+    vals = [int(o.verdict["score"]) for o in ok if o.verdict]
+    vote = fmean(vals) if vals else None
+    entry: dict[str, Any] = {"score": vote, "scores": vals}
+    if len(vals) > 1:
+        entry["score_std"] = pstdev(vals)
+    if len(vals) < len(outs):
+        entry["failed_repeats"] = len(outs) - len(vals)
+    reasoning: str | None = None
+    if ok and ok[0].verdict:
+        entry["response_format"] = ok[0].response_format
+        entry["extraction"] = ok[0].verdict.get("extraction")
+        reasoning = str(ok[0].verdict.get("reasoning") or "")
+    return vote, entry, reasoning
+
+
+def _unscored_reason(
+    failures: Sequence[tuple[str, JudgeOutcome]], jury: bool, jury_reason: str | None
+) -> tuple[str, ScoreStatus]:
+    """Why a sample got no score: the budget (every call skipped) or the calls' errors.
+
+    Args:
+        failures: (model, outcome) of every failed call.
+        jury: Whether several models judged (each reason then names its model).
+        jury_reason: The jury's own reason, used when no call failed.
+
+    Returns:
+        The reason and the score's status.
+    """
+    if failures and all(o.status == ScoreStatus.skipped for _, o in failures):
+        return "budget", ScoreStatus.skipped
+    why = [f"{m}: {o.reason}" if jury else str(o.reason) for m, o in failures]
+    return "; ".join(dict.fromkeys(why)) or str(jury_reason), ScoreStatus.error

@@ -6,14 +6,17 @@ parsed verdict, ``error`` with its reason, or ``skipped`` (reason ``"budget"``).
 lost and nothing is judged twice within a run.
 
 * Concurrency: an ``asyncio.Semaphore`` bounds requests in flight.
-* Rate limits: a 429 pauses the *whole pool* through a shared :class:`PauseGate` for the
-  server's ``Retry-After`` (plus jitter) instead of letting every worker hammer the server.
-* Timeouts, connection errors and 5xx: retried ``max_retries`` times with exponential
-  back-off and jitter; a failure after the retries is an error with its reason.
+* Transport: the endpoint is an :class:`~evalwatch.evaluators.openai_client.OpenAIEndpoint`,
+  the client shared with the model-under-test caller. Timeouts, connection errors, 408, 409,
+  429 and 5xx are retried ``max_retries`` times by the ``openai`` client itself (exponential
+  back-off with jitter, ``Retry-After`` honoured), and a 429 pauses the *whole pool* for the
+  server's ``Retry-After`` instead of letting every worker hammer the server. A failure after
+  the retries is an error with its reason and the number of attempts.
 * Structured output: ``response_format`` JSON schema first; a server that rejects it is
   switched (once, for that model) to JSON mode, then to plain text with tolerant extraction.
-  An unparseable or out-of-scale verdict is asked again ``invalid_retries`` times, then
-  becomes an error carrying the (truncated) raw output — never a score.
+  An unparseable or out-of-scale verdict, or a body that is not a chat completion (a
+  proxy's error page), is asked again ``invalid_retries`` times, then becomes an error
+  carrying the (truncated) raw output — never a score.
 * Cost: token usage per call priced from a table; a per-run budget stops new calls and
   marks the rest skipped with reason ``"budget"``; :func:`estimate_cost` tells beforehand.
 * Cache: answers are stored in the ``judge_cache`` table under a SHA-256 key of the judge
@@ -29,22 +32,21 @@ import asyncio
 import json
 import logging
 import math
-import random
 import re
 import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
 
+import httpx2
 import openai
-from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import ScoreStatus
+from evalwatch.evaluators.openai_client import OpenAIEndpoint, retries_taken
 from evalwatch.evaluators.rubrics import RubricScale, verdict_response_format
-from evalwatch.storage.models import ScoreStatus
 from evalwatch.storage.repo import content_hash, get_judge_cache, put_judge_cache
 
 __all__ = [
@@ -54,15 +56,12 @@ __all__ = [
     "JudgeClient",
     "JudgeOutcome",
     "JudgeRequest",
-    "PauseGate",
     "RunStats",
     "VerdictKind",
     "cost_of",
     "estimate_cost",
     "estimate_tokens",
-    "make_openai_client",
     "parse_verdict",
-    "retry_after_seconds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,7 +69,6 @@ logger = logging.getLogger(__name__)
 VerdictKind = Literal["score", "pairwise"]
 ResponseFormatMode = Literal["json_schema", "json_object", "text"]
 _FORMAT_ORDER: tuple[ResponseFormatMode, ...] = ("json_schema", "json_object", "text")
-_PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama) accept any key
 
 T = TypeVar("T")
 
@@ -184,11 +182,10 @@ class ClientOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
-    max_retries: int = Field(3, ge=0, description="Retries for 429, 5xx, timeouts.")
-    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
-    backoff_base_s: float = Field(0.5, ge=0, description="First back-off; doubles per retry.")
-    backoff_max_s: float = Field(30.0, ge=0, description="Longest back-off between retries.")
-    max_retry_after_s: float = Field(120.0, gt=0, description="Cap on a server's Retry-After.")
+    max_retries: int = Field(
+        3, ge=0, description="Retries for 429, 5xx, timeouts (the endpoint's openai client's)."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout (the endpoint's).")
     invalid_retries: int = Field(1, ge=0, description="Re-asks after an invalid verdict.")
     max_tokens: int | None = Field(None, ge=1, description="Cap on the judge's output tokens.")
     max_output_chars: int = Field(2_000, ge=0, description="Raw output kept with an error.")
@@ -471,94 +468,6 @@ def _validate(
 
 
 # ---------------------------------------------------------------------------------------------
-# Retry helpers
-
-
-def retry_after_seconds(
-    headers: Mapping[str, str] | None, now: float | None = None
-) -> float | None:
-    """Seconds a server asked us to wait.
-
-    Reads ``retry-after-ms``, else ``Retry-After`` in seconds or as an HTTP date. None when
-    absent or unreadable.
-
-    Examples:
-        >>> retry_after_seconds({"retry-after": "2"})
-        2.0
-        >>> retry_after_seconds({"retry-after-ms": "250"})
-        0.25
-    """
-    if not headers:
-        return None
-    lower = {k.lower(): v for k, v in headers.items()}
-    ms = lower.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    ra = lower.get("retry-after")
-    if ra is None:
-        return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(ra).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (now if now is not None else time.time()))
-
-
-class PauseGate:
-    """A pause shared by every worker of a pool: after a 429 nobody sends until it lifts.
-
-    Examples:
-        >>> g = PauseGate()
-        >>> g.pause(0.01)
-        >>> asyncio.run(g.wait()) >= 0.0
-        True
-    """
-
-    def __init__(self, jitter_s: float = 0.0) -> None:
-        self._resume_at = 0.0
-        self.jitter_s = jitter_s
-        self.total_paused_s = 0.0
-        self.pauses = 0
-
-    def pause(self, seconds: float) -> None:
-        """Hold every worker for ``seconds`` from now (extends, never shortens, a pause)."""
-        now = time.monotonic()
-        until = now + seconds
-        if until > self._resume_at:
-            self.total_paused_s += until - max(now, self._resume_at)
-            self._resume_at = until
-            self.pauses += 1
-
-    @property
-    def paused(self) -> bool:
-        """Whether a pause is in force now."""
-        return time.monotonic() < self._resume_at
-
-    async def wait(self) -> float:
-        """Wait while paused; workers released together are staggered by a random jitter.
-
-        Returns:
-            Seconds waited.
-        """
-        waited = 0.0
-        while (delay := self._resume_at - time.monotonic()) > 0:
-            await asyncio.sleep(delay)
-            waited += delay
-        if waited > 0 and self.jitter_s > 0:
-            extra = random.uniform(0, self.jitter_s)
-            await asyncio.sleep(extra)
-            waited += extra
-        return waited
-
-
-# ---------------------------------------------------------------------------------------------
 # The client
 
 
@@ -599,41 +508,23 @@ class _LoopThread:
             loop.close()
 
 
-def make_openai_client(
-    base_url: str | None, api_key: SecretStr | None, timeout_s: float = 60.0
-) -> AsyncOpenAI:
-    """The ``openai`` async client for a judge endpoint, with its own retries off.
-
-    Retries are done by :class:`JudgeClient`, which also slows the whole pool on 429.
-
-    Args:
-        base_url: OpenAI-compatible base URL (``http://host:8000/v1``); None for OpenAI.
-        api_key: The key; endpoints without auth get a placeholder.
-        timeout_s: Per-request timeout.
-
-    Returns:
-        The client.
-    """
-    key = api_key.get_secret_value() if api_key is not None else _PLACEHOLDER_KEY
-    return AsyncOpenAI(base_url=base_url, api_key=key, timeout=timeout_s, max_retries=0)
-
-
 class _Failure(Exception):
     """An attempt's failure, classified."""
 
     def __init__(
         self,
         reason: str,
-        retry: bool,
-        wait_s: float | None = None,
-        rate_limited: bool = False,
+        attempts: int,
+        *,
+        ask_again: bool = False,
         format_fallback: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retry = retry
-        self.wait_s = wait_s
-        self.rate_limited = rate_limited
+        #: HTTP attempts this call made (the openai client's retries included).
+        self.attempts = attempts
+        #: Worth asking again like an invalid verdict (an answer that was not a completion).
+        self.ask_again = ask_again
         self.format_fallback = format_fallback
 
 
@@ -644,28 +535,30 @@ class JudgeClient:
     """Runs judge requests against an endpoint; see the module docstring for the behaviour.
 
     Args:
-        client: An ``openai.AsyncOpenAI`` (build it with :func:`make_openai_client`).
-        options: Throughput, retry, cost and output knobs.
+        endpoint: The endpoint; :meth:`for_endpoint` builds one from a URL and key with the
+            options' timeout and retries.
+        options: Throughput, retry, cost and output knobs (``timeout_s`` and ``max_retries``
+            are the endpoint's; they are used when :meth:`for_endpoint` builds it).
         engine: The store, for the judge cache; None disables caching.
         secret: The API key, only to scrub it from server error texts.
-        owns_client: Close ``client`` in :meth:`close`.
+        owns_client: Close ``endpoint`` in :meth:`close`.
 
     Examples:
-        >>> jc = JudgeClient(make_openai_client("http://127.0.0.1:9/v1", None))
-        >>> jc.options.concurrency
-        16
+        >>> jc = JudgeClient.for_endpoint("http://127.0.0.1:9/v1", None)
+        >>> jc.options.concurrency, jc.endpoint.client.max_retries
+        (16, 3)
         >>> jc.close()
     """
 
     def __init__(
         self,
-        client: AsyncOpenAI,
+        endpoint: OpenAIEndpoint,
         options: ClientOptions | None = None,
         engine: Engine | None = None,
         secret: SecretStr | None = None,
         owns_client: bool = True,
     ) -> None:
-        self.client = client
+        self.endpoint = endpoint
         self.options = options or ClientOptions()
         self.engine = engine
         self._secret = secret
@@ -674,6 +567,21 @@ class JudgeClient:
         self._formats: dict[str, ResponseFormatMode] = {}
         self._budget = _Budget(self.options.budget_usd)
         self._lock = threading.Lock()  # one run at a time per client
+
+    @classmethod
+    def for_endpoint(
+        cls,
+        base_url: str | None,
+        api_key: SecretStr | None,
+        options: ClientOptions | None = None,
+        engine: Engine | None = None,
+    ) -> JudgeClient:
+        """A client that owns a new :class:`OpenAIEndpoint` with the options' timeout, retries."""
+        opts = options or ClientOptions()
+        endpoint = OpenAIEndpoint(
+            base_url, api_key, timeout_s=opts.timeout_s, max_retries=opts.max_retries
+        )
+        return cls(endpoint, opts, engine, secret=api_key, owns_client=True)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -714,7 +622,7 @@ class JudgeClient:
         """Close the HTTP client (if owned) and stop the private event loop."""
         if self._owns_client:
             try:
-                self._runner.run(self.client.close())
+                self._runner.run(self.endpoint.aclose())
             except Exception as exc:  # closing must not mask the caller's own error
                 logger.debug("closing the judge client failed: %s", type(exc).__name__)
         self._runner.close()
@@ -754,20 +662,23 @@ class JudgeClient:
             for key, row in hits.items():
                 results[key] = _outcome_from_cache(key, row)
             stats.cache_hits = len(hits)
-        gate = PauseGate(jitter_s=min(1.0, self.options.backoff_base_s))
         sem = asyncio.Semaphore(self.options.concurrency)
+        limited_before = self.endpoint.rate_limited
+        paused_before = self.endpoint.gate.total_paused_s
         writer = _CacheWriter(self.engine, self.options.cache_flush_every, stats)
         pending = [r for k, r in unique.items() if k not in results]
 
         async def one(req: JudgeRequest) -> None:
-            out = await self._judge_one(req, sem, gate, stats)
+            out = await self._judge_one(req, sem, stats)
             results[req.key] = out
             if out.status == ScoreStatus.ok and not out.cached:
                 writer.add(req, out)
 
         await asyncio.gather(*(one(r) for r in pending))
         await writer.close()
-        stats.paused_s = round(gate.total_paused_s, 3)
+        # The endpoint's counters span every run of this client: this run's share.
+        stats.rate_limited = self.endpoint.rate_limited - limited_before
+        stats.paused_s = round(self.endpoint.gate.total_paused_s - paused_before, 3)
         for out in results.values():
             if out.status == ScoreStatus.ok:
                 stats.ok += 1
@@ -785,41 +696,36 @@ class JudgeClient:
                 text = text.replace(secret, "[REDACTED:secret]")
         return text[:500]
 
-    def _backoff(self, retry: int) -> float:
-        base = min(self.options.backoff_max_s, self.options.backoff_base_s * 2 ** (retry - 1))
-        return base * random.uniform(0.5, 1.5)
-
     async def _judge_one(
         self,
         req: JudgeRequest,
         sem: asyncio.Semaphore,
-        gate: PauseGate,
         stats: RunStats,
     ) -> JudgeOutcome:
         opts = self.options
+        gate = self.endpoint.gate
         out = JudgeOutcome(key=req.key, status=ScoreStatus.error)
         est_cost = cost_of(
             req.model, estimate_tokens(req.messages), opts.expected_output_tokens, opts.prices
         )
-        transport_retries = 0
         invalid_left = opts.invalid_retries
-        last_problem = ""
         while True:
+            # Wait out a pool-wide pause before taking a slot, and again once holding one
+            # (a pause may have begun while this worker queued); the endpoint's own retries
+            # wait on the same gate.
             await gate.wait()
             async with sem:
-                # A pause may have begun while this worker queued for a slot.
                 await gate.wait()
                 if not self._budget.reserve(est_cost or 0.0):
                     out.status, out.reason = ScoreStatus.skipped, "budget"
                     return out
                 mode = self.response_format_mode(req.model)
-                out.attempts += 1
-                stats.calls += 1
                 try:
-                    raw, tin, tout = await self._call(req, mode)
+                    raw, tin, tout, attempts = await self._call(req, mode)
                 except _Failure as fail:
                     self._budget.settle(est_cost or 0.0, 0.0)
                     failure: _Failure | None = fail
+                    attempts = fail.attempts
                 else:
                     failure = None
                     call_cost = cost_of(req.model, tin, tout, opts.prices)
@@ -835,6 +741,9 @@ class JudgeClient:
                         stats.cost_usd += call_cost
                         if out.cost is not None:
                             out.cost += call_cost
+            out.attempts += attempts
+            stats.calls += attempts
+            stats.retries += attempts - 1
             if failure is None:
                 out.response_format = mode
                 verdict, problem = parse_verdict(
@@ -845,40 +754,42 @@ class JudgeClient:
                     out.raw = raw[: opts.max_output_chars]
                     return out
                 stats.invalid_verdicts += 1
-                last_problem = problem or "invalid verdict"
                 if invalid_left > 0:
                     invalid_left -= 1
                     continue
                 out.status = ScoreStatus.error
-                out.reason = f"invalid verdict after {out.attempts} attempts: {last_problem}"
+                out.reason = (
+                    f"invalid verdict after {out.attempts} attempts: "
+                    f"{problem or 'invalid verdict'}"
+                )
                 out.raw = (raw or "")[: opts.max_output_chars]
                 return out
-            # A transport failure: give up, or wait and try again.
             if failure.format_fallback:
                 if mode not in stats.format_fallbacks:
                     stats.format_fallbacks.append(mode)
-                continue  # immediately, in the next mode; not a retry
-            if failure.rate_limited:
-                stats.rate_limited += 1
-            if not failure.retry or transport_retries >= opts.max_retries:
-                out.status = ScoreStatus.error
-                suffix = f" (after {out.attempts} attempts)" if out.attempts > 1 else ""
-                out.reason = failure.reason + suffix
-                return out
-            transport_retries += 1
-            stats.retries += 1
-            if failure.rate_limited:
-                wait = failure.wait_s if failure.wait_s is not None else self._backoff(
-                    transport_retries
-                )
-                wait = min(wait, opts.max_retry_after_s)
-                # Slow the whole pool, not just this worker: everyone waits out the pause.
-                gate.pause(wait + random.uniform(0, min(1.0, opts.backoff_base_s)))
-            else:
-                await asyncio.sleep(self._backoff(transport_retries))
+                continue  # at once, in the next mode; the endpoint's retries are not spent
+            if failure.ask_again and invalid_left > 0:
+                invalid_left -= 1
+                stats.retries += 1
+                continue
+            # The endpoint already retried what is worth retrying: this failure is final.
+            out.status = ScoreStatus.error
+            suffix = f" (after {out.attempts} attempts)" if out.attempts > 1 else ""
+            out.reason = failure.reason + suffix
+            return out
 
-    async def _call(self, req: JudgeRequest, mode: ResponseFormatMode) -> tuple[str, int, int]:
-        """One HTTP attempt; returns (text, input tokens, output tokens) or raises _Failure."""
+    async def _call(
+        self, req: JudgeRequest, mode: ResponseFormatMode
+    ) -> tuple[str, int, int, int]:
+        """One call, the endpoint's retries included.
+
+        Returns:
+            ``(text, input tokens, output tokens, HTTP attempts)``.
+
+        Raises:
+            _Failure: The call failed after the endpoint's retries, or the answer was not a
+                chat completion.
+        """
         kwargs: dict[str, Any] = {
             "model": req.model,
             "messages": [dict(m) for m in req.messages],
@@ -893,43 +804,52 @@ class JudgeClient:
             kwargs["response_format"] = {"type": "json_object"}
         try:
             # The client's generic ``post`` (its documented way to send raw requests) is the
-            # same HTTP request, auth, timeout and error mapping as ``chat.completions.create``
-            # but skips the per-call TypedDict transform and the pydantic model of the reply,
-            # a large share of the client's CPU per call at hundreds of calls a second.
-            body = await self.client.post("/chat/completions", body=kwargs, cast_to=str)
-        except openai.RateLimitError as exc:
-            wait = retry_after_seconds(dict(exc.response.headers))
-            raise _Failure("rate limited (HTTP 429)", True, wait, rate_limited=True) from None
-        except openai.BadRequestError as exc:
+            # same HTTP request, auth, timeout, retries and error mapping as
+            # ``chat.completions.create`` but skips the per-call TypedDict transform and the
+            # pydantic model of the reply, a large share of the client's CPU per call at
+            # hundreds of calls a second; the raw response also says how many retries it took.
+            response = await self.endpoint.client.post(
+                "/chat/completions", body=kwargs, cast_to=httpx2.Response
+            )
+        except openai.APIError as exc:
+            raise self._failure(exc, mode, req.model) from None
+        attempts = retries_taken(response.request) + 1
+        text, tin, tout = _read_completion(response.text, attempts)
+        return text, tin, tout, attempts
+
+    def _failure(self, exc: openai.APIError, mode: ResponseFormatMode, model: str) -> _Failure:
+        """The classified, scrubbed failure of a call the endpoint gave up on."""
+        attempts = retries_taken(exc.request) + 1
+        if isinstance(exc, openai.RateLimitError):
+            return _Failure("rate limited (HTTP 429)", attempts)
+        if isinstance(exc, openai.BadRequestError):
             message = self._scrub(str(exc.message))
             if mode != "text" and any(h in message.lower() for h in _FORMAT_HINTS):
                 nxt = _FORMAT_ORDER[_FORMAT_ORDER.index(mode) + 1]
-                if self._formats.get(req.model, "json_schema") == mode:
-                    self._formats[req.model] = nxt
+                if self._formats.get(model, "json_schema") == mode:
+                    self._formats[model] = nxt
                     logger.info(
                         "judge server rejected response_format %s for model %s; using %s",
-                        mode, req.model, nxt,
+                        mode, model, nxt,
                     )
-                raise _Failure(f"HTTP 400: {message}", True, format_fallback=True) from None
-            raise _Failure(f"HTTP 400: {message}", False) from None
-        except openai.AuthenticationError:
-            raise _Failure(
-                "HTTP 401: authentication failed; check the judge API key setting", False
-            ) from None
-        except openai.APITimeoutError:
-            raise _Failure(f"timeout after {self.options.timeout_s:g}s", True) from None
-        except openai.APIConnectionError as exc:
-            raise _Failure(f"connection error: {self._scrub(str(exc))}", True) from None
-        except openai.APIStatusError as exc:
-            code = exc.status_code
-            retry = code >= 500 or code in (408, 409)
-            raise _Failure(f"HTTP {code}: {self._scrub(str(exc.message))}", retry) from None
-        except openai.OpenAIError as exc:
-            raise _Failure(f"{type(exc).__name__}: {self._scrub(str(exc))}", True) from None
-        return _read_completion(body)
+                return _Failure(f"HTTP 400: {message}", attempts, format_fallback=True)
+            return _Failure(f"HTTP 400: {message}", attempts)
+        if isinstance(exc, openai.AuthenticationError):
+            return _Failure(
+                "HTTP 401: authentication failed; check the judge API key setting", attempts
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return _Failure(f"timeout after {self.options.timeout_s:g}s", attempts)
+        if isinstance(exc, openai.APIConnectionError):
+            return _Failure(f"connection error: {self._scrub(str(exc))}", attempts)
+        if isinstance(exc, openai.APIStatusError):
+            return _Failure(
+                f"HTTP {exc.status_code}: {self._scrub(str(exc.message))}", attempts
+            )
+        return _Failure(f"{type(exc).__name__}: {self._scrub(str(exc))}", attempts)
 
 
-def _read_completion(body: str) -> tuple[str, int, int]:
+def _read_completion(body: str, attempts: int = 1) -> tuple[str, int, int]:
     """Text and token usage of a chat completion body; raises _Failure if it is not one.
 
     Examples:
@@ -945,12 +865,14 @@ def _read_completion(body: str) -> tuple[str, int, int]:
         tin = int(usage.get("prompt_tokens") or 0)
         tout = int(usage.get("completion_tokens") or 0)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        # A proxy's error page or a truncated body; worth another try.
+        # A proxy's error page or a truncated body; worth asking again.
         raise _Failure(
-            f"malformed response: not a chat completion ({type(exc).__name__})", True
+            f"malformed response: not a chat completion ({type(exc).__name__})",
+            attempts,
+            ask_again=True,
         ) from None
     if not isinstance(text, str):
-        raise _Failure("malformed response: message content is not text", True)
+        raise _Failure("malformed response: message content is not text", attempts, ask_again=True)
     return text, tin, tout
 
 

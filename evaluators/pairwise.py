@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.judge_client import JudgeClient, JudgeOutcome, JudgeRequest, RunStats
 from evalwatch.evaluators.jury import aggregate_outcomes
 from evalwatch.evaluators.rubrics import Rubric, build_pairwise_messages
-from evalwatch.storage.models import ScoreStatus
 
 __all__ = [
     "Order",

@@ -18,13 +18,41 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import psutil
+from pydantic import Field
 
+from evalwatch.evaluators.base import EvaluatorUnavailable
 from evalwatch.storage.models import EvaluatorProfile
 
-__all__ = ["Profiler", "cuda_available", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "DeviceOption",
+    "DtypeOption",
+    "Profiler",
+    "cuda_available",
+    "resolve_device",
+    "resolve_device_dtype",
+    "resolve_dtype",
+]
+
+#: The ``device`` option of an evaluator that runs a torch model. Runtime-only: it decides
+#: where the scores are computed, not what they are.
+DeviceOption = Annotated[
+    str,
+    Field(
+        description="auto (CUDA when present), cpu, cuda or cuda:N.",
+        json_schema_extra={"runtime": True},
+    ),
+]
+#: The ``dtype`` option that goes with :data:`DeviceOption` (runtime-only as well).
+DtypeOption = Annotated[
+    Literal["auto", "float32", "float16", "bfloat16"],
+    Field(
+        description="auto = float16 on CUDA, float32 on CPU.",
+        json_schema_extra={"runtime": True},
+    ),
+]
 
 
 def cuda_available() -> bool:
@@ -69,6 +97,33 @@ def resolve_dtype(dtype: str, device: str) -> str:
     if dtype != "auto":
         return dtype
     return "float16" if device.startswith("cuda") else "float32"
+
+
+def resolve_device_dtype(evaluator: str, device: str, dtype: str) -> tuple[str, str]:
+    """The torch device and dtype an evaluator's ``device`` and ``dtype`` options stand for.
+
+    Args:
+        evaluator: The evaluator's name (the error names its option).
+        device: Its :data:`DeviceOption`.
+        dtype: Its :data:`DtypeOption`.
+
+    Returns:
+        The device (see :func:`resolve_device`) and the dtype (see :func:`resolve_dtype`).
+
+    Raises:
+        EvaluatorUnavailable: If CUDA is asked for and torch sees none.
+
+    Examples:
+        >>> resolve_device_dtype("embedding", "cpu", "auto")
+        ('cpu', 'float32')
+    """
+    try:
+        resolved = resolve_device(device)
+    except ValueError as exc:
+        raise EvaluatorUnavailable(
+            f"{exc}; set evaluator_options.{evaluator}.device to cpu or auto"
+        ) from exc
+    return resolved, resolve_dtype(dtype, resolved)
 
 
 # ---------------------------------------------------------------------------------------------

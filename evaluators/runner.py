@@ -1,6 +1,7 @@
 """Run evaluators over stored subjects, chunk by chunk, and store what they say.
 
-:func:`run_evaluation` is the one function the CLI and the Prefect flows call. It streams
+:func:`run_evaluation` is the one scoring function every job calls (through
+:func:`evalwatch.runs.common.score_batch`). It streams
 interactions (or model outputs with their dataset items) from the store a chunk at a time,
 hands each chunk to every evaluator, and writes scores, embeddings and one profile per
 evaluator. Reading the next chunk and writing the last one overlap with scoring (one
@@ -35,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import SubjectType
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
@@ -50,11 +52,9 @@ from evalwatch.storage.models import (
     EvaluatorProfile,
     Interaction,
     ModelOutput,
-    RunStatus,
     ScoreStatus,
 )
 from evalwatch.storage.repo import (
-    finish_run,
     iter_rows,
     scored_subject_ids,
     write_embeddings,
@@ -76,7 +76,10 @@ T = TypeVar("T")
 
 @dataclass
 class RunResult:
-    """What a run did: per-metric summaries, profiles, and what could not run."""
+    """What one scoring pass did: per-metric summaries, profiles, and what could not run.
+
+    The run's stored summary is :class:`evalwatch.runs.summary.RunSummary`, built from the store.
+    """
 
     run_id: int
     subject_type: str
@@ -90,25 +93,6 @@ class RunResult:
     scores_reused: int = 0
     embeddings_written: int = 0
     seconds: float = 0.0
-
-    def summary_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable summary, stored on the run."""
-        return {
-            "subject_type": self.subject_type,
-            "n_subjects": self.n_subjects,
-            "metrics": [m.model_dump(mode="json") for m in self.metrics],
-            "by_model_version": [m.model_dump(mode="json") for m in self.by_model_version],
-            "unavailable": dict(self.unavailable),
-            "failed_batches": dict(self.failed_batches),
-            "scores_written": self.scores_written,
-            "scores_reused": self.scores_reused,
-            "embeddings_written": self.embeddings_written,
-            "seconds": round(self.seconds, 3),
-            "profiles": [
-                p.model_dump(mode="json", exclude={"id", "run_id", "created_at"})
-                for p in self.profiles
-            ],
-        }
 
 
 @dataclass
@@ -159,7 +143,7 @@ def _interaction_chunks(
         samples = [
             Sample(
                 subject_id=r["id"],
-                subject_type="interaction",
+                subject_type=SubjectType.interaction,
                 prompt=r["prompt"],
                 response=r["response"],
                 reference=r.get("reference"),
@@ -192,7 +176,7 @@ def _output_chunks(
             samples.append(
                 Sample(
                     subject_id=r["id"],
-                    subject_type="output",
+                    subject_type=SubjectType.output,
                     prompt=item["input"],
                     response=r["output"],
                     reference=item.get("reference"),
@@ -424,7 +408,7 @@ def _progress(console: Console, enabled: bool) -> Progress:
 def _load_all(
     evaluators: Sequence[BaseEvaluator[Any]],
     engine: Engine,
-    subject_type: str,
+    subject_type: SubjectType,
     subject_ids: Sequence[int],
     skip_scored: bool,
     console: Console,
@@ -445,7 +429,7 @@ def _load_all(
                 )
             continue
         load_s = time.perf_counter() - t0
-        prof = Profiler(ev.name, ev.version, device=str(getattr(ev, "device", "cpu")))
+        prof = Profiler(ev.name, ev.version, device=ev.device)
         prof.load_seconds = load_s
         key = ScoreKey(subject_type, ev.name, ev.version, ev.provenance().config_hash)
         skip = (
@@ -460,7 +444,7 @@ def _load_all(
             if skip_scored
             else set()
         )
-        active.append(_Active(ev, list(ev.metrics), prof, key, skip))
+        active.append(_Active(ev, ev.metric_names, prof, key, skip))
     return active, unavailable
 
 
@@ -468,13 +452,12 @@ def run_evaluation(
     engine: Engine,
     evaluators: Sequence[BaseEvaluator[Any]],
     subject_ids: Sequence[int],
-    subject_type: str = "interaction",
+    subject_type: SubjectType | str = SubjectType.interaction,
     *,
     run_id: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
     skip_scored: bool = False,
-    finish: bool = True,
     console: Console | None = None,
     on_chunk: Callable[[int], None] | None = None,
     report_unavailable: bool = True,
@@ -492,7 +475,6 @@ def run_evaluation(
         skip_scored: Reuse the stored scores of subjects an evaluator (same version, same
             score-relevant options) has already scored instead of scoring them again. Reused
             scores are reported like new ones.
-        finish: Mark the run completed (or failed) with its summary when done.
         console: Where messages and the progress bar go (default: stderr).
         on_chunk: Called with the number of subjects after each chunk (e.g. flow progress).
         report_unavailable: Print each evaluator that cannot start. A caller that runs many
@@ -500,6 +482,7 @@ def run_evaluation(
 
     Returns:
         Per-metric summaries overall and per model version, profiles, unavailable evaluators.
+        The run's status is its job's to set (:func:`evalwatch.runs.lifecycle.run_lifecycle`).
 
     Examples:
         >>> from evalwatch.storage.db import make_engine, upgrade
@@ -511,8 +494,12 @@ def run_evaluation(
         >>> res.n_subjects, res.unavailable
         (0, {})
     """
-    if subject_type not in ("interaction", "output"):
-        raise ValueError(f"subject_type must be 'interaction' or 'output', not {subject_type!r}")
+    if subject_type not in set(SubjectType):
+        raise ValueError(
+            f"subject_type must be one of {', '.join(repr(t.value) for t in SubjectType)}, "
+            f"not {subject_type!r}"
+        )
+    subject_type = SubjectType(subject_type)
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     console = console or Console(stderr=True)
@@ -520,73 +507,54 @@ def run_evaluation(
     ids = list(dict.fromkeys(subject_ids))
     result = RunResult(run_id=run_id, subject_type=subject_type, n_subjects=len(ids))
     summarizer = ScoreSummarizer()
-    active: list[_Active] = []
+    active, result.unavailable = _load_all(
+        evaluators, engine, subject_type, ids, skip_scored, console, report_unavailable
+    )
+    threaded = _threads_ok(engine)
+    writer = _Writer(engine, run_id, threaded)
+    chunks_fn = _interaction_chunks if subject_type == SubjectType.interaction else _output_chunks
+    chunks: Iterable[tuple[int, _Chunk]] = chunks_fn(engine, ids, chunk_size)
+    if threaded:
+        chunks = _prefetch(chunks)
+    for act in active:
+        act.profiler.start()
     try:
-        active, result.unavailable = _load_all(
-            evaluators, engine, subject_type, ids, skip_scored, console, report_unavailable
-        )
-        threaded = _threads_ok(engine)
-        writer = _Writer(engine, run_id, threaded)
-        chunks_fn = _interaction_chunks if subject_type == "interaction" else _output_chunks
-        chunks: Iterable[tuple[int, _Chunk]] = chunks_fn(engine, ids, chunk_size)
-        if threaded:
-            chunks = _prefetch(chunks)
-        for act in active:
-            act.profiler.start()
-        try:
-            with _progress(console, progress and bool(ids) and bool(active)) as bar:
-                task = bar.add_task("evaluating", total=len(ids))
-                done = 0
-                release = malloc_trimmer()
-                for n_ids, chunk in chunks if active else ():
-                    job, reused = _score_all(engine, active, chunk, run_id, summarizer, console)
-                    writer.submit(job)
-                    result.scores_reused += reused
-                    del job, chunk
-                    release()
-                    step = min(n_ids, len(ids) - done)
-                    done += step
-                    bar.advance(task, step)
-                    if on_chunk is not None:
-                        on_chunk(step)
-        except BaseException:
-            for act in active:
-                act.profiler.stop()
-            with suppress(BaseException):  # the scoring error is the one to report
-                writer.close()
-            raise
+        with _progress(console, progress and bool(ids) and bool(active)) as bar:
+            task = bar.add_task("evaluating", total=len(ids))
+            done = 0
+            release = malloc_trimmer()
+            for n_ids, chunk in chunks if active else ():
+                job, reused = _score_all(engine, active, chunk, run_id, summarizer, console)
+                writer.submit(job)
+                result.scores_reused += reused
+                del job, chunk
+                release()
+                step = min(n_ids, len(ids) - done)
+                done += step
+                bar.advance(task, step)
+                if on_chunk is not None:
+                    on_chunk(step)
+    except BaseException:
         for act in active:
             act.profiler.stop()
-        writer.close()
-        result.scores_written = writer.scores_written
-        result.embeddings_written = writer.embeddings_written
-        for act in active:
-            profile = act.profiler.profile(run_id)
-            if act.failed:
-                profile.details = {**(profile.details or {}), "failed_batches": act.failed}
-            write_profile(engine, profile)
-            result.profiles.append(profile)
-            result.failed_batches[act.evaluator.name] = act.failed
-        result.metrics = summarizer.overall()
-        result.by_model_version = summarizer.by_model_version()
-        result.seconds = time.perf_counter() - t_start
-        if finish:
-            if not active and ids and result.unavailable:
-                finish_run(
-                    engine,
-                    run_id,
-                    RunStatus.failed,
-                    summary=result.summary_dict(),
-                    error="no evaluator could start: "
-                    + "; ".join(f"{k}: {v}" for k, v in result.unavailable.items()),
-                )
-            else:
-                finish_run(engine, run_id, RunStatus.completed, summary=result.summary_dict())
-    except BaseException as exc:
-        if finish:
-            with suppress(Exception):  # keep the original error
-                finish_run(engine, run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        with suppress(BaseException):  # the scoring error is the one to report
+            writer.close()
         raise
+    for act in active:
+        act.profiler.stop()
+    writer.close()
+    result.scores_written = writer.scores_written
+    result.embeddings_written = writer.embeddings_written
+    for act in active:
+        profile = act.profiler.profile(run_id)
+        if act.failed:
+            profile.details = {**(profile.details or {}), "failed_batches": act.failed}
+        write_profile(engine, profile)
+        result.profiles.append(profile)
+        result.failed_batches[act.evaluator.name] = act.failed
+    result.metrics = summarizer.overall()
+    result.by_model_version = summarizer.by_model_version()
+    result.seconds = time.perf_counter() - t_start
     return result
 
 

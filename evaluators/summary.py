@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, Field
 
+from evalwatch.checks.intervals import wilson_interval
+
 __all__ = [
     "MetricAccumulator",
     "MetricSummary",
@@ -53,23 +55,6 @@ def t_interval(
 
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
     return (mean - half, mean + half)
-
-
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a rate ``k / n``.
-
-    Unlike a t-interval it stays inside [0, 1] and is not a single point when every value
-    is the same (0 refusals in 100 is not "exactly 0").
-
-    Examples:
-        >>> lo, hi = wilson_interval(0, 100)
-        >>> lo, round(hi, 3)
-        (0.0, 0.037)
-    """
-    from scipy import stats  # imported here: scipy.stats is slow to import
-
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
 class MetricSummary(BaseModel):

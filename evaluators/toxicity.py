@@ -55,24 +55,26 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, TypeAdapter
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators import _toxicity_embedded as embedded
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
     EvaluatorUnavailable,
+    MetricSpec,
     Provenance,
     Sample,
     ScoreResult,
     register_evaluator,
 )
 from evalwatch.evaluators.embedding import default_model_path
-from evalwatch.evaluators.profiling import resolve_device, resolve_dtype
-from evalwatch.storage.models import ScoreStatus
+from evalwatch.evaluators.profiling import DeviceOption, DtypeOption, resolve_device_dtype
 
 __all__ = [
     "EMBEDDED_BACKEND",
     "EXPECTED_LABELS",
+    "SAFETY_METRIC",
     "ToxicityConfig",
     "ToxicityEvaluator",
     "build_random_checkpoint",
@@ -92,27 +94,44 @@ _NON_FINITE = "non-finite model output"
 
 # Labels each released detoxify model reports, after detoxify's own renaming. The loaded
 # checkpoint's class list is what counts; these only name metrics before loading.
+# The unbiased and multilingual models share one label list.
+_UNBIASED_LABELS = [
+    "toxicity",
+    "severe_toxicity",
+    "obscene",
+    "identity_attack",
+    "insult",
+    "threat",
+    "sexual_explicit",
+]
 EXPECTED_LABELS: dict[str, list[str]] = {
     "original": ["toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack"],
-    "unbiased": [
-        "toxicity",
-        "severe_toxicity",
-        "obscene",
-        "identity_attack",
-        "insult",
-        "threat",
-        "sexual_explicit",
-    ],
-    "multilingual": [
-        "toxicity",
-        "severe_toxicity",
-        "obscene",
-        "identity_attack",
-        "insult",
-        "threat",
-        "sexual_explicit",
-    ],
+    "unbiased": _UNBIASED_LABELS,
+    "multilingual": _UNBIASED_LABELS,
 }
+
+#: The score every backend adds after its labels: 1 minus the highest label probability.
+SAFETY_METRIC = MetricSpec(
+    name="safety",
+    range=(0, 1),
+    description="1 minus the highest toxicity probability (1 = safe).",
+)
+
+
+def label_metric(label: str) -> MetricSpec:
+    """A toxicity label's metric: the model's probability of it, where lower is better.
+
+    Examples:
+        >>> label_metric("insult").higher_is_better
+        False
+    """
+    return MetricSpec(
+        name=label,
+        higher_is_better=False,
+        range=(0, 1),
+        description=f"The toxicity model's probability of the label {label!r}.",
+    )
+
 
 _MODELS: dict[tuple[str, str, str, str, int | None], tuple[Any, str]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -144,16 +163,8 @@ class ToxicityConfig(EvaluatorConfig):
         "(e.g. bert-base-uncased for 'original'), so nothing is fetched from the Hub.",
     )
     # How the scores are computed, not what they are: runtime-only (see EvaluatorConfig).
-    device: str = Field(
-        "auto",
-        description="auto (CUDA when present), cpu, cuda or cuda:N.",
-        json_schema_extra={"runtime": True},
-    )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto",
-        description="auto = float16 on CUDA, float32 on CPU.",
-        json_schema_extra={"runtime": True},
-    )
+    device: DeviceOption = "auto"
+    dtype: DtypeOption = "auto"
     batch_size: int | None = Field(
         None,
         gt=0,
@@ -277,7 +288,6 @@ def _load_detoxify(cfg: ToxicityConfig, device: str, dtype: str) -> tuple[Any, s
         cached = _MODELS.get(key)
         if cached is not None:
             return cached
-        source: Any
         if ckpt is None and not allowed:
             raise EvaluatorUnavailable(
                 f"no detoxify checkpoint for model_type {cfg.model_type!r} is available offline; "
@@ -288,48 +298,11 @@ def _load_detoxify(cfg: ToxicityConfig, device: str, dtype: str) -> tuple[Any, s
             )
         try:
             import torch
-            from detoxify import Detoxify
 
             if ckpt is None:
-                logger.warning(
-                    "toxicity: downloading detoxify's %r checkpoint and its base model (set "
-                    "HF_HUB_OFFLINE=1 or %s.allow_download=false to stop this)",
-                    cfg.model_type,
-                    _SETTING,
-                )
-                detox = Detoxify(model_type=cfg.model_type, device=device)
-                said = (
-                    f"detoxify {cfg.model_type!r}, downloaded (checkpoint into "
-                    f"{torch.hub.get_dir()}, base model from the Hugging Face Hub)"
-                )
+                detox, said = _download_detoxify(cfg, device)
             else:
-                if not Path(ckpt).is_file():
-                    raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-                loaded = _peek_checkpoint(ckpt)
-                args = loaded["config"]["arch"]["args"]
-                base = cfg.huggingface_config_path or _local_base_model(args["model_type"])
-                if base is None and not allowed:
-                    raise EvaluatorUnavailable(
-                        f"the checkpoint's base model {args['model_type']!r} (config and "
-                        "tokenizer) is not available offline; set "
-                        f"{_SETTING}.huggingface_config_path to a local folder holding its "
-                        "config.json and tokenizer files, or " + _no_download_hint(cfg)
-                    )
-                said = f"detoxify {cfg.model_type!r} from {origin}, base model " + (
-                    f"from {base}" if base else "downloaded from the Hugging Face Hub"
-                )
-                if base is None or base == args["model_type"]:
-                    source = ckpt
-                else:
-                    # detoxify reads the base model from the checkpoint's own model_type, so
-                    # point that at the local folder and hand detoxify the rewritten dict.
-                    args["model_type"] = base
-                    buffer = io.BytesIO()
-                    torch.save(loaded, buffer)
-                    buffer.seek(0)
-                    source = buffer
-                del loaded
-                detox = Detoxify(model_type=cfg.model_type, checkpoint=source, device=device)
+                detox, said = _detoxify_from_checkpoint(cfg, ckpt, origin, allowed, device)
         except EvaluatorUnavailable:
             raise
         except Exception as exc:  # any load failure means "unavailable"
@@ -343,6 +316,78 @@ def _load_detoxify(cfg: ToxicityConfig, device: str, dtype: str) -> tuple[Any, s
         _cap_max_length(detox, cfg.max_length)
         _MODELS[key] = (detox, said)
         return detox, said
+
+
+def _download_detoxify(cfg: ToxicityConfig, device: str) -> tuple[Any, str]:
+    """Detoxify with its checkpoint and base model downloaded, and where they came from."""
+    import torch
+    from detoxify import Detoxify
+
+    logger.warning(
+        "toxicity: downloading detoxify's %r checkpoint and its base model (set "
+        "HF_HUB_OFFLINE=1 or %s.allow_download=false to stop this)",
+        cfg.model_type,
+        _SETTING,
+    )
+    detox = Detoxify(model_type=cfg.model_type, device=device)
+    said = (
+        f"detoxify {cfg.model_type!r}, downloaded (checkpoint into "
+        f"{torch.hub.get_dir()}, base model from the Hugging Face Hub)"
+    )
+    return detox, said
+
+
+def _detoxify_from_checkpoint(
+    cfg: ToxicityConfig, ckpt: str, origin: str, allowed: bool, device: str
+) -> tuple[Any, str]:
+    """Detoxify from a local checkpoint, its base model local where one is found.
+
+    Args:
+        cfg: The evaluator's options.
+        ckpt: The checkpoint file.
+        origin: Where the checkpoint was found, for the description.
+        allowed: Whether the base model may be downloaded.
+        device: Where the model runs.
+
+    Returns:
+        The loaded model, and where its weights came from.
+
+    Raises:
+        EvaluatorUnavailable: The base model is not available offline and may not be
+            downloaded.
+        FileNotFoundError: The checkpoint does not exist.
+    """
+    import torch
+    from detoxify import Detoxify
+
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
+    loaded = _peek_checkpoint(ckpt)
+    args = loaded["config"]["arch"]["args"]
+    base = cfg.huggingface_config_path or _local_base_model(args["model_type"])
+    if base is None and not allowed:
+        raise EvaluatorUnavailable(
+            f"the checkpoint's base model {args['model_type']!r} (config and "
+            "tokenizer) is not available offline; set "
+            f"{_SETTING}.huggingface_config_path to a local folder holding its "
+            "config.json and tokenizer files, or " + _no_download_hint(cfg)
+        )
+    said = f"detoxify {cfg.model_type!r} from {origin}, base model " + (
+        f"from {base}" if base else "downloaded from the Hugging Face Hub"
+    )
+    source: Any
+    if base is None or base == args["model_type"]:
+        source = ckpt
+    else:
+        # detoxify reads the base model from the checkpoint's own model_type, so
+        # point that at the local folder and hand detoxify the rewritten dict.
+        args["model_type"] = base
+        buffer = io.BytesIO()
+        torch.save(loaded, buffer)
+        buffer.seek(0)
+        source = buffer
+    del loaded
+    return Detoxify(model_type=cfg.model_type, checkpoint=source, device=device), said
 
 
 def _cap_max_length(detox: Any, max_length: int | None) -> None:
@@ -365,7 +410,7 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
 
     Examples:
         >>> ev = ToxicityEvaluator(backend="alt-profanity-check")
-        >>> ev.metrics
+        >>> ev.metric_names
         ['offensive', 'safety']
         >>> ev.provenance().config["model"].startswith("alt-profanity-check==")
         True
@@ -446,9 +491,15 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
         return list(EXPECTED_LABELS[self.config.model_type])
 
     @property
-    def metrics(self) -> list[str]:
+    def metrics(self) -> list[MetricSpec]:
         """The labels, then ``safety``."""
-        return [*self.labels, "safety"]
+        return [*map(label_metric, self.labels), SAFETY_METRIC]
+
+    @classmethod
+    def declared_metrics(cls, config: EvaluatorConfig | None = None) -> list[MetricSpec]:
+        """Every backend's labels, then ``safety`` (which labels score depends on what loads)."""
+        labels = [*embedded.LABELS, *(lab for ls in EXPECTED_LABELS.values() for lab in ls)]
+        return [*map(label_metric, dict.fromkeys(labels)), SAFETY_METRIC]
 
     @property
     def batch_size(self) -> int:
@@ -507,11 +558,9 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
         _say(logging.WARNING if fallback else logging.INFO, f"toxicity: {self.source}")
 
     def _load_detoxify(self) -> None:
-        try:
-            self.device = resolve_device(self.config.device)
-        except ValueError as exc:
-            raise EvaluatorUnavailable(f"{exc}; set {_SETTING}.device to cpu or auto") from exc
-        self.dtype = resolve_dtype(self.config.dtype, self.device)
+        self.device, self.dtype = resolve_device_dtype(
+            self.name, self.config.device, self.config.dtype
+        )
         self._detox, self.source = _load_detoxify(self.config, self.device, self.dtype)
         self._backend = "detoxify"
 

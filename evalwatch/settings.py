@@ -11,9 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -43,35 +44,138 @@ class IngestSettings(BaseModel):
         300.0, description="How far past 'now' a timestamp may be before it counts as future."
     )
     chunk_size: int = Field(20_000, description="Rows validated and committed per chunk.")
+    max_line_bytes: int = Field(
+        8_000_000,
+        gt=0,
+        description=(
+            "Longest input line, CSV field, Parquet cell or OTLP document read, in bytes; a "
+            "longer one is quarantined with its length, hash and first bytes, never loaded."
+        ),
+    )
 
 
-class JudgeSettings(BaseModel):
-    """Where and how the LLM judge is called. Falls back to ``OPENAI_*`` variables."""
+def _config_file() -> Path | None:
+    """The YAML file named by ``EVALWATCH_CONFIG_FILE``, if any.
+
+    Raises:
+        FileNotFoundError: The variable names no file.
+    """
+    config_file = os.environ.get("EVALWATCH_CONFIG_FILE")
+    if not config_file:
+        return None
+    path = Path(config_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"EVALWATCH_CONFIG_FILE={config_file} does not exist")
+    return path
+
+
+def _read_yaml(settings_cls: type[BaseSettings], path: Path) -> dict[str, Any]:
+    """The YAML file's top-level mapping (empty for an empty file)."""
+    return dict(YamlConfigSettingsSource(settings_cls, yaml_file=path).yaml_data)
+
+
+def _judge_env(field: str, *fallbacks: str) -> AliasChoices:
+    """Where a judge setting is read, most specific first (see :class:`JudgeSettings`).
+
+    Examples:
+        >>> _judge_env("model").choices
+        ['model', 'EVALWATCH_JUDGE__MODEL', 'EVALWATCH_JUDGE_MODEL']
+    """
+    name = field.upper()
+    return AliasChoices(field, f"EVALWATCH_JUDGE__{name}", f"EVALWATCH_JUDGE_{name}", *fallbacks)
+
+
+class JudgeSettings(BaseSettings):
+    """Where and how the LLM judge is called.
+
+    Each field ``x`` is read, highest priority first, from: a value passed in code (or the
+    ``judge`` of :class:`Settings` built with one); ``EVALWATCH_JUDGE__X`` (the nested form,
+    which wins as it always has); ``EVALWATCH_JUDGE_X``; for ``base_url`` and ``api_key``,
+    ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``; the ``judge:`` section of the
+    ``EVALWATCH_CONFIG_FILE`` YAML file; the default. Every environment variable outranks the
+    file, as for every other setting, and the more specific name outranks the generic one.
+
+    Loading reads nothing but the environment and that file: the Prefect Secret block named
+    by ``api_key_block`` is read by :meth:`resolved_api_key`, when a key is first needed.
+
+    Examples:
+        >>> JudgeSettings(model="m", prices={"m": (1.0, 2.0)}).prices
+        {'m': (1.0, 2.0)}
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True)
 
     base_url: str | None = Field(
-        None, description="OpenAI-compatible base URL, e.g. http://host/v1."
+        None,
+        validation_alias=_judge_env("base_url", "OPENAI_BASE_URL"),
+        description="OpenAI-compatible base URL, e.g. http://host/v1.",
     )
-    model: str | None = Field(None, description="Judge model name.")
-    api_key: SecretStr | None = Field(None, description="API key; never logged or stored.")
+    model: str | None = Field(
+        None, validation_alias=_judge_env("model"), description="Judge model name."
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_judge_env("api_key", "OPENAI_API_KEY"),
+        description="API key; never logged or stored.",
+    )
     api_key_block: str | None = Field(
-        None, description="Name of a Prefect Secret block holding the key."
+        None,
+        validation_alias=_judge_env("api_key_block"),
+        description="Name of a Prefect Secret block holding the key (when api_key is unset).",
     )
-    timeout_s: float = Field(60.0, description="Per-request timeout in seconds.")
-    max_retries: int = Field(3, description="Retries for 429, 5xx and timeouts.")
-    concurrency: int = Field(16, description="Concurrent requests in flight.")
-    budget_usd: float | None = Field(None, description="Stop new calls once a run spent this much.")
-    redact: bool = Field(True, description="Redact text before it leaves for an external judge.")
+    timeout_s: float = Field(
+        60.0,
+        validation_alias=_judge_env("timeout_s"),
+        description="Per-request timeout in seconds.",
+    )
+    max_retries: int = Field(
+        3,
+        validation_alias=_judge_env("max_retries"),
+        description="Retries for 429, 5xx and timeouts.",
+    )
+    concurrency: int = Field(
+        16, validation_alias=_judge_env("concurrency"), description="Concurrent requests in flight."
+    )
+    budget_usd: float | None = Field(
+        None,
+        validation_alias=_judge_env("budget_usd"),
+        description="Stop new calls once a run spent this much.",
+    )
+    redact: bool = Field(
+        True,
+        validation_alias=_judge_env("redact"),
+        description="Redact text before it leaves for an external judge.",
+    )
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
+        validation_alias=_judge_env("prices"),
         description="Model -> (USD per 1M input tokens, USD per 1M output tokens).",
     )
 
-    def resolved_base_url(self) -> str | None:
-        """The configured base URL, else ``OPENAI_BASE_URL``."""
-        return self.base_url or os.environ.get("OPENAI_BASE_URL")
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Code, then the environment, then the YAML file's ``judge:`` section."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            section = _read_yaml(settings_cls, path).get(_JUDGE)
+            if isinstance(section, dict):
+                sources.append(InitSettingsSource(settings_cls, init_kwargs=section))
+        return tuple(sources)
+
+    def has_key(self) -> bool:
+        """Whether a key is configured (directly or as a Prefect block), without reading it."""
+        return self.api_key is not None or self.api_key_block is not None
 
     def resolved_api_key(self) -> SecretStr | None:
-        """The configured key, else a Prefect Secret block, else ``OPENAI_API_KEY``."""
+        """The configured key, else the Prefect Secret block's (read now, on first need)."""
         if self.api_key is not None:
             return self.api_key
         if self.api_key_block:
@@ -79,8 +183,11 @@ class JudgeSettings(BaseModel):
 
             value = Secret.load(self.api_key_block).get()  # type: ignore[union-attr]
             return SecretStr(str(value))
-        env = os.environ.get("OPENAI_API_KEY")
-        return SecretStr(env) if env else None
+        return None
+
+
+#: The Settings field (and YAML section) that :class:`JudgeSettings` reads for itself.
+_JUDGE = "judge"
 
 
 class TargetSettings(BaseModel):
@@ -104,8 +211,13 @@ class Settings(BaseSettings):
     """All evalwatch settings.
 
     Values come, highest priority first, from init arguments, ``EVALWATCH_*`` environment
-    variables (nested with ``__``, e.g. ``EVALWATCH_JUDGE__MODEL``), the YAML file named by
-    ``EVALWATCH_CONFIG_FILE``, then defaults.
+    variables (nested with ``__``, e.g. ``EVALWATCH_INGEST__CHUNK_SIZE``), the YAML file named
+    by ``EVALWATCH_CONFIG_FILE``, then defaults. The judge section is its own settings class
+    with the same order and a few more names (see :class:`JudgeSettings`).
+
+    Loading has no side effects: the hash-key file is read (or created) by
+    :meth:`resolved_hash_key` and the judge's Prefect Secret block by
+    :meth:`JudgeSettings.resolved_api_key`, when first needed.
 
     Examples:
         >>> Settings(database_url="sqlite:///x.db").database_url
@@ -159,22 +271,26 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Add the optional YAML file below the environment."""
-        sources: list[PydanticBaseSettingsSource] = [
-            init_settings,
-            env_settings,
-            _FlatJudgeEnv(settings_cls),
-        ]
-        config_file = os.environ.get("EVALWATCH_CONFIG_FILE")
-        if config_file:
-            path = Path(config_file)
-            if not path.is_file():
-                raise FileNotFoundError(f"EVALWATCH_CONFIG_FILE={config_file} does not exist")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        """Add the optional YAML file below the environment.
+
+        The file's ``judge:`` section is left to :class:`JudgeSettings`, which reads it below
+        its own environment names: given here it would be a value passed in code, and would
+        outrank ``EVALWATCH_JUDGE_*``.
+        """
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            data = _read_yaml(settings_cls, path)
+            if isinstance(data.get(_JUDGE), dict):
+                data = {k: v for k, v in data.items() if k != _JUDGE}
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return tuple(sources)
 
     def resolved_hash_key(self) -> bytes:
-        """The key used for hashing user/session ids, created on first use if unset."""
+        """The key used for hashing user/session ids, created on first use if unset.
+
+        Read (and created) only here, never when settings load.
+        """
         if self.hash_key is not None:
             return self.hash_key.get_secret_value().encode()
         path = self.home / "hash.key"
@@ -186,46 +302,23 @@ class Settings(BaseSettings):
         return path.read_text().strip().encode()
 
 
-class _FlatJudgeEnv(PydanticBaseSettingsSource):
-    """Reads ``EVALWATCH_JUDGE_BASE_URL``-style names (single underscore) for the judge.
-
-    The nested form ``EVALWATCH_JUDGE__BASE_URL`` wins when both are set.
-    """
-
-    _FIELDS = (
-        "base_url",
-        "model",
-        "api_key",
-        "timeout_s",
-        "max_retries",
-        "concurrency",
-        "budget_usd",
-        "api_key_block",
-    )
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        judge = {
-            name: os.environ[f"EVALWATCH_JUDGE_{name.upper()}"]
-            for name in self._FIELDS
-            if f"EVALWATCH_JUDGE_{name.upper()}" in os.environ
-        }
-        return {"judge": judge} if judge else {}
-
-
 class SettingsError(ValueError):
     """A setting (environment variable or config file) has a value evalwatch cannot use."""
 
 
 def _setting_name(loc: tuple[int | str, ...]) -> str:
-    """The environment variable for a settings field path.
+    """The environment variable for a settings field path (for a judge field, the one set).
 
     Examples:
         >>> _setting_name(("judge", "timeout_s"))
         'EVALWATCH_JUDGE__TIMEOUT_S'
     """
+    if len(loc) == 2 and loc[0] == _JUDGE and str(loc[1]) in JudgeSettings.model_fields:
+        alias = JudgeSettings.model_fields[str(loc[1])].validation_alias
+        if isinstance(alias, AliasChoices):
+            for name in alias.choices[1:]:
+                if isinstance(name, str) and name in os.environ:
+                    return name
     return "EVALWATCH_" + "__".join(str(p).upper() for p in loc)
 
 
@@ -240,7 +333,11 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(f"{_setting_name(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
+        # The judge section built from its own variables fails as itself, without the prefix.
+        outer: tuple[str, ...] = (_JUDGE,) if exc.title == JudgeSettings.__name__ else ()
+        problems = "; ".join(
+            f"{_setting_name((*outer, *e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
         raise SettingsError(f"bad setting: {problems}") from exc
     except FileNotFoundError as exc:  # EVALWATCH_CONFIG_FILE names no file
         raise SettingsError(str(exc)) from exc

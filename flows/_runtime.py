@@ -1,22 +1,43 @@
-"""What every flow shares: the task runner chosen by settings, the store, artifact keys."""
+"""What every flow shares: the task runner chosen by settings, the store, artifact keys.
+
+The flows are declared with the default task runner (:func:`default_task_runner`); the one
+``EVALWATCH_TASK_RUNNER`` names is chosen when a flow is called, with :func:`with_task_runner`
+(``flow.with_options(task_runner=...)``), so importing a flow reads no settings.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
+from prefect import Flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy.engine import Engine
 
 from evalwatch.settings import Settings, get_settings
 from evalwatch.storage.db import get_engine
 
-__all__ = ["artifact_key", "flow_settings", "make_task_runner", "prefect_failure", "store"]
+__all__ = [
+    "artifact_key",
+    "default_task_runner",
+    "flow_settings",
+    "make_task_runner",
+    "prefect_failure",
+    "store",
+    "with_task_runner",
+]
+
+F = TypeVar("F", bound=Flow[Any, Any])
 
 # Prefect reports an unreachable or unstartable API as a bare RuntimeError; these are its words.
 _UNREACHABLE = re.compile(r"Failed to reach API at (?P<url>\S+)")
 _EPHEMERAL = ("ephemeral Prefect API server", "Unable to find an available port")
 _VERSIONS = "Found incompatible versions"
+
+
+def default_task_runner() -> TaskRunner[Any]:
+    """Two threads: evaluators release the GIL in torch and the store, and models are shared."""
+    return ThreadPoolTaskRunner(max_workers=2)
 
 
 def make_task_runner(settings: Settings | None = None) -> TaskRunner[Any]:
@@ -40,8 +61,18 @@ def make_task_runner(settings: Settings | None = None) -> TaskRunner[Any]:
                 "dashboard_address": None,
             },
         )
-    # Two threads: evaluators release the GIL in torch and the store, and models are shared.
-    return ThreadPoolTaskRunner(max_workers=2)
+    return default_task_runner()
+
+
+def with_task_runner(flow: F, settings: Settings | None = None) -> F:
+    """``flow`` with the task runner the settings name, chosen now (at call time).
+
+    Examples:
+        >>> from evalwatch.flows.traffic import evaluate_traffic
+        >>> type(with_task_runner(evaluate_traffic, Settings()).task_runner).__name__
+        'ThreadPoolTaskRunner'
+    """
+    return flow.with_options(task_runner=make_task_runner(settings))  # type: ignore[return-value]
 
 
 def flow_settings(database_url: str | None) -> Settings:

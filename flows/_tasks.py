@@ -1,4 +1,8 @@
-"""Tasks every evaluation flow shares: scoring a batch, and finishing with artifacts."""
+"""Tasks every evaluation flow shares: the shared steps of :mod:`evalwatch.runs.common` as tasks.
+
+Scoring a batch and finishing the run are the same functions the CLI calls in one process;
+the tasks only add the store from ``database_url``, batching and the Prefect artifacts.
+"""
 
 from __future__ import annotations
 
@@ -17,100 +21,83 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 
-from evalwatch.evaluators.runner import run_evaluation
 from evalwatch.flows._runtime import artifact_key, flow_settings, store
 from evalwatch.reporting.location import report_folder, report_url
 from evalwatch.reporting.run_report import metric_rows, run_markdown, write_run_html
-from evalwatch.runs.common import build_evaluators, merge_profiles, run_summary_from_store
-from evalwatch.runs.digest import digest_run
+from evalwatch.runs.common import build_evaluators, finish_evaluation, score_batch
+from evalwatch.runs.lifecycle import run_lifecycle
+from evalwatch.runs.summary import BatchStats, RunPlan
 from evalwatch.settings import Settings
-from evalwatch.storage.models import RunStatus
-from evalwatch.storage.repo import finish_run
 
 __all__ = [
     "AlertRulesError",
     "evaluate_alert_rules",
     "evaluate_batch",
     "evaluate_in_batches",
-    "fail_run",
     "finish_and_report",
     "publish_report",
 ]
 
 
 @task(name="evaluate-batch", retries=2, retry_delay_seconds=5)
-def evaluate_batch(
-    run_id: int,
-    ids: list[int],
-    evaluators: list[str],
-    evaluator_options: dict[str, dict[str, Any]],
-    database_url: str | None,
-    subject_type: str = "interaction",
-) -> dict[str, Any]:
-    """Score one batch with every evaluator; already-scored subjects are skipped.
+def evaluate_batch(plan: RunPlan, ids: list[int], database_url: str | None) -> BatchStats:
+    """Score one batch of the run (:func:`evalwatch.runs.common.score_batch`).
 
-    Retrying (or re-running the flow after a crash) therefore never duplicates a score.
+    Already-scored subjects are reused, so retrying (or re-running the flow after a crash)
+    never duplicates a score.
     """
     settings = flow_settings(database_url)
     engine = store(database_url)
-    built = build_evaluators(evaluators, settings, evaluator_options, engine)
-    result = run_evaluation(
+    built = build_evaluators(plan.evaluators, settings, plan.evaluator_options, engine)
+    return score_batch(
         engine,
+        plan,
         built,
         ids,
-        subject_type,
-        run_id=run_id,
         chunk_size=max(1, len(ids)),
-        progress=False,
-        skip_scored=True,
-        finish=False,
         # The flow logs each unavailable evaluator once, not once per batch.
         report_unavailable=False,
     )
-    return {
-        "n": len(ids),
-        "scores_written": result.scores_written,
-        "unavailable": result.unavailable,
-        "failed_batches": result.failed_batches,
-    }
 
 
 @task(name="finish-and-report")
-def finish_and_report(
-    run_id: int, database_url: str | None, kind: str, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """Fold profiles, store the summary, publish the markdown, table and report artifacts."""
+def finish_and_report(plan: RunPlan, stats: BatchStats, database_url: str | None) -> dict[str, Any]:
+    """Finish the run (:func:`evalwatch.runs.common.finish_evaluation`), then publish its report.
+
+    Publishes the markdown, table and report artifacts. Returns the stored
+    :class:`~evalwatch.runs.summary.RunSummary` with the HTML ``report`` path.
+    """
     settings = flow_settings(database_url)
     engine = store(database_url)
-    merge_profiles(engine, run_id)
-    # One streaming pass over the run's scores serves the summary, report and artifacts, in
-    # memory that does not grow with the run.
-    digest = digest_run(engine, run_id)
-    summary = run_summary_from_store(engine, run_id, digest) | extra
-    finish_run(engine, run_id, RunStatus.completed, summary=summary)
-    report_path = report_folder(settings) / f"run-{run_id}.html"
-    report = write_run_html(engine, run_id, report_path, digest)
-    markdown = run_markdown(engine, run_id, report_path=str(report), digest=digest)
-    create_markdown_artifact(
-        markdown=markdown,
-        key=artifact_key("evalwatch", kind, "summary"),
-        description=f"evalwatch {kind} run {run_id}",
-    )
-    rows = metric_rows(digest.metrics())
-    if rows:
-        create_table_artifact(
-            table=rows,
-            key=artifact_key("evalwatch", kind, "metrics"),
-            description=f"per-metric summary of run {run_id}",
+    kind, run_id = plan.kind, plan.run_id
+    with run_lifecycle(engine, run_id) as life:
+        # One streaming pass over the run's scores serves the summary, report and artifacts,
+        # in memory that does not grow with the run.
+        finished = finish_evaluation(engine, life, plan, stats)
+        digest = finished.digest
+        report_path = report_folder(settings) / f"run-{run_id}.html"
+        report = write_run_html(engine, run_id, report_path, digest)
+        markdown = run_markdown(engine, run_id, report_path=str(report), digest=digest)
+        create_markdown_artifact(
+            markdown=markdown,
+            key=artifact_key("evalwatch", kind, "summary"),
+            description=f"evalwatch {kind} run {run_id}",
         )
-    publish_report(
-        report,
-        key=artifact_key("evalwatch", kind, "report"),
-        title=f"HTML report of run {run_id}",
-        settings=settings,
-        markdown=markdown,
-    )
-    return summary | {"run_id": run_id, "report": str(report)}
+        rows = metric_rows(digest.metrics())
+        if rows:
+            create_table_artifact(
+                table=rows,
+                key=artifact_key("evalwatch", kind, "metrics"),
+                description=f"per-metric summary of run {run_id}",
+            )
+        publish_report(
+            report,
+            key=artifact_key("evalwatch", kind, "report"),
+            title=f"HTML report of run {run_id}",
+            settings=settings,
+            markdown=markdown,
+        )
+    return finished.summary.stored() | {"report": str(report)}
 
 
 def publish_report(
@@ -143,39 +130,23 @@ def publish_report(
     )
 
 
-def evaluate_in_batches(
-    kind: str,
-    run_id: int,
-    ids: list[int],
-    batch_size: int,
-    evaluators: list[str],
-    evaluator_options: dict[str, dict[str, Any]],
-    database_url: str | None,
-    subject_type: str = "interaction",
-) -> dict[str, str]:
-    """Submit one task per batch, update the progress artifact, return unavailable evaluators."""
-    batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+def evaluate_in_batches(plan: RunPlan, ids: list[int], database_url: str | None) -> BatchStats:
+    """Submit one task per batch, update the progress artifact, return the combined figures."""
+    size = plan.batch_size
+    batches = [ids[i : i + size] for i in range(0, len(ids), size)]
     progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
         progress=0.0,
-        key=artifact_key("evalwatch", kind, "progress"),
-        description=f"run {run_id}: batches scored",
+        key=artifact_key("evalwatch", plan.kind, "progress"),
+        description=f"run {plan.run_id}: batches scored",
     )
-    futures = [
-        evaluate_batch.submit(run_id, b, evaluators, evaluator_options, database_url, subject_type)
-        for b in batches
-    ]
-    unavailable: dict[str, str] = {}
+    futures = [evaluate_batch.submit(plan, b, database_url) for b in batches]
+    parts: list[BatchStats] = []
     for done, fut in enumerate(as_completed(futures), start=1):
-        unavailable.update(fut.result()["unavailable"])
+        parts.append(fut.result())
         update_progress_artifact(progress_id, progress=100.0 * done / len(batches))
     if not batches:
         update_progress_artifact(progress_id, progress=100.0)
-    return unavailable
-
-
-def fail_run(database_url: str | None, run_id: int, exc: BaseException) -> None:
-    """Mark a run failed with the exception that stopped it."""
-    finish_run(store(database_url), run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
+    return BatchStats.combine(parts)
 
 
 class AlertRulesError(RuntimeError):

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evalwatch.flows._runtime import artifact_key, flow_settings, store
 from evalwatch.flows._tasks import evaluate_alert_rules, publish_report
+from evalwatch.reporting.drift_markdown import drift_outcome_markdown
 from evalwatch.runs.drift import DriftParams, check_drift
 
 __all__ = ["drift_check", "publish_drift_report", "run_drift_check"]
@@ -37,7 +38,7 @@ def run_drift_check(params: DriftParams, database_url: str | None) -> dict[str, 
     ]
     return {
         "summary": outcome.to_dict(full=False),
-        "markdown": outcome.to_markdown(),
+        "markdown": drift_outcome_markdown(outcome),
         "moved": moved,
     }
 

@@ -1,4 +1,9 @@
-"""``regression_gate``: the regression gate as a Prefect flow (on demand, e.g. before a deploy)."""
+"""``regression_gate``: the regression gate as a Prefect flow (on demand, e.g. before a deploy).
+
+Its tasks are the steps of :mod:`evalwatch.runs.gate` that ``evalwatch gate`` runs in one
+process (:func:`~evalwatch.runs.gate.run_gate_job`): plan, evaluate each side, conclude; the
+alert rules are their own task so that a failure to evaluate them fails the flow run.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,14 @@ from prefect.states import State
 from evalwatch.checks.policy import GateInputError
 from evalwatch.flows._runtime import artifact_key, flow_settings, store
 from evalwatch.flows._tasks import evaluate_alert_rules
+from evalwatch.reporting.gate_report import gate_markdown
 from evalwatch.runs.gate import (
     GateParams,
     GatePlan,
     GateSide,
-    compare_sides,
+    conclude_gate,
     evaluate_side,
     plan_gate,
-    store_gate_report,
     worst_items_markdown,
 )
 
@@ -64,18 +69,11 @@ def compare_and_store(
     gate_plan: GatePlan, baseline: GateSide, candidate: GateSide, database_url: str | None
 ) -> dict[str, Any]:
     """Compare both sides, store the regression report, return it with its id and markdown."""
-    engine = store(database_url)
-    report = compare_sides(engine, gate_plan, baseline, candidate, flow_settings(database_url))
-    report_id = store_gate_report(
-        engine,
-        report,
-        dataset_id=gate_plan.dataset_id,
-        baseline=report.meta["baseline"],
-        candidate=report.meta["candidate"],
+    report, report_id = conclude_gate(
+        store(database_url), gate_plan, baseline, candidate, flow_settings(database_url)
     )
-    report.meta["regression_report_id"] = report_id
     extra = worst_items_markdown(report)
-    markdown = report.to_markdown() + (f"\n{extra}" if extra else "")
+    markdown = gate_markdown(report) + (f"\n{extra}" if extra else "")
     return {
         "report_id": report_id,
         "verdict": report.verdict,

@@ -18,9 +18,8 @@ __all__ = ["operations_overview"]
 @task(name="build-overview")
 def build_overview(days: float, until: datetime | None, database_url: str | None) -> dict[str, Any]:
     """Load the window, publish the markdown artifact and write the HTML page."""
-    from evalwatch.commands.report import overview_window
     from evalwatch.reporting.overview import overview_html, overview_markdown
-    from evalwatch.storage.overview import load_overview
+    from evalwatch.storage.overview import load_overview, overview_window
 
     settings = flow_settings(database_url)
     engine = store(database_url)

@@ -1,13 +1,14 @@
-"""Getting data in: input readers, the redactor, the ingest pipeline and test-set loading.
+"""Getting data in: input readers, the ingest pipeline and test-set loading.
 
-Public names are re-exported lazily, so ``import evalwatch.ingest.redact`` (used by evaluators
-and the judge) does not pay for Great Expectations.
+Public names are re-exported lazily, so importing one reader does not pay for Great
+Expectations. The redactor ingest runs on every row is :mod:`evalwatch.core.redact`.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from evalwatch.core.lazy import LazyExports
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "evalwatch.ingest.datasets": ("load_dataset", "load_outputs"),
@@ -18,15 +19,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "UnreadableFileError",
         "normalise_keys",
     ),
-    "evalwatch.ingest.redact": ("Redactor",),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_LAZY = LazyExports(__name__, _EXPORTS)
 
-__all__ = sorted(_WHERE)
+__all__ = _LAZY.names
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ingest' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return _LAZY.get(name)

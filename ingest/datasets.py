@@ -31,6 +31,8 @@ from evalwatch.ingest.readers import (
     PREDICTION_ALIASES,
     RawRecord,
     SourceReader,
+    bounded_raw,
+    cut_raw,
     normalise_keys,
 )
 from evalwatch.storage.models import Dataset
@@ -253,13 +255,16 @@ def _quarantine(
         return reasons
     rows = []
     for rec, why in bad:
+        head, digest, size = bounded_raw(rec)
+        unit = "characters" if rec.digest is None else "bytes"
         rows.append(
             {
                 "kind": "dataset",
                 "source": source,
                 "line": rec.line,
-                "raw": rec.raw.replace("\x00", "\ufffd"),
-                "raw_hash": hashlib.sha256(rec.raw.encode("utf-8", "surrogatepass")).hexdigest(),
+                # Bounded: the start, with the whole row's length (and its hash beside it).
+                "raw": cut_raw(head, size, unit).replace("\x00", "\ufffd"),
+                "raw_hash": digest,
                 "reasons": list(why),
                 "created_at": datetime.now(UTC),
             }

@@ -236,39 +236,21 @@ def _event_content(attrs: Mapping[str, Any], body_keys: Sequence[str]) -> Any:
     return None
 
 
-def span_to_row(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any] | None:
-    """One traffic row from one GenAI span, or None for a span that is not a GenAI call.
+def _span_messages(
+    span: Mapping[str, Any], attrs: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The span's input and output messages, from whichever convention recorded them.
+
+    Newest first: the ``gen_ai.input/output.messages`` attributes (or the operation-details
+    event), then the per-message events, then the older flattened and plain attributes.
 
     Args:
         span: An OTLP JSON span.
-        resource: Its resource's attributes (``service.name`` becomes the row's ``app``).
+        attrs: Its attributes, decoded.
 
     Returns:
-        A traffic row in the canonical schema (unset fields absent), or None.
-
-    Raises:
-        ValueError: If the span's timestamps are not integers.
-
-    Examples:
-        >>> span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "chat m",
-        ...         "startTimeUnixNano": "1700000000000000000",
-        ...         "endTimeUnixNano": "1700000000250000000",
-        ...         "attributes": [
-        ...             {"key": "gen_ai.request.model", "value": {"stringValue": "m"}},
-        ...             {"key": "gen_ai.prompt", "value": {"stringValue": "hi"}},
-        ...             {"key": "gen_ai.completion", "value": {"stringValue": "hello"}}]}
-        >>> row = span_to_row(span, {"service.name": "bot"})
-        >>> row["app"], row["prompt"], row["response"], row["latency_ms"]
-        ('bot', 'hi', 'hello', 250.0)
+        The prompt messages and the output messages, each a list of {role, text}.
     """
-    if not is_genai_span(span):
-        return None
-    attrs = attributes(span.get("attributes"))
-    trace_id = span_id_hex(span.get("traceId"), 16)
-    span_id = span_id_hex(span.get("spanId"), 8)
-    start = _nanos(span.get("startTimeUnixNano"))
-    end = _nanos(span.get("endTimeUnixNano"))
-
     prompt_msgs: list[dict[str, Any]] = []
     output_msgs: list[dict[str, Any]] = []
     if attrs.get("gen_ai.input.messages") is not None:
@@ -301,9 +283,7 @@ def span_to_row(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
                 {"role": m.get("role") or role, "text": m["text"]} for m in _messages(body)
             ]
         elif name == "gen_ai.choice":
-            body = _event_content(
-                ev_attrs, ("gen_ai.event.content", "message", "content", "body")
-            )
+            body = _event_content(ev_attrs, ("gen_ai.event.content", "message", "content", "body"))
             index = ev_attrs.get("index", 0)
             if index in (0, None, "0"):
                 output_msgs += _messages(body)
@@ -315,9 +295,13 @@ def span_to_row(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
         output_msgs = _indexed(attrs, "gen_ai.completion")
     if not output_msgs and attrs.get("gen_ai.completion") is not None:
         output_msgs = _messages(attrs["gen_ai.completion"])
+    return prompt_msgs, output_msgs
 
-    request_model = attrs.get("gen_ai.request.model")
-    response_model = attrs.get("gen_ai.response.model")
+
+def _otel_metadata(
+    span: Mapping[str, Any], attrs: Mapping[str, Any], trace_id: str | None, span_id: str | None
+) -> dict[str, Any]:
+    """What the row keeps of the span under ``metadata.otel``: ids, operation, error."""
     otel_meta: dict[str, Any] = {
         "trace_id": trace_id,
         "span_id": span_id,
@@ -335,7 +319,44 @@ def span_to_row(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
     status = span.get("status") or {}
     if status.get("code") in _ERROR_STATUS:
         otel_meta["error"] = status.get("message") or "error"
+    return otel_meta
 
+
+def span_to_row(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One traffic row from one GenAI span, or None for a span that is not a GenAI call.
+
+    Args:
+        span: An OTLP JSON span.
+        resource: Its resource's attributes (``service.name`` becomes the row's ``app``).
+
+    Returns:
+        A traffic row in the canonical schema (unset fields absent), or None.
+
+    Raises:
+        ValueError: If the span's timestamps are not integers.
+
+    Examples:
+        >>> span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "chat m",
+        ...         "startTimeUnixNano": "1700000000000000000",
+        ...         "endTimeUnixNano": "1700000000250000000",
+        ...         "attributes": [
+        ...             {"key": "gen_ai.request.model", "value": {"stringValue": "m"}},
+        ...             {"key": "gen_ai.prompt", "value": {"stringValue": "hi"}},
+        ...             {"key": "gen_ai.completion", "value": {"stringValue": "hello"}}]}
+        >>> row = span_to_row(span, {"service.name": "bot"})
+        >>> row["app"], row["prompt"], row["response"], row["latency_ms"]
+        ('bot', 'hi', 'hello', 250.0)
+    """
+    if not is_genai_span(span):
+        return None
+    attrs = attributes(span.get("attributes"))
+    trace_id = span_id_hex(span.get("traceId"), 16)
+    span_id = span_id_hex(span.get("spanId"), 8)
+    start = _nanos(span.get("startTimeUnixNano"))
+    end = _nanos(span.get("endTimeUnixNano"))
+    prompt_msgs, output_msgs = _span_messages(span, attrs)
+    request_model = attrs.get("gen_ai.request.model")
+    response_model = attrs.get("gen_ai.response.model")
     row: dict[str, Any] = {
         "request_id": attrs.get("gen_ai.response.id")
         or (f"otel-{trace_id}-{span_id}" if trace_id and span_id else None),
@@ -352,7 +373,7 @@ def span_to_row(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
         ),
         "session_id": attrs.get("gen_ai.conversation.id") or attrs.get("session.id"),
         "user_id": attrs.get("user.id") or attrs.get("enduser.id"),
-        "metadata": {"otel": otel_meta},
+        "metadata": {"otel": _otel_metadata(span, attrs, trace_id, span_id)},
     }
     if start is not None:
         row["timestamp"] = (

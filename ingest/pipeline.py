@@ -62,6 +62,7 @@ from evalwatch.checks.validation import (
     validate_traffic_rows,
     warm_up,
 )
+from evalwatch.core.redact import Redactor, mask
 from evalwatch.ingest.readers import (
     FEEDBACK_ALIASES,
     FEEDBACK_FIELDS,
@@ -69,10 +70,11 @@ from evalwatch.ingest.readers import (
     TRAFFIC_FIELDS,
     RawRecord,
     SourceReader,
+    bounded_raw,
+    cut_raw,
     normalise_keys,
 )
-from evalwatch.ingest.redact import Redactor, mask
-from evalwatch.settings import Settings, get_settings
+from evalwatch.settings import Settings
 from evalwatch.storage.models import Feedback
 from evalwatch.storage.repo import (
     insert_feedback,
@@ -272,6 +274,8 @@ class _Run:
         self.bounds = settings.ingest
         self.redactor = Redactor() if redact else None
         self.now = now
+        # Read (or created) once here, before any worker forks: workers creating the file
+        # at once would race.
         self.key = settings.resolved_hash_key() if kind == "traffic" else b""
         self.hashes: dict[str, str] = {}
         # request id -> (content hash, source, line) of its first row in this run.
@@ -308,24 +312,27 @@ class _Run:
     ) -> list[dict[str, Any]]:
         if not items:
             return []
-        raws = [rec.raw for rec, _ in items]
+        # Only the start of each raw row is kept (with its length and the hash of all of it),
+        # so quarantine stays small whatever arrives.
+        bounded = [bounded_raw(rec) for rec, _ in items]
+        heads = [head for head, _, _ in bounded]
         if self.redactor is not None:
             # The raw row is kept for whoever fixes it, but not the personal data in it.
-            found = self.redactor.find_many(raws)
-            kept = [mask(r, f) if f else r for r, f in zip(raws, found, strict=True)]
-        else:
-            kept = raws
+            found = self.redactor.find_many(heads)
+            heads = [mask(r, f) if f else r for r, f in zip(heads, found, strict=True)]
         return [
             {
                 "kind": self.kind,
                 "source": source,
                 "line": rec.line,
                 # PostgreSQL text cannot hold NUL.
-                "raw": stored.replace("\x00", "\ufffd"),
-                "raw_hash": hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(),
+                "raw": cut_raw(
+                    head, size, "characters" if rec.digest is None else "bytes"
+                ).replace("\x00", "\ufffd"),
+                "raw_hash": digest,
                 "reasons": list(reasons),
             }
-            for (rec, reasons), raw, stored in zip(items, raws, kept, strict=True)
+            for (rec, reasons), head, (_, digest, size) in zip(items, heads, bounded, strict=True)
         ]
 
     @staticmethod
@@ -404,8 +411,9 @@ class _Run:
         texts = {f: [row[f] or "" for row in rows] for f in fields}
         found: dict[str, list[Any]] = {}
         if self.redactor is not None:
-            # One batched scan per field over the whole chunk.
-            found = {f: self.redactor.find_many(texts[f]) for f in fields}
+            # One batched scan per field over the whole chunk; a field empty in every row
+            # (often context and reference) has nothing to find.
+            found = {f: self.redactor.find_many(t) for f, t in texts.items() if any(t)}
         out: list[dict[str, Any]] = []
         hash_id = self._hash_id
         for i, (rec, row) in enumerate(zip(recs, rows, strict=True)):
@@ -733,10 +741,11 @@ def _ingest(
     parallel: bool | None,
     started: float,
 ) -> IngestResult:
-    settings = settings or get_settings()
+    settings = settings if settings is not None else Settings()
     do_redact = settings.ingest.redact if redact is None else redact
     run = _Run(engine, kind, settings, do_redact, collect_outcomes, now)
-    readers = [SourceReader(p, fmt) for p in paths]  # fails early on a missing file
+    # Every file opens here, so a missing one fails before anything is stored.
+    readers = [SourceReader(p, fmt, settings.ingest.max_line_bytes) for p in paths]
     size = max(1, settings.ingest.chunk_size)
     total = sum(r.total for r in readers)
     show = progress and total >= _PROGRESS_MIN_BYTES

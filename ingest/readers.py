@@ -5,6 +5,11 @@ so nothing is dropped on the way in: a line that does not parse comes back with 
 the reason, a blank line comes back marked as such, and bytes that are not UTF-8 are decoded with
 U+FFFD replacement characters and flagged.
 
+No input size decides memory: lines (CSV physical lines, OTLP documents) are read with a
+bounded ``readline``; one longer than ``max_line_bytes`` comes back as an error record that
+holds only its first bytes, its full length and its SHA-256, and is never parsed. Parquet cells
+are measured in Arrow before any row becomes Python objects.
+
 Field names are matched loosely (case, ``-``, ``_`` and spaces do not matter) and common aliases
 are accepted; see :data:`TRAFFIC_ALIASES`. Fields that are not in the schema are kept in the
 row's ``metadata``.
@@ -13,6 +18,7 @@ row's ``metadata``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -26,6 +32,7 @@ import orjson
 
 from evalwatch.files import InputFileError, check_input_file
 from evalwatch.ingest import otel
+from evalwatch.settings import IngestSettings
 
 __all__ = [
     "DATASET_ALIASES",
@@ -40,6 +47,8 @@ __all__ = [
     "RawRecord",
     "SourceReader",
     "UnreadableFileError",
+    "bounded_raw",
+    "cut_raw",
     "detect_format",
     "normalise_keys",
     "open_source",
@@ -177,6 +186,14 @@ _SQUASH = re.compile(r"[^0-9a-z]")
 _JSON_COLUMNS = frozenset({"metadata", "meta", "tags", "slices", "labels"})
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _BOM = b"\xef\xbb\xbf"
+#: The default of ``IngestSettings.max_line_bytes`` (one fact, in the settings).
+DEFAULT_MAX_LINE_BYTES: int = IngestSettings.model_fields["max_line_bytes"].default
+#: Characters of a rejected row's raw text that quarantine keeps (plus its length and hash).
+QUARANTINE_CHARS = 4096
+# Extra text past the kept part that redaction sees, so a secret cut by the limit is found.
+_REDACT_MARGIN = 512
+# Read size while skipping the rest of an oversized line.
+_SKIP_BYTES = 1 << 20
 
 
 class UnreadableFileError(Exception):
@@ -194,6 +211,9 @@ class RawRecord(NamedTuple):
         error: Why the line could not be parsed, or None.
         replaced: Whether bytes that are not UTF-8 were replaced by U+FFFD.
         skip: Why this is not a row at all (a blank line, a span that is no GenAI call).
+        size: The full length of an oversized line (bytes), whose ``text`` is only its start;
+            None otherwise.
+        digest: SHA-256 (hex) of the whole oversized line, computed while skipping it.
     """
 
     line: int
@@ -202,6 +222,8 @@ class RawRecord(NamedTuple):
     error: str | None = None
     replaced: bool = False
     skip: str | None = None
+    size: int | None = None
+    digest: str | None = None
 
     @property
     def raw(self) -> str:
@@ -313,12 +335,99 @@ def _parse_json(line: bytes) -> tuple[str, Any, str | None, bool]:
     return text, value, None, replaced
 
 
+def bounded_raw(rec: RawRecord) -> tuple[str, str, int]:
+    """What quarantine may keep of a rejected record: (start of its text, SHA-256, length).
+
+    The start is :data:`QUARANTINE_CHARS` characters plus a margin for redaction to see whole
+    secrets (:func:`cut_raw` trims it after masking); the hash and length are of the whole
+    raw row, so a giant row is never held or stored whole.
+
+    Examples:
+        >>> head, digest, size = bounded_raw(RawRecord(1, "x" * 10_000, None, "bad"))
+        >>> len(head) < 10_000, size, len(digest)
+        (True, 10000, 64)
+    """
+    if rec.digest is not None:
+        return rec.raw, rec.digest, rec.size or 0
+    raw = rec.raw
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    return raw[: QUARANTINE_CHARS + _REDACT_MARGIN], digest, len(raw)
+
+
+def cut_raw(head: str, size: int, unit: str = "characters") -> str:
+    """The stored raw text: at most :data:`QUARANTINE_CHARS` of ``head``, and a note when cut.
+
+    Args:
+        head: The (masked) start of the raw row.
+        size: The whole raw row's length.
+        unit: What ``size`` counts.
+
+    Examples:
+        >>> cut_raw("abc", 3)
+        'abc'
+        >>> cut_raw("a" * 5000, 9_000_000).endswith("[cut: first 4096 of 9000000 characters]")
+        True
+    """
+    if size <= QUARANTINE_CHARS and len(head) <= QUARANTINE_CHARS:
+        return head
+    return f"{head[:QUARANTINE_CHARS]}… [cut: first {QUARANTINE_CHARS} of {size} {unit}]"
+
+
+def _oversized(
+    fh: Any, n: int, start: bytes, what: str, cap: int
+) -> tuple[RawRecord, int]:
+    """The error record of a line longer than ``cap`` whose first ``start`` bytes were read.
+
+    Reads on to the end of the line in bounded pieces, hashing and counting, without keeping
+    more than the start. Returns the record and how many more bytes were read.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    more = 0
+    piece = start
+    while True:
+        end = piece.endswith(b"\n")
+        body = piece.rstrip(b"\r\n") if end else piece
+        digest.update(body)
+        size += len(body)
+        if end:
+            break
+        piece = fh.readline(_SKIP_BYTES)
+        if not piece:
+            break
+        more += len(piece)
+    head = start[: QUARANTINE_CHARS + _REDACT_MARGIN].decode("utf-8", "replace")
+    why = f"{what}: longer than {cap} bytes ({size} bytes)"
+    return RawRecord(n, head, None, why, size=size, digest=digest.hexdigest()), more
+
+
+def _oversized_file(fh: Any, cap: int) -> RawRecord:
+    """The error record of a whole document longer than ``cap``, read in bounded pieces."""
+    digest = hashlib.sha256()
+    head = fh.read(QUARANTINE_CHARS + _REDACT_MARGIN)
+    digest.update(head)
+    size = len(head)
+    while piece := fh.read(_SKIP_BYTES):
+        digest.update(piece)
+        size += len(piece)
+    why = f"document: longer than {cap} bytes ({size} bytes)"
+    text = head.decode("utf-8", "replace")
+    return RawRecord(1, text, None, why, size=size, digest=digest.hexdigest())
+
+
+def _too_long(line: bytes, cap: int) -> bool:
+    """Whether a line read with ``readline(cap + 2)`` is longer than ``cap`` (break excluded)."""
+    return len(line) > cap and len(line.rstrip(b"\r\n")) > cap
+
+
 class SourceReader:
     r"""Iterates the records of one input file and tracks how far it got (for progress bars).
 
     Args:
         path: The file.
         fmt: Its format (``auto`` detects it from the name and the first bytes).
+        max_line_bytes: The longest line (CSV line, Parquet cell, OTLP document) read; a
+            longer one becomes an error record holding only its start, length and hash.
 
     Raises:
         UnreadableFileError: If the file does not exist or cannot be read.
@@ -331,8 +440,14 @@ class SourceReader:
         [(1, {'prompt': 'hi'}, False, None), (2, None, False, 'blank line'), (3, None, True, None)]
     """
 
-    def __init__(self, path: str | Path, fmt: Format | str = "auto") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        fmt: Format | str = "auto",
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
         self.path = Path(path)
+        self.max_line_bytes = max(1, max_line_bytes)
         if fmt not in FORMATS:
             raise UnreadableFileError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
         try:
@@ -379,9 +494,19 @@ class SourceReader:
 
     def _jsonl(self) -> Iterator[RawRecord]:
         loads = orjson.loads
+        cap = self.max_line_bytes
+        limit = cap + 2  # room for the line break
         with self.path.open("rb") as fh:
-            for n, line in enumerate(fh, start=1):
+            readline = fh.readline
+            n = 0
+            while line := readline(limit):
+                n += 1
                 self.done += len(line)
+                if len(line) > cap and _too_long(line, cap):
+                    rec, more = _oversized(fh, n, line, "line", cap)
+                    self.done += more
+                    yield rec
+                    continue
                 try:
                     # The common case: one valid UTF-8 JSON line, taken as is.
                     yield RawRecord(n, line, loads(line))
@@ -398,19 +523,41 @@ class SourceReader:
                 yield RawRecord(n, text, value, error, replaced)
 
     def _csv(self) -> Iterator[RawRecord]:
+        cap = self.max_line_bytes
+        if csv.field_size_limit() < cap:
+            csv.field_size_limit(cap)  # a field up to the cap is read; a longer one is an error
         with self.path.open("rb") as binary:
-            text = io.TextIOWrapper(
-                binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
-            )
+            lines = _CsvLines(binary, cap)
             dialect: type[csv.Dialect] = (
                 csv.excel_tab if self.path.suffix.lower() == ".tsv" else csv.excel
             )
-            reader = csv.reader(text, dialect)
+            reader = csv.reader(lines, dialect)
             header: list[str] | None = None
-            prev_line = 0
-            for cells in reader:
-                first_line, prev_line = prev_line + 1, reader.line_num
-                self.done = binary.tell()
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    break
+                except (_RowTooLong, csv.Error) as exc:
+                    # The row is given up; a fresh parser starts after its end.
+                    reader = csv.reader(lines, dialect)
+                    if isinstance(exc, _RowTooLong):
+                        rec = exc.record
+                    elif "field limit" in str(exc):
+                        rec = lines.give_up(f"field: longer than {cap} characters")
+                    else:
+                        rec = lines.give_up(f"malformed CSV row ({exc})")
+                    self.done = lines.done
+                    if header is None:
+                        # A header that cannot be read: the file cannot be read as CSV.
+                        raise UnreadableFileError(
+                            f"{self.path}: unreadable CSV header ({rec.error})"
+                        ) from None
+                    yield rec
+                    continue
+                first_line = lines.start
+                lines.mark()
+                self.done = lines.done
                 fixed = [_fix_surrogates(c) for c in cells]
                 values = [c for c, _ in fixed]
                 replaced = any(r for _, r in fixed)
@@ -445,8 +592,12 @@ class SourceReader:
         n = 0
         try:
             for batch in pf.iter_batches(batch_size=5_000):
-                for row in batch.to_pylist():
+                batch, big = _drop_big_cells(batch, self.max_line_bytes)
+                for i, row in enumerate(batch.to_pylist()):
                     n += 1
+                    if i in big:
+                        yield big[i]._replace(line=n)
+                        continue
                     clean = {k: _parquet_value(k, v) for k, v in row.items()}
                     raw = orjson.dumps(clean, default=str, option=orjson.OPT_NON_STR_KEYS)
                     yield RawRecord(n, raw.decode(), clean)
@@ -459,14 +610,26 @@ class SourceReader:
             ) from exc
 
     def _otlp(self) -> Iterator[RawRecord]:
+        cap = self.max_line_bytes
         with self.path.open("rb") as fh:
-            first = fh.readline()
+            first = fh.readline(cap + 2)
             fh.seek(0)
             # One export request per line (the collector's file exporter), or one document.
+            per_line = _too_long(first, cap) or _parses_as_object(first)
+            if not per_line and self.total > cap:
+                # One document too large to load: refused without reading it into memory.
+                rec = _oversized_file(fh, cap)
+                self.done = self.total
+                yield rec
+                return
             docs: Iterator[tuple[int, bytes]] = (
-                enumerate(fh, start=1) if _parses_as_object(first) else iter([(1, fh.read())])
+                _bounded_lines(fh, cap) if per_line else iter([(1, fh.read())])
             )
             for n, blob in docs:
+                if isinstance(blob, RawRecord):
+                    self.done = fh.tell()
+                    yield blob
+                    continue
                 self.done += len(blob)
                 if n == 1 and blob.startswith(_BOM):
                     blob = blob[len(_BOM) :]
@@ -496,6 +659,136 @@ class SourceReader:
                         yield RawRecord(n, raw, None, skip="not a GenAI span", replaced=replaced)
                     else:
                         yield RawRecord(n, raw, row, None, replaced)
+
+
+class _RowTooLong(Exception):
+    """A CSV row over the cap (raised through ``csv.reader``, which then restarts)."""
+
+    def __init__(self, record: RawRecord) -> None:
+        super().__init__(record.error)
+        self.record = record
+
+
+class _CsvLines:
+    """The decoded lines of a CSV file for ``csv.reader``, each read with a bounded readline.
+
+    Decoding matches ``TextIOWrapper(encoding="utf-8-sig", errors="surrogateescape",
+    newline="")``. The current row's start, size, SHA-256 and quote count are tracked, so a
+    row given up half-way (a line or a field over the cap) can be skipped to its real end
+    (where its quotes balance) and quarantined with its length and hash, without holding it.
+    """
+
+    def __init__(self, binary: Any, cap: int) -> None:
+        self._readline = binary.readline
+        self._cap = cap
+        self.count = 0  # physical lines read
+        self.done = 0  # bytes read
+        self._first = True
+        self.mark()
+
+    def mark(self) -> None:
+        """Start a new row after the line last read."""
+        self.start = self.count + 1
+        self._head = b""
+        self._size = 0
+        self._quotes = 0
+        self._digest = hashlib.sha256()
+
+    def _take(self, piece: bytes) -> None:
+        body = piece.rstrip(b"\r\n") if piece.endswith(b"\n") else piece
+        if len(self._head) < QUARANTINE_CHARS + _REDACT_MARGIN:
+            self._head += body[: QUARANTINE_CHARS + _REDACT_MARGIN]
+        self._size += len(piece)
+        self._quotes += piece.count(b'"')
+        self._digest.update(piece)
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._readline(self._cap + 2)
+        if not line:
+            raise StopIteration
+        self.count += 1
+        self.done += len(line)
+        if self._first:
+            self._first = False
+            if line.startswith(_BOM):
+                line = line[len(_BOM) :]
+        self._take(line)
+        if len(line) > self._cap and _too_long(line, self._cap):
+            # Skip the rest of this line in pieces, then the rest of its row.
+            while not line.endswith(b"\n") and (line := self._readline(_SKIP_BYTES)):
+                self.done += len(line)
+                self._take(line)
+            raise _RowTooLong(self.give_up(f"line: longer than {self._cap} bytes"))
+        return line.decode("utf-8", "surrogateescape")
+
+    def give_up(self, why: str) -> RawRecord:
+        """Skip to the end of the current row (quotes balanced) and return its error record."""
+        line = b"\n"
+        while self._quotes % 2 and (line := self._readline(_SKIP_BYTES)):
+            if line.endswith(b"\n") or len(line) < _SKIP_BYTES:
+                self.count += 1
+            self.done += len(line)
+            self._take(line)
+        size = self._size
+        head = self._head.decode("utf-8", "replace")
+        rec = RawRecord(
+            self.start, head, None, f"{why} ({size} bytes)", size=size,
+            digest=self._digest.hexdigest(),
+        )
+        self.mark()
+        return rec
+
+
+def _drop_big_cells(batch: Any, cap: int) -> tuple[Any, dict[int, RawRecord]]:
+    """The batch with text/binary cells longer than ``cap`` bytes nulled, and those rows' records.
+
+    Cell sizes are measured in Arrow, so an oversized value never becomes a Python object;
+    its row comes back as an error record with the cell's start, size and SHA-256.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    big: dict[int, RawRecord] = {}
+    columns = list(batch.columns)
+    for c, (name, column) in enumerate(zip(batch.schema.names, columns, strict=True)):
+        kind = column.type
+        if not (
+            pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+        ):
+            continue
+        too_long = pc.greater(pc.binary_length(column), cap)
+        if not pc.any(too_long).as_py():
+            continue
+        for i in pc.indices_nonzero(too_long).to_pylist():
+            buf = column[i].as_buffer()  # no copy of the value
+            size = buf.size
+            head = bytes(buf[: QUARANTINE_CHARS + _REDACT_MARGIN]).decode("utf-8", "replace")
+            why = f"{name}: longer than {cap} bytes ({size} bytes)"
+            if i not in big:
+                digest = hashlib.sha256(memoryview(buf)).hexdigest()
+                big[i] = RawRecord(0, head, None, why, size=size, digest=digest)
+        columns[c] = pc.if_else(too_long, pa.scalar(None, kind), column)
+    if big:
+        batch = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+    return batch, big
+
+
+def _bounded_lines(fh: Any, cap: int) -> Iterator[tuple[int, Any]]:
+    """(line number, line) of a file, read with a bounded readline.
+
+    An oversized line comes as its error record instead of its bytes.
+    """
+    n = 0
+    while line := fh.readline(cap + 2):
+        n += 1
+        if len(line) > cap and _too_long(line, cap):
+            yield n, _oversized(fh, n, line, "line", cap)[0]
+        else:
+            yield n, line
 
 
 def _parses_as_object(line: bytes) -> bool:

@@ -1,7 +1,7 @@
 """The HTML drift report: what moved, baseline vs current distributions, topics, anomalies.
 
 A self-contained page (inline PNG plots, no scripts) built from a
-:class:`evalwatch.runs.drift.DriftOutcome`:
+:class:`evalwatch.checks.drift.outcome.DriftOutcome`:
 
 * a summary that leads with what moved and by how much, per scope;
 * overlaid baseline and current histograms of the numeric columns that moved;
@@ -17,7 +17,7 @@ import html
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -29,12 +29,11 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
-from evalwatch.checks.drift import DriftTestResult, format_p
+from evalwatch.checks.drift import DriftTestResult
+from evalwatch.checks.drift.outcome import AnomalySeries, DriftOutcome, ScopeResult, format_value
+from evalwatch.reporting.markdown import format_p
 from evalwatch.reporting.page import html_page, html_table, img, section
 from evalwatch.reporting.plots import figure_to_data_uri, grid, panel_titles
-
-if TYPE_CHECKING:
-    from evalwatch.runs.drift import AnomalySeries, DriftOutcome, ScopeResult
 
 __all__ = [
     "anomaly_series_png",
@@ -52,11 +51,7 @@ _MAX_PLOTS = 6
 
 
 def _fmt(x: float | None) -> str:
-    if x is None:
-        return "—"
-    if x != 0 and abs(x) < 0.01:
-        return f"{x:.2e}"
-    return f"{x:,.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return format_value(x, missing="—")
 
 
 def _fmt_p(p: float | None) -> str:

@@ -9,13 +9,15 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from evalwatch.evaluators.metrics import MetricKind, metric_catalogue, metric_spec
 from evalwatch.reporting.page import html_page, html_table, img, section
 from evalwatch.reporting.plots import figure_to_data_uri
 from evalwatch.storage.overview import FINDING_VERDICTS, OverviewData
 
 __all__ = ["OverviewTables", "build_tables", "drift_line", "overview_html", "overview_markdown"]
 
-# Shown first when present; other score metrics follow.
+# The headline metrics, in this order, when present (a choice of presentation: what a metric
+# means is its evaluator's declaration, see evalwatch.evaluators.metrics).
 _KEY_METRICS = (
     "judge.helpfulness",
     "judge.correctness",
@@ -24,6 +26,7 @@ _KEY_METRICS = (
     "heuristics.refusal",
     "heuristics.pii_leak",
 )
+_N_OTHER_METRICS = 4  # graded metrics shown when none of the headline ones was scored
 _SEVERITY_ORDER = ("critical", "high", "medium", "warning", "info")
 _MAX_FINDINGS = 10  # drift findings listed per check
 
@@ -69,13 +72,52 @@ def _successful(data: OverviewData) -> set[int]:
     return set(good["interaction_id"]) - abandoned
 
 
+def _trend_metrics(scored: set[str]) -> list[str]:
+    """The metrics whose trend the per-version table shows.
+
+    The headline metrics that were scored; when none was (a store scored only by plug-in
+    evaluators), the first few that grade responses, leaving out descriptive ones such as
+    response length, whose rise or fall says nothing about quality by itself.
+    """
+    key = [m for m in _KEY_METRICS if m in scored]
+    if key:
+        return key
+    catalogue = metric_catalogue()
+    graded = [m for m in sorted(scored) if metric_spec(m, catalogue).kind != MetricKind.descriptive]
+    return (graded or sorted(scored))[:_N_OTHER_METRICS]
+
+
 def build_tables(data: OverviewData) -> OverviewTables:
     """Compute every table of the overview from the loaded data (no I/O)."""
     t = OverviewTables()
-    traffic, scores = data.traffic, data.scores
     successful = _successful(data)
+    t.headline = _headline_rows(data, successful)
+    t.per_version = _version_rows(data, successful)
+    t.satisfaction = _satisfaction_rows(data.feedback)
+    t.evaluators = _evaluator_rows(data.profiles)
+    if not data.open_alerts.empty:
+        by = data.open_alerts.groupby("severity")["id"].count()
+        t.alerts = [{"severity": s, "open": int(by[s])} for s in _SEVERITY_ORDER if s in by]
+    t.drift = _finding_rows(data.latest_drift)
+    t.drift_earlier = _finding_rows(data.findings_drift)
+    t.gates = [
+        {
+            "report": g["id"],
+            "kind": g["kind"],
+            "when": f"{g['created_at']:%Y-%m-%d %H:%M}",
+            "verdict": g["verdict"],
+            "exit": g["exit_code"],
+        }
+        for g in data.latest_gates
+    ]
+    return t
+
+
+def _headline_rows(data: OverviewData, successful: set[int]) -> list[dict[str, Any]]:
+    """The one-row headline: volume, cost, successful interactions, open alerts."""
+    traffic = data.traffic
     total_cost = float(traffic["cost"].sum()) if not traffic.empty else 0.0
-    t.headline = [
+    return [
         {
             "interactions": len(traffic),
             "model versions": traffic["model_version"].nunique() if not traffic.empty else 0,
@@ -89,9 +131,13 @@ def build_tables(data: OverviewData) -> OverviewTables:
             "open alerts": len(data.open_alerts),
         }
     ]
-    metrics = [m for m in _KEY_METRICS if m in set(scores["metric"])] or sorted(
-        set(scores["metric"])
-    )[:4]
+
+
+def _version_rows(data: OverviewData, successful: set[int]) -> list[dict[str, Any]]:
+    """One row per model version: volume, latency and cost, and the trend of each metric."""
+    traffic, scores = data.traffic, data.scores
+    metrics = _trend_metrics(set(scores["metric"]))
+    rows: list[dict[str, Any]] = []
     for version, g in traffic.groupby("model_version", sort=True):
         ids = set(g["id"])
         row: dict[str, Any] = {
@@ -121,58 +167,51 @@ def build_tables(data: OverviewData) -> OverviewTables:
         sv = scores[scores["model_version"] == version]
         for m in metrics:
             row[m] = _halves_trend(sv[sv["metric"] == m], "value", data.start, data.end)
-        t.per_version.append(row)
-    ratings = (
-        data.feedback[data.feedback["kind"] == "rating"]
-        if not data.feedback.empty
-        else data.feedback
-    )
-    if not ratings.empty:
-        daily = ratings.set_index("ts").resample("D")["value"].agg(["mean", "count"])
-        t.satisfaction = [
-            {
-                "day": f"{d:%Y-%m-%d}",
-                "mean rating": round(float(r["mean"]), 3),
-                "ratings": int(r["count"]),
-            }
-            for d, r in daily.iterrows()
-            if r["count"] > 0
-        ]
-    if not data.profiles.empty:
-        for ev, g in data.profiles.groupby("evaluator", sort=True):
-            secs = float(g["seconds"].sum())
-            gpu = g[g["gpu_available"].astype(bool)]
-            t.evaluators.append(
-                {
-                    "evaluator": ev,
-                    "runs": len(g),
-                    "items": int(g["n_items"].sum()),
-                    "items/s": round(float(g["n_items"].sum()) / secs, 1) if secs > 0 else None,
-                    "device": ", ".join(sorted(set(g["device"]))),
-                    "GPU util mean %": round(float(gpu["gpu_util_mean"].mean()), 1)
-                    if not gpu.empty
-                    else "no GPU",
-                    "GPU energy J": round(float(gpu["gpu_energy_j"].sum()), 1)
-                    if not gpu.empty and gpu["gpu_energy_j"].notna().any()
-                    else None,
-                }
-            )
-    if not data.open_alerts.empty:
-        by = data.open_alerts.groupby("severity")["id"].count()
-        t.alerts = [{"severity": s, "open": int(by[s])} for s in _SEVERITY_ORDER if s in by]
-    t.drift = _finding_rows(data.latest_drift)
-    t.drift_earlier = _finding_rows(data.findings_drift)
-    t.gates = [
+        rows.append(row)
+    return rows
+
+
+def _satisfaction_rows(feedback: pd.DataFrame) -> list[dict[str, Any]]:
+    """The mean rating of each day with ratings."""
+    ratings = feedback[feedback["kind"] == "rating"] if not feedback.empty else feedback
+    if ratings.empty:
+        return []
+    daily = ratings.set_index("ts").resample("D")["value"].agg(["mean", "count"])
+    return [
         {
-            "report": g["id"],
-            "kind": g["kind"],
-            "when": f"{g['created_at']:%Y-%m-%d %H:%M}",
-            "verdict": g["verdict"],
-            "exit": g["exit_code"],
+            "day": f"{d:%Y-%m-%d}",
+            "mean rating": round(float(r["mean"]), 3),
+            "ratings": int(r["count"]),
         }
-        for g in data.latest_gates
+        for d, r in daily.iterrows()
+        if r["count"] > 0
     ]
-    return t
+
+
+def _evaluator_rows(profiles: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per evaluator: runs, throughput, device and GPU use."""
+    rows: list[dict[str, Any]] = []
+    if profiles.empty:
+        return rows
+    for ev, g in profiles.groupby("evaluator", sort=True):
+        secs = float(g["seconds"].sum())
+        gpu = g[g["gpu_available"].astype(bool)]
+        rows.append(
+            {
+                "evaluator": ev,
+                "runs": len(g),
+                "items": int(g["n_items"].sum()),
+                "items/s": round(float(g["n_items"].sum()) / secs, 1) if secs > 0 else None,
+                "device": ", ".join(sorted(set(g["device"]))),
+                "GPU util mean %": round(float(gpu["gpu_util_mean"].mean()), 1)
+                if not gpu.empty
+                else "no GPU",
+                "GPU energy J": round(float(gpu["gpu_energy_j"].sum()), 1)
+                if not gpu.empty and gpu["gpu_energy_j"].notna().any()
+                else None,
+            }
+        )
+    return rows
 
 
 def _findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

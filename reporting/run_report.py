@@ -8,10 +8,11 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from evalwatch.evaluators.digest import RunDigest, digest_run
+from evalwatch.evaluators.metrics import metric_catalogue, metric_spec
 from evalwatch.evaluators.summary import MetricSummary
 from evalwatch.reporting.page import html_page, html_table, img, section
 from evalwatch.reporting.plots import distributions_png, group_comparison_png, over_time_png
-from evalwatch.runs.digest import RunDigest, digest_run
 from evalwatch.storage.frames import score_texts
 from evalwatch.storage.models import EvalRun
 from evalwatch.storage.repo import get_run, run_profiles
@@ -24,21 +25,6 @@ __all__ = [
     "worst_items",
     "write_run_html",
 ]
-
-# Metrics where a high value is the bad end (so "worst" means highest).
-_HIGH_IS_BAD = {
-    "refusal",
-    "empty_response",
-    "pii_leak",
-    "toxicity",
-    "severe_toxicity",
-    "obscene",
-    "threat",
-    "insult",
-    "identity_attack",
-    "sexual_explicit",
-}
-
 
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
@@ -97,13 +83,17 @@ def worst_items(
 ) -> list[dict[str, Any]]:
     """The worst scored items per metric, with their explanation (for review).
 
-    A frame read without texts (``run_scores_frame(..., with_text=False)``) gets the texts of
+    "Worst" is the bad end of each metric as its evaluator declares it
+    (:func:`~evalwatch.evaluators.metrics.metric_spec`): the lowest values, or for a metric
+    where lower is better (refusals, toxicity) the highest ones above 0. A frame read without
+    texts (``run_scores_frame(..., with_text=False)``) gets the texts of
     just the picked rows from the store, which needs ``engine`` and ``run_id``.
     """
     ok = frame[frame["status"] == "ok"].dropna(subset=["value"])
+    catalogue = metric_catalogue()
     picked_rows: list[tuple[str, Any]] = []
     for metric, g in ok.groupby("metric", sort=True):
-        bad_high = str(metric).split(".", 1)[-1] in _HIGH_IS_BAD
+        bad_high = not metric_spec(str(metric), catalogue).higher_is_better
         picked = g.nlargest(per_metric, "value") if bad_high else g.nsmallest(per_metric, "value")
         if bad_high:
             picked = picked[picked["value"] > 0]
@@ -155,7 +145,7 @@ def run_markdown(
 ) -> str:
     """The markdown artifact of a run: sample, counts, metrics, versions, worst items, profiles.
 
-    ``digest`` is the run's :class:`~runs.digest.RunDigest` when the caller has it.
+    ``digest`` is the run's :class:`~evalwatch.evaluators.digest.RunDigest` when the caller has it.
     """
     run = get_run(engine, run_id)
     if run is None:

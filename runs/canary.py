@@ -7,8 +7,8 @@ interactions (every evaluator metric, whichever run wrote it), the traffic field
 (``latency_ms``, ``cost``; ``input_tokens`` and ``output_tokens`` when the policy lists
 them), and user feedback (``feedback.rating``, ``feedback.thumbs_up``). Pass/fail metrics
 such as ``heuristics.refusal`` are compared as rates. The policy's margins, rule and Holm
-correction are the gate's, and built-in metrics get their direction from
-:data:`evalwatch.runs.gate.BUILTIN_METRICS`.
+correction are the gate's, and metrics get the direction their evaluator declares
+(:func:`evalwatch.evaluators.metrics.metric_spec`).
 
 The outcome is stored as a ``regression_reports`` row of kind ``canary`` and the alert rules
 are evaluated after it, so a rule on ``gate.verdict`` with ``scope: {kind: canary}`` can
@@ -33,14 +33,20 @@ from evalwatch.checks.policy import (
     policy_from_mapping,
 )
 from evalwatch.checks.regression import run_canary
+from evalwatch.core import ScoreStatus
 from evalwatch.runs.drift import _ceil_hour as ceil_hour  # the anchor drift uses, kept in one place
-from evalwatch.runs.gate import GateOutcome, effective_policy, select_metrics, store_gate_report
+from evalwatch.runs.gate import (
+    GateOutcome,
+    effective_policy,
+    gate_outcome,
+    select_metrics,
+    store_gate_report,
+)
 from evalwatch.storage.frames import (
     traffic_window_feedback_frame,
     traffic_window_frame,
     traffic_window_scores_frame,
 )
-from evalwatch.storage.models import ScoreStatus
 from evalwatch.storage.traffic_frame import newest_interaction_time
 from evalwatch.storage.windows import no_data_message
 
@@ -280,11 +286,4 @@ def compare_versions(
             "n": info["interactions"][params.model_b],
         },
     )
-    report.meta["regression_report_id"] = report_id
-    events: list[dict[str, Any]] = []
-    error = None
-    if alerts:
-        from evalwatch.alerting import evaluate_after_report
-
-        events, error = evaluate_after_report(engine)
-    return GateOutcome(report, report_id, events, error)
+    return gate_outcome(engine, report, report_id, alerts=alerts)

@@ -1,27 +1,41 @@
-"""Steps shared by every job: building evaluators, provenance, summaries, profiles."""
+"""Steps shared by every evaluation job: building evaluators, scoring a batch, finishing.
+
+A traffic or test-set run is prepared by its own module (:mod:`evalwatch.runs.traffic`,
+:mod:`evalwatch.runs.dataset`) into a :class:`~evalwatch.runs.summary.RunPlan` and its subject
+ids; then :func:`score_batch` scores the ids (all at once in the CLI, one batch per Prefect task
+in a flow) and :func:`finish_evaluation` folds the profiles, reads the run's scores back into one
+:class:`~evalwatch.runs.summary.RunSummary` and completes the run through its
+:class:`~evalwatch.runs.lifecycle.RunLifecycle`. :func:`evaluate_here` is those steps in this
+process.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from rich.console import Console
 from sqlalchemy.engine import Engine
 
 from evalwatch.evaluators.base import BaseEvaluator, create_evaluator
-from evalwatch.evaluators.runner import RunResult
-from evalwatch.evaluators.summary import MetricSummary, summarize
-from evalwatch.runs.digest import RunDigest, digest_run
+from evalwatch.evaluators.digest import RunDigest, digest_run
+from evalwatch.evaluators.runner import run_evaluation
+from evalwatch.runs.lifecycle import RunLifecycle, run_lifecycle
+from evalwatch.runs.summary import BatchStats, RunPlan, RunSummary
 from evalwatch.settings import Settings
 from evalwatch.storage.models import EvaluatorProfile
 from evalwatch.storage.repo import replace_profiles, run_profiles
 
 __all__ = [
-    "adopt_stored_summary",
+    "FinishedRun",
     "build_evaluators",
+    "evaluate_here",
     "evaluator_provenance",
+    "finish_evaluation",
     "merge_profiles",
     "run_summary_from_store",
-    "summaries_from_frame",
+    "score_batch",
 ]
 
 
@@ -33,8 +47,8 @@ def build_evaluators(
 ) -> list[BaseEvaluator[Any]]:
     """Create evaluators by name with options from settings, then ``overrides``.
 
-    Evaluators that keep state in the store (the judge's cache) are given ``engine`` through
-    their ``use_store`` method.
+    Every evaluator is given ``engine`` through :meth:`BaseEvaluator.use_store` (the judge
+    keeps its cache there; the others ignore it).
 
     Raises:
         KeyError: An unknown evaluator name (the message lists the known ones).
@@ -45,9 +59,8 @@ def build_evaluators(
         options = dict(settings.evaluator_options.get(name, {}))
         options.update((overrides or {}).get(name, {}))
         ev = create_evaluator(name, options)
-        use_store = getattr(ev, "use_store", None)
-        if engine is not None and callable(use_store):
-            use_store(engine)
+        if engine is not None:
+            ev.use_store(engine)
         out.append(ev)
     return out
 
@@ -65,26 +78,6 @@ def evaluator_provenance(evaluators: Sequence[BaseEvaluator[Any]]) -> dict[str, 
     }
 
 
-def summaries_from_frame(frame: Any, by: str | None = None) -> list[MetricSummary]:
-    """Per-metric summaries (count, mean, CI, unscored) of a :func:`run_scores_frame`."""
-    out: list[MetricSummary] = []
-    if frame.empty:
-        return out
-    keys = ["evaluator", "metric"] + ([by] if by else [])
-    for key, g in frame.groupby(keys, sort=True, dropna=False):
-        evaluator, metric = key[0], key[1]
-        values = [v if s == "ok" else None for v, s in zip(g["value"], g["status"], strict=True)]
-        reasons = [
-            None if s == "ok" else f"{s}: {r}"
-            for s, r in zip(g["status"], g["reason"], strict=True)
-        ]
-        summary = summarize(evaluator, metric.split(".", 1)[1], values, reasons)
-        if by:
-            summary.model_version = str(key[2])
-        out.append(summary)
-    return out
-
-
 def run_summary_from_store(
     engine: Engine, run_id: int, digest: RunDigest | None = None
 ) -> dict[str, Any]:
@@ -92,7 +85,7 @@ def run_summary_from_store(
 
     Complete even after a resumed crash.
 
-    ``digest`` is the run's :class:`~runs.digest.RunDigest` when the caller has it.
+    ``digest`` is the run's :class:`~evalwatch.evaluators.digest.RunDigest` when the caller has it.
     """
     if digest is None:
         digest = digest_run(engine, run_id)
@@ -102,17 +95,6 @@ def run_summary_from_store(
         "metrics": [m.model_dump(mode="json") for m in digest.metrics()],
         "by_model_version": [m.model_dump(mode="json") for m in digest.by_group()],
     }
-
-
-def adopt_stored_summary(engine: Engine, result: RunResult) -> None:
-    """Replace a pass's per-metric summaries with the whole run's, from the store.
-
-    A pass already summarises the scores it reuses; after a resumed crash the store also holds
-    what earlier passes linked, which this folds in.
-    """
-    stored = run_summary_from_store(engine, result.run_id)
-    result.metrics = [MetricSummary.model_validate(m) for m in stored["metrics"]]
-    result.by_model_version = [MetricSummary.model_validate(m) for m in stored["by_model_version"]]
 
 
 def _weighted(rows: Sequence[EvaluatorProfile], attr: str) -> float | None:
@@ -189,3 +171,110 @@ def merge_profiles(engine: Engine, run_id: int) -> list[EvaluatorProfile]:
     if folded:
         replace_profiles(engine, replaced, folded)
     return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps of an evaluation run
+
+
+def score_batch(
+    engine: Engine,
+    plan: RunPlan,
+    evaluators: Sequence[BaseEvaluator[Any]],
+    ids: Sequence[int],
+    *,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    console: Console | None = None,
+    report_unavailable: bool = True,
+) -> BatchStats:
+    """Score a batch of the run's subjects; subjects scored already are reused, not rescored.
+
+    Retrying a batch, or re-running the run after a crash, therefore never duplicates a score.
+
+    Args:
+        engine: The store.
+        plan: The prepared run.
+        evaluators: The run's evaluators, built (:func:`build_evaluators`).
+        ids: Subject ids of this batch.
+        chunk_size: Subjects read, scored and written per step (default the plan's batch size).
+        progress: Show a progress bar.
+        console: Where messages and the bar go.
+        report_unavailable: Print each evaluator that cannot start (a flow logs them once).
+    """
+    result = run_evaluation(
+        engine,
+        evaluators,
+        ids,
+        plan.subject_type,
+        run_id=plan.run_id,
+        chunk_size=chunk_size or plan.batch_size,
+        progress=progress,
+        skip_scored=True,
+        console=console,
+        report_unavailable=report_unavailable,
+    )
+    return BatchStats.from_result(result)
+
+
+@dataclass
+class FinishedRun:
+    """A finished run: its stored summary, the digest of its scores and its merged profiles.
+
+    The digest serves the report and artifacts without a second pass over the scores.
+    """
+
+    summary: RunSummary
+    digest: RunDigest
+    profiles: list[EvaluatorProfile]
+
+
+def finish_evaluation(
+    engine: Engine, life: RunLifecycle, plan: RunPlan, stats: BatchStats
+) -> FinishedRun:
+    """Fold the profiles, summarise every score the run reports, and complete the run.
+
+    The metrics are read back from the store (one streaming pass), so they cover scores reused
+    from other runs and those an earlier, crashed pass of this run stored.
+    """
+    profiles = merge_profiles(engine, plan.run_id)
+    digest = digest_run(engine, plan.run_id)
+    summary = RunSummary(
+        **(plan.facts.model_dump() | {"evaluators": plan.evaluators}),
+        run_id=plan.run_id,
+        kind=plan.kind,
+        subject_type=plan.subject_type,
+        n_subjects=stats.n_subjects,
+        n_scores=digest.n_scores,
+        metrics=digest.metrics(),
+        by_model_version=digest.by_group(),
+        unavailable=stats.unavailable,
+        failed_batches=stats.failed_batches,
+        scores_written=stats.scores_written,
+        scores_reused=stats.scores_reused,
+        embeddings_written=stats.embeddings_written,
+        seconds=round(stats.seconds, 3),
+        profiles=[
+            p.model_dump(mode="json", exclude={"id", "run_id", "created_at"}) for p in profiles
+        ],
+    )
+    return FinishedRun(life.complete(summary), digest, profiles)
+
+
+def evaluate_here(
+    engine: Engine,
+    plan: RunPlan,
+    evaluators: Sequence[BaseEvaluator[Any]],
+    ids: Sequence[int],
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+) -> FinishedRun:
+    """Score every subject and finish the run, in this process (the CLI's path).
+
+    A failure marks the run failed with the reason and is raised; the same parameters again
+    resume the run.
+    """
+    with run_lifecycle(engine, plan.run_id) as life:
+        stats = score_batch(engine, plan, evaluators, ids, progress=progress, console=console)
+        return finish_evaluation(engine, life, plan, stats)

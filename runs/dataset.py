@@ -1,34 +1,37 @@
-"""Evaluating a model on a versioned test set: outputs -> evaluators -> one run."""
+"""Evaluating a model on a versioned test set: outputs -> score batches -> finish, one run.
+
+:func:`prepare_dataset_run` is the prepare step (resolve the test set, obtain the answers,
+create or resume the run through :func:`open_dataset_run`); scoring and finishing are the
+shared steps of :mod:`evalwatch.runs.common`. The CLI and the gate run them in this process
+(:func:`evaluate_dataset`, :func:`evaluate_prepared`); the ``evaluate-dataset`` flow runs the
+same steps as tasks.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field, model_validator
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import SubjectType
 from evalwatch.evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
-from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE
 from evalwatch.ingest.datasets import ParsedOutputs, read_outputs, store_outputs_file
 from evalwatch.ingest.readers import UnreadableFileError
-from evalwatch.runs.common import (
-    adopt_stored_summary,
-    build_evaluators,
-    evaluator_provenance,
-    merge_profiles,
-)
+from evalwatch.runs.common import build_evaluators, evaluate_here, evaluator_provenance
 from evalwatch.runs.generate import generate_outputs
+from evalwatch.runs.summary import RunFacts, RunPlan, RunSummary
 from evalwatch.settings import Settings
-from evalwatch.storage.models import Dataset, RunStatus
+from evalwatch.storage.models import Dataset
 from evalwatch.storage.repo import (
     content_hash,
     create_run,
     dataset_items,
-    finish_run,
     get_dataset,
     get_run_by_key,
     insert_model_outputs,
@@ -37,13 +40,16 @@ from evalwatch.storage.repo import (
 )
 
 __all__ = [
+    "DatasetOutcome",
     "DatasetParams",
     "DatasetRunCheck",
     "DatasetRunError",
     "PreparedDatasetRun",
     "check_dataset_run",
     "evaluate_dataset",
+    "evaluate_prepared",
     "latest_outputs",
+    "open_dataset_run",
     "prepare_dataset_run",
     "store_outputs",
     "unknown_model_message",
@@ -82,21 +88,37 @@ class DatasetParams(BaseModel):
 
 @dataclass
 class PreparedDatasetRun:
-    """A test-set run ready to evaluate."""
+    """A test-set run ready to evaluate: its plan, the answers, the built evaluators."""
 
-    run_id: int
+    plan: RunPlan
     dataset: Dataset
     model: str
     output_ids: list[int]
-    generation_errors: int = 0
-    quarantined: int = 0
     evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
-    # What this run's calls to the model under test cost (None: no priced calls).
-    generation_cost_usd: float | None = None
-    # The run existed already (same outputs and evaluators): this pass completes it.
-    resumed: bool = False
     # Item key -> output id: the answers this run evaluates.
     outputs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> int:
+        """The run's id."""
+        return self.plan.run_id
+
+    @property
+    def resumed(self) -> bool:
+        """The run existed already (same outputs and evaluators): this pass completes it."""
+        return self.plan.resumed
+
+    @property
+    def generation_errors(self) -> int:
+        """Calls to the model under test that failed in this preparation."""
+        return self.plan.facts.generation_errors
+
+
+class DatasetOutcome(NamedTuple):
+    """What a test-set evaluation did: the prepared run and its stored summary."""
+
+    prepared: PreparedDatasetRun
+    summary: RunSummary
 
 
 def _output_hash(text: str) -> str:
@@ -272,21 +294,69 @@ def prepare_dataset_run(
         outputs = latest_outputs(engine, ds.id, model)
     if not outputs:
         raise DatasetRunError(f"no outputs of {model!r} for {ds.name}@{ds.version}")
+    return open_dataset_run(
+        engine,
+        ds,
+        model,
+        outputs.values(),
+        evaluators,
+        params=params.model_dump(mode="json") | {"dataset_version": ds.version},
+        evaluator_options=params.evaluator_options,
+        batch_size=params.batch_size,
+        outputs=outputs,
+        facts=RunFacts(
+            generation_errors=errors,
+            quarantined_predictions=quarantined,
+            generation_cost_usd=generation_cost,
+        ),
+        flow_run_id=flow_run_id,
+    )
+
+
+def open_dataset_run(
+    engine: Engine,
+    ds: Dataset,
+    model: str,
+    output_ids: Iterable[int],
+    evaluators: Sequence[BaseEvaluator[Any]],
+    *,
+    params: Mapping[str, Any],
+    evaluator_options: Mapping[str, Mapping[str, Any]],
+    batch_size: int = DEFAULT_CHUNK_SIZE,
+    outputs: Mapping[str, int] | None = None,
+    facts: RunFacts | None = None,
+    flow_run_id: str | None = None,
+) -> PreparedDatasetRun:
+    """Create (or resume) the test-set run that scores ``output_ids`` with ``evaluators``.
+
+    The run key is a hash of the test-set version, the model, the outputs and the evaluators'
+    provenance: the same answers and evaluators again, from any caller (a dataset run or a
+    gate's side), resume the same run.
+
+    Args:
+        engine: The store.
+        ds: The test-set version.
+        model: The model whose answers these are.
+        output_ids: The model-output ids to score.
+        evaluators: The run's evaluators, built.
+        params: The run's parameters as stored.
+        evaluator_options: Per-evaluator option overrides (the flow's tasks rebuild with them).
+        batch_size: Subjects per batch.
+        outputs: Item key -> output id, when the caller has it.
+        facts: What the summary carries about the answers (generation errors, cost...).
+        flow_run_id: The Prefect flow run driving it.
+    """
+    assert ds.id is not None
+    ids = sorted(set(output_ids))
     provenance = evaluator_provenance(evaluators)
     key = content_hash(
-        {
-            "kind": "dataset",
-            "dataset": ds.id,
-            "model": model,
-            "outputs": sorted(outputs.values()),
-            "ev": provenance,
-        }
+        {"kind": "dataset", "dataset": ds.id, "model": model, "outputs": ids, "ev": provenance}
     )[:32]
     resumed = get_run_by_key(engine, key) is not None
     run = create_run(
         engine,
         "dataset",
-        params=params.model_dump(mode="json") | {"dataset_version": ds.version},
+        params=dict(params),
         evaluators=provenance,
         model=model,
         dataset_id=ds.id,
@@ -294,24 +364,50 @@ def prepare_dataset_run(
         flow_run_id=flow_run_id,
     )
     assert run.id is not None
-    return PreparedDatasetRun(
-        run.id,
-        ds,
-        model,
-        sorted(outputs.values()),
-        errors,
-        quarantined,
-        evaluators,
-        generation_cost_usd=generation_cost,
+    names = [ev.name for ev in evaluators]
+    plan = RunPlan(
+        run_id=run.id,
+        kind="dataset",
+        subject_type=SubjectType.output,
+        evaluators=names,
+        evaluator_options={n: dict(o) for n, o in evaluator_options.items()},
+        batch_size=batch_size,
         resumed=resumed,
-        outputs=dict(outputs),
+        facts=(facts or RunFacts()).model_copy(
+            update={
+                "model": model,
+                "dataset": ds.name,
+                "dataset_version": ds.version,
+            }
+        ),
+    )
+    return PreparedDatasetRun(
+        plan=plan,
+        dataset=ds,
+        model=model,
+        output_ids=ids,
+        evaluators=list(evaluators),
+        outputs=dict(outputs or {}),
     )
 
 
-def _generation_cost(prepared: PreparedDatasetRun) -> dict[str, float]:
-    if prepared.generation_cost_usd is None:
-        return {}
-    return {"generation_cost_usd": prepared.generation_cost_usd}
+def evaluate_prepared(
+    engine: Engine,
+    prepared: PreparedDatasetRun,
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+) -> DatasetOutcome:
+    """Score a prepared test-set run and finish it, in this process."""
+    finished = evaluate_here(
+        engine,
+        prepared.plan,
+        prepared.evaluators,
+        prepared.output_ids,
+        progress=progress,
+        console=console,
+    )
+    return DatasetOutcome(prepared, finished.summary)
 
 
 def evaluate_dataset(
@@ -321,38 +417,11 @@ def evaluate_dataset(
     *,
     progress: bool = True,
     console: Console | None = None,
-) -> tuple[PreparedDatasetRun, RunResult]:
-    """Run a whole test-set evaluation in this process (the CLI path)."""
+) -> DatasetOutcome:
+    """Run a whole test-set evaluation in this process (the CLI path; the flow splits it).
+
+    Raises:
+        DatasetRunError: Bad input (see :func:`prepare_dataset_run`); no run is created.
+    """
     prepared = prepare_dataset_run(engine, params, settings)
-    try:
-        result = run_evaluation(
-            engine,
-            prepared.evaluators,
-            prepared.output_ids,
-            "output",
-            run_id=prepared.run_id,
-            chunk_size=params.batch_size,
-            progress=progress,
-            skip_scored=True,
-            finish=False,
-            console=console,
-        )
-        merge_profiles(engine, prepared.run_id)
-        if prepared.resumed:
-            # This pass scored only what an earlier one left; report the whole run.
-            adopt_stored_summary(engine, result)
-        finish_run(
-            engine,
-            prepared.run_id,
-            RunStatus.completed,
-            summary=result.summary_dict()
-            | {
-                "generation_errors": prepared.generation_errors,
-                "quarantined_predictions": prepared.quarantined,
-            }
-            | _generation_cost(prepared),
-        )
-    except BaseException as exc:
-        finish_run(engine, prepared.run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
-        raise
-    return prepared, result
+    return evaluate_prepared(engine, prepared, progress=progress, console=console)

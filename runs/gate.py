@@ -22,15 +22,18 @@ calling it through ``EVALWATCH_TARGET__BASE_URL``) or, for the candidate, a pred
    :func:`evalwatch.alerting.evaluate_after_report`
    evaluates the alert rules so that a "gate failed" rule fires.
 
-:func:`run_gate_job` does all of it. Bad input of any kind raises
+:func:`conclude_gate` is step 3 and the storing of step 4, :func:`gate_outcome` the alerting
+after it (a canary's report too); :func:`run_gate_job` does all of it in this process and the
+``regression-gate`` flow runs the same steps as tasks. Bad input of any kind raises
 :class:`evalwatch.checks.policy.GateInputError` (exit code 2).
 
 Metric directions: the policy file sets margins, but a metric's direction and kind are facts
-about the metric. Built-in metrics the policy does not describe get them from
-:data:`BUILTIN_METRICS` (e.g. ``heuristics.refusal`` is a pass/fail rate where more is worse),
-so a gate without a policy never mistakes more refusals for an improvement. Descriptive
-metrics (:data:`DESCRIPTIVE_METRICS`, e.g. response length) are compared only when the policy
-lists them.
+about the metric, declared by its evaluator (:func:`evalwatch.evaluators.metrics.metric_spec`).
+What the policy does not say about a metric comes from there (e.g. ``heuristics.refusal`` is
+a rate where more is worse), so a gate without a policy never mistakes more refusals for an
+improvement, and a plug-in evaluator's lower-is-better metric is gated the right way round.
+Descriptive metrics (kind ``descriptive``, e.g. response length) are compared only when the
+policy lists them.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from evalwatch.checks.regression import (
     check_comparable,
     run_gate,
 )
+from evalwatch.core import SubjectType
 from evalwatch.evaluators.base import (
     DEFAULT_EVALUATORS,
     BaseEvaluator,
@@ -67,44 +71,45 @@ from evalwatch.evaluators.base import (
     ScoreResult,
     score_options,
 )
-from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, run_evaluation
-from evalwatch.runs.common import (
-    build_evaluators,
-    evaluator_provenance,
-    merge_profiles,
-    run_summary_from_store,
+from evalwatch.evaluators.metrics import (
+    MetricKind,
+    MetricSpec,
+    find_metric_spec,
+    metric_catalogue,
+    metric_spec,
 )
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE
+from evalwatch.runs.common import build_evaluators, evaluator_provenance
 from evalwatch.runs.dataset import (
     DatasetParams,
     DatasetRunError,
     check_dataset_run,
     evaluate_dataset,
+    evaluate_prepared,
     latest_outputs,
+    open_dataset_run,
 )
 from evalwatch.settings import Settings
 from evalwatch.storage.frames import output_scores_frame, run_scores_frame
 from evalwatch.storage.models import Dataset, DatasetItem, EvalRun, RunStatus, ScoreStatus
 from evalwatch.storage.repo import (
-    content_hash,
-    create_run,
     dataset_items,
-    finish_run,
     get_dataset,
     get_run,
     insert_regression_report,
 )
 
 __all__ = [
-    "BUILTIN_METRICS",
     "DEFAULT_EVALUATORS",
-    "DESCRIPTIVE_METRICS",
     "GateOutcome",
     "GateParams",
     "GatePlan",
     "GateSide",
     "compare_sides",
+    "conclude_gate",
     "effective_policy",
     "evaluate_side",
+    "gate_outcome",
     "plan_gate",
     "run_gate_job",
     "select_metrics",
@@ -115,33 +120,6 @@ __all__ = [
 
 Role = Literal["baseline", "candidate"]
 
-
-_LOWER = {"higher_is_better": False}
-_TOXICITY = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
-
-#: Direction and kind of evalwatch's built-in metrics, applied to metrics the policy does not
-#: describe (no margin here: margins are the policy's).
-BUILTIN_METRICS: dict[str, MetricPolicy] = {
-    m.metric: m
-    for m in [
-        MetricPolicy(metric="heuristics.empty_response", kind="binary", **_LOWER),
-        MetricPolicy(metric="heuristics.refusal", kind="binary", **_LOWER),
-        MetricPolicy(metric="heuristics.pii_leak", kind="binary", **_LOWER),
-        MetricPolicy(metric="heuristics.json_valid", kind="binary"),
-        *(MetricPolicy(metric=f"toxicity.{t}", **_LOWER) for t in (*_TOXICITY, "sexual_explicit")),
-        MetricPolicy(metric="toxicity.safety"),
-        MetricPolicy(metric="latency_ms", **_LOWER),
-        MetricPolicy(metric="cost", **_LOWER),
-        MetricPolicy(metric="feedback.rating"),
-        MetricPolicy(metric="feedback.thumbs_up", kind="binary"),
-    ]
-}
-
-#: Metrics that describe a response rather than grade it: compared only when the policy lists
-#: them (a shorter answer is not worse by itself, but a policy may gate on it).
-DESCRIPTIVE_METRICS: frozenset[str] = frozenset(
-    {"heuristics.response_chars", "heuristics.response_tokens_est", "input_tokens", "output_tokens"}
-)
 
 _JUDGE = "judge"
 _TEXT_LIMIT = 2_000  # characters of an output or explanation kept in a stored report
@@ -307,17 +285,38 @@ def _score_options(evaluators: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
 # --------------------------------------------------------------------------------------------
 
 
-def effective_policy(policy: GatePolicy, metrics: Sequence[str]) -> GatePolicy:
-    """Complete a policy with the direction and kind of built-in metrics it does not set.
+def _policy_fields(spec: MetricSpec) -> dict[str, Any]:
+    """The :class:`MetricPolicy` fields a metric's spec decides: its direction and kind.
+
+    A rate is compared as pass/fail (``binary``); scores and descriptive metrics as
+    ``continuous`` values.
+    """
+    kind = "binary" if spec.kind == MetricKind.rate else "continuous"
+    return {"kind": kind, "higher_is_better": spec.higher_is_better}
+
+
+_POLICY_DEFAULTS = {k: MetricPolicy.model_fields[k].default for k in ("kind", "higher_is_better")}
+
+
+def effective_policy(
+    policy: GatePolicy,
+    metrics: Sequence[str],
+    catalogue: Mapping[str, MetricSpec] | None = None,
+) -> GatePolicy:
+    """Complete a policy with the direction and kind its metrics declare and it does not set.
 
     A metric the policy lists keeps everything it sets; only ``kind`` and
-    ``higher_is_better`` it leaves unset come from :data:`BUILTIN_METRICS`. Built-in metrics
-    it does not list are added (without a margin, so the policy's default margin applies)
-    when they are among ``metrics``.
+    ``higher_is_better`` it leaves unset come from the metric's declared spec
+    (:func:`evalwatch.evaluators.metrics.metric_spec`). Declared metrics it does not list are
+    added (without a margin, so the policy's default margin applies) when they are among
+    ``metrics`` and their spec differs from the policy defaults (continuous, higher is
+    better); the others need no entry, and a pairwise verdict keeps the kind the gate gives it.
 
     Args:
         policy: The loaded policy.
         metrics: Metric names present in this comparison.
+        catalogue: The metric catalogue; :func:`~evalwatch.evaluators.metrics.metric_catalogue`
+            when None.
 
     Returns:
         A new :class:`GatePolicy`.
@@ -327,21 +326,19 @@ def effective_policy(policy: GatePolicy, metrics: Sequence[str]) -> GatePolicy:
         >>> p.metric_policy("heuristics.refusal").higher_is_better
         False
     """
+    cat = metric_catalogue() if catalogue is None else catalogue
     listed = {m.metric for m in policy.metrics}
     out: list[MetricPolicy] = []
     for m in policy.metrics:
-        builtin = BUILTIN_METRICS.get(m.metric)
-        if builtin is not None:
-            fill = {
-                k: getattr(builtin, k)
-                for k in ("kind", "higher_is_better")
-                if k not in m.model_fields_set
-            }
+        spec = find_metric_spec(m.metric, cat)
+        if spec is not None:
+            fill = {k: v for k, v in _policy_fields(spec).items() if k not in m.model_fields_set}
             m = m.model_copy(update=fill)
         out.append(m)
-    out += [
-        BUILTIN_METRICS[n] for n in sorted(set(metrics)) if n in BUILTIN_METRICS and n not in listed
-    ]
+    for name in sorted(set(metrics) - listed):
+        spec = find_metric_spec(name, cat)
+        if spec is not None and _policy_fields(spec) != _POLICY_DEFAULTS:
+            out.append(MetricPolicy(metric=name, **_policy_fields(spec)))
     return policy.model_copy(update={"metrics": out})
 
 
@@ -349,17 +346,20 @@ def select_metrics(
     baseline: Mapping[str, Mapping[str, Any]],
     candidate: Mapping[str, Mapping[str, Any]],
     policy: GatePolicy,
+    catalogue: Mapping[str, MetricSpec] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Which metrics to compare, and why the others are left out.
 
     A metric is left out when neither side has a single valid value for it (it does not
     apply to this data, e.g. ``json_valid`` without JSON requests), or when it is descriptive
-    and the policy does not list it.
+    (its declared kind) and the policy does not list it.
 
     Args:
         baseline: Metric -> item -> value (``None``/NaN = unscored).
         candidate: The same for the candidate.
         policy: The gate policy.
+        catalogue: The metric catalogue; :func:`~evalwatch.evaluators.metrics.metric_catalogue`
+            when None.
 
     Returns:
         ``(metrics, left_out)`` with ``left_out`` metric -> reason.
@@ -368,6 +368,7 @@ def select_metrics(
         >>> select_metrics({"a": {"q": 1.0}, "b": {"q": None}}, {"a": {"q": 0.0}}, GatePolicy())
         (['a'], {'b': 'no valid score on either side (does not apply to these items)'})
     """
+    cat = metric_catalogue() if catalogue is None else catalogue
     listed = {m.metric for m in policy.metrics}
     keep: list[str] = []
     left: dict[str, str] = {}
@@ -375,7 +376,7 @@ def select_metrics(
         values = [*baseline.get(name, {}).values(), *candidate.get(name, {}).values()]
         if not any(v is not None and v == v for v in values):  # v == v: not NaN
             left[name] = "no valid score on either side (does not apply to these items)"
-        elif name in DESCRIPTIVE_METRICS and name not in listed:
+        elif metric_spec(name, cat).kind == MetricKind.descriptive and name not in listed:
             left[name] = "descriptive; list it in the policy's metrics to gate on it"
         else:
             keep.append(name)
@@ -422,9 +423,9 @@ def _build(
     names: Sequence[str],
     settings: Settings,
     options: Mapping[str, Mapping[str, Any]],
-    engine: Engine | None = None,
+    engine: Engine,
 ) -> list[BaseEvaluator[Any]]:
-    # ``engine`` gives the judge its cache in the store; plans only check options and pass none.
+    # Through the one builder, with the store, so a judge always has its cache attached.
     try:
         return build_evaluators(names, settings, options, engine)
     except KeyError as exc:
@@ -509,7 +510,7 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
         options = {n: dict(params.evaluator_options.get(n, {})) for n in names}
     if not names:
         raise GateInputError("no evaluator to compare with: the run records none")
-    built = _build(names, settings, options)
+    built = _build(names, settings, options, engine)
     resolved = {ev.name: ev.provenance().config for ev in built}
 
     warnings: list[str] = []
@@ -523,7 +524,7 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
     if judge_options is not None and (params.pairwise or judge_options.get("mode") == "pairwise"):
         pairwise_options = {**judge_options, "mode": "pairwise", "repeats": 1}
         pairwise_options.pop("rubric_versions", None)
-        pj = _build([_JUDGE], settings, {_JUDGE: pairwise_options})[0]
+        pj = _build([_JUDGE], settings, {_JUDGE: pairwise_options}, engine)[0]
         pairwise_options = pj.provenance().config
         if resolved.get(_JUDGE, {}).get("mode") == "pairwise":
             # Pairwise verdicts compare the two sides; they are not a per-side score.
@@ -539,7 +540,7 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
         )
         repeats = 1
     elif repeats > 1:
-        _build([_JUDGE], settings, {_JUDGE: {**resolved[_JUDGE], "repeats": repeats}})
+        _build([_JUDGE], settings, {_JUDGE: {**resolved[_JUDGE], "repeats": repeats}}, engine)
     plan = GatePlan(
         params=params,
         dataset_id=anchor.id,
@@ -596,13 +597,12 @@ def _score_outputs(
 ) -> tuple[int, dict[str, str]]:
     """Score stored outputs as one test-set run (the same run key as ``evaluate_dataset``)."""
     provenance = evaluator_provenance(evaluators)
-    ids = sorted(set(output_ids))
-    key = content_hash(
-        {"kind": "dataset", "dataset": ds.id, "model": model, "outputs": ids, "ev": provenance}
-    )[:32]
-    run = create_run(
+    prepared = open_dataset_run(
         engine,
-        "dataset",
+        ds,
+        model,
+        output_ids,
+        evaluators,
         params={
             "dataset": ds.name,
             "version": ds.version,
@@ -612,41 +612,16 @@ def _score_outputs(
             "dataset_version": ds.version,
             "requested_by": "gate",
         },
-        evaluators=provenance,
-        model=model,
-        dataset_id=ds.id,
-        run_key=key,
+        evaluator_options={n: p["config"] for n, p in provenance.items()},
+        batch_size=batch_size,
     )
-    assert run.id is not None
-    try:
-        result = run_evaluation(
-            engine,
-            evaluators,
-            ids,
-            "output",
-            run_id=run.id,
-            chunk_size=batch_size,
-            progress=progress,
-            skip_scored=True,
-            finish=False,
-            console=console,
-        )
-        merge_profiles(engine, run.id)
-        finish_run(
-            engine,
-            run.id,
-            RunStatus.completed,
-            summary=run_summary_from_store(engine, run.id) | {"unavailable": result.unavailable},
-        )
-    except BaseException as exc:
-        finish_run(engine, run.id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
-        raise
-    return run.id, dict(result.unavailable)
+    outcome = evaluate_prepared(engine, prepared, progress=progress, console=console)
+    return prepared.run_id, dict(outcome.summary.unavailable)
 
 
 def _run_outputs(engine: Engine, run_id: int) -> dict[str, int]:
     frame = run_scores_frame(engine, run_id)
-    frame = frame[frame["subject_type"] == "output"]
+    frame = frame[frame["subject_type"] == SubjectType.output]
     out: dict[str, int] = {}
     for item, sid in zip(frame["item"], frame["subject_id"], strict=True):
         out[str(item)] = max(int(sid), out.get(str(item), 0))
@@ -733,7 +708,7 @@ def evaluate_side(
                 batch_size=params.batch_size,
             )
             try:
-                prepared, result = evaluate_dataset(
+                prepared, summary = evaluate_dataset(
                     engine, dparams, settings, progress=progress, console=console
                 )
             except DatasetRunError as exc:
@@ -742,7 +717,7 @@ def evaluate_side(
             # The answers that run evaluated: a predictions file's own, whatever its path.
             outputs = prepared.outputs
             runs.append(prepared.run_id)
-            unavailable.update(result.unavailable)
+            unavailable.update(summary.unavailable)
         provenance = current_prov
     # Whatever the current evaluators have not scored yet (same version and score options
     # only: an older version or other options recorded by a run cannot be re-run, and the
@@ -844,7 +819,7 @@ def _samples(
                 key,
                 Sample(
                     subject_id=oid,
-                    subject_type="output",
+                    subject_type=SubjectType.output,
                     prompt=item.input,
                     response=texts[key],
                     reference=item.reference,
@@ -1006,8 +981,14 @@ def compare_sides(
                     f"the pairwise judge gave no verdict for {metric}: " + "; ".join(reasons)
                 )
 
-    metrics, left_out = select_metrics(base.scores, cand.scores, plan.policy)
-    policy = effective_policy(plan.policy, [*metrics, *pairwise])
+    # The metrics as the evaluators declare them under this gate's options (a judge's own
+    # rubric files included).
+    configs = dict(plan.evaluator_options)
+    if plan.pairwise_options is not None:
+        configs.setdefault(_JUDGE, plan.pairwise_options)
+    catalogue = metric_catalogue(configs)
+    metrics, left_out = select_metrics(base.scores, cand.scores, plan.policy, catalogue)
+    policy = effective_policy(plan.policy, [*metrics, *pairwise], catalogue)
     base_scores = {m: base.scores[m] for m in metrics if m in base.scores}
     cand_scores = {m: cand.scores[m] for m in metrics if m in cand.scores}
     keys = set(baseline.outputs) | set(candidate.outputs)
@@ -1075,9 +1056,9 @@ def store_gate_report(
         candidate: What the candidate was.
 
     Returns:
-        The row's id.
+        The row's id, also set as the report's ``meta["regression_report_id"]``.
     """
-    return insert_regression_report(
+    report_id = insert_regression_report(
         engine,
         {
             "kind": report.mode,
@@ -1090,6 +1071,47 @@ def store_gate_report(
             "report": json.loads(report.to_json(indent=None)),
         },
     )
+    report.meta["regression_report_id"] = report_id
+    return report_id
+
+
+def conclude_gate(
+    engine: Engine,
+    plan: GatePlan,
+    baseline: GateSide,
+    candidate: GateSide,
+    settings: Settings,
+) -> tuple[GateReport, int]:
+    """Compare both evaluated sides and store the regression report (the gate's last step).
+
+    Returns:
+        The report and its stored id.
+    """
+    report = compare_sides(engine, plan, baseline, candidate, settings)
+    report_id = store_gate_report(
+        engine,
+        report,
+        dataset_id=plan.dataset_id,
+        baseline=report.meta["baseline"],
+        candidate=report.meta["candidate"],
+    )
+    return report, report_id
+
+
+def gate_outcome(
+    engine: Engine, report: GateReport, report_id: int, *, alerts: bool = True
+) -> GateOutcome:
+    """A stored gate or canary report with the alert rules evaluated after it.
+
+    The report stands whatever the rules do; ``alert_error`` says why they could not run.
+    """
+    events: list[dict[str, Any]] = []
+    error = None
+    if alerts:
+        from evalwatch.alerting import evaluate_after_report
+
+        events, error = evaluate_after_report(engine)
+    return GateOutcome(report, report_id, events, error)
 
 
 def _flagged(report: GateReport) -> set[str]:
@@ -1196,19 +1218,5 @@ def run_gate_job(
     candidate = evaluate_side(
         engine, plan, "candidate", settings, progress=progress, console=console
     )
-    report = compare_sides(engine, plan, baseline, candidate, settings)
-    report_id = store_gate_report(
-        engine,
-        report,
-        dataset_id=plan.dataset_id,
-        baseline=report.meta["baseline"],
-        candidate=report.meta["candidate"],
-    )
-    report.meta["regression_report_id"] = report_id
-    events: list[dict[str, Any]] = []
-    error = None
-    if alerts:
-        from evalwatch.alerting import evaluate_after_report
-
-        events, error = evaluate_after_report(engine)
-    return GateOutcome(report, report_id, events, error)
+    report, report_id = conclude_gate(engine, plan, baseline, candidate, settings)
+    return gate_outcome(engine, report, report_id, alerts=alerts)

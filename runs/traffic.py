@@ -1,4 +1,10 @@
-"""Evaluating a sample of stored traffic: sample -> validate -> evaluate -> summarise."""
+"""Evaluating a sample of stored traffic: sample -> validate -> score batches -> finish.
+
+:func:`prepare_traffic_run` is the prepare step (sample, validate, create or resume the run);
+scoring and finishing are the shared steps of :mod:`evalwatch.runs.common`. The CLI runs them
+in this process (:func:`evaluate_traffic`); the ``evaluate-traffic`` flow runs the same steps
+as tasks, one per batch.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,14 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import SubjectType, parse_duration
 from evalwatch.evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
-from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult, run_evaluation
-from evalwatch.runs.common import (
-    adopt_stored_summary,
-    build_evaluators,
-    evaluator_provenance,
-    merge_profiles,
-)
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE
+from evalwatch.runs.common import build_evaluators, evaluate_here, evaluator_provenance
+from evalwatch.runs.summary import RunFacts, RunPlan, RunSummary
 from evalwatch.settings import IngestSettings, Settings
-from evalwatch.storage.models import Interaction, RunStatus
-from evalwatch.storage.repo import content_hash, create_run, finish_run, get_run_by_key, iter_rows
+from evalwatch.storage.models import EvaluatorProfile, Interaction
+from evalwatch.storage.repo import content_hash, create_run, get_run_by_key, iter_rows
 from evalwatch.storage.sampling import SampleSpec, sample_interactions, window_holds_traffic
 from evalwatch.storage.windows import no_data_message
 
@@ -62,8 +65,6 @@ class TrafficParams(BaseModel):
         """A copy with the relative window turned into absolute times."""
         if not self.window:
             return self
-        from evalwatch.commands.common import parse_duration
-
         end = now or datetime.now(UTC)
         spec = self.sample.model_copy(
             update={"start": end - parse_duration(self.window), "end": end}
@@ -99,24 +100,37 @@ def empty_sample_message(engine: Engine, spec: SampleSpec) -> str:
 
 @dataclass
 class PreparedRun:
-    """A run that is ready to evaluate: its id, the subjects, and what validation set aside."""
+    """A run that is ready to evaluate: its plan, the subjects, and what validation set aside."""
 
-    run_id: int
+    plan: RunPlan
     run_key: str
     ids: list[int]
     invalid: dict[int, list[str]] = field(default_factory=dict)
     evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
-    resumed: bool = False
-    # Why the sample is empty, in one line (None when it is not): the run's headline.
-    no_data: str | None = None
+
+    @property
+    def run_id(self) -> int:
+        """The run's id."""
+        return self.plan.run_id
+
+    @property
+    def resumed(self) -> bool:
+        """The run existed already (same sample and evaluators): this pass completes it."""
+        return self.plan.resumed
+
+    @property
+    def no_data(self) -> str | None:
+        """Why the sample is empty, in one line (None when it is not): the run's headline."""
+        return self.plan.facts.no_data
 
 
 @dataclass
 class TrafficOutcome:
-    """What a traffic evaluation did."""
+    """What a traffic evaluation did: the prepared run, its stored summary, its profiles."""
 
     prepared: PreparedRun
-    result: RunResult
+    summary: RunSummary
+    profiles: list[EvaluatorProfile] = field(default_factory=list)
 
 
 def validate_sample(
@@ -192,15 +206,22 @@ def prepare_traffic_run(
         flow_run_id=flow_run_id,
     )
     assert run.id is not None
-    return PreparedRun(
+    plan = RunPlan(
         run_id=run.id,
-        run_key=key,
-        ids=valid,
-        invalid=invalid,
-        evaluators=evaluators,
+        kind="traffic",
+        subject_type=SubjectType.interaction,
+        evaluators=[ev.name for ev in evaluators],
+        evaluator_options=params.evaluator_options,
+        batch_size=params.batch_size,
         resumed=resumed,
-        no_data=no_data,
+        facts=RunFacts(
+            n_sampled=len(ids),
+            n_invalid=len(invalid),
+            invalid_examples=RunFacts.invalid(invalid),
+            no_data=no_data,
+        ),
     )
+    return PreparedRun(plan=plan, run_key=key, ids=valid, invalid=invalid, evaluators=evaluators)
 
 
 def evaluate_traffic(
@@ -215,7 +236,8 @@ def evaluate_traffic(
     """Run a whole traffic evaluation in this process (the CLI path; flows split it in tasks).
 
     Running the same parameters again resumes the same run: only what it has not scored yet
-    is scored, and the summary (returned and stored) covers everything the run holds.
+    is scored, and the summary (returned and stored, the same shape as the flow's) covers
+    everything the run holds. A failure marks the run failed with the reason and is raised.
 
     Raises:
         KeyError: An unknown evaluator name.
@@ -227,37 +249,16 @@ def evaluate_traffic(
         >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
         >>> out = evaluate_traffic(eng, TrafficParams(evaluators=["heuristics"]), Settings(),
         ...                        progress=False)
-        >>> out.result.n_subjects
-        0
+        >>> out.summary.n_subjects, out.summary.kind
+        (0, 'traffic')
     """
     prepared = prepare_traffic_run(engine, params, settings, require_subjects=require_subjects)
-    try:
-        result = run_evaluation(
-            engine,
-            prepared.evaluators,
-            prepared.ids,
-            run_id=prepared.run_id,
-            chunk_size=params.batch_size,
-            progress=progress,
-            skip_scored=True,
-            finish=False,
-            console=console,
-        )
-        merge_profiles(engine, prepared.run_id)
-        if prepared.resumed:
-            # This pass scored only what an earlier one left; report the whole run.
-            adopt_stored_summary(engine, result)
-        summary = (
-            result.summary_dict()
-            | {
-                "n_sampled": len(prepared.ids) + len(prepared.invalid),
-                "invalid": {str(k): v for k, v in list(prepared.invalid.items())[:50]},
-                "n_invalid": len(prepared.invalid),
-            }
-            | ({"no_data": prepared.no_data} if prepared.no_data else {})
-        )
-        finish_run(engine, prepared.run_id, RunStatus.completed, summary=summary)
-    except BaseException as exc:
-        finish_run(engine, prepared.run_id, RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
-        raise
-    return TrafficOutcome(prepared=prepared, result=result)
+    finished = evaluate_here(
+        engine,
+        prepared.plan,
+        prepared.evaluators,
+        prepared.ids,
+        progress=progress,
+        console=console,
+    )
+    return TrafficOutcome(prepared, finished.summary, finished.profiles)

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
+from evalwatch.core import ACTIVE_ALERT_STATUSES, AlertStatus, SubjectType
 from evalwatch.storage.db import session_scope
 from evalwatch.storage.membership import run_score_ids, run_subject_ids
 from evalwatch.storage.models import (
@@ -42,8 +43,6 @@ from evalwatch.storage.models import (
 from evalwatch.storage.repo import insert_ignore
 
 __all__ = [
-    "ACTIVE_STATUSES",
-    "ALERT_STATUSES",
     "AggSpec",
     "AlertLifecycleError",
     "GroupAggregate",
@@ -68,8 +67,6 @@ __all__ = [
     "run_aggregates",
 ]
 
-ALERT_STATUSES = ("open", "acknowledged", "resolved")
-ACTIVE_STATUSES = ("open", "acknowledged")
 _EQ_TOL = 1e-9
 _TEXT_CHARS = 300
 _KEEP_DELIVERIES = 200
@@ -180,7 +177,7 @@ def _sql_source(series: SeriesSpec) -> tuple[Any, Any, list[Any], dict[str, Any]
     dims = {"app": _it.c.app, "model_version": _it.c.model_version}
     if series.source in ("score", "error_rate"):
         frm = _sc.join(_it, _it.c.id == _sc.c.subject_id)
-        where: list[Any] = [_sc.c.subject_type == "interaction"]
+        where: list[Any] = [_sc.c.subject_type == SubjectType.interaction]
         if series.source == "score":
             where += [
                 _sc.c.evaluator == series.evaluator,
@@ -334,7 +331,7 @@ def _run_where(series: SeriesSpec, run_id: int) -> list[Any]:
     # The run's members (scores it computed or reused), not the scores it happened to write.
     if series.source in ("score", "error_rate"):
         return [_sc.c.id.in_(run_score_ids(run_id))]
-    return [_it.c.id.in_(run_subject_ids(run_id, "interaction"))]
+    return [_it.c.id.in_(run_subject_ids(run_id, SubjectType.interaction))]
 
 
 def run_aggregates(
@@ -452,6 +449,21 @@ def _is_anomaly(test: str, family: str | None) -> bool:
     return family == "anomaly" or test.startswith("anomaly")
 
 
+def _in_window(
+    conn: Connection,
+    q: sa.Select[*tuple[Any, ...]],
+    ts: sa.ColumnElement[Any],
+    id_: sa.ColumnElement[Any],
+    since: datetime | None,
+    until: datetime,
+) -> Iterator[sa.RowMapping]:
+    """The rows of ``q`` whose ``ts`` lies in ``(since, until]``, oldest first."""
+    q = q.where(ts <= until)
+    if since is not None:
+        q = q.where(ts > since)
+    yield from conn.execute(q.order_by(ts, id_)).mappings()
+
+
 def report_items(
     engine: Engine, source: str, since: datetime | None, until: datetime
 ) -> list[ReportItem]:
@@ -471,111 +483,135 @@ def report_items(
     Returns:
         The items; ``key`` groups the items of one report (a drift report's tests).
     """
-    out: list[ReportItem] = []
+    readers = {
+        "drift": _drift_items,
+        "anomaly": _anomaly_items,
+        "gate": _gate_items,
+        "kappa": _kappa_items,
+        "run_cost": _run_cost_items,
+    }
     with engine.connect() as conn:
-        if source in ("drift", "anomaly"):
-            q = sa.select(_dr).where(_dr.c.created_at <= until)
-            if since is not None:
-                q = q.where(_dr.c.created_at > since)
-            for r in conn.execute(q.order_by(_dr.c.created_at, _dr.c.id)).mappings():
-                if _is_anomaly(r["test"], r["family"]) != (source == "anomaly"):
-                    continue
-                if r["verdict"] == "insufficient_data":
-                    continue
-                scope = r["scope"] or {}
-                out.append(
-                    ReportItem(
-                        key=r["report_key"],
-                        ts=r["created_at"],
-                        dims={"app": scope.get("app"), "model_version": scope.get("model_version")},
-                        value=1.0 if r["verdict"] in ("drift", "anomaly") else 0.0,
-                        detail={
-                            "report_key": r["report_key"],
-                            "test": r["test"],
-                            "feature": r["feature"],
-                            "verdict": r["verdict"],
-                            "effect_size": r["effect_size"],
-                            "effect_name": r["effect_name"],
-                            "p_adjusted": r["p_adjusted"],
-                            "summary": r["summary"],
-                        },
-                    )
-                )
-        elif source == "gate":
-            q = sa.select(
-                _rr.c.id, _rr.c.kind, _rr.c.created_at, _rr.c.verdict, _rr.c.exit_code
-            ).where(_rr.c.created_at <= until)
-            if since is not None:
-                q = q.where(_rr.c.created_at > since)
-            for r in conn.execute(q.order_by(_rr.c.created_at, _rr.c.id)).mappings():
-                out.append(
-                    ReportItem(
-                        key=f"gate-{r['id']}",
-                        ts=r["created_at"],
-                        dims={"kind": r["kind"]},
-                        value=0.0 if r["exit_code"] == 0 else 1.0,
-                        detail={
-                            "regression_report_id": r["id"],
-                            "kind": r["kind"],
-                            "verdict": r["verdict"],
-                            "exit_code": r["exit_code"],
-                        },
-                    )
-                )
-        elif source == "kappa":
-            q = sa.select(
-                _jc.c.id,
-                _jc.c.created_at,
-                _jc.c.judge_model,
-                _jc.c.rubric,
-                _jc.c.kappa,
-                _jc.c.n,
-                _jc.c.agreement,
-            ).where(_jc.c.created_at <= until, _jc.c.kappa.is_not(None))
-            if since is not None:
-                q = q.where(_jc.c.created_at > since)
-            for r in conn.execute(q.order_by(_jc.c.created_at, _jc.c.id)).mappings():
-                out.append(
-                    ReportItem(
-                        key=f"calibration-{r['id']}",
-                        ts=r["created_at"],
-                        dims={"rubric": r["rubric"], "judge_model": r["judge_model"]},
-                        value=float(r["kappa"]),
-                        detail={
-                            "calibration_id": r["id"],
-                            "rubric": r["rubric"],
-                            "judge_model": r["judge_model"],
-                            "n": r["n"],
-                            "agreement": r["agreement"],
-                        },
-                    )
-                )
-        elif source == "run_cost":
-            q = sa.select(
-                _er.c.id, _er.c.kind, _er.c.finished_at, _er.c.summary, _er.c.flow_run_id
-            ).where(_er.c.finished_at.is_not(None), _er.c.finished_at <= until)
-            if since is not None:
-                q = q.where(_er.c.finished_at > since)
-            for r in conn.execute(q.order_by(_er.c.finished_at, _er.c.id)).mappings():
-                summary = r["summary"] or {}
-                cost = summary.get("cost_usd", summary.get("cost"))
-                if not isinstance(cost, int | float) or isinstance(cost, bool):
-                    continue
-                out.append(
-                    ReportItem(
-                        key=f"run-{r['id']}",
-                        ts=r["finished_at"],
-                        dims={"kind": r["kind"]},
-                        value=float(cost),
-                        detail={
-                            "run_id": r["id"],
-                            "kind": r["kind"],
-                            "flow_run_id": r["flow_run_id"],
-                        },
-                    )
-                )
-        else:
+        read = readers.get(source)
+        if read is None:
             raise ValueError(f"source {source!r} has no stored reports")
+        return read(conn, since, until)
+
+
+def _drift_items(conn: Connection, since: datetime | None, until: datetime) -> list[ReportItem]:
+    """:func:`report_items` of ``drift``: each drift test, 1 when it found drift."""
+    return _drift_report_items(conn, since, until, anomaly=False)
+
+
+def _anomaly_items(conn: Connection, since: datetime | None, until: datetime) -> list[ReportItem]:
+    """:func:`report_items` of ``anomaly``: each anomaly series, 1 when it found an anomaly."""
+    return _drift_report_items(conn, since, until, anomaly=True)
+
+
+def _drift_report_items(
+    conn: Connection, since: datetime | None, until: datetime, *, anomaly: bool
+) -> list[ReportItem]:
+    """Drift report rows as items: anomaly series or the other tests, insufficient data left out."""
+    out: list[ReportItem] = []
+    for r in _in_window(conn, sa.select(_dr), _dr.c.created_at, _dr.c.id, since, until):
+        if _is_anomaly(r["test"], r["family"]) != anomaly:
+            continue
+        if r["verdict"] == "insufficient_data":
+            continue
+        scope = r["scope"] or {}
+        out.append(
+            ReportItem(
+                key=r["report_key"],
+                ts=r["created_at"],
+                dims={"app": scope.get("app"), "model_version": scope.get("model_version")},
+                value=1.0 if r["verdict"] in ("drift", "anomaly") else 0.0,
+                detail={
+                    "report_key": r["report_key"],
+                    "test": r["test"],
+                    "feature": r["feature"],
+                    "verdict": r["verdict"],
+                    "effect_size": r["effect_size"],
+                    "effect_name": r["effect_name"],
+                    "p_adjusted": r["p_adjusted"],
+                    "summary": r["summary"],
+                },
+            )
+        )
+    return out
+
+
+def _gate_items(conn: Connection, since: datetime | None, until: datetime) -> list[ReportItem]:
+    """:func:`report_items` of ``gate``: each gate or canary report, 1 when it failed."""
+    q = sa.select(_rr.c.id, _rr.c.kind, _rr.c.created_at, _rr.c.verdict, _rr.c.exit_code)
+    return [
+        ReportItem(
+            key=f"gate-{r['id']}",
+            ts=r["created_at"],
+            dims={"kind": r["kind"]},
+            value=0.0 if r["exit_code"] == 0 else 1.0,
+            detail={
+                "regression_report_id": r["id"],
+                "kind": r["kind"],
+                "verdict": r["verdict"],
+                "exit_code": r["exit_code"],
+            },
+        )
+        for r in _in_window(conn, q, _rr.c.created_at, _rr.c.id, since, until)
+    ]
+
+
+def _kappa_items(conn: Connection, since: datetime | None, until: datetime) -> list[ReportItem]:
+    """:func:`report_items` of ``kappa``: each judge calibration's kappa."""
+    q = sa.select(
+        _jc.c.id,
+        _jc.c.created_at,
+        _jc.c.judge_model,
+        _jc.c.rubric,
+        _jc.c.kappa,
+        _jc.c.n,
+        _jc.c.agreement,
+    ).where(_jc.c.kappa.is_not(None))
+    return [
+        ReportItem(
+            key=f"calibration-{r['id']}",
+            ts=r["created_at"],
+            dims={"rubric": r["rubric"], "judge_model": r["judge_model"]},
+            value=float(r["kappa"]),
+            detail={
+                "calibration_id": r["id"],
+                "rubric": r["rubric"],
+                "judge_model": r["judge_model"],
+                "n": r["n"],
+                "agreement": r["agreement"],
+            },
+        )
+        for r in _in_window(conn, q, _jc.c.created_at, _jc.c.id, since, until)
+    ]
+
+
+def _run_cost_items(conn: Connection, since: datetime | None, until: datetime) -> list[ReportItem]:
+    """:func:`report_items` of ``run_cost``: each finished run's cost, where it has one."""
+    q = sa.select(_er.c.id, _er.c.kind, _er.c.finished_at, _er.c.summary, _er.c.flow_run_id).where(
+        _er.c.finished_at.is_not(None)
+    )
+    out: list[ReportItem] = []
+    for r in _in_window(conn, q, _er.c.finished_at, _er.c.id, since, until):
+        summary = r["summary"] or {}
+        cost = summary.get("cost_usd", summary.get("cost"))
+        if not isinstance(cost, int | float) or isinstance(cost, bool):
+            continue
+        out.append(
+            ReportItem(
+                key=f"run-{r['id']}",
+                ts=r["finished_at"],
+                dims={"kind": r["kind"]},
+                value=float(cost),
+                detail={
+                    "run_id": r["id"],
+                    "kind": r["kind"],
+                    "flow_run_id": r["flow_run_id"],
+                },
+            )
+        )
     return out
 
 
@@ -661,7 +697,7 @@ class ScopeTx:
             rule=self.state.rule,
             scope_key=self.state.scope_key,
             severity=severity,
-            status="open",
+            status=AlertStatus.open,
             count=1,
             opened_at=now,
             last_seen_at=now,
@@ -686,7 +722,7 @@ class ScopeTx:
     def resolve_alert(self, now: datetime, context: dict[str, Any]) -> Alert:
         """Resolve the active alert (the condition has been clear long enough)."""
         alert = self._active()
-        alert.status = "resolved"
+        alert.status = AlertStatus.resolved
         alert.resolved_at = now
         alert.context = context
         self.session.add(alert)
@@ -729,7 +765,7 @@ def _active_alert(session: Session, rule: str, scope_key: str) -> Alert | None:
         .where(
             Alert.rule == rule,
             Alert.scope_key == scope_key,
-            Alert.status.in_(ACTIVE_STATUSES),  # type: ignore[attr-defined]
+            Alert.status.in_(ACTIVE_ALERT_STATUSES),  # type: ignore[attr-defined]
         )
         .order_by(Alert.id.desc())  # type: ignore[union-attr]
         .with_for_update()
@@ -800,7 +836,7 @@ def list_alerts(
         return list(s.exec(q))
 
 
-def _change_status(engine: Engine, alert_id: int, status: str, now: datetime) -> Alert:
+def _change_status(engine: Engine, alert_id: int, status: AlertStatus, now: datetime) -> Alert:
     with session_scope(engine) as s:
         found = s.get(Alert, alert_id)
         if found is None:
@@ -809,16 +845,16 @@ def _change_status(engine: Engine, alert_id: int, status: str, now: datetime) ->
         state = _lock_state(s, found.rule, found.scope_key, now)
         alert = _lock_alert(s, alert_id)
         assert alert is not None
-        if status == "acknowledged":
-            if alert.status == "resolved":
+        if status == AlertStatus.acknowledged:
+            if alert.status == AlertStatus.resolved:
                 raise AlertLifecycleError(
                     f"alert {alert_id} is resolved; it cannot be acknowledged"
                 )
-            if alert.status == "open":
-                alert.status = "acknowledged"
+            if alert.status == AlertStatus.open:
+                alert.status = AlertStatus.acknowledged
                 alert.acknowledged_at = now
-        elif alert.status != "resolved":
-            alert.status = "resolved"
+        elif alert.status != AlertStatus.resolved:
+            alert.status = AlertStatus.resolved
             alert.resolved_at = now
             # Resolving by hand starts the rule over: it must breach again to re-open.
             state.consecutive_breaches = 0
@@ -837,7 +873,7 @@ def acknowledge_alert(engine: Engine, alert_id: int, now: datetime) -> Alert:
         KeyError: No such alert.
         AlertLifecycleError: The alert is resolved.
     """
-    return _change_status(engine, alert_id, "acknowledged", now)
+    return _change_status(engine, alert_id, AlertStatus.acknowledged, now)
 
 
 def resolve_alert(engine: Engine, alert_id: int, now: datetime) -> Alert:
@@ -846,7 +882,7 @@ def resolve_alert(engine: Engine, alert_id: int, now: datetime) -> Alert:
     Raises:
         KeyError: No such alert.
     """
-    return _change_status(engine, alert_id, "resolved", now)
+    return _change_status(engine, alert_id, AlertStatus.resolved, now)
 
 
 def alerts_with_pending(engine: Engine, resolved_since: datetime) -> list[Alert]:
@@ -862,7 +898,7 @@ def alerts_with_pending(engine: Engine, resolved_since: datetime) -> list[Alert]
     """
     q = (
         select(Alert)
-        .where(sa.or_(_al.c.status.in_(ACTIVE_STATUSES), _al.c.resolved_at >= resolved_since))
+        .where(sa.or_(_al.c.status.in_(ACTIVE_ALERT_STATUSES), _al.c.resolved_at >= resolved_since))
         .order_by(Alert.id)  # type: ignore[arg-type]
     )
     with session_scope(engine) as s:

@@ -11,6 +11,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import SubjectType
 from evalwatch.storage.models import (
     DatasetItem,
     Feedback,
@@ -51,12 +52,21 @@ _RUN_COLUMNS = [*_LIGHT_COLUMNS, "explanation", "item", "tags", "text"]
 _INTERNED = ("subject_type", "evaluator", "metric", "status", "group")
 _READ_CHUNK = 20_000
 
+_sc: sa.Table = Score.__table__  # type: ignore[attr-defined]
+_rs: sa.Table = RunScore.__table__  # type: ignore[attr-defined]
+_it: sa.Table = Interaction.__table__  # type: ignore[attr-defined]
+_mo: sa.Table = ModelOutput.__table__  # type: ignore[attr-defined]
+_di: sa.Table = DatasetItem.__table__  # type: ignore[attr-defined]
+_fb: sa.Table = Feedback.__table__  # type: ignore[attr-defined]
+# A run's members, not "scores whose run_id is this run": reused scores count too.
+_MEMBERS = _rs.join(_sc, _sc.c.id == _rs.c.score_id)
+
 
 def run_scores_frame(engine: Engine, run_id: int, *, with_text: bool = True) -> pd.DataFrame:
     """Every score a run reports (its members: computed by it or reused) with what it is about.
 
     A large run's frame is large; summaries and reports use :func:`iter_run_scores` through
-    :class:`evalwatch.runs.digest.RunDigest` instead.
+    :class:`evalwatch.evaluators.digest.RunDigest` instead.
 
     Args:
         engine: The store.
@@ -88,49 +98,51 @@ def iter_run_scores(
         >>> list(iter_run_scores(e, 1))
         []
     """
-    sc = Score.__table__  # type: ignore[attr-defined]
-    rs = RunScore.__table__  # type: ignore[attr-defined]
-    it = Interaction.__table__  # type: ignore[attr-defined]
-    mo = ModelOutput.__table__  # type: ignore[attr-defined]
-    di = DatasetItem.__table__  # type: ignore[attr-defined]
-    # The run's members, not "scores whose run_id is this run": reused scores count too.
-    members = rs.join(sc, sc.c.id == rs.c.score_id)
     base = [
-        sc.c.subject_type,
-        sc.c.subject_id,
-        sc.c.evaluator,
-        (sc.c.evaluator + "." + sc.c.metric).label("metric"),
-        sc.c.value,
-        sc.c.status,
-        sc.c.reason,
+        _sc.c.subject_type,
+        _sc.c.subject_id,
+        _sc.c.evaluator,
+        (_sc.c.evaluator + "." + _sc.c.metric).label("metric"),
+        _sc.c.value,
+        _sc.c.status,
+        _sc.c.reason,
     ]
-    traffic_cols = [it.c.model_version.label("group"), it.c.ts.label("ts")]
-    output_cols = [mo.c.model.label("group"), mo.c.created_at.label("ts")]
+    traffic_cols: list[sa.ColumnElement[Any]] = [
+        _it.c.model_version.label("group"),
+        _it.c.ts.label("ts"),
+    ]
+    output_cols: list[sa.ColumnElement[Any]] = [
+        _mo.c.model.label("group"),
+        _mo.c.created_at.label("ts"),
+    ]
     if with_text:
         traffic_cols += [
-            sc.c.explanation,
-            it.c.request_id.label("item"),
+            _sc.c.explanation,
+            _it.c.request_id.label("item"),
             sa.null().label("tags"),
-            it.c.response.label("text"),
+            _it.c.response.label("text"),
         ]
         output_cols += [
-            sc.c.explanation,
-            di.c.item_key.label("item"),
-            di.c.tags.label("tags"),
-            mo.c.output.label("text"),
+            _sc.c.explanation,
+            _di.c.item_key.label("item"),
+            _di.c.tags.label("tags"),
+            _mo.c.output.label("text"),
         ]
     q_traffic = (
         sa.select(*base, *traffic_cols)
-        .select_from(members)
-        .join(it, sa.and_(sc.c.subject_type == "interaction", sc.c.subject_id == it.c.id))
-        .where(rs.c.run_id == run_id)
+        .select_from(_MEMBERS)
+        .join(
+            _it,
+            sa.and_(_sc.c.subject_type == SubjectType.interaction, _sc.c.subject_id == _it.c.id),
+        )
+        .where(_rs.c.run_id == run_id)
     )
     q_outputs = (
         sa.select(*base, *output_cols)
-        .select_from(members)
-        .join(mo, sa.and_(sc.c.subject_type == "output", sc.c.subject_id == mo.c.id))
-        .join(di, di.c.id == mo.c.dataset_item_id)
-        .where(rs.c.run_id == run_id)
+        .select_from(_MEMBERS)
+        .join(_mo, sa.and_(_sc.c.subject_type == SubjectType.output, _sc.c.subject_id == _mo.c.id))
+        .join(_di, _di.c.id == _mo.c.dataset_item_id)
+        .where(_rs.c.run_id == run_id)
     )
     columns = _RUN_COLUMNS if with_text else _LIGHT_COLUMNS
     with engine.connect() as conn:
@@ -161,36 +173,30 @@ def score_texts(
     Returns:
         The same keys -> ``{"item", "text", "explanation"}`` (missing keys are left out).
     """
-    sc = Score.__table__  # type: ignore[attr-defined]
-    rs = RunScore.__table__  # type: ignore[attr-defined]
-    it = Interaction.__table__  # type: ignore[attr-defined]
-    mo = ModelOutput.__table__  # type: ignore[attr-defined]
-    di = DatasetItem.__table__  # type: ignore[attr-defined]
-    members = rs.join(sc, sc.c.id == rs.c.score_id)
     out: dict[tuple[str, int, str], dict[str, Any]] = {}
     wanted = set(keys)
-    for subject_type in ("interaction", "output"):
+    for subject_type in SubjectType:
         ids = sorted({sid for st, sid, _ in wanted if st == subject_type})
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
-            cols = [sc.c.subject_id, sc.c.evaluator, sc.c.metric, sc.c.explanation]
-            if subject_type == "interaction":
+            cols = [_sc.c.subject_id, _sc.c.evaluator, _sc.c.metric, _sc.c.explanation]
+            if subject_type == SubjectType.interaction:
                 q: Any = (
-                    sa.select(*cols, it.c.request_id, it.c.response)
-                    .select_from(members)
-                    .join(it, sc.c.subject_id == it.c.id)
+                    sa.select(*cols, _it.c.request_id, _it.c.response)
+                    .select_from(_MEMBERS)
+                    .join(_it, _sc.c.subject_id == _it.c.id)
                 )
             else:
                 q = (
-                    sa.select(*cols, di.c.item_key, mo.c.output)
-                    .select_from(members)
-                    .join(mo, sc.c.subject_id == mo.c.id)
-                    .join(di, di.c.id == mo.c.dataset_item_id)
+                    sa.select(*cols, _di.c.item_key, _mo.c.output)
+                    .select_from(_MEMBERS)
+                    .join(_mo, _sc.c.subject_id == _mo.c.id)
+                    .join(_di, _di.c.id == _mo.c.dataset_item_id)
                 )
             q = q.where(
-                rs.c.run_id == run_id,
-                sc.c.subject_type == subject_type,
-                sc.c.subject_id.in_(chunk),
+                _rs.c.run_id == run_id,
+                _sc.c.subject_type == subject_type,
+                _sc.c.subject_id.in_(chunk),
             )
             with engine.connect() as conn:
                 for sid, ev, m, explanation, item, text in conn.execute(q):
@@ -226,9 +232,6 @@ def output_scores_frame(
         ``evaluator.metric``), ``value``, ``status``, ``reason``, ``explanation``, ``model``,
         ``item`` (dataset item key), ``tags`` and ``text`` (the output).
     """
-    sc = Score.__table__  # type: ignore[attr-defined]
-    mo = ModelOutput.__table__  # type: ignore[attr-defined]
-    di = DatasetItem.__table__  # type: ignore[attr-defined]
     columns = [
         "run_id",
         "subject_id",
@@ -250,9 +253,9 @@ def output_scores_frame(
     hashes = config_hashes or {}
 
     def provenance(name: str, version: str) -> sa.ColumnElement[bool]:
-        cond = [sc.c.evaluator == name, sc.c.evaluator_version == version]
+        cond = [_sc.c.evaluator == name, _sc.c.evaluator_version == version]
         if hashes.get(name) is not None:
-            cond.append(sc.c.config_hash == hashes[name])
+            cond.append(_sc.c.config_hash == hashes[name])
         return sa.and_(*cond)
 
     which = sa.or_(*(provenance(n, v) for n, v in evaluators.items()))
@@ -261,25 +264,25 @@ def output_scores_frame(
         for start in range(0, len(ids), _IN_CHUNK):
             q = (
                 sa.select(
-                    sc.c.run_id,
-                    sc.c.subject_id,
-                    sc.c.evaluator,
-                    sc.c.evaluator_version,
-                    (sc.c.evaluator + "." + sc.c.metric).label("metric"),
-                    sc.c.value,
-                    sc.c.status,
-                    sc.c.reason,
-                    sc.c.explanation,
-                    mo.c.model,
-                    di.c.item_key.label("item"),
-                    di.c.tags,
-                    mo.c.output.label("text"),
+                    _sc.c.run_id,
+                    _sc.c.subject_id,
+                    _sc.c.evaluator,
+                    _sc.c.evaluator_version,
+                    (_sc.c.evaluator + "." + _sc.c.metric).label("metric"),
+                    _sc.c.value,
+                    _sc.c.status,
+                    _sc.c.reason,
+                    _sc.c.explanation,
+                    _mo.c.model,
+                    _di.c.item_key.label("item"),
+                    _di.c.tags,
+                    _mo.c.output.label("text"),
                 )
-                .join(mo, mo.c.id == sc.c.subject_id)
-                .join(di, di.c.id == mo.c.dataset_item_id)
+                .join(_mo, _mo.c.id == _sc.c.subject_id)
+                .join(_di, _di.c.id == _mo.c.dataset_item_id)
                 .where(
-                    sc.c.subject_type == "output",
-                    sc.c.subject_id.in_(ids[start : start + _IN_CHUNK]),
+                    _sc.c.subject_type == SubjectType.output,
+                    _sc.c.subject_id.in_(ids[start : start + _IN_CHUNK]),
                     which,
                 )
             )
@@ -289,14 +292,53 @@ def output_scores_frame(
     return df
 
 
+def _window_join(
+    window: tuple[str, Sequence[str], datetime, datetime],
+    table: sa.Table,
+    on: sa.ColumnElement[bool],
+    *columns: sa.ColumnElement[Any],
+) -> sa.Select[Any]:
+    """Rows of ``table`` joined (``on``) to the interactions of a window.
+
+    Args:
+        window: App, model versions, start (inclusive) and end (exclusive).
+        table: The table joined to the interactions.
+        on: The join condition.
+        columns: What to select besides ``interaction_id`` and ``model_version``.
+    """
+    return (
+        sa.select(_it.c.id.label("interaction_id"), _it.c.model_version, *columns)
+        .join(table, on)
+        .where(*_window_where(*window))
+    )
+
+
+def _read_frame(
+    engine: Engine, q: sa.Select[Any], numeric: Sequence[str] = ("value",)
+) -> pd.DataFrame:
+    """The rows of ``q`` as a frame with its column names (also when empty).
+
+    Args:
+        engine: The store.
+        q: The query; its selected column names name the frame's columns.
+        numeric: Columns read as numbers (a driver may return decimals or text).
+    """
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    df = pd.DataFrame(rows, columns=list(q.selected_columns.keys()))
+    for col in numeric:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
 def _window_where(
-    it: sa.Table, app: str, model_versions: Sequence[str], start: datetime, end: datetime
+    app: str, model_versions: Sequence[str], start: datetime, end: datetime
 ) -> list[sa.ColumnElement[bool]]:
     return [
-        it.c.app == app,
-        it.c.model_version.in_(list(model_versions)),
-        it.c.ts >= start,
-        it.c.ts < end,
+        _it.c.app == app,
+        _it.c.model_version.in_(list(model_versions)),
+        _it.c.ts >= start,
+        _it.c.ts < end,
     ]
 
 
@@ -316,33 +358,21 @@ def traffic_window_frame(
         One row per interaction: ``id, request_id, ts, model_version, latency_ms,
         input_tokens, output_tokens, cost``.
     """
-    it = Interaction.__table__  # type: ignore[attr-defined]
     q = sa.select(
-        it.c.id,
-        it.c.request_id,
-        it.c.ts,
-        it.c.model_version,
-        it.c.latency_ms,
-        it.c.input_tokens,
-        it.c.output_tokens,
-        it.c.cost,
-    ).where(*_window_where(it, app, model_versions, start, end))
-    columns = [
-        "id",
-        "request_id",
-        "ts",
-        "model_version",
-        "latency_ms",
-        "input_tokens",
-        "output_tokens",
-        "cost",
-    ]
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(q.order_by(it.c.ts, it.c.id)).mappings()]
-    df = pd.DataFrame(rows, columns=columns)
-    for col in ("latency_ms", "input_tokens", "output_tokens", "cost"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
+        _it.c.id,
+        _it.c.request_id,
+        _it.c.ts,
+        _it.c.model_version,
+        _it.c.latency_ms,
+        _it.c.input_tokens,
+        _it.c.output_tokens,
+        _it.c.cost,
+    ).where(*_window_where(app, model_versions, start, end))
+    return _read_frame(
+        engine,
+        q.order_by(_it.c.ts, _it.c.id),
+        numeric=("latency_ms", "input_tokens", "output_tokens", "cost"),
+    )
 
 
 def traffic_window_scores_frame(
@@ -354,35 +384,17 @@ def traffic_window_scores_frame(
         One row per score: ``interaction_id, model_version, evaluator, evaluator_version,
         metric`` (as ``evaluator.metric``), ``value`` and ``status``.
     """
-    it = Interaction.__table__  # type: ignore[attr-defined]
-    sc = Score.__table__  # type: ignore[attr-defined]
-    q = (
-        sa.select(
-            it.c.id.label("interaction_id"),
-            it.c.model_version,
-            sc.c.evaluator,
-            sc.c.evaluator_version,
-            (sc.c.evaluator + "." + sc.c.metric).label("metric"),
-            sc.c.value,
-            sc.c.status,
-        )
-        .join(sc, sa.and_(sc.c.subject_type == "interaction", sc.c.subject_id == it.c.id))
-        .where(*_window_where(it, app, model_versions, start, end))
+    q = _window_join(
+        (app, model_versions, start, end),
+        _sc,
+        sa.and_(_sc.c.subject_type == SubjectType.interaction, _sc.c.subject_id == _it.c.id),
+        _sc.c.evaluator,
+        _sc.c.evaluator_version,
+        (_sc.c.evaluator + "." + _sc.c.metric).label("metric"),
+        _sc.c.value,
+        _sc.c.status,
     )
-    columns = [
-        "interaction_id",
-        "model_version",
-        "evaluator",
-        "evaluator_version",
-        "metric",
-        "value",
-        "status",
-    ]
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(q).mappings()]
-    df = pd.DataFrame(rows, columns=columns)
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    return df
+    return _read_frame(engine, q)
 
 
 def traffic_window_feedback_frame(
@@ -394,22 +406,7 @@ def traffic_window_feedback_frame(
         One row per feedback: ``interaction_id, model_version, kind`` (rating, thumbs, ...),
         ``value`` (a rating 1-5; thumbs 1 up, 0 down) and ``ts``.
     """
-    it = Interaction.__table__  # type: ignore[attr-defined]
-    fb = Feedback.__table__  # type: ignore[attr-defined]
-    q = (
-        sa.select(
-            it.c.id.label("interaction_id"),
-            it.c.model_version,
-            fb.c.kind,
-            fb.c.value,
-            fb.c.ts,
-        )
-        .join(fb, fb.c.interaction_id == it.c.id)
-        .where(*_window_where(it, app, model_versions, start, end))
-    )
-    columns = ["interaction_id", "model_version", "kind", "value", "ts"]
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(q.order_by(fb.c.ts, fb.c.id)).mappings()]
-    df = pd.DataFrame(rows, columns=columns)
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    return df
+    window = (app, model_versions, start, end)
+    on = _fb.c.interaction_id == _it.c.id
+    q = _window_join(window, _fb, on, _fb.c.kind, _fb.c.value, _fb.c.ts)
+    return _read_frame(engine, q.order_by(_fb.c.ts, _fb.c.id))

@@ -15,6 +15,7 @@ from evalwatch.storage.models import EvalRun, Quarantine
 __all__ = ["Page", "get_quarantined", "get_run", "list_quarantine", "list_runs"]
 
 T = TypeVar("T")
+M = TypeVar("M", EvalRun, Quarantine)
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,12 @@ def list_runs(
         where.append(col(EvalRun.kind) == kind)
     if status is not None:
         where.append(col(EvalRun.status) == status)
-    with Session(engine) as session:
-        total = session.exec(select(func.count()).select_from(EvalRun).where(*where)).one()
-        rows = session.exec(
-            select(EvalRun).where(*where).order_by(col(EvalRun.id).desc()).limit(limit)
-        ).all()
-    return Page(rows=list(rows), total=int(total))
+    return _newest(engine, EvalRun, where, limit)
 
 
 def get_run(engine: Engine, run_id: int) -> EvalRun | None:
     """One evaluation run, or None if there is none with this id."""
-    with Session(engine) as session:
-        return session.get(EvalRun, run_id)
+    return _get(engine, EvalRun, run_id)
 
 
 def list_quarantine(
@@ -88,15 +83,26 @@ def list_quarantine(
         # words people filter on as they are) on SQLite and PostgreSQL alike.
         reasons_text = sa.cast(Quarantine.__table__.c.reasons, sa.Text)  # type: ignore[attr-defined]
         where.append(func.lower(reasons_text).contains(reason.lower(), autoescape=True))
-    with Session(engine) as session:
-        total = session.exec(select(func.count()).select_from(Quarantine).where(*where)).one()
-        rows = session.exec(
-            select(Quarantine).where(*where).order_by(col(Quarantine.id).desc()).limit(limit)
-        ).all()
-    return Page(rows=list(rows), total=int(total))
+    return _newest(engine, Quarantine, where, limit)
 
 
 def get_quarantined(engine: Engine, row_id: int) -> Quarantine | None:
     """One quarantined row, or None if there is none with this id."""
+    return _get(engine, Quarantine, row_id)
+
+
+def _newest(
+    engine: Engine, table: type[M], where: Sequence[sa.ColumnElement[bool]], limit: int
+) -> Page[M]:
+    """The newest ``limit`` rows of ``table`` matching ``where`` (by id), and their count."""
     with Session(engine) as session:
-        return session.get(Quarantine, row_id)
+        total = session.exec(select(func.count()).select_from(table).where(*where)).one()
+        rows = session.exec(
+            select(table).where(*where).order_by(col(table.id).desc()).limit(limit)
+        ).all()
+    return Page(rows=list(rows), total=int(total))
+
+
+def _get(engine: Engine, table: type[M], row_id: int) -> M | None:
+    with Session(engine) as session:
+        return session.get(table, row_id)

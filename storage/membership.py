@@ -10,7 +10,7 @@ says who computed a score.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from evalwatch.core import SubjectType
 from evalwatch.storage.models import RunScore, Score
 
 __all__ = [
@@ -77,12 +78,26 @@ def link_run_scores(
     Returns:
         Links added.
     """
+    return _insert_links(
+        conn,
+        (
+            sa.select(sa.literal(run_id, sa.Integer), _sc.c.id).where(
+                *key.where(), _sc.c.subject_id.in_(chunk)
+            )
+            for chunk in _chunks(subject_ids)
+        ),
+    )
+
+
+def _insert_links(conn: Connection, selects: Iterable[sa.Select[Any]]) -> int:
+    """Insert the ``(run_id, score_id)`` rows each select gives, skipping existing links.
+
+    Returns:
+        Links added.
+    """
     insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     added = 0
-    for chunk in _chunks(subject_ids):
-        members = sa.select(sa.literal(run_id, sa.Integer), _sc.c.id).where(
-            *key.where(), _sc.c.subject_id.in_(chunk)
-        )
+    for members in selects:
         stmt = (
             insert(_rs)
             .from_select(["run_id", "score_id"], members)
@@ -131,21 +146,17 @@ def link_written(conn: Connection, score_ids: Sequence[int], run_id: int | None 
     Returns:
         Links added.
     """
-    insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    added = 0
     if run_id is not None:
         if score_ids:
             _bulk_link(conn, run_id, score_ids)
         return len(score_ids)
-    for chunk in _chunks(score_ids):
-        members = sa.select(_sc.c.run_id, _sc.c.id).where(_sc.c.id.in_(chunk))
-        stmt = (
-            insert(_rs)
-            .from_select(["run_id", "score_id"], members)
-            .on_conflict_do_nothing(index_elements=["run_id", "score_id"])
-        )
-        added += max(0, conn.execute(stmt).rowcount or 0)
-    return added
+    return _insert_links(
+        conn,
+        (
+            sa.select(_sc.c.run_id, _sc.c.id).where(_sc.c.id.in_(chunk))
+            for chunk in _chunks(score_ids)
+        ),
+    )
 
 
 def stored_scores(
@@ -177,7 +188,9 @@ def run_score_ids(run_id: int) -> sa.Select[Any]:
     return sa.select(_rs.c.score_id).where(_rs.c.run_id == run_id)
 
 
-def run_subject_ids(run_id: int, subject_type: str = "interaction") -> sa.Select[Any]:
+def run_subject_ids(
+    run_id: int, subject_type: SubjectType = SubjectType.interaction
+) -> sa.Select[Any]:
     """A subquery of the subjects a run has scores about (its scored sample)."""
     return (
         sa.select(_sc.c.subject_id)

@@ -7,12 +7,14 @@ PostgreSQL behave the same. Free-form fields are JSON. Unique keys make every wr
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+# Defined in the core layer (every layer uses them); re-exported for the tables' users.
+from evalwatch.core import AlertStatus, RunStatus, ScoreStatus, SubjectType
 
 __all__ = [
     "Alert",
@@ -84,29 +86,6 @@ def _json(nullable: bool = True) -> Any:
 
 def _text(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=sa.Column(sa.Text, nullable=nullable))
-
-
-class SubjectType(StrEnum):
-    """What a score or embedding is about."""
-
-    interaction = "interaction"  # a logged production interaction
-    output = "output"  # a model's output for a dataset item
-
-
-class ScoreStatus(StrEnum):
-    """Whether a score holds a value. Only ``ok`` carries one; the others carry a reason."""
-
-    ok = "ok"
-    error = "error"
-    skipped = "skipped"
-
-
-class RunStatus(StrEnum):
-    """Lifecycle of an evaluation run."""
-
-    running = "running"
-    completed = "completed"
-    failed = "failed"
 
 
 class Interaction(SQLModel, table=True):
@@ -402,7 +381,7 @@ class Alert(SQLModel, table=True):
     rule: str = Field(max_length=200)
     scope_key: str = Field(max_length=400)
     severity: str = Field(max_length=16)
-    status: str = Field(default="open", max_length=16)
+    status: str = Field(default=AlertStatus.open, max_length=16)
     count: int = 1
     opened_at: datetime = _now()
     last_seen_at: datetime = _now()

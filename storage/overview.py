@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import SubjectType
 from evalwatch.storage.models import (
     Alert,
     DriftReportRow,
@@ -19,8 +20,9 @@ from evalwatch.storage.models import (
     RegressionReport,
     Score,
 )
+from evalwatch.storage.traffic_frame import newest_interaction_time
 
-__all__ = ["FINDING_VERDICTS", "OverviewData", "load_overview"]
+__all__ = ["FINDING_VERDICTS", "OverviewData", "load_overview", "overview_window"]
 
 
 @dataclass
@@ -47,6 +49,35 @@ class OverviewData:
 FINDING_VERDICTS = ("drift", "anomaly")
 
 
+def overview_window(
+    engine: Engine, days: float, until: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """The overview's window: ``days`` ending at ``until``, else at the newest traffic.
+
+    ``evalwatch report --overview``, the demo and the ``operations-overview`` flow all use it,
+    so each shows the same window for the same store.
+
+    Args:
+        engine: The store.
+        days: Window length in days.
+        until: Window end; default just after the newest stored interaction (now when none).
+
+    Returns:
+        ``(start, end)``, aware UTC.
+
+    Examples:
+        >>> from evalwatch.storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> end = datetime(2026, 11, 8, tzinfo=UTC)
+        >>> overview_window(e, 7, end)[0].isoformat()
+        '2026-11-01T00:00:00+00:00'
+    """
+    if until is None:
+        newest = newest_interaction_time(engine)
+        until = newest + timedelta(seconds=1) if newest is not None else datetime.now(UTC)
+    return until - timedelta(days=days), until
+
+
 def _frame(conn: sa.Connection, q: Any, columns: list[str]) -> pd.DataFrame:
     rows = conn.execute(q).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=columns)
@@ -58,117 +89,24 @@ def load_overview(engine: Engine, start: datetime, end: datetime) -> OverviewDat
     Scores and feedback are attributed to the time of the interaction they are about, so a
     day's quality is the quality of that day's traffic.
     """
-    it = Interaction.__table__  # type: ignore[attr-defined]
-    sc = Score.__table__  # type: ignore[attr-defined]
-    fb = Feedback.__table__  # type: ignore[attr-defined]
-    pr = EvaluatorProfile.__table__  # type: ignore[attr-defined]
-    al = Alert.__table__  # type: ignore[attr-defined]
-    dr = DriftReportRow.__table__  # type: ignore[attr-defined]
-    rr = RegressionReport.__table__  # type: ignore[attr-defined]
-    in_window = sa.and_(it.c.ts >= start, it.c.ts < end)
     with engine.connect() as conn:
-        traffic = _frame(
-            conn,
-            sa.select(
-                it.c.id, it.c.ts, it.c.app, it.c.model_version, it.c.cost, it.c.latency_ms
-            ).where(in_window),
-            ["id", "ts", "app", "model_version", "cost", "latency_ms"],
-        )
-        scores = _frame(
-            conn,
-            sa.select(it.c.ts, it.c.model_version, (sc.c.evaluator + "." + sc.c.metric), sc.c.value)
-            .join(it, sa.and_(sc.c.subject_type == "interaction", sc.c.subject_id == it.c.id))
-            .where(in_window, sc.c.status == "ok"),
-            ["ts", "model_version", "metric", "value"],
-        )
-        feedback = _frame(
-            conn,
-            sa.select(fb.c.interaction_id, it.c.ts, fb.c.kind, fb.c.value, fb.c.label)
-            .join(it, fb.c.interaction_id == it.c.id)
-            .where(in_window),
-            ["interaction_id", "ts", "kind", "value", "label"],
-        )
+        traffic, scores, feedback = _window_frames(conn, start, end)
+        pr = EvaluatorProfile.__table__  # type: ignore[attr-defined]
         profiles = _frame(
             conn,
-            sa.select(
-                pr.c.evaluator,
-                pr.c.device,
-                pr.c.gpu_available,
-                pr.c.n_items,
-                pr.c.seconds,
-                pr.c.items_per_s,
-                pr.c.gpu_util_mean,
-                pr.c.gpu_mem_peak_mb,
-                pr.c.gpu_energy_j,
-                pr.c.rss_peak_mb,
-                pr.c.created_at,
-            ).where(pr.c.created_at >= start),
-            [
-                "evaluator",
-                "device",
-                "gpu_available",
-                "n_items",
-                "seconds",
-                "items_per_s",
-                "gpu_util_mean",
-                "gpu_mem_peak_mb",
-                "gpu_energy_j",
-                "rss_peak_mb",
-                "created_at",
-            ],
+            sa.select(*(pr.c[n] for n in _PROFILE_COLUMNS)).where(pr.c.created_at >= start),
+            list(_PROFILE_COLUMNS),
         )
+        al = Alert.__table__  # type: ignore[attr-defined]
         open_alerts = _frame(
             conn,
-            sa.select(
-                al.c.id,
-                al.c.rule,
-                al.c.scope_key,
-                al.c.severity,
-                al.c.status,
-                al.c.count,
-                al.c.last_seen_at,
-            )
+            sa.select(*(al.c[n] for n in _ALERT_COLUMNS))
             .where(al.c.status != "resolved")
             .order_by(al.c.last_seen_at.desc()),
-            ["id", "rule", "scope_key", "severity", "status", "count", "last_seen_at"],
+            list(_ALERT_COLUMNS),
         )
-        newest = (dr.c.created_at.desc(), dr.c.id.desc())
-        latest_key = conn.execute(
-            sa.select(dr.c.report_key, dr.c.created_at).order_by(*newest).limit(1)
-        ).first()
-        drift: list[dict[str, Any]] = []
-        drift_at = None
-        findings: list[dict[str, Any]] = []
-        findings_at = None
-        if latest_key is not None:
-            drift_at = latest_key[1]
-            drift = _drift_rows(conn, latest_key[0])
-            if not any(d["verdict"] in FINDING_VERDICTS for d in drift):
-                found_key = conn.execute(
-                    sa.select(dr.c.report_key, dr.c.created_at)
-                    .where(dr.c.verdict.in_(FINDING_VERDICTS))
-                    .order_by(*newest)
-                    .limit(1)
-                ).first()
-                if found_key is not None:
-                    findings_at = found_key[1]
-                    findings = _drift_rows(conn, found_key[0])
-        gates = [
-            dict(r)
-            for r in conn.execute(
-                sa.select(
-                    rr.c.id,
-                    rr.c.kind,
-                    rr.c.created_at,
-                    rr.c.verdict,
-                    rr.c.exit_code,
-                    rr.c.baseline,
-                    rr.c.candidate,
-                )
-                .order_by(rr.c.created_at.desc())
-                .limit(5)
-            ).mappings()
-        ]
+        drift, drift_at, findings, findings_at = _latest_drift(conn)
+        gates = _latest_gates(conn)
     for frame in (traffic, scores, feedback):
         if not frame.empty:
             frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
@@ -190,6 +128,117 @@ def load_overview(engine: Engine, start: datetime, end: datetime) -> OverviewDat
         findings,
         findings_at,
     )
+
+
+_PROFILE_COLUMNS = (
+    "evaluator",
+    "device",
+    "gpu_available",
+    "n_items",
+    "seconds",
+    "items_per_s",
+    "gpu_util_mean",
+    "gpu_mem_peak_mb",
+    "gpu_energy_j",
+    "rss_peak_mb",
+    "created_at",
+)
+_ALERT_COLUMNS = ("id", "rule", "scope_key", "severity", "status", "count", "last_seen_at")
+
+
+def _window_frames(
+    conn: sa.Connection, start: datetime, end: datetime
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The window's interactions, and their scores and feedback at the interaction's time.
+
+    Args:
+        conn: An open connection to the store.
+        start: Window start (inclusive).
+        end: Window end (exclusive).
+
+    Returns:
+        Traffic, scores (``evaluator.metric`` as ``metric``, ok scores only) and feedback.
+    """
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    sc = Score.__table__  # type: ignore[attr-defined]
+    fb = Feedback.__table__  # type: ignore[attr-defined]
+    in_window = sa.and_(it.c.ts >= start, it.c.ts < end)
+    traffic = _frame(
+        conn,
+        sa.select(it.c.id, it.c.ts, it.c.app, it.c.model_version, it.c.cost, it.c.latency_ms).where(
+            in_window
+        ),
+        ["id", "ts", "app", "model_version", "cost", "latency_ms"],
+    )
+    scores = _frame(
+        conn,
+        sa.select(it.c.ts, it.c.model_version, (sc.c.evaluator + "." + sc.c.metric), sc.c.value)
+        .join(
+            it,
+            sa.and_(sc.c.subject_type == SubjectType.interaction, sc.c.subject_id == it.c.id),
+        )
+        .where(in_window, sc.c.status == "ok"),
+        ["ts", "model_version", "metric", "value"],
+    )
+    feedback = _frame(
+        conn,
+        sa.select(fb.c.interaction_id, it.c.ts, fb.c.kind, fb.c.value, fb.c.label)
+        .join(it, fb.c.interaction_id == it.c.id)
+        .where(in_window),
+        ["interaction_id", "ts", "kind", "value", "label"],
+    )
+    return traffic, scores, feedback
+
+
+def _latest_drift(
+    conn: sa.Connection,
+) -> tuple[list[dict[str, Any]], datetime | None, list[dict[str, Any]], datetime | None]:
+    """The latest drift check's rows, and the newest check with findings when that one has none.
+
+    Returns:
+        ``(latest rows, latest time, findings rows, findings time)``; the findings are empty
+        when the latest check has findings itself, or no check ever had any.
+    """
+    dr = DriftReportRow.__table__  # type: ignore[attr-defined]
+    newest = (dr.c.created_at.desc(), dr.c.id.desc())
+    latest_key = conn.execute(
+        sa.select(dr.c.report_key, dr.c.created_at).order_by(*newest).limit(1)
+    ).first()
+    if latest_key is None:
+        return [], None, [], None
+    drift = _drift_rows(conn, latest_key[0])
+    if any(d["verdict"] in FINDING_VERDICTS for d in drift):
+        return drift, latest_key[1], [], None
+    found_key = conn.execute(
+        sa.select(dr.c.report_key, dr.c.created_at)
+        .where(dr.c.verdict.in_(FINDING_VERDICTS))
+        .order_by(*newest)
+        .limit(1)
+    ).first()
+    if found_key is None:
+        return drift, latest_key[1], [], None
+    return drift, latest_key[1], _drift_rows(conn, found_key[0]), found_key[1]
+
+
+def _latest_gates(conn: sa.Connection) -> list[dict[str, Any]]:
+    """The five newest gate and canary reports (verdict, exit code, the two sides)."""
+    rr = RegressionReport.__table__  # type: ignore[attr-defined]
+    return [
+        dict(r)
+        for r in conn.execute(
+            sa.select(
+                rr.c.id,
+                rr.c.kind,
+                rr.c.created_at,
+                rr.c.verdict,
+                rr.c.exit_code,
+                rr.c.baseline,
+                rr.c.candidate,
+            )
+            .order_by(rr.c.created_at.desc())
+            .limit(5)
+        ).mappings()
+    ]
 
 
 def _drift_rows(conn: sa.Connection, report_key: str) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, select
 
+from evalwatch.core import SubjectType
 from evalwatch.storage.db import session_scope
 from evalwatch.storage.membership import link_written
 from evalwatch.storage.models import (
@@ -178,73 +179,113 @@ def _bulk_insert_ignore(
     Values pass through the same SQLAlchemy type processors and Python column defaults are
     filled, so the stored rows are the same as the other path's.
     """
-    dialect = conn.dialect
-    cols = [c for c in rows[0] if c in table.c]
-    fill: dict[str, Any] = {}
-    for col in table.c:
-        if col.key in rows[0] or col.primary_key or col.default is None:
-            continue
-        default: Any = col.default
-        if getattr(default, "is_sequence", False):
-            continue
-        fill[col.key] = default.arg(None) if default.is_callable else default.arg
-    names = cols + list(fill)
+    bulk = _BulkInsert(conn, table, rows, conflict_cols, returning)
+    direct = list(conflict_cols) == [returning] and returning in bulk.cols
+    if conn.dialect.name == "postgresql":
+        if direct:
+            copied = _copy_new_rows(conn, table, rows, bulk.names, bulk.values, returning)
+            if copied is not None:
+                return copied
+        return bulk.postgres_staged()
+    if direct:
+        return bulk.sqlite_direct(returning)
+    return bulk.sqlite_staged()
 
-    def processor(name: str) -> Any:
-        col_type = table.c[name].type
+
+class _BulkInsert:
+    """One large batch for :func:`_bulk_insert_ignore`: its columns, bound values and SQL names."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: Sequence[Mapping[str, Any]],
+        conflict_cols: Sequence[str],
+        returning: str,
+    ) -> None:
+        """Prepare the batch: the given columns, then the Python defaults of the others.
+
+        Args:
+            conn: An open connection (the caller owns the transaction).
+            table: The table.
+            rows: Row dicts, all with the same keys.
+            conflict_cols: The unique key whose conflicts are skipped.
+            returning: Column whose values are returned for the rows inserted.
+        """
+        self.conn, self.table, self.rows = conn, table, rows
+        self.cols = [c for c in rows[0] if c in table.c]
+        fill: dict[str, Any] = {}
+        for col in table.c:
+            if col.key in rows[0] or col.primary_key or col.default is None:
+                continue
+            default: Any = col.default
+            if getattr(default, "is_sequence", False):
+                continue
+            fill[col.key] = default.arg(None) if default.is_callable else default.arg
+        self.names = self.cols + list(fill)
+        cols = self.cols
+        self._todo = [(i, p) for i, c in enumerate(cols) if (p := self.processor(c)) is not None]
+        self._fixed = [
+            self.processor(c)(v) if self.processor(c) is not None else v for c, v in fill.items()
+        ]
+        self._pick = operator.itemgetter(*cols) if len(cols) > 1 else (lambda r: (r[cols[0]],))
+        q = conn.dialect.identifier_preparer.quote
+        self.stage = f"_evalwatch_stage_{uuid.uuid4().hex[:12]}"
+        self.collist = ", ".join(q(table.c[c].name) for c in self.names)
+        self.target = q(table.name)
+        self.conflict = ", ".join(q(table.c[c].name) for c in conflict_cols)
+        self.ret = q(table.c[returning].name)
+        self.dbapi_conn: Any = conn.connection.driver_connection
+
+    def processor(self, name: str) -> Any:
+        """The bind processor of a column (None when values pass as they are)."""
+        dialect = self.conn.dialect
+        col_type = self.table.c[name].type
         if isinstance(col_type, UTCDateTime) and dialect.name == "sqlite":
             return _sqlite_utc  # the same text SQLAlchemy writes, without its generic chain
         return col_type.dialect_impl(dialect).bind_processor(dialect)
 
-    todo = [(i, p) for i, c in enumerate(cols) if (p := processor(c)) is not None]
-    fixed = [processor(c)(v) if processor(c) is not None else v for c, v in fill.items()]
-
-    pick = operator.itemgetter(*cols) if len(cols) > 1 else (lambda r: (r[cols[0]],))
-
-    def values() -> Iterator[list[Any]]:
-        for r in rows:
+    def values(self) -> Iterator[list[Any]]:
+        """Each row's bound values, in :attr:`names` order."""
+        pick, todo, fixed = self._pick, self._todo, self._fixed  # locals: this is per row
+        for r in self.rows:
             v = list(pick(r))
             for i, p in todo:
                 v[i] = p(v[i])
             v.extend(fixed)
             yield v
 
-    q = dialect.identifier_preparer.quote
-    stage = f"_evalwatch_stage_{uuid.uuid4().hex[:12]}"
-    collist = ", ".join(q(table.c[c].name) for c in names)
-    target = q(table.name)
-    conflict = ", ".join(q(table.c[c].name) for c in conflict_cols)
-    ret = q(table.c[returning].name)
-    dbapi_conn: Any = conn.connection.driver_connection
-    direct = list(conflict_cols) == [returning] and returning in cols
-    if dialect.name == "postgresql" and direct:
-        copied = _copy_new_rows(conn, table, rows, names, values, returning)
-        if copied is not None:
-            return copied
-    if dialect.name == "postgresql":
-        conn.exec_driver_sql(
+    def postgres_staged(self) -> list[Any]:
+        """PostgreSQL: ``COPY`` into a temporary table, then insert what does not collide."""
+        stage, collist, target = self.stage, self.collist, self.target
+        self.conn.exec_driver_sql(
             f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
             f"SELECT {collist} FROM {target} WITH NO DATA"
         )
-        with dbapi_conn.cursor() as cur, cur.copy(f"COPY {stage} ({collist}) FROM STDIN") as cp:
-            for v in values():
+        with (
+            self.dbapi_conn.cursor() as cur,
+            cur.copy(f"COPY {stage} ({collist}) FROM STDIN") as cp,
+        ):
+            for v in self.values():
                 cp.write_row(v)
         out = [
             r[0]
-            for r in conn.exec_driver_sql(
+            for r in self.conn.exec_driver_sql(
                 f"INSERT INTO {target} ({collist}) SELECT {collist} FROM {stage} "
-                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {ret}"
+                f"ON CONFLICT ({self.conflict}) DO NOTHING RETURNING {self.ret}"
             )
         ]
-        conn.exec_driver_sql(f"DROP TABLE {stage}")
+        self.conn.exec_driver_sql(f"DROP TABLE {stage}")
         return out
-    marks = ", ".join("?" * len(names))
-    if direct:
+
+    def sqlite_direct(self, returning: str) -> list[Any]:
+        """SQLite, keyed by the returned column: look up the stored keys, then insert the rest."""
+        dbapi_conn, ret, target = self.dbapi_conn, self.ret, self.target
         if not dbapi_conn.in_transaction:
             # Take the write lock before looking: no writer can add a key in between.
             dbapi_conn.execute("BEGIN IMMEDIATE")
-        key_proc = processor(returning)
-        keys = [r[returning] for r in rows]
+        key_proc = self.processor(returning)
+        keys = [r[returning] for r in self.rows]
         bound = [key_proc(k) for k in keys] if key_proc is not None else keys
         existing: set[Any] = set()
         for start in range(0, len(bound), _KEYS_PER_LOOKUP):
@@ -256,9 +297,9 @@ def _bulk_insert_ignore(
             existing.update(k for (k,) in found)
         cur = dbapi_conn.cursor()
         cur.executemany(
-            f"INSERT INTO {target} ({collist}) VALUES ({marks}) "
-            f"ON CONFLICT ({conflict}) DO NOTHING",
-            values(),
+            f"INSERT INTO {target} ({self.collist}) VALUES ({self._marks()}) "
+            f"ON CONFLICT ({self.conflict}) DO NOTHING",
+            self.values(),
         )
         cur.close()
         inserted: list[Any] = []
@@ -267,21 +308,32 @@ def _bulk_insert_ignore(
                 existing.add(b)  # a repeat later in the batch was skipped
                 inserted.append(key)
         return inserted
-    conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} AS SELECT {collist} FROM {target} WHERE 0")
-    try:
-        cur = dbapi_conn.cursor()
-        cur.executemany(f"INSERT INTO {stage} ({collist}) VALUES ({marks})", values())
-        cur.close()
-        # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
-        return [
-            r[0]
-            for r in conn.exec_driver_sql(
-                f"INSERT INTO {target} ({collist}) SELECT {collist} FROM {stage} WHERE true "
-                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {ret}"
+
+    def sqlite_staged(self) -> list[Any]:
+        """SQLite: through a temporary table, then insert what does not collide."""
+        stage, collist, target = self.stage, self.collist, self.target
+        self.conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {stage} AS SELECT {collist} FROM {target} WHERE 0"
+        )
+        try:
+            cur = self.dbapi_conn.cursor()
+            cur.executemany(
+                f"INSERT INTO {stage} ({collist}) VALUES ({self._marks()})", self.values()
             )
-        ]
-    finally:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+            cur.close()
+            # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
+            return [
+                r[0]
+                for r in self.conn.exec_driver_sql(
+                    f"INSERT INTO {target} ({collist}) SELECT {collist} FROM {stage} WHERE true "
+                    f"ON CONFLICT ({self.conflict}) DO NOTHING RETURNING {self.ret}"
+                )
+            ]
+        finally:
+            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+
+    def _marks(self) -> str:
+        return ", ".join("?" * len(self.names))
 
 
 def _sqlite_utc(value: datetime | None) -> str | None:
@@ -656,12 +708,13 @@ def finish_run(
     status: RunStatus,
     summary: Mapping[str, Any] | None = None,
     error: str | None = None,
-) -> None:
-    """Mark a run completed or failed, with its summary.
+) -> dict[str, Any] | None:
+    """Mark a run completed or failed, with its summary; returns the summary as stored.
 
     A completed run's summary gains ``cost_usd`` (what its judge calls and, when the summary
     gives ``generation_cost_usd``, its model-under-test calls cost), which the ``run.cost``
-    alert selector reads; runs that spent nothing measurable get no cost.
+    alert selector reads; runs that spent nothing measurable get no cost. Without ``summary``
+    the stored one stays.
     """
     with session_scope(engine) as s:
         run = s.get(EvalRun, run_id)
@@ -671,11 +724,12 @@ def finish_run(
         run.finished_at = utcnow()
         if summary is not None:
             summary = dict(summary)
-            if status == RunStatus.completed and "cost_usd" not in summary:
+            if status == RunStatus.completed and summary.get("cost_usd") is None:
                 summary.update(_cost_fields(s.connection(), run_id, summary))
             run.summary = summary
         run.error = error
         s.add(run)
+        return dict(run.summary) if run.summary is not None else None
 
 
 def _cost_fields(conn: Connection, run_id: int, summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -757,18 +811,23 @@ def interaction_groups(engine: Engine, ids: Sequence[int]) -> dict[tuple[str, st
 
 def write_profile(engine: Engine, profile: EvaluatorProfile) -> int:
     """Store an evaluator profile; returns its id."""
+    return _add_row(engine, profile)
+
+
+def _add_row(engine: Engine, row: EvaluatorProfile | JudgeCalibration | RegressionReport) -> int:
+    """Store one new row in its own transaction; returns its id."""
     with session_scope(engine) as s:
-        s.add(profile)
+        s.add(row)
         s.flush()
-        assert profile.id is not None
-        return profile.id
+        assert row.id is not None
+        return row.id
 
 
 def scored_subject_ids(
     engine: Engine,
     evaluator: str,
     version: str,
-    subject_type: str = "interaction",
+    subject_type: SubjectType = SubjectType.interaction,
     among: Sequence[int] | None = None,
     *,
     config_hash: str | None = None,
@@ -846,7 +905,7 @@ def prune(
     # Dependents first; the same conditions serve the count and the delete.
     targets = [
         *(
-            (name, t, sa.and_(t.c.subject_type == "interaction", t.c.subject_id.in_(old)))
+            (name, t, sa.and_(t.c.subject_type == SubjectType.interaction, t.c.subject_id.in_(old)))
             for name, t in (("scores", sc), ("embeddings", em))
         ),
         ("feedback", fb, fb.c.interaction_id.in_(old)),
@@ -916,19 +975,9 @@ def put_judge_cache(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
 
 def insert_judge_calibration(engine: Engine, row: Mapping[str, Any]) -> int:
     """Store one judge-vs-human calibration result; returns its id."""
-    with session_scope(engine) as s:
-        cal = JudgeCalibration(**dict(row))
-        s.add(cal)
-        s.flush()
-        assert cal.id is not None
-        return cal.id
+    return _add_row(engine, JudgeCalibration(**dict(row)))
 
 
 def insert_regression_report(engine: Engine, row: Mapping[str, Any]) -> int:
     """Store one regression gate or canary comparison outcome; returns its id."""
-    with session_scope(engine) as s:
-        rep = RegressionReport(**dict(row))
-        s.add(rep)
-        s.flush()
-        assert rep.id is not None
-        return rep.id
+    return _add_row(engine, RegressionReport(**dict(row)))

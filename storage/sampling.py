@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import SubjectType
 from evalwatch.storage.models import Interaction, Score
 
 __all__ = ["SampleSpec", "hash_unit", "sample_interactions", "window_holds_traffic"]
@@ -97,7 +98,7 @@ def sample_interactions(engine: Engine, spec: SampleSpec) -> list[int]:
         evaluator, _, version = spec.unscored_by.partition("@")
         sc = Score.__table__  # type: ignore[attr-defined]
         scored = sa.select(sc.c.subject_id).where(
-            sc.c.subject_type == "interaction", sc.c.evaluator == evaluator
+            sc.c.subject_type == SubjectType.interaction, sc.c.evaluator == evaluator
         )
         if version:
             scored = scored.where(sc.c.evaluator_version == version)

@@ -16,8 +16,8 @@ the rest the database reading 1.4 M score rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import SubjectType
 from evalwatch.storage.membership import run_subject_ids
 from evalwatch.storage.models import (
     DriftReportRow,
@@ -49,11 +50,10 @@ __all__ = [
 
 # Interaction columns compared as numeric series (response_length is computed from the text).
 INTERACTION_COLUMNS = ("response_length", "latency_ms", "input_tokens", "output_tokens", "cost")
-_CHUNK = 20_000
 
 
 class Window(Protocol):
-    """A half-open time window ``[start, end)`` (e.g. :class:`evalwatch.runs.drift.TimeWindow`)."""
+    """A half-open time window ``[start, end)`` (e.g. a drift check's ``TimeWindow``)."""
 
     @property
     def start(self) -> datetime:
@@ -123,7 +123,7 @@ def run_subjects(engine: Engine, run_id: int) -> tuple[bool, npt.NDArray[np.int6
         exists = conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first() is not None
         if not exists:
             return False, np.empty(0, dtype=np.int64)
-        ids = conn.execute(run_subject_ids(run_id, "interaction")).scalars()
+        ids = conn.execute(run_subject_ids(run_id, SubjectType.interaction)).scalars()
         return True, np.fromiter(ids, dtype=np.int64)
 
 
@@ -146,6 +146,11 @@ class TrafficFrame:
         embedding_model: The embedding model loaded.
         rating_rows / rating_values / rating_ts: Rating feedback (row, 1-5 value, time).
         thumb_rows / thumb_down: Thumbs feedback (row, whether it was down).
+        score_keys: Evaluator -> the ``(evaluator_version, config_hash)`` whose scores the
+            score columns hold (the newest in the current window).
+        left_out: Evaluator -> rows that have ``ok`` scores of it under another version or
+            options, which the columns leave out (only evaluators with such scores).
+        left_out_keys: Evaluator -> the ``(evaluator_version, config_hash)`` left out.
     """
 
     ids: npt.NDArray[np.int64]
@@ -165,6 +170,9 @@ class TrafficFrame:
     rating_ts: npt.NDArray[np.datetime64]
     thumb_rows: npt.NDArray[np.intp]
     thumb_down: npt.NDArray[np.bool_]
+    score_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    left_out: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    left_out_keys: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -198,13 +206,66 @@ def _to_dt64(values: Sequence[Any]) -> npt.NDArray[np.datetime64]:
     return out
 
 
-def _chunks(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
-    """The rows of ``query`` in chunks (a server-side cursor on PostgreSQL).
+# --------------------------------------------------------------------------------------------
+# Bulk reads: the driver's own cursor, no SQLAlchemy rows
+# --------------------------------------------------------------------------------------------
 
-    Timestamps are selected as plain ``DateTime`` (naive UTC, as stored) for :func:`_to_dt64`.
+
+def _sql(conn: sa.Connection, query: sa.Select[Any]) -> str:
+    """The query as SQL text for the driver, values rendered (and escaped) by SQLAlchemy.
+
+    The bulk reads bypass SQLAlchemy's result rows (the cost of the old loader) and, on
+    PostgreSQL, run inside ``COPY``, which takes no bound parameters.
     """
-    result = conn.execution_options(stream_results=True, yield_per=_CHUNK).execute(query)
-    yield from result.partitions(_CHUNK)
+    return str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _fetchall(conn: sa.Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    """All rows of ``query`` as the driver's tuples (one ``fetchall``)."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(_sql(conn, query))
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def _pg_columns(conn: sa.Connection, query: sa.Select[Any], kinds: Sequence[str]) -> list[bytes]:
+    """PostgreSQL: each column of ``query`` as one binary buffer, for ``np.frombuffer``.
+
+    The server packs every column into one ``bytea`` (``string_agg`` of ``int8send`` /
+    ``float8send`` / the blob itself), so 100,000 rows cross as a handful of values. ``COPY
+    ... TO STDOUT (FORMAT binary)`` was measured first: psycopg hands it over one tuple per
+    call, about 15 µs a row. The aggregates of one query see the input rows in the same order,
+    so the buffers stay aligned; a NULL would be skipped, so callers ``COALESCE`` floats to NaN.
+
+    Args:
+        conn: An open PostgreSQL connection.
+        query: The query; its columns in order.
+        kinds: ``"int8"`` (big-endian int64), ``"float8"`` (big-endian float64) or ``"bytea"``
+            per column.
+
+    Returns:
+        One buffer per column (empty when the query has no rows).
+    """
+    send = {"int8": "int8send(t.c{i}::int8)", "float8": "float8send(t.c{i}::float8)"}
+    packed = ", ".join(
+        f"string_agg({send.get(kind, 't.c{i}').format(i=i)}, ''::bytea)"
+        for i, kind in enumerate(kinds)
+    )
+    labelled = query.with_only_columns(
+        *(c.label(f"c{i}") for i, c in enumerate(query.selected_columns))
+    )
+    sql = f"SELECT {packed} FROM ({_sql(conn, labelled)}) AS t"
+    dbapi: Any = conn.connection.driver_connection
+    with dbapi.cursor(binary=True) as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+    return [bytes(v) if v is not None else b"" for v in row] if row else [b""] * len(kinds)
+
+
+def _is_pg(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql"
 
 
 def _floats(values: Iterable[Any]) -> npt.NDArray[np.float64]:
@@ -224,12 +285,21 @@ def load_frame(
     apps: Sequence[str] = (),
     model_versions: Sequence[str] = (),
     embedding_model: str | None = None,
+    current: Window | None = None,
 ) -> TrafficFrame:
     """Load the interactions in any of ``windows`` (or scored by a run) with their data.
 
-    One query per table (interactions, scores, embeddings, feedback), each streamed in chunks
-    and turned into numpy arrays; a small extra query picks the embedding model when none is
-    given.
+    Each table is read in bulk through the driver: one ``SELECT`` into numpy on SQLite, and
+    ``COPY ... TO STDOUT (FORMAT binary)`` decoded with one ``frombuffer`` on PostgreSQL for
+    the wide reads (scores, embeddings). Scores are pivoted in SQL (one row per interaction,
+    one column per metric). Small extra queries find the score keys and the embedding model.
+    The steps: :func:`_read_interactions`, :func:`_read_scores`, :func:`_read_embeddings`,
+    :func:`_read_feedback`.
+
+    Like is compared with like: of each evaluator, only the scores of one evaluator version
+    and score-relevant options (``config_hash``) are loaded, the newest (most recently stored)
+    in ``current``, or in all the loaded rows where ``current`` holds none; rows with scores
+    under other keys are reported in ``left_out``.
 
     Args:
         engine: The store.
@@ -239,6 +309,8 @@ def load_frame(
         apps: Only these apps (empty: all).
         model_versions: Only these model versions (empty: all).
         embedding_model: Embedding model to load (default: the one with most rows).
+        current: The window whose newest scores pick each evaluator's version and options
+            (default: all the loaded rows).
 
     Returns:
         The frame, rows ordered by time.
@@ -246,233 +318,409 @@ def load_frame(
     Examples:
         >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
-        >>> from evalwatch.runs.drift import TimeWindow
+        >>> from evalwatch.checks.drift.outcome import TimeWindow
         >>> w = TimeWindow(start=datetime(2026, 11, 1, tzinfo=UTC),
         ...                end=datetime(2026, 11, 2, tzinfo=UTC))
         >>> len(load_frame(e, [w]))
         0
     """
     it = _it()
-    sc = Score.__table__  # type: ignore[attr-defined]
-    em = Embedding.__table__  # type: ignore[attr-defined]
-    fb = Feedback.__table__  # type: ignore[attr-defined]
     which: list[sa.ColumnElement[bool]] = [
         sa.and_(it.c.ts >= w.start, it.c.ts < w.end) for w in windows
     ]
     if baseline_run is not None:
         # A subquery, not a list of ids: no bound-parameter limit to respect.
-        which.append(it.c.id.in_(run_subject_ids(baseline_run, "interaction")))
-    where = [sa.or_(*which) if which else sa.false(), *_scope_filter(apps, model_versions)]
+        which.append(it.c.id.in_(run_subject_ids(baseline_run, SubjectType.interaction)))
+    scope = _scope_filter(apps, model_versions)
+    where = [sa.or_(*which) if which else sa.false(), *scope]
+    # "IN (ids of the window)" walks the interactions' time index and probes the other
+    # tables' (subject_type, subject_id) index; a join let SQLite scan every stored score.
+    in_window = sa.select(it.c.id).where(*where)
+    in_current = (
+        sa.select(it.c.id).where(it.c.ts >= current.start, it.c.ts < current.end, *scope)
+        if current is not None
+        else None
+    )
 
     with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            # Every row is read: plan server-side cursors for the whole result, not the first
-            # 10 % (with stale statistics after a bulk load, the first-rows plan of the scores
-            # query was a nested loop over every stored score).
-            conn.execute(sa.text("SET LOCAL cursor_tuple_fraction = 1.0"))
-        cols: list[list[Any]] = [[] for _ in range(9)]
-        q = (
-            sa.select(
-                it.c.id,
-                sa.type_coerce(it.c.ts, sa.DateTime()),
-                it.c.app,
-                it.c.model_version,
-                it.c.response,
-                it.c.latency_ms,
-                it.c.input_tokens,
-                it.c.output_tokens,
-                it.c.cost,
-            )
-            .where(*where)
-            .order_by(it.c.ts, it.c.id)
+        inter = _read_interactions(conn, where)
+        index = _RowIndex(inter.ids)
+        scores = _read_scores(conn, in_window, in_current, index)
+        emb_rows, embeddings, model = _read_embeddings(conn, in_window, index, embedding_model)
+        feedback = _read_feedback(conn, in_window, index)
+
+    return TrafficFrame(
+        ids=inter.ids,
+        ts=inter.ts,
+        app=inter.app,
+        model_version=inter.model_version,
+        responses=inter.responses,
+        numeric={**inter.numeric, **scores.columns},
+        binary=scores.binary,
+        evaluated=scores.evaluated,
+        errored=scores.errored,
+        emb_rows=emb_rows,
+        embeddings=embeddings,
+        embedding_model=model if embeddings is not None else None,
+        rating_rows=feedback.rating_rows,
+        rating_values=feedback.rating_values,
+        rating_ts=feedback.rating_ts,
+        thumb_rows=feedback.thumb_rows,
+        thumb_down=feedback.thumb_down,
+        score_keys=scores.keys,
+        left_out=scores.left_out,
+        left_out_keys=scores.left_out_keys,
+    )
+
+
+def _objects(values: Sequence[Any]) -> npt.NDArray[np.object_]:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+@dataclass(frozen=True)
+class _Interactions:
+    """The interaction columns of a frame."""
+
+    ids: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.datetime64]
+    app: npt.NDArray[np.object_]
+    model_version: npt.NDArray[np.object_]
+    responses: npt.NDArray[np.object_]
+    numeric: dict[str, npt.NDArray[np.float64]]
+
+
+def _read_interactions(
+    conn: sa.Connection, where: Sequence[sa.ColumnElement[bool]]
+) -> _Interactions:
+    """The interactions matching ``where``, ordered by time, as numpy columns."""
+    it = _it()
+    q = (
+        sa.select(
+            it.c.id,
+            it.c.ts,
+            it.c.app,
+            it.c.model_version,
+            it.c.response,
+            it.c.latency_ms,
+            it.c.input_tokens,
+            it.c.output_tokens,
+            it.c.cost,
         )
-        for part in _chunks(conn, q):
-            for store_col, values in zip(cols, zip(*part, strict=True), strict=True):
-                store_col.extend(values)
-        ids = _ints(cols[0])
-        n = ids.size
-        responses = np.empty(n, dtype=object)
-        responses[:] = cols[4]
-        numeric: dict[str, npt.NDArray[np.float64]] = {
+        .where(*where)
+        .order_by(it.c.ts, it.c.id)
+    )
+    rows = _fetchall(conn, q)
+    cols: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * 9
+    ids = _ints(cols[0])
+    n = ids.size
+    return _Interactions(
+        ids=ids,
+        ts=_to_dt64(cols[1]),
+        app=_objects(cols[2]),
+        model_version=_objects(cols[3]),
+        responses=_objects(cols[4]),
+        numeric={
             "response_length": np.fromiter((len(r) for r in cols[4]), dtype=np.float64, count=n),
             "latency_ms": _floats(cols[5]),
             "input_tokens": _floats(cols[6]),
             "output_tokens": _floats(cols[7]),
             "cost": _floats(cols[8]),
-        }
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
+        },
+    )
 
-        def rows_of(subject_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-            if n == 0:
-                return np.full(subject_ids.size, -1, dtype=np.intp)
-            pos = np.clip(np.searchsorted(sorted_ids, subject_ids), 0, n - 1)
-            return np.where(sorted_ids[pos] == subject_ids, order[pos], -1).astype(np.intp)
 
-        # --- scores: pivoted in SQL, one row per interaction and one column per metric ----
-        # (1.4 M score rows for 100,000 interactions cost far more as Python rows than the
-        # database's own aggregation). "IN (ids of the window)" walks the interactions' time
-        # index and probes the scores' (subject_type, subject_id) index; a join let SQLite
-        # scan every stored score.
-        in_window = sa.select(it.c.id).where(*where)
-        scored = [sc.c.subject_type == "interaction", sc.c.subject_id.in_(in_window)]
-        keys: list[tuple[str, str]] = []
-        if n:
-            keys = [
-                (str(ev), str(m))
-                for ev, m in conn.execute(
-                    sa.select(sc.c.evaluator, sc.c.metric)
-                    .where(*scored)
-                    .distinct()
-                    .order_by(sc.c.evaluator, sc.c.metric)
-                )
-            ]
-        ok = sc.c.status == "ok"
-        qs = (
-            sa.select(
-                sc.c.subject_id,
-                sa.func.max(sa.case((sc.c.status == "error", 1), else_=0)),
-                sa.func.sum(sa.case((ok, 1), else_=0)),
-                *(
-                    sa.func.max(
-                        sa.case((sa.and_(ok, sc.c.evaluator == ev, sc.c.metric == m), sc.c.value))
-                    )
-                    for ev, m in keys
-                ),
-            )
+class _RowIndex:
+    """Frame row of a subject id (-1 for ids outside the frame)."""
+
+    def __init__(self, ids: npt.NDArray[np.int64]) -> None:
+        self.ids = ids
+        self.n = int(ids.size)
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+
+    def rows_of(self, subject_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+        """Frame rows of ``subject_ids``."""
+        if self.n == 0:
+            return np.full(subject_ids.size, -1, dtype=np.intp)
+        pos = np.clip(np.searchsorted(self._sorted, subject_ids), 0, self.n - 1)
+        return np.where(self._sorted[pos] == subject_ids, self._order[pos], -1).astype(np.intp)
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Score metrics as frame columns, which rows were evaluated or errored, what was left out."""
+
+    columns: dict[str, npt.NDArray[np.float64]]
+    binary: set[str]
+    evaluated: npt.NDArray[np.bool_]
+    errored: npt.NDArray[np.bool_]
+    keys: dict[str, tuple[str, str]]
+    left_out: dict[str, npt.NDArray[np.bool_]]
+    left_out_keys: dict[str, list[tuple[str, str]]]
+
+
+def _sc() -> sa.Table:
+    return Score.__table__  # type: ignore[attr-defined]
+
+
+def _score_keys(
+    conn: sa.Connection, in_window: sa.Select[Any], in_current: sa.Select[Any] | None
+) -> tuple[list[tuple[str, str, str, str]], dict[str, tuple[str, str]]]:
+    """The stored score keys, and the ``(version, config_hash)`` compared per evaluator.
+
+    One ``DISTINCT`` over the score index (no table rows read) finds every
+    ``(evaluator, version, config_hash, metric)``; only an evaluator with several
+    ``(version, config_hash)`` costs one more query: its newest ``ok`` score in the current
+    window (or in every loaded row when the current window has none) names its key.
+
+    Returns:
+        ``(every key found, evaluator -> (version, config_hash) compared)``.
+    """
+    sc = _sc()
+    scored = [sc.c.subject_type == SubjectType.interaction, sc.c.subject_id.in_(in_window)]
+    found = [
+        (str(ev), str(ver), str(ch), str(m))
+        for ev, ver, ch, m in _fetchall(
+            conn,
+            sa.select(sc.c.evaluator, sc.c.evaluator_version, sc.c.config_hash, sc.c.metric)
             .where(*scored)
-            .group_by(sc.c.subject_id)
+            .distinct(),
         )
-        evaluated = np.zeros(n, dtype=np.bool_)
-        errored = np.zeros(n, dtype=np.bool_)
-        matrix = np.full((len(keys), n), np.nan)
-        n_ok = np.zeros(n, dtype=np.int64)
-        for part in _chunks(conn, qs) if keys else iter(()):
-            columns = list(zip(*part, strict=True))
-            rows = rows_of(_ints(columns[0]))
-            keep = rows >= 0
-            rows = rows[keep]
-            evaluated[rows] = True
-            errored[rows] = _ints(columns[1])[keep] > 0
-            n_ok[rows] = _ints([0 if v is None else v for v in columns[2]])[keep]
-            for k in range(len(keys)):
-                matrix[k, rows] = _floats(columns[3 + k])[keep]
-        # Several evaluator versions scored one metric of an interaction: re-read just those
-        # rows, oldest score first, so the most recently stored one wins.
-        redo = np.flatnonzero(n_ok > np.isfinite(matrix).sum(axis=0))
-        if redo.size:
-            index = {key: k for k, key in enumerate(keys)}
-            for start in range(0, redo.size, 5_000):
-                chunk = ids[redo[start : start + 5_000]].tolist()
-                q_redo = (
-                    sa.select(sc.c.subject_id, sc.c.evaluator, sc.c.metric, sc.c.value)
-                    .where(sc.c.subject_type == "interaction", ok, sc.c.subject_id.in_(chunk))
-                    .order_by(sc.c.id)
-                )
-                for sid, ev, m, v in conn.execute(q_redo):
-                    row = rows_of(np.array([sid], dtype=np.int64))[0]
-                    matrix[index[(ev, m)], row] = np.nan if v is None else v
-        binary: set[str] = set()
-        for k, (ev, m) in enumerate(keys):
-            col = matrix[k]
-            finite = col[np.isfinite(col)]
-            if finite.size == 0:
-                continue  # never stored with status ok in these windows
-            numeric[f"{ev}.{m}"] = col
-            if bool(np.isin(finite, (0.0, 1.0)).all()):
-                binary.add(f"{ev}.{m}")
+    ]
+    found.sort()
+    candidates: dict[str, set[tuple[str, str]]] = {}
+    for ev, ver, ch, _ in found:
+        candidates.setdefault(ev, set()).add((ver, ch))
+    chosen: dict[str, tuple[str, str]] = {}
+    for ev, keys in candidates.items():
+        newest = None
+        for rows in (in_current, in_window) if len(keys) > 1 else ():
+            if rows is None:
+                continue
+            newest = _newest_key(conn, ev, rows)
+            if newest is not None:
+                break
+        chosen[ev] = newest or max(keys)
+    return found, chosen
 
-        # --- embeddings ---------------------------------------------------------------
-        model = embedding_model
-        if model is None and n:
-            counted = conn.execute(
-                sa.select(em.c.model, sa.func.count())
-                .where(em.c.subject_type == "interaction", em.c.subject_id.in_(in_window))
-                .group_by(em.c.model)
-                .order_by(sa.func.count().desc(), em.c.model)
-                .limit(1)
-            ).first()
-            model = None if counted is None else str(counted[0])
-        emb_rows_l: list[npt.NDArray[np.intp]] = []
-        blobs: list[bytes] = []
-        dims: list[int] = []
-        if model is not None and n:
-            qe = sa.select(em.c.subject_id, em.c.dim, em.c.vector).where(
-                em.c.subject_type == "interaction",
-                em.c.subject_id.in_(in_window),
-                em.c.model == model,
+
+def _newest_key(
+    conn: sa.Connection, evaluator: str, rows: sa.Select[Any]
+) -> tuple[str, str] | None:
+    """The ``(version, config_hash)`` of the evaluator's most recently stored ok score."""
+    sc = _sc()
+    q = (
+        sa.select(sc.c.evaluator_version, sc.c.config_hash, sa.func.max(sc.c.id))
+        .where(
+            sc.c.subject_type == SubjectType.interaction,
+            sc.c.subject_id.in_(rows),
+            sc.c.evaluator == evaluator,
+            sc.c.status == "ok",
+        )
+        .group_by(sc.c.evaluator_version, sc.c.config_hash)
+    )
+    got = _fetchall(conn, q)
+    if not got:
+        return None
+    ver, ch, _ = max(got, key=lambda r: int(r[2]))
+    return str(ver), str(ch)
+
+
+def _read_scores(
+    conn: sa.Connection,
+    in_window: sa.Select[Any],
+    in_current: sa.Select[Any] | None,
+    index: _RowIndex,
+) -> _Scores:
+    """Scores pivoted in SQL: one row per interaction, one column per (evaluator, metric).
+
+    1.4 M score rows for 100,000 interactions cost far more as Python rows than the
+    database's own aggregation. Each column holds the evaluator's compared key only (see
+    :func:`_score_keys`); per evaluator with other keys, one more column flags the rows that
+    have ``ok`` scores under them (left out).
+    """
+    sc = _sc()
+    n = index.n
+    evaluated = np.zeros(n, dtype=np.bool_)
+    errored = np.zeros(n, dtype=np.bool_)
+    if not n:
+        return _Scores({}, set(), evaluated, errored, {}, {}, {})
+    found, chosen = _score_keys(conn, in_window, in_current)
+    others = {
+        ev: sorted({(ver, ch) for e, ver, ch, _ in found if e == ev} - {key})
+        for ev, key in chosen.items()
+    }
+    others = {ev: keys for ev, keys in others.items() if keys}
+    metrics = sorted({(ev, m) for ev, ver, ch, m in found if (ver, ch) == chosen[ev]})
+    if not metrics:
+        return _Scores({}, set(), evaluated, errored, chosen, {}, {})
+
+    def is_key(ev: str) -> sa.ColumnElement[bool]:
+        ver, ch = chosen[ev]
+        if ev not in others:
+            return sc.c.evaluator == ev  # its only key: no need to compare the others
+        return sa.and_(sc.c.evaluator == ev, sc.c.evaluator_version == ver, sc.c.config_hash == ch)
+
+    ok = sc.c.status == "ok"
+    aggregates = [
+        sa.func.max(sa.case((sc.c.status == "error", 1), else_=0)),
+        *(
+            sa.func.max(sa.case((sa.and_(ok, is_key(ev), sc.c.metric == m), sc.c.value)))
+            for ev, m in metrics
+        ),
+        *(
+            sa.func.max(
+                sa.case((sa.and_(ok, sc.c.evaluator == ev, sa.not_(is_key(ev))), 1), else_=0)
             )
-            for part in _chunks(conn, qe):
-                subj, dim, vec = zip(*part, strict=True)
-                emb_rows_l.append(rows_of(_ints(subj)))
-                dims.extend(dim)
-                blobs.extend(bytes(v) for v in vec)
-        embeddings: npt.NDArray[np.float32] | None = None
-        emb_rows = np.empty(0, dtype=np.intp)
-        if blobs:
-            emb_rows = np.concatenate(emb_rows_l)
-            dim_arr = np.asarray(dims)
-            main_dim = int(np.bincount(dim_arr).argmax())
-            good = (dim_arr == main_dim) & (emb_rows >= 0)
-            # One little-endian float16 buffer, decoded at once.
-            joined = b"".join(b for b, g in zip(blobs, good, strict=True) if g)
-            embeddings = np.frombuffer(joined, dtype="<f2").reshape(-1, main_dim).astype(np.float32)
-            emb_rows = emb_rows[good]
-            # Time order, like the interactions (the query did not sort).
-            by_row = np.argsort(emb_rows, kind="stable")
-            emb_rows, embeddings = emb_rows[by_row], embeddings[by_row]
+            for ev in others
+        ),
+    ]
+    pg = _is_pg(conn)
+    if pg:
+        # Never NULL: each column crosses as one packed buffer (see _pg_columns).
+        aggregates = [
+            sa.func.coalesce(sa.cast(a, sa.Float(53)), sa.literal_column("'NaN'::float8"))
+            for a in aggregates
+        ]
+    qs = (
+        sa.select(sa.cast(sc.c.subject_id, sa.BigInteger), *aggregates)
+        .where(sc.c.subject_type == SubjectType.interaction, sc.c.subject_id.in_(in_window))
+        .group_by(sc.c.subject_id)
+    )
+    width = len(aggregates)
+    if pg:
+        bufs = _pg_columns(conn, qs, ["int8"] + ["float8"] * width)
+        subjects = np.frombuffer(bufs[0], dtype=">i8").astype(np.int64)
+        matrix = np.column_stack([np.frombuffer(b, dtype=">f8") for b in bufs[1:]])
+        matrix = matrix.astype(np.float64).reshape(-1, width)
+    else:
+        # None -> NaN in the conversion.
+        table = np.array(_fetchall(conn, qs), dtype=np.float64).reshape(-1, width + 1)
+        subjects = table[:, 0].astype(np.int64)
+        matrix = table[:, 1:]
+    rows = index.rows_of(subjects)
+    keep = rows >= 0
+    rows, matrix = rows[keep], matrix[keep]
+    evaluated[rows] = True
+    errored[rows] = matrix[:, 0] > 0
+    out: dict[str, npt.NDArray[np.float64]] = {}
+    binary: set[str] = set()
+    for k, (ev, m) in enumerate(metrics):
+        col = np.full(n, np.nan)
+        col[rows] = matrix[:, 1 + k]
+        finite = col[np.isfinite(col)]
+        if finite.size == 0:
+            continue  # never stored with status ok in these windows
+        out[f"{ev}.{m}"] = col
+        if bool(np.isin(finite, (0.0, 1.0)).all()):
+            binary.add(f"{ev}.{m}")
+    left_out: dict[str, npt.NDArray[np.bool_]] = {}
+    for j, ev in enumerate(others):
+        flag = np.zeros(n, dtype=np.bool_)
+        flag[rows] = matrix[:, 1 + len(metrics) + j] > 0
+        left_out[ev] = flag
+    return _Scores(out, binary, evaluated, errored, chosen, left_out, others)
 
-        # --- feedback -----------------------------------------------------------------
-        qf = sa.select(
-            fb.c.interaction_id, fb.c.kind, fb.c.value, sa.type_coerce(fb.c.ts, sa.DateTime())
-        ).where(fb.c.interaction_id.in_(in_window), fb.c.kind.in_(["rating", "thumbs"]))
-        f_rows: list[npt.NDArray[np.intp]] = []
-        f_rating: list[npt.NDArray[np.bool_]] = []
-        f_val: list[npt.NDArray[np.float64]] = []
-        f_ts: list[Any] = []
-        for part in _chunks(conn, qf) if n else iter(()):
-            iid, kind, value, fts = zip(*part, strict=True)
-            f_rows.append(rows_of(_ints(iid)))
-            f_rating.append(np.fromiter((k == "rating" for k in kind), dtype=np.bool_))
-            f_val.append(_floats(value))
-            f_ts.extend(fts)
 
-    r_rows = np.empty(0, dtype=np.intp)
-    r_vals = np.empty(0, dtype=np.float64)
-    r_ts = np.empty(0, dtype="datetime64[us]")
-    t_rows = np.empty(0, dtype=np.intp)
-    t_down = np.empty(0, dtype=np.bool_)
-    if f_rows:
-        fr, is_rating, fv = np.concatenate(f_rows), np.concatenate(f_rating), np.concatenate(f_val)
-        usable = (fr >= 0) & np.isfinite(fv)
-        rating, thumbs = usable & is_rating, usable & ~is_rating
-        by_time = np.argsort(_to_dt64(f_ts)[rating], kind="stable")
-        r_rows, r_vals = fr[rating][by_time], fv[rating][by_time]
-        r_ts = _to_dt64(f_ts)[rating][by_time]
-        t_rows, t_down = fr[thumbs], fv[thumbs] < 0.5
+def _read_embeddings(
+    conn: sa.Connection, in_window: sa.Select[Any], index: _RowIndex, model: str | None
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32] | None, str | None]:
+    """One embedding model's vectors (default: the model with most rows), in time order.
 
-    app_arr = np.empty(n, dtype=object)
-    app_arr[:] = cols[2]
-    ver_arr = np.empty(n, dtype=object)
-    ver_arr[:] = cols[3]
-    return TrafficFrame(
-        ids=ids,
-        ts=_to_dt64(cols[1]),
-        app=app_arr,
-        model_version=ver_arr,
-        responses=responses,
-        numeric=numeric,
-        binary=binary,
-        evaluated=evaluated,
-        errored=errored,
-        emb_rows=emb_rows,
-        embeddings=embeddings,
-        embedding_model=model if embeddings is not None else None,
-        rating_rows=r_rows,
-        rating_values=r_vals,
-        rating_ts=r_ts,
-        thumb_rows=t_rows,
-        thumb_down=t_down,
+    Only vectors of the model's most common dimension are read, so all blobs have one length:
+    one ``frombuffer`` over them (SQLite: joined; PostgreSQL: COPY's records) decodes them.
+
+    Returns:
+        ``(frame row of each vector, vectors as float32 or None, the model)``.
+    """
+    em = Embedding.__table__  # type: ignore[attr-defined]
+    none = np.empty(0, dtype=np.intp), None, model
+    if not index.n:
+        return none
+    mine = [em.c.subject_type == SubjectType.interaction, em.c.subject_id.in_(in_window)]
+    counted = _fetchall(
+        conn,
+        sa.select(em.c.model, em.c.dim, sa.func.count())
+        .where(*mine)
+        .group_by(em.c.model, em.c.dim),
+    )
+    per_model: dict[str, int] = {}
+    for m, _, c in counted:
+        per_model[str(m)] = per_model.get(str(m), 0) + int(c)
+    if model is None and per_model:
+        model = min(per_model, key=lambda m: (-per_model[m], m))
+    dims = sorted(((-int(c), int(d)) for m, d, c in counted if str(m) == model))
+    if model is None or not dims:
+        return none
+    dim = dims[0][1]
+    qe = sa.select(sa.cast(em.c.subject_id, sa.BigInteger), em.c.vector).where(
+        *mine,
+        em.c.model == model,
+        em.c.dim == dim,
+        sa.func.length(em.c.vector) == 2 * dim,  # float16 bytes
+    )
+    if _is_pg(conn):
+        ids_buf, vectors = _pg_columns(conn, qe, ["int8", "bytea"])
+        subjects = np.frombuffer(ids_buf, dtype=">i8").astype(np.int64)
+        blob = np.frombuffer(vectors, dtype=np.uint8)
+    else:
+        rows = _fetchall(conn, qe)
+        subjects = _ints([r[0] for r in rows])
+        blob = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8)
+    if not subjects.size:
+        return none
+    emb_rows = index.rows_of(subjects)
+    # One little-endian float16 buffer, decoded at once.
+    embeddings = blob.view("<f2").reshape(-1, dim).astype(np.float32)
+    good = emb_rows >= 0
+    emb_rows, embeddings = emb_rows[good], embeddings[good]
+    # Time order, like the interactions (the query did not sort).
+    by_row = np.argsort(emb_rows, kind="stable")
+    return emb_rows[by_row], embeddings[by_row], model
+
+
+@dataclass(frozen=True)
+class _Feedback:
+    """Rating and thumbs feedback of the frame's rows."""
+
+    rating_rows: npt.NDArray[np.intp]
+    rating_values: npt.NDArray[np.float64]
+    rating_ts: npt.NDArray[np.datetime64]
+    thumb_rows: npt.NDArray[np.intp]
+    thumb_down: npt.NDArray[np.bool_]
+
+
+def _read_feedback(conn: sa.Connection, in_window: sa.Select[Any], index: _RowIndex) -> _Feedback:
+    """Ratings (time order, with their times) and thumbs (whether down) of the frame's rows."""
+    fb = Feedback.__table__  # type: ignore[attr-defined]
+    qf = sa.select(fb.c.interaction_id, fb.c.kind, fb.c.value, fb.c.ts).where(
+        fb.c.interaction_id.in_(in_window), fb.c.kind.in_(["rating", "thumbs"])
+    )
+    rows = _fetchall(conn, qf) if index.n else []
+    if not rows:
+        return _Feedback(
+            np.empty(0, dtype=np.intp),
+            np.empty(0, dtype=np.float64),
+            np.empty(0, dtype="datetime64[us]"),
+            np.empty(0, dtype=np.intp),
+            np.empty(0, dtype=np.bool_),
+        )
+    iid, kind, value, fts = zip(*rows, strict=True)
+    fr = index.rows_of(_ints(iid))
+    is_rating = np.fromiter((k == "rating" for k in kind), dtype=np.bool_, count=len(kind))
+    fv = _floats(value)
+    usable = (fr >= 0) & np.isfinite(fv)
+    rating, thumbs = usable & is_rating, usable & ~is_rating
+    ts = _to_dt64(fts)[rating]
+    by_time = np.argsort(ts, kind="stable")
+    return _Feedback(
+        rating_rows=fr[rating][by_time],
+        rating_values=fv[rating][by_time],
+        rating_ts=ts[by_time],
+        thumb_rows=fr[thumbs],
+        thumb_down=fv[thumbs] < 0.5,
     )
 
 

@@ -97,7 +97,6 @@ def _judge(tmp: pytest.TempPathFactory) -> BaseEvaluator[Any]:
     ev = JudgeEvaluator(
         rubrics=["helpfulness", "correctness"],
         settings=JudgeSettings(base_url=server.base_url, model="judge-contract"),
-        backoff_base_s=0.01,
     )
     ev.load()
     return ev

@@ -110,7 +110,7 @@ def server() -> Iterator[FakeJudgeServer]:
 
 def judge_for(srv: FakeJudgeServer, engine: Engine | None = None, **opts: Any) -> JudgeEvaluator:
     s = JudgeSettings(base_url=srv.base_url, model="judge-1", api_key=SecretStr("k"))
-    return JudgeEvaluator(settings=s, engine=engine, backoff_base_s=0.01, **opts)
+    return JudgeEvaluator(settings=s, engine=engine, **opts)
 
 
 def labelled(judge_scores: list[int], human_scores: list[int], prompts: list[str]) -> list[

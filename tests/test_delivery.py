@@ -505,7 +505,7 @@ def test_long_floats_and_pii_in_a_payload_still_make_valid_json(
 
 def test_redact_payload_walks_the_structure() -> None:
     from evalwatch.alerting.delivery import redact_payload
-    from evalwatch.ingest.redact import Redactor
+    from evalwatch.core.redact import Redactor
 
     payload = {
         "effect_size": 0.1234567890123456,

@@ -6,9 +6,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalwatch.runs import digest as digest_module
-from evalwatch.runs.common import summaries_from_frame
-from evalwatch.runs.digest import RunDigest
+from evalwatch.evaluators import digest as digest_module
+from evalwatch.evaluators.digest import RunDigest
+from evalwatch.evaluators.summary import MetricSummary, summarize
+
+
+def summaries_from_frame(frame: pd.DataFrame, by: str | None = None) -> list[MetricSummary]:
+    """The reference: :func:`summarize` over each metric's (and group's) whole column."""
+    out: list[MetricSummary] = []
+    keys = ["evaluator", "metric"] + ([by] if by else [])
+    for key, g in frame.groupby(keys, sort=True, dropna=False):
+        values = [v if s == "ok" else None for v, s in zip(g["value"], g["status"], strict=True)]
+        reasons = [
+            None if s == "ok" else f"{s}: {r}"
+            for s, r in zip(g["status"], g["reason"], strict=True)
+        ]
+        summary = summarize(str(key[0]), str(key[1]).split(".", 1)[1], values, reasons)
+        if by:
+            summary.model_version = str(key[2])
+        out.append(summary)
+    return out
 
 
 def _frame(n: int, seed: int = 0) -> pd.DataFrame:

@@ -33,6 +33,7 @@ from evalwatch.checks.drift import (
     two_proportion_test,
     wasserstein_normalised,
 )
+from evalwatch.reporting.drift_markdown import drift_report_markdown
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -559,13 +560,13 @@ def test_report_finds_nothing_between_two_windows_of_the_same_traffic(
     windows: dict[str, DriftInput],
 ) -> None:
     report = run_drift(windows["base"], windows["same"], DriftConfig(n_clusters=4))
-    assert not report.drift_found, report.to_markdown()
+    assert not report.drift_found, drift_report_markdown(report)
     assert report.moved() == []
     tests = {(r.test, r.feature) for r in report.results}
     assert ("mmd", "embeddings") in tests and ("two_proportion", "refusal") in tests
     assert ("rating_trend", "rating") in tests and ("psi", "latency_ms") in tests
     assert len(report.results) == 4 + 2 * 4 + 2 + 2
-    assert report.to_markdown().startswith("## Drift report: no drift")
+    assert drift_report_markdown(report).startswith("## Drift report: no drift")
 
 
 def test_report_finds_longer_responses_more_refusals_and_a_new_topic(
@@ -585,7 +586,7 @@ def test_report_finds_longer_responses_more_refusals_and_a_new_topic(
         if r.verdict == "drift":
             assert r.p_adjusted is not None and r.p_adjusted <= 0.05
             assert r.effect_size is not None and r.effect_size >= r.effect_floor
-    md = report.to_markdown()
+    md = drift_report_markdown(report)
     assert md.splitlines()[0].startswith("## Drift report: drift in")
     what_moved = md.split("### What moved")[1].split("### All tests")[0]
     assert "response_length" in what_moved and "refusal rate 4" in what_moved
@@ -624,7 +625,7 @@ def test_columns_missing_on_one_side_are_insufficient_not_skipped() -> None:
     assert by_feature[("chi_square", "rating")].verdict == "insufficient_data"
     assert all(r.verdict == "insufficient_data" for r in report.results)
     assert not report.drift_found
-    assert "### Insufficient data" in report.to_markdown()
+    assert "### Insufficient data" in drift_report_markdown(report)
 
 
 def test_pca_option_reduces_embeddings_and_still_detects(windows: dict[str, DriftInput]) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from evalwatch.checks.drift import DriftTestResult
 from evalwatch.ingest.pipeline import ingest
+from evalwatch.reporting.drift_markdown import drift_outcome_markdown
 from evalwatch.runs.drift import DriftParams, TimeWindow, check_drift
 from evalwatch.runs.traffic import TrafficParams, evaluate_traffic
 from evalwatch.settings import Settings
@@ -49,7 +50,7 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         spec = SampleSpec(start=start, end=end, rate=rate, seed=0)
         out = evaluate_traffic(engine, TrafficParams(sample=spec, evaluators=["embedding"]),
                                settings, progress=False)
-        assert not out.result.unavailable, out.result.unavailable
+        assert not out.summary.unavailable, out.summary.unavailable
     yield engine
     engine.dispose()
 
@@ -85,7 +86,7 @@ def test_last_three_days_vs_the_week_before_find_the_injected_shift(sample_store
     assert res[("mmd", "embeddings")].verdict == "drift"
 
     # The report leads with what moved, and the anomaly series see the longer responses.
-    md = out.to_markdown()
+    md = drift_outcome_markdown(out)
     assert md.startswith("## Drift check: drift in")
     assert "response_length: mean" in md.split("### Anomalies")[0]
     series = {a.feature: a for a in out.anomalies}

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from evalwatch.checks.drift import benjamini_hochberg
+from evalwatch.reporting.drift_markdown import drift_outcome_markdown
 from evalwatch.runs.drift import (
     DriftInputError,
     DriftParams,
@@ -268,7 +269,7 @@ def test_check_finds_the_shift_per_scope_and_stores_one_row_per_test(engine):
     drift_rows = [r for r in tested if r["verdict"] == "drift"]
     assert all(r["effect_size"] >= r["details"]["effect_floor"] for r in drift_rows)
     assert len(drift_rows) == len(out.moved())
-    md = out.to_markdown()
+    md = drift_outcome_markdown(out)
     assert md.startswith("## Drift check: drift in")
     assert md.index("### What moved") < md.index("### Anomalies") < md.index("### Scopes")
     assert "**overall** latency_ms: mean" in md

@@ -5,13 +5,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.base import EvaluatorUnavailable, Sample
 from evalwatch.evaluators.embedding import (
     DEFAULT_MODEL_ID,
     EmbeddingEvaluator,
     default_model_path,
 )
-from evalwatch.storage.models import ScoreStatus
 
 PAIRS = [
     ("How do I reset my password?", "Open Settings, choose Security, then Reset password.", None),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from evaluator_factories import tiny_detoxify_checkpoint
+from tests.evaluator_factories import tiny_detoxify_checkpoint
 from typer.testing import CliRunner
 
 from evalwatch.cli import app

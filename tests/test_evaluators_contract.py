@@ -7,17 +7,18 @@ from typing import Any
 
 import pytest
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators import evaluator_names
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     Evaluator,
+    MetricSpec,
     Sample,
     ScoreResult,
     config_hash,
     get_evaluator_class,
     options_hash,
 )
-from evalwatch.storage.models import ScoreStatus
 from tests.evaluator_factories import FACTORIES
 
 SAMPLES = [
@@ -79,9 +80,12 @@ def test_evaluator_contract(
     assert prov.config_hash == config_hash(ev.config)
     json.dumps(prov.config)
 
-    # Metrics are a non-empty list of distinct names.
-    metrics = ev.metrics
+    # Metrics are a non-empty list of distinct names, each declaring what it means.
+    assert ev.metrics and all(isinstance(m, MetricSpec) for m in ev.metrics)
+    metrics = ev.metric_names
     assert metrics and len(set(metrics)) == len(metrics)
+    # The catalogue knows every metric the configured evaluator stores, without it.
+    assert set(metrics) <= {m.name for m in type(ev).declared_metrics()}
 
     # Empty batch: no results, no error.
     empty = ev.evaluate([])

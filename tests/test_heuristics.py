@@ -5,9 +5,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.base import Sample
 from evalwatch.evaluators.heuristics import METRICS, HeuristicsEvaluator
-from evalwatch.storage.models import ScoreStatus
 
 
 def _scores(response: str, meta: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:

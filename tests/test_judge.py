@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.base import EvaluatorUnavailable, Sample, create_evaluator
 from evalwatch.evaluators.judge import JudgeEvaluator
 from evalwatch.evaluators.judge_client import (
@@ -22,17 +23,14 @@ from evalwatch.evaluators.judge_client import (
     JudgeClient,
     JudgeRequest,
     estimate_cost,
-    make_openai_client,
     parse_verdict,
-    retry_after_seconds,
 )
+from evalwatch.evaluators.openai_client import OpenAIEndpoint, retry_after_seconds
 from evalwatch.evaluators.rubrics import build_messages, load_rubric, neutralise
 from evalwatch.settings import JudgeSettings
-from evalwatch.storage.models import ScoreStatus
 from evalwatch.testing import FakeJudgeServer, fake_score
 
 KEY = "sk-test-DoNotLeakThisKey0123456789"
-FAST: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
 
 
 @pytest.fixture
@@ -56,7 +54,7 @@ def make_judge(
         "concurrency": 8,
     }
     s = JudgeSettings(**{**base, **(settings or {})})
-    return JudgeEvaluator(settings=s, engine=engine, **{**FAST, **options})
+    return JudgeEvaluator(settings=s, engine=engine, **options)
 
 
 def sample(i: int, response: str, **kw: Any) -> Sample:
@@ -570,7 +568,7 @@ def test_redaction_follows_settings_when_not_set(server: FakeJudgeServer) -> Non
 def test_registered_and_options_validated() -> None:
     ev = create_evaluator("judge", {"rubrics": ["helpfulness", "correctness"]})
     assert isinstance(ev, JudgeEvaluator)
-    assert ev.metrics == ["helpfulness", "correctness"]
+    assert ev.metric_names == ["helpfulness", "correctness"]
     with pytest.raises(ValueError, match="unknown rubric 'nonsense'"):
         create_evaluator("judge", {"rubrics": ["nonsense"]})
     with pytest.raises(ValueError, match="invalid options"):
@@ -621,8 +619,8 @@ def test_rubric_version_changes_the_config_hash_and_can_be_pinned(tmp_path: Path
 
 
 def test_client_can_be_passed_in(server: FakeJudgeServer) -> None:
-    oa = make_openai_client(server.base_url, SecretStr(KEY), 5.0)
-    jc = JudgeClient(oa, ClientOptions(concurrency=2))
+    endpoint = OpenAIEndpoint(server.base_url, SecretStr(KEY), timeout_s=5.0)
+    jc = JudgeClient(endpoint, ClientOptions(concurrency=2))
     r = load_rubric("coherence")
     reqs = [JudgeRequest("judge-1", r.name, r.version, build_messages(r, "q", f"a{i}"))
             for i in range(3)]
@@ -656,7 +654,7 @@ def test_evaluator_built_by_name_can_use_the_store(
     reset_settings()
     samples = [sample(1, "x"), sample(2, "y")]
     for _ in range(2):
-        ev = create_evaluator("judge", {"rubrics": ["helpfulness"], **FAST})
+        ev = create_evaluator("judge", {"rubrics": ["helpfulness"]})
         assert isinstance(ev, JudgeEvaluator) and ev.config.models == ["judge-env"]
         ev.use_store(sqlite_engine)
         assert all(s.status == ScoreStatus.ok for s in ev.evaluate(samples).scores)
@@ -665,8 +663,8 @@ def test_evaluator_built_by_name_can_use_the_store(
 
 
 def test_client_budget_needs_prices(server: FakeJudgeServer) -> None:
-    jc = JudgeClient(make_openai_client(server.base_url, SecretStr(KEY)),
-                     ClientOptions(budget_usd=1.0, prices={"other": (1.0, 1.0)}))
+    jc = JudgeClient.for_endpoint(server.base_url, SecretStr(KEY),
+                                  ClientOptions(budget_usd=1.0, prices={"other": (1.0, 1.0)}))
     r = load_rubric("coherence")
     with pytest.raises(ValueError, match="no price for"):
         jc.judge([JudgeRequest("judge-1", r.name, r.version, build_messages(r, "q", "a"))])

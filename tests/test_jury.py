@@ -10,17 +10,16 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.base import Sample
 from evalwatch.evaluators.judge import JudgeEvaluator
 from evalwatch.evaluators.jury import aggregate_outcomes, aggregate_scores
 from evalwatch.evaluators.rubrics import RubricScale
 from evalwatch.settings import JudgeSettings
-from evalwatch.storage.models import ScoreStatus
 from evalwatch.testing import FakeJudgeServer, fake_score
 
 SCALE = RubricScale(min=1, max=5)
 BINARY = RubricScale(min=0, max=1)
-FAST: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
 
 
 @pytest.mark.parametrize(
@@ -79,7 +78,7 @@ def server() -> Iterator[FakeJudgeServer]:
 def jury(srv: FakeJudgeServer, models: list[str], **options: Any) -> JudgeEvaluator:
     s = JudgeSettings(base_url=srv.base_url, model="unused", api_key=SecretStr("k"),
                       max_retries=1)
-    return JudgeEvaluator(models=models, settings=s, **{**FAST, **options})
+    return JudgeEvaluator(models=models, settings=s, **options)
 
 
 def test_jury_mean_and_disagreement_flag(server: FakeJudgeServer) -> None:

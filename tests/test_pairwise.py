@@ -9,9 +9,10 @@ import pytest
 from pydantic import SecretStr
 
 from evalwatch.checks.regression import MetricPolicy, compare_pairwise
+from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.base import Sample
 from evalwatch.evaluators.judge import JudgeEvaluator
-from evalwatch.evaluators.judge_client import ClientOptions, JudgeClient, make_openai_client
+from evalwatch.evaluators.judge_client import ClientOptions, JudgeClient
 from evalwatch.evaluators.pairwise import (
     PairItem,
     judge_pairs,
@@ -20,10 +21,7 @@ from evalwatch.evaluators.pairwise import (
 )
 from evalwatch.evaluators.rubrics import load_rubric
 from evalwatch.settings import JudgeSettings
-from evalwatch.storage.models import ScoreStatus
 from evalwatch.testing import FakeJudgeServer
-
-FAST: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
 
 
 @pytest.fixture
@@ -33,9 +31,10 @@ def server() -> Iterator[FakeJudgeServer]:
 
 
 def client_for(srv: FakeJudgeServer) -> JudgeClient:
-    return JudgeClient(
-        make_openai_client(srv.base_url, None, 5.0),
-        ClientOptions(concurrency=4, backoff_base_s=0.01, backoff_max_s=0.05),
+    return JudgeClient.for_endpoint(
+        srv.base_url,
+        None,
+        ClientOptions(concurrency=4, timeout_s=5.0),
     )
 
 
@@ -106,9 +105,10 @@ def test_position_biased_judge_gives_ties_and_full_inconsistency() -> None:
 def test_failed_order_is_an_error_not_a_verdict(server: FakeJudgeServer) -> None:
     items = [pair(1, 5, 1), PairItem(item_id="bad", prompt="p", candidate="c [[fault=500]]",
                                      baseline="b")]
-    jc = JudgeClient(
-        make_openai_client(server.base_url, None, 5.0),
-        ClientOptions(max_retries=1, backoff_base_s=0.01),
+    jc = JudgeClient.for_endpoint(
+        server.base_url,
+        None,
+        ClientOptions(max_retries=1, timeout_s=5.0),
     )
     report = judge_pairs(jc, load_rubric("helpfulness"), ["judge-1"], items)
     jc.close()
@@ -138,7 +138,7 @@ def test_duplicate_item_ids_are_refused(server: FakeJudgeServer) -> None:
 
 def test_evaluator_pairwise_mode(server: FakeJudgeServer) -> None:
     s = JudgeSettings(base_url=server.base_url, model="judge-1", api_key=SecretStr("k"))
-    judge = JudgeEvaluator(rubrics=["helpfulness"], mode="pairwise", settings=s, **FAST)
+    judge = JudgeEvaluator(rubrics=["helpfulness"], mode="pairwise", settings=s)
     samples = [
         Sample(subject_id=1, prompt="q", response="[[score=5]]",
                meta={"baseline_response": "[[score=3]]"}),
@@ -151,7 +151,7 @@ def test_evaluator_pairwise_mode(server: FakeJudgeServer) -> None:
     scores = judge.evaluate(samples).scores
     report = judge.last_pairwise["helpfulness"]
     judge.close()
-    assert judge.metrics == ["helpfulness_pairwise"]
+    assert judge.metric_names == ["helpfulness_pairwise"]
     assert [(s.label, s.value) for s in scores[:3]] == [("win", 1.0), ("tie", 0.5),
                                                         ("loss", 0.0)]
     assert all(s.details and s.details["position_consistent"] is True for s in scores[:3])

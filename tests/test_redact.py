@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evalwatch.ingest import redact as R
-from evalwatch.ingest.redact import PII_KINDS, Finding, Redactor, luhn_ok, mask
+from evalwatch.core import redact as R
+from evalwatch.core.redact import PII_KINDS, Finding, Redactor, luhn_ok, mask
 
 REPO = Path(__file__).resolve().parent.parent
 

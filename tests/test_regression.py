@@ -24,6 +24,7 @@ from evalwatch.checks.regression import (
     sign_test,
     two_proportion,
 )
+from evalwatch.reporting.gate_report import gate_markdown, gate_text
 
 FAST = GatePolicy(n_bootstrap=2_000)
 
@@ -528,10 +529,10 @@ def test_metric_missing_on_one_side_is_explicit() -> None:
 def test_reports_render_and_round_trip() -> None:
     base, cand, tags = sliced_case(slice_drop=0.1)
     report = run_gate(base, cand, tags, FAST, meta={"dataset": "support-qa"})
-    text = report.to_text()
+    text = gate_text(report)
     assert text.startswith("evalwatch gate: REGRESSION")
     assert "billing" in text and "q0007" in text and "sim" in text
-    md = report.to_markdown()
+    md = gate_markdown(report)
     assert md.startswith("## evalwatch gate: REGRESSION")
     assert "| billing | sim |" in md
     data = json.loads(report.to_json())
@@ -673,7 +674,7 @@ def test_run_canary_exit_codes() -> None:
     np.testing.assert_allclose(
         floats([m.p_adjusted for m in worse.metrics]), holm([m.p_value for m in worse.metrics])
     )
-    assert "thumbs_down_rate" in worse.to_text()
+    assert "thumbs_down_rate" in gate_text(worse)
 
     same = run_canary({"sim": rng.normal(0.8, 0.1, 500)}, {"sim": rng.normal(0.8, 0.1, 500)}, FAST)
     assert same.verdict == "pass" and same.exit_code() == 0

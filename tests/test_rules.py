@@ -10,24 +10,37 @@ import numpy as np
 import pytest
 
 from evalwatch.checks.rules import (
-    BUILTIN_METRICS,
     DEFAULT_RULES_PATH,
     Rule,
     RulesError,
+    RulesFile,
     RuleState,
     aggregate,
-    check_rules,
     complete_windows,
     decide,
     evaluate_window,
     format_scope_key,
     item_filter,
-    load_rules,
     parse_aggregation,
     parse_scope_key,
     render_parameters,
     transition,
 )
+from evalwatch.checks.rules import check_rules as _check_rules
+from evalwatch.checks.rules import load_rules as _load_rules
+from evalwatch.evaluators.metrics import metric_catalogue
+
+# The metrics the registered evaluators declare: what the CLI and the alerting engine pass in
+# (the checks layer knows no evaluators).
+KNOWN = frozenset(metric_catalogue())
+
+
+def check_rules(path: Path, known_metrics=KNOWN, known_channels=None) -> list[str]:
+    return _check_rules(path, known_metrics, known_channels)
+
+
+def load_rules(path: Path | None = None, known_metrics=KNOWN) -> RulesFile:
+    return _load_rules(path, known_metrics)
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 
@@ -185,11 +198,13 @@ def test_known_metrics_and_channels_extend_the_file(tmp_path: Path) -> None:
                   .replace("[ops]", "[ops, pager]"))
     errors = check_rules(path)
     assert len(errors) == 2
-    assert check_rules(path, known_metrics=BUILTIN_METRICS | {"mine.score"},
+    assert check_rules(path, known_metrics=KNOWN | {"mine.score"},
                        known_channels={"pager"}) == []
     declared = _write(tmp_path, "metrics: [mine.score]\n" + HEADER + GOOD_RULE.replace(
         "toxicity.safety", "mine.score"))
     assert check_rules(declared) == []
+    # Without a catalogue (the checks layer alone), metric names are not checked at all.
+    assert _check_rules(path, known_channels={"pager"}) == []
 
 
 def test_every_aggregation_and_selector_kind_is_accepted(tmp_path: Path) -> None:

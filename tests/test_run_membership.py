@@ -23,6 +23,7 @@ from evalwatch.evaluators.embedding import EmbeddingConfig, EmbeddingEvaluator
 from evalwatch.evaluators.heuristics import HeuristicsConfig, HeuristicsEvaluator
 from evalwatch.evaluators.runner import RunResult, run_evaluation
 from evalwatch.runs.common import run_summary_from_store
+from evalwatch.runs.summary import RunSummary
 from evalwatch.runs.traffic import TrafficParams, evaluate_traffic
 from evalwatch.settings import Settings
 from evalwatch.storage.alerts import AggSpec, SeriesSpec, run_aggregates
@@ -83,7 +84,7 @@ def _run(engine: Engine, evaluators: list[Any], ids: list[int]) -> RunResult:
 def _metric(result_or_summary: Any, name: str) -> Any:
     metrics = (
         result_or_summary.metrics
-        if isinstance(result_or_summary, RunResult)
+        if isinstance(result_or_summary, RunResult | RunSummary)
         else result_or_summary["metrics"]
     )
     for m in metrics:
@@ -152,20 +153,20 @@ def test_rerun_and_overlapping_window_reuse_and_report_the_whole_sample(engine: 
     _ids(engine)
     settings = Settings()
     first = evaluate_traffic(engine, _window(0, 12), settings, progress=False)
-    assert first.result.scores_written == 12 * HEURISTICS_METRICS
+    assert first.summary.scores_written == 12 * HEURISTICS_METRICS
 
     # The same parameters again: the same run, nothing new to score, the whole run reported.
     rerun = evaluate_traffic(engine, _window(0, 12), settings, progress=False)
     assert rerun.prepared.resumed and rerun.prepared.run_id == first.prepared.run_id
-    assert rerun.result.scores_written == 0
-    assert _metric(rerun.result, "response_chars")["count"] == 12
+    assert rerun.summary.scores_written == 0
+    assert _metric(rerun.summary, "response_chars")["count"] == 12
 
     # The next window overlaps the first by 6 hours: 6 interactions reused, 6 scored.
     later = evaluate_traffic(engine, _window(6, 18), settings, progress=False)
     assert later.prepared.run_id != first.prepared.run_id
-    assert later.result.scores_written == 6 * HEURISTICS_METRICS
-    assert later.result.scores_reused == 6 * HEURISTICS_METRICS
-    assert _metric(later.result, "response_chars")["count"] == 12
+    assert later.summary.scores_written == 6 * HEURISTICS_METRICS
+    assert later.summary.scores_reused == 6 * HEURISTICS_METRICS
+    assert _metric(later.summary, "response_chars")["count"] == 12
     stored = get_run(engine, later.prepared.run_id)
     assert stored is not None and stored.summary is not None
     assert _metric(stored.summary, "response_chars")["count"] == 12

@@ -1,4 +1,8 @@
-"""run_evaluation over a real store (SQLite file and PostgreSQL)."""
+"""run_evaluation over a real store (SQLite file and PostgreSQL).
+
+The runner scores and stores; marking the run completed or failed is its job's
+(:func:`evalwatch.runs.lifecycle.run_lifecycle`), tested at the end through the shared steps.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from evaluator_factories import tiny_detoxify_checkpoint
 from sqlalchemy.engine import Engine
 
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
+    MetricSpec,
     Sample,
     ScoreResult,
 )
@@ -24,6 +28,8 @@ from evalwatch.evaluators.heuristics import HeuristicsEvaluator
 from evalwatch.evaluators.runner import run_evaluation
 from evalwatch.evaluators.summary import summarize
 from evalwatch.evaluators.toxicity import ToxicityEvaluator
+from evalwatch.runs.common import evaluate_here
+from evalwatch.runs.summary import RunPlan
 from evalwatch.storage.models import DatasetItem, RunStatus
 from evalwatch.storage.repo import (
     create_run,
@@ -32,6 +38,7 @@ from evalwatch.storage.repo import (
     insert_model_outputs,
     register_dataset,
 )
+from tests.evaluator_factories import tiny_detoxify_checkpoint
 
 N = 12
 
@@ -94,8 +101,8 @@ class Exploding(BaseEvaluator[EvaluatorConfig]):
     Config = EvaluatorConfig
 
     @property
-    def metrics(self) -> list[str]:
-        return ["length"]
+    def metrics(self) -> list[MetricSpec]:
+        return [MetricSpec(name="length")]
 
     def evaluate(self, samples: Sequence[Sample]) -> BatchResult:
         if any("BOOM" in s.response for s in samples):
@@ -192,7 +199,7 @@ def test_scores_embeddings_profiles_with_provenance(
     tox = next(p for p in res.profiles if p.evaluator == "toxicity")
     assert tox.n_tokens and tox.tokens_per_s
 
-    # The summary matches the stored scores, and the run is completed with it.
+    # The summary matches the stored scores; the run's status is left to its job.
     relevance = [r["value"] for r in rows if r["metric"] == "relevance"]
     expected = summarize("embedding", "relevance", relevance)
     got = next(m for m in res.metrics if m.metric == "relevance")
@@ -201,8 +208,7 @@ def test_scores_embeddings_profiles_with_provenance(
     assert got.ci_low == pytest.approx(expected.ci_low)
     assert {m.model_version for m in res.by_model_version} == {"v1", "v2"}
     stored = get_run(engine, run.id)
-    assert stored is not None and stored.status == RunStatus.completed
-    assert stored.summary is not None and stored.summary["n_subjects"] == N
+    assert stored is not None and stored.status == RunStatus.running
 
 
 def test_rerun_is_idempotent(engine: Engine, toxicity_options: dict[str, Any]) -> None:
@@ -242,9 +248,6 @@ def test_unavailable_evaluator_does_not_stop_the_others(engine: Engine, tmp_path
     assert "evaluator_options.toxicity.checkpoint" in res.unavailable["toxicity"]
     assert res.scores_written == N * 6
     assert {r["evaluator"] for r in _scores(engine)} == {"heuristics"}
-    stored = get_run(engine, run.id)
-    assert stored is not None and stored.status == RunStatus.completed
-    assert stored.summary is not None and "toxicity" in stored.summary["unavailable"]
 
 
 def test_only_unavailable_evaluators_fail_the_run(engine: Engine, tmp_path: Any) -> None:
@@ -252,8 +255,15 @@ def test_only_unavailable_evaluators_fail_the_run(engine: Engine, tmp_path: Any)
     run = create_run(engine, "traffic")
     assert run.id is not None
     broken = ToxicityEvaluator(device="cpu", checkpoint=str(tmp_path / "missing.ckpt"))
-    res = run_evaluation(engine, [broken], ids, run_id=run.id, progress=False)
-    assert res.scores_written == 0
+    plan = RunPlan(
+        run_id=run.id,
+        kind="traffic",
+        subject_type="interaction",
+        evaluators=["toxicity"],
+        batch_size=5,
+    )
+    finished = evaluate_here(engine, plan, [broken], ids, progress=False)
+    assert finished.summary.scores_written == 0 and "toxicity" in finished.summary.unavailable
     stored = get_run(engine, run.id)
     assert stored is not None and stored.status == RunStatus.failed
     assert stored.error and "no evaluator could start" in stored.error

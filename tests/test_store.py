@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from evalwatch.core import RunStatus
 from evalwatch.storage.db import current_revision, head_revision, upgrade
-from evalwatch.storage.models import RunStatus
 from evalwatch.storage.repo import (
     create_run,
     finish_run,

@@ -61,7 +61,7 @@ def _samples(texts: list[str] = TEXTS) -> list[Sample]:
 def test_labels_come_from_the_checkpoint_with_detoxify_names(ev: ToxicityEvaluator) -> None:
     assert isinstance(ev.detoxify, Detoxify)
     assert ev.labels == ORIGINAL
-    assert ev.metrics == [*ORIGINAL, "safety"]
+    assert ev.metric_names == [*ORIGINAL, "safety"]
     assert ev.max_tokens == MAX_LEN
 
 
@@ -146,7 +146,7 @@ def test_class_list_of_the_checkpoint_decides_the_metrics(tmp_path: Path) -> Non
     ]
     ckpt, _base = build_random_checkpoint(tmp_path, classes=classes, max_length=MAX_LEN)
     e = ToxicityEvaluator(model_type="unbiased", device="cpu", checkpoint=str(ckpt))
-    assert e.metrics == [*classes, "safety"]  # documented labels before loading
+    assert e.metric_names == [*classes, "safety"]  # documented labels before loading
     out = e.evaluate(_samples(["hello there"]))
     assert [r.metric for r in out.scores] == [*classes, "safety"]
 
@@ -258,7 +258,7 @@ def test_auto_without_detoxify_weights_scores_with_the_embedded_model_and_says_w
     with caplog.at_level("DEBUG", logger="evalwatch.evaluators.toxicity"):
         e.load()
     assert e.backend == EMBEDDED_BACKEND
-    assert e.metrics == ["offensive", "safety"]  # no detoxify label it does not have
+    assert e.metric_names == ["offensive", "safety"]  # no detoxify label it does not have
     assert e.source is not None
     assert "alt-profanity-check==" in e.source and "detoxify is not available" in e.source
     assert "HF_HUB_OFFLINE" in e.source  # names what to change to get detoxify

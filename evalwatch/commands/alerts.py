@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,6 +16,7 @@ from evalwatch.commands.common import (
     print_queued_notifications,
     unavailable,
 )
+from evalwatch.core import AlertStatus
 from evalwatch.storage.alerts import (
     AlertLifecycleError,
     acknowledge_alert,
@@ -27,7 +28,7 @@ from evalwatch.storage.models import Alert, utcnow
 alerts_app = typer.Typer(help="Alerts: list, acknowledge, resolve, evaluate.", no_args_is_help=True)
 
 StatusOpt = Annotated[
-    Literal["open", "acknowledged", "resolved"] | None,
+    AlertStatus | None,
     typer.Option("--status", help="Only alerts with this status."),
 ]
 

@@ -6,7 +6,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, overload
 
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.engine import Engine
 
+from evalwatch.core import parse_duration
 from evalwatch.evaluators.base import DEFAULT_EVALUATORS
 from evalwatch.files import InputFileError, read_input_text
 from evalwatch.settings import Settings, get_settings
@@ -47,7 +48,6 @@ __all__ = [
     "finish_gate_report",
     "flag_names",
     "open_store",
-    "parse_duration",
     "parse_time",
     "print_alert_changes",
     "print_error",
@@ -70,9 +70,6 @@ EXIT_UNAVAILABLE = 3
 
 console = Console()
 err_console = Console(stderr=True)
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def print_error(message: str) -> None:
@@ -252,7 +249,9 @@ def finish_gate_report(
     else:
         if header:
             typer.echo(header + "\n")
-        typer.echo(report.to_text())
+        from evalwatch.reporting.gate_report import gate_text
+
+        typer.echo(gate_text(report))
         if details:
             typer.echo("\n" + details)
         if left:
@@ -269,19 +268,6 @@ def finish_gate_report(
     code = report.exit_code()
     if code != EXIT_OK:
         raise typer.Exit(code)
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse ``90d``, ``24h``, ``30m``, ``2w`` or ``45s``.
-
-    Examples:
-        >>> parse_duration("36h")
-        datetime.timedelta(days=1, seconds=43200)
-    """
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"bad duration {text!r}; use a number and one of s, m, h, d, w (e.g. 7d)")
-    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:

@@ -20,10 +20,10 @@ from evalwatch.commands.common import (
     bad_input,
     finish_gate_report,
     open_store,
-    parse_duration,
     parse_time,
     validation_message,
 )
+from evalwatch.core import parse_duration
 
 __all__ = ["compare", "register"]
 

@@ -11,8 +11,8 @@ from evalwatch.commands.common import (
     bad_input,
     confirm_or_refuse,
     console,
-    parse_duration,
 )
+from evalwatch.core import parse_duration
 from evalwatch.storage.db import current_revision, head_revision, make_engine, upgrade
 from evalwatch.storage.repo import prune
 

@@ -16,6 +16,7 @@ from evalwatch.settings import Settings, reset_settings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from evalwatch.ingest.pipeline import IngestResult
     from evalwatch.storage.sampling import SampleSpec
 
 DATA = Path(__file__).resolve().parents[2] / "datasets"
@@ -116,7 +117,7 @@ def _estimate_judge(
         for n, r in enumerate(_jsonl(files[fname]))
     ]
     console.print(
-        f"judge: {settings.judge.model} at {settings.judge.resolved_base_url()}; "
+        f"judge: {settings.judge.model} at {settings.judge.base_url}; "
         f"{len(traffic)} sampled interactions on {JUDGE_TRAFFIC_RUBRIC}, and the baseline and "
         f"both candidates on {len(items)} support-qa items ({JUDGE_DATASET}) on "
         f"{JUDGE_GATE_RUBRIC} for the gate",
@@ -149,6 +150,7 @@ def _print_toxicity_model(engine: Engine, run_id: int) -> None:
 
 def _judge_gates(engine: Engine, settings: Settings, url: str, files: dict[str, Path]) -> None:
     """Gate both candidates on the judged slice: the judge rubric beside the other metrics."""
+    from evalwatch.flows._runtime import with_task_runner
     from evalwatch.flows.dataset import evaluate_dataset
     from evalwatch.ingest.datasets import load_dataset
     from evalwatch.runs.dataset import DatasetParams
@@ -157,7 +159,7 @@ def _judge_gates(engine: Engine, settings: Settings, url: str, files: dict[str, 
     options = {"judge": _judge_options(settings, JUDGE_GATE_RUBRIC)}
     evaluators = [*GATE_EVALUATORS, "judge"]
     load_dataset(engine, files["items"], JUDGE_DATASET)
-    baseline: dict[str, Any] = evaluate_dataset(
+    baseline: dict[str, Any] = with_task_runner(evaluate_dataset, settings)(
         params=DatasetParams(
             dataset=JUDGE_DATASET,
             outputs_file=str(files[BASELINE_PREDICTIONS]),
@@ -207,11 +209,11 @@ def demo(
     ] = DEMO_EVALUATORS,
 ) -> None:
     """Ingest, validate, sample, evaluate, check and report on the bundled sample data."""
-    from evalwatch.commands.run import print_run_summary
-    from evalwatch.ingest.datasets import load_dataset
-    from evalwatch.ingest.pipeline import ingest
+    from evalwatch.evaluators.judge import endpoint_configured
+    from evalwatch.reporting.location import report_folder
     from evalwatch.storage.db import get_engine
     from evalwatch.storage.repo import checkpoint, table_counts
+    from evalwatch.storage.sampling import SampleSpec
 
     url = _fresh_store(out)
     # The flows read their settings from the environment, like a deployment would.
@@ -226,6 +228,40 @@ def demo(
     engine = get_engine(url)
     console.print(f"store: {url}")
 
+    result = _ingest_step(engine, settings, data)
+    _dataset_step(engine, data)
+    names = [n.strip() for n in evaluators.split(",") if n.strip() and n.strip() != "judge"]
+    judge_on = endpoint_configured(settings.judge)
+    judge_spec = SampleSpec(max_items=JUDGE_ITEMS, seed=0)
+    judge_files = _prepare_judge(engine, settings, data, out, judge_spec, judge_on)
+    traffic = _traffic_step(engine, settings, url, names)
+    if judge_on:
+        _judge_traffic_step(settings, url, judge_spec)
+    dataset = _baseline_step(settings, url, data)
+    # Where the flows put the run reports: demo-out/reports/ beside the store by default.
+    drift_html = report_folder(settings) / "drift.html"
+    _drift_step(engine, settings, drift_html)
+    _gate_step(engine, settings, url, data, str(dataset["model"]), judge_files)
+    overview_path = report_folder(settings) / "overview.html"
+    _overview_step(engine, overview_path)
+
+    counts = table_counts(engine)
+    # The store file alone holds the whole demo: copying demo-out/evalwatch.db is enough.
+    checkpoint(engine)
+    _step("summary")
+    console.print(", ".join(f"{n} {t}" for t, n in counts.items()))
+    console.print(f"traffic report: {traffic.get('report')}")
+    console.print(f"test-set report: {dataset.get('report')}")
+    console.print(f"drift report: {drift_html}")
+    console.print(f"operations overview: {overview_path}")
+    if result.quarantined:
+        err_console.print(f"{result.quarantined} sample rows were quarantined (see above)")
+
+
+def _ingest_step(engine: Engine, settings: Settings, data: Path) -> IngestResult:
+    """Step 1: ingest the sample traffic, saying what was quarantined and why."""
+    from evalwatch.ingest.pipeline import ingest
+
     t0 = _step("1. ingest and validate the sample traffic")
     result = ingest(engine, [data / "sample_traffic.jsonl"], settings=settings, progress=True)
     console.print(
@@ -235,6 +271,12 @@ def demo(
     for reason, n in result.reasons.most_common(5):
         console.print(f"  quarantined {n}: {reason}")
     _done(t0)
+    return result
+
+
+def _dataset_step(engine: Engine, data: Path) -> None:
+    """Step 2: load the support-qa test set."""
+    from evalwatch.ingest.datasets import load_dataset
 
     t0 = _step("2. load the support-qa test set")
     loaded = load_dataset(engine, data / "support-qa.jsonl", "support-qa")
@@ -242,67 +284,94 @@ def demo(
     console.print(f"support-qa version {loaded.dataset.version}: {loaded.items} items")
     _done(t0)
 
-    from evalwatch.evaluators.judge import ENDPOINT_HINT, endpoint_configured
-    from evalwatch.storage.sampling import SampleSpec
 
-    names = [n.strip() for n in evaluators.split(",") if n.strip() and n.strip() != "judge"]
-    judge_on = endpoint_configured(settings.judge)
-    judge_spec = SampleSpec(max_items=JUDGE_ITEMS, seed=0)
-    judge_files: dict[str, Path] = {}
-    if judge_on:
-        judge_files = _judge_slice(data, out / "judge-sample")
-        _estimate_judge(engine, settings, judge_spec, judge_files)
-    else:
+def _prepare_judge(
+    engine: Engine, settings: Settings, data: Path, out: Path, spec: SampleSpec, judge_on: bool
+) -> dict[str, Path]:
+    """With a judge endpoint, slice the judged items and print the cost; else say it is skipped.
+
+    Returns:
+        The judged slice's files (see :func:`_judge_slice`); empty without a judge.
+    """
+    from evalwatch.evaluators.judge import ENDPOINT_HINT
+
+    if not judge_on:
         console.print(
             f"[yellow]judge:[/yellow] skipped — {ENDPOINT_HINT}, to add LLM-as-judge scores "
             f"on {JUDGE_ITEMS} items and a judge gate",
             highlight=False,
         )
+        return {}
+    files = _judge_slice(data, out / "judge-sample")
+    _estimate_judge(engine, settings, spec, files)
+    return files
 
-    t0 = _step("3. sample, validate and evaluate the traffic (Prefect flow evaluate-traffic)")
+
+def _traffic_step(engine: Engine, settings: Settings, url: str, names: list[str]) -> dict[str, Any]:
+    """Step 3: the evaluate-traffic flow over the sampled traffic; returns its summary."""
+    from evalwatch.commands.run import print_run_summary
+    from evalwatch.flows._runtime import with_task_runner
     from evalwatch.flows.traffic import evaluate_traffic
     from evalwatch.runs.traffic import TrafficParams
 
-    traffic = evaluate_traffic(
+    t0 = _step("3. sample, validate and evaluate the traffic (Prefect flow evaluate-traffic)")
+    traffic: dict[str, Any] = with_task_runner(evaluate_traffic, settings)(
         params=TrafficParams(evaluators=names, batch_size=1024), database_url=url
     )
     print_run_summary(traffic)
     _print_toxicity_model(engine, int(traffic["run_id"]))
     _done(t0)
+    return traffic
 
-    if judge_on:
-        t0 = _step(f"3b. the judge on {JUDGE_ITEMS} sampled interactions ({JUDGE_TRAFFIC_RUBRIC})")
-        judged = evaluate_traffic(
-            params=TrafficParams(
-                sample=judge_spec,
-                evaluators=["judge"],
-                evaluator_options={"judge": _judge_options(settings, JUDGE_TRAFFIC_RUBRIC)},
-            ),
-            database_url=url,
-        )
-        print_run_summary(judged)
-        _done(t0)
 
-    t0 = _step("4. evaluate the baseline model on support-qa (Prefect flow evaluate-dataset)")
+def _judge_traffic_step(settings: Settings, url: str, spec: SampleSpec) -> None:
+    """Step 3b: the judge on a bounded sample of the traffic."""
+    from evalwatch.commands.run import print_run_summary
+    from evalwatch.flows._runtime import with_task_runner
+    from evalwatch.flows.traffic import evaluate_traffic
+    from evalwatch.runs.traffic import TrafficParams
+
+    t0 = _step(f"3b. the judge on {JUDGE_ITEMS} sampled interactions ({JUDGE_TRAFFIC_RUBRIC})")
+    judged = with_task_runner(evaluate_traffic, settings)(
+        params=TrafficParams(
+            sample=spec,
+            evaluators=["judge"],
+            evaluator_options={"judge": _judge_options(settings, JUDGE_TRAFFIC_RUBRIC)},
+        ),
+        database_url=url,
+    )
+    print_run_summary(judged)
+    _done(t0)
+
+
+def _baseline_step(settings: Settings, url: str, data: Path) -> dict[str, Any]:
+    """Step 4: the evaluate-dataset flow on the baseline's support-qa answers."""
+    from evalwatch.commands.run import print_run_summary
+    from evalwatch.flows._runtime import with_task_runner
     from evalwatch.flows.dataset import evaluate_dataset
     from evalwatch.runs.dataset import DatasetParams
 
-    dataset: dict[str, Any] = evaluate_dataset(
+    t0 = _step("4. evaluate the baseline model on support-qa (Prefect flow evaluate-dataset)")
+    dataset: dict[str, Any] = with_task_runner(evaluate_dataset, settings)(
         params=DatasetParams(
             dataset="support-qa",
-            outputs_file=str(data / "support-qa.predictions.baseline.jsonl"),
-            evaluators=["embedding", "heuristics"],
+            outputs_file=str(data / BASELINE_PREDICTIONS),
+            evaluators=GATE_EVALUATORS,
         ),
         database_url=url,
     )
     print_run_summary(dataset)
     _done(t0)
+    return dataset
 
-    t0 = _step("5. drift: the last 3 days against the 7 days before, and a shift-free control")
+
+def _drift_step(engine: Engine, settings: Settings, drift_html: Path) -> None:
+    """Step 5: a drifting window and a shift-free control; the drift report to ``drift_html``."""
     from datetime import UTC, datetime
 
     from evalwatch.runs.drift import DriftParams, check_drift
 
+    t0 = _step("5. drift: the last 3 days against the 7 days before, and a shift-free control")
     windows = {
         "last 3 days vs previous 7": DriftParams(
             current_start=datetime(2026, 11, 12, tzinfo=UTC),
@@ -317,10 +386,6 @@ def demo(
             scopes=["overall"],
         ),
     }
-    from evalwatch.reporting.location import report_folder
-
-    # Where the flows put the run reports: demo-out/reports/ beside the store by default.
-    drift_html = report_folder(settings) / "drift.html"
     for label, params in windows.items():
         outcome = check_drift(engine, params, settings)
         moved = outcome.moved()
@@ -336,16 +401,25 @@ def demo(
             write_drift_html(outcome, drift_html)
     _done(t0)
 
-    t0 = _step("6. regression gate: two candidates against the baseline on support-qa")
+
+def _gate_step(
+    engine: Engine,
+    settings: Settings,
+    url: str,
+    data: Path,
+    baseline_model: str,
+    judge_files: dict[str, Path],
+) -> None:
+    """Step 6: gate both candidates against the baseline (and on the judged slice, if any)."""
     from evalwatch.runs.gate import GateParams, run_gate_job
 
-    gates: dict[str, str] = {}
+    t0 = _step("6. regression gate: two candidates against the baseline on support-qa")
     for label, fname in CANDIDATES:
         gate = run_gate_job(
             engine,
             GateParams(
                 dataset="support-qa",
-                baseline_model=str(dataset["model"]),
+                baseline_model=baseline_model,
                 candidate_outputs=str(data / fname),
                 evaluators=GATE_EVALUATORS,
             ),
@@ -354,37 +428,25 @@ def demo(
         )
         report = gate.report
         slices = ", ".join(report.regressing_slices) or "none"
-        gates[label] = report.verdict
         console.print(
             f"{label}: [bold]{report.verdict}[/bold] (exit {report.exit_code()}), "
             f"regressing slices: {slices}; stored as regression report {gate.report_id}"
         )
-    if judge_on:
+    if judge_files:
         _judge_gates(engine, settings, url, judge_files)
     _done(t0)
 
-    t0 = _step("7. operations overview")
-    from evalwatch.commands.report import overview_window
+
+def _overview_step(engine: Engine, path: Path) -> None:
+    """Step 7: the operations overview of the last 14 days, to ``path``."""
     from evalwatch.reporting.overview import overview_html
-    from evalwatch.storage.overview import load_overview
+    from evalwatch.storage.overview import load_overview, overview_window
 
+    t0 = _step("7. operations overview")
     start, end = overview_window(engine, 14)
-    overview_path = report_folder(settings) / "overview.html"
-    overview_path.parent.mkdir(parents=True, exist_ok=True)
-    overview_path.write_text(overview_html(load_overview(engine, start, end)), encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(overview_html(load_overview(engine, start, end)), encoding="utf-8")
     _done(t0)
-
-    counts = table_counts(engine)
-    # The store file alone holds the whole demo: copying demo-out/evalwatch.db is enough.
-    checkpoint(engine)
-    _step("summary")
-    console.print(", ".join(f"{n} {t}" for t, n in counts.items()))
-    console.print(f"traffic report: {traffic.get('report')}")
-    console.print(f"test-set report: {dataset.get('report')}")
-    console.print(f"drift report: {drift_html}")
-    console.print(f"operations overview: {overview_path}")
-    if result.quarantined:
-        err_console.print(f"{result.quarantined} sample rows were quarantined (see above)")
 
 
 def register(app: typer.Typer) -> None:

@@ -20,10 +20,10 @@ from evalwatch.commands.common import (
     bad_input,
     console,
     open_store,
-    parse_duration,
     parse_time,
     print_alert_changes,
 )
+from evalwatch.core import parse_duration
 
 if TYPE_CHECKING:
     from evalwatch.runs.drift import DriftOutcome

@@ -1,9 +1,11 @@
 """``evalwatch evaluate``: score a sample of stored traffic with the chosen evaluators.
 
 Runs directly (no Prefect) through :func:`evalwatch.runs.traffic.evaluate_traffic`, the job the
-``evaluate-traffic`` flow splits into tasks: sample, validate the sample, score, store, and
-print the per-metric summary and each evaluator's profile. The same options again resume the
-same run, so an interrupted evaluation finishes without rescoring.
+``evaluate-traffic`` flow (``evalwatch run traffic``) splits into tasks: sample, validate the
+sample, score, store the same :class:`~evalwatch.runs.summary.RunSummary`, and print the
+per-metric summary and each evaluator's profile. The same options again resume the same run,
+so an interrupted evaluation finishes without rescoring. This module only turns options into
+:class:`~evalwatch.runs.traffic.TrafficParams` and prints the outcome.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from evalwatch.commands.common import (
     sample_spec,
 )
 from evalwatch.evaluators.base import EvaluatorConfigError
-from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE, RunResult
+from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE
 from evalwatch.evaluators.summary import MetricSummary
+from evalwatch.runs.summary import RunSummary
 from evalwatch.runs.traffic import EmptySample, TrafficParams, evaluate_traffic
 from evalwatch.storage.models import EvaluatorProfile
 
@@ -55,7 +58,10 @@ def _split(values: list[str] | None) -> list[str]:
 def evaluator_options(
     names: list[str], options_file: Path | None, rubrics: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Each selected evaluator's options: settings, then the options file, then CLI options.
+    """Each selected evaluator's options from the options file and CLI options.
+
+    They go over the settings' (``EVALWATCH_EVALUATOR_OPTIONS``), which the job's evaluator
+    builder (:func:`evalwatch.runs.common.build_evaluators`) applies first.
 
     Args:
         names: Selected evaluator names.
@@ -72,7 +78,6 @@ def evaluator_options(
         >>> evaluator_options(["heuristics"], None, [])
         {'heuristics': {}}
     """
-    base = STATE.settings().evaluator_options
     from_file = read_options_file(options_file)
     unused = sorted(set(from_file) - set(names))
     if unused:
@@ -85,7 +90,7 @@ def evaluator_options(
         raise bad_input(f"--rubrics applies to the judge; add '{JUDGE}' to --evaluators")
     out: dict[str, dict[str, Any]] = {}
     for name in names:
-        opts = {**base.get(name, {}), **from_file.get(name, {})}
+        opts = dict(from_file.get(name, {}))
         if name == JUDGE and rubrics:
             opts["rubrics"] = rubrics
         out[name] = opts
@@ -151,15 +156,15 @@ def _profiles_table(profiles: list[EvaluatorProfile]) -> Table:
     return table
 
 
-def print_result(result: RunResult) -> None:
-    """Print a run's per-metric summary, per-version summary and profiles."""
+def print_result(result: RunSummary, profiles: list[EvaluatorProfile]) -> None:
+    """Print a run's per-metric summary, per-version summary and its evaluators' profiles."""
     console.print(
         _metrics_table(f"run {result.run_id}: {result.n_subjects} interactions", result.metrics)
     )
     if len({m.model_version for m in result.by_model_version}) > 1:
         console.print(_metrics_table("per model version", result.by_model_version, True))
-    console.print(_profiles_table(result.profiles))
-    for p in result.profiles:
+    console.print(_profiles_table(profiles))
+    for p in profiles:
         if p.gpu_note:
             console.print(f"{escape(p.evaluator)}: {escape(p.gpu_note)}", highlight=False)
     for name, message in result.unavailable.items():
@@ -233,7 +238,7 @@ def evaluate(
         return
     except EvaluatorConfigError as exc:
         raise bad_input(str(exc)) from exc
-    prepared, result = outcome.prepared, outcome.result
+    prepared, result = outcome.prepared, outcome.summary
     if prepared.resumed:
         console.print(
             f"resuming run {prepared.run_id} (same sample and evaluators): "
@@ -246,7 +251,7 @@ def evaluate(
             + "; ".join(f"{i}: {', '.join(why)}" for i, why in list(prepared.invalid.items())[:5]),
             highlight=False,
         )
-    print_result(result)
+    print_result(result, outcome.profiles)
     if len(result.unavailable) == len(names):
         raise bad_input(
             "no evaluator could start; fix the settings named above "

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalwatch.commands.common import bad_input, console, open_store
-from evalwatch.ingest.redact import Redactor
+from evalwatch.core.redact import Redactor
 from evalwatch.storage.listing import get_quarantined, list_quarantine
 
 __all__ = ["quarantine_app", "register"]

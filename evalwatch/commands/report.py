@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.engine import Engine
 
 from evalwatch.commands.common import STATE, bad_input, console, open_store, parse_time
-
-
-def overview_window(
-    engine: Engine, days: float, until: datetime | None = None
-) -> tuple[datetime, datetime]:
-    """``days`` ending at ``until``, else at the newest stored interaction (else now)."""
-    from evalwatch.storage.traffic_frame import newest_interaction_time
-
-    if until is None:
-        newest = newest_interaction_time(engine)
-        until = newest + timedelta(seconds=1) if newest is not None else datetime.now(UTC)
-    return until - timedelta(days=days), until
 
 
 def report(
@@ -54,7 +41,7 @@ def report(
     folder = report_folder(STATE.settings())
     if overview:
         from evalwatch.reporting.overview import overview_html
-        from evalwatch.storage.overview import load_overview
+        from evalwatch.storage.overview import load_overview, overview_window
 
         if run_id is not None:
             raise bad_input("--overview takes no RUN_ID")

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from evalwatch.checks.rules import BUILTIN_METRICS, check_rules, load_rules
+from evalwatch.checks.rules import check_rules, load_rules
 from evalwatch.commands.common import EXIT_BAD_INPUT, bad_input, console, err_console
+from evalwatch.evaluators.metrics import metric_catalogue
 from evalwatch.files import InputFileError, read_input_text
 
 rules_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
@@ -35,7 +36,7 @@ def rules_check(
         read_input_text(file)
     except InputFileError as exc:
         raise bad_input(str(exc)) from exc
-    known = set(BUILTIN_METRICS) | set(metric or [])
+    known = set(metric_catalogue()) | set(metric or [])
     errors = check_rules(file, known_metrics=known, known_channels=channel or [])
     if errors:
         for e in errors:

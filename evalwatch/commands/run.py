@@ -1,4 +1,9 @@
-"""``evalwatch run``: start the Prefect flows from the command line (visible in Prefect)."""
+"""``evalwatch run``: start the Prefect flows from the command line (visible in Prefect).
+
+Each flow gets the task runner ``EVALWATCH_TASK_RUNNER`` names when it is called. The summary
+printed is the flow's :class:`~evalwatch.runs.summary.RunSummary`, the shape ``evalwatch
+evaluate`` stores too.
+"""
 
 from __future__ import annotations
 
@@ -79,6 +84,7 @@ def run_traffic(
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-traffic flow on a sample of stored traffic."""
+    from evalwatch.flows._runtime import with_task_runner
     from evalwatch.flows.traffic import evaluate_traffic
     from evalwatch.runs.traffic import TrafficParams
 
@@ -88,7 +94,9 @@ def run_traffic(
     params = TrafficParams(
         sample=spec, evaluators=evaluator_list(evaluators), batch_size=batch_size
     )
-    summary = evaluate_traffic(params=params, database_url=STATE.settings().database_url)
+    settings = STATE.settings()
+    flow = with_task_runner(evaluate_traffic, settings)
+    summary = flow(params=params, database_url=settings.database_url)
     print_run_summary(summary)
 
 
@@ -127,10 +135,13 @@ def run_dataset(
         check_dataset_run(open_store(), params, STATE.settings())
     except DatasetRunError as exc:
         raise bad_input(str(exc)) from exc
+    from evalwatch.flows._runtime import with_task_runner
     from evalwatch.flows.dataset import evaluate_dataset
 
+    settings = STATE.settings()
     try:
-        summary = evaluate_dataset(params=params, database_url=STATE.settings().database_url)
+        flow = with_task_runner(evaluate_dataset, settings)
+        summary = flow(params=params, database_url=settings.database_url)
     except DatasetRunError as exc:
         raise bad_input(str(exc)) from exc
     console.print(

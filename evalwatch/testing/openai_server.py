@@ -1,4 +1,12 @@
-"""A small OpenAI-compatible judge server on 127.0.0.1, for tests and benchmarks.
+"""A small OpenAI-compatible judge server on 127.0.0.1, for tests, benchmarks and trying a setup.
+
+A public testing helper, not test-suite code: it ships with the package because things that
+run outside the test suite need it — ``benchmarks/judge.py`` serves it from a child process,
+the journey tests start it for a real ``evalwatch`` CLI, and users can point the judge (or a
+dataset run's model under test) at it to try a configuration, a rubric or their retry and
+budget settings offline, with faults on demand. Import it as ``evalwatch.testing``, or run it:
+``python -m evalwatch.testing --port 8000 [--fault-rate 0.1] [--latency 0.05]``
+serves until interrupted (``EVALWATCH_JUDGE_BASE_URL=http://127.0.0.1:8000/v1``).
 
 It answers ``POST /v1/chat/completions`` with deterministic judge verdicts, so the real
 ``openai`` client can be exercised over real HTTP without a model:
@@ -37,7 +45,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -169,8 +177,8 @@ class FakeJudgeServer:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> FakeJudgeServer:
-        """Start serving on a free port of 127.0.0.1."""
+    def start(self, port: int = 0) -> FakeJudgeServer:
+        """Start serving on ``port`` of 127.0.0.1 (0: a free one)."""
         if self._httpd is not None:
             return self
         server = self
@@ -178,7 +186,7 @@ class FakeJudgeServer:
         class Handler(_Handler):
             judge = server
 
-        httpd = _Server(("127.0.0.1", 0), Handler)
+        httpd = _Server(("127.0.0.1", port), Handler)
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
@@ -326,25 +334,10 @@ class FakeJudgeServer:
                 )
             )
 
-        if not authorized:
-            done(401, None)
-            return _error(401, "Incorrect API key provided.", "invalid_api_key")
-        if rf_type == "json_schema" and not self.supports_json_schema:
-            done(400, None)
-            return _error(
-                400,
-                "response_format type 'json_schema' is not supported by this server",
-                "invalid_request_error",
-                param="response_format",
-            )
-        if rf_type == "json_object" and not self.supports_json_object:
-            done(400, None)
-            return _error(
-                400,
-                "response_format type 'json_object' is not supported",
-                "invalid_request_error",
-                param="response_format",
-            )
+        refused = self._refusal(authorized, rf_type)
+        if refused is not None:
+            done(refused[0], None)
+            return refused
 
         lo, hi = _scale(rf, system_text)
         single = _section(user_text, "RESPONSE")
@@ -357,8 +350,49 @@ class FakeJudgeServer:
             judged = user_text  # a plain chat request (the model under test): its prompt
         fault = self._choose_fault(judged, model)
         delay = self.latency_s
+        failed = self._fault_reply(fault, delay)
+        if failed is not None:
+            done(failed[0], fault)
+            return failed
+        if fault == "slow":
+            delay += self.slow_s
+
+        if single is not None or a is None or b is None:
+            text = single if single is not None else user_text
+            verdict, answer_key = self._graded(text, lo, hi, model, fault), "score"
+        else:
+            verdict, answer_key = self._compared(a, b, lo, hi, fault), "winner"
+        content = self._content(verdict, answer_key, fault, rf_type)
+        done(200, fault)
+        return 200, {}, json.dumps(_completion(model, messages, user_text, content)).encode(), delay
+
+    def _refusal(
+        self, authorized: bool, rf_type: str | None
+    ) -> tuple[int, dict[str, str], bytes, float] | None:
+        """The error answer to a request this server refuses (bad key, unsupported format)."""
+        if not authorized:
+            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+        if rf_type == "json_schema" and not self.supports_json_schema:
+            return _error(
+                400,
+                "response_format type 'json_schema' is not supported by this server",
+                "invalid_request_error",
+                param="response_format",
+            )
+        if rf_type == "json_object" and not self.supports_json_object:
+            return _error(
+                400,
+                "response_format type 'json_object' is not supported",
+                "invalid_request_error",
+                param="response_format",
+            )
+        return None
+
+    def _fault_reply(
+        self, fault: str | None, delay: float
+    ) -> tuple[int, dict[str, str], bytes, float] | None:
+        """The answer of a fault that replaces the verdict (429, 500, a body that is not JSON)."""
         if fault == "429":
-            done(429, fault)
             status, headers, payload, _ = _error(429, "Rate limit reached.", "rate_limit_error")
             ra = self.retry_after_s
             headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else f"{ra:g}"
@@ -366,68 +400,72 @@ class FakeJudgeServer:
                 headers["retry-after-ms"] = str(int(ra * 1000))
             return status, headers, payload, delay
         if fault == "500":
-            done(500, fault)
             status, headers, payload, _ = _error(500, "Internal server error.", "server_error")
             return status, headers, payload, delay
         if fault == "bad_body":
-            done(200, fault)
             return 200, {}, b"<html>upstream proxy error", delay
-        if fault == "slow":
-            delay += self.slow_s
+        return None
 
-        offset = self.model_offsets.get(model, 0)
-        if single is not None or a is None or b is None:
-            text = single if single is not None else user_text
-            score = fake_score(text, lo, hi)
-            if not _SCORE_MARK.search(text):
-                score = max(lo, min(hi, score + offset))
-            if fault == "out_of_scale":
-                score = hi + 5
-            verdict: dict[str, Any] = {
-                "reasoning": f"Deterministic verdict for a {len(text)}-character response.",
-                "score": score,
-            }
-            answer_key = "score"
-        else:
-            sa, sb = fake_score(a, lo, hi), fake_score(b, lo, hi)
-            winner = "A" if sa > sb else "B" if sb > sa else "tie"
-            if self.position_bias == "first":
-                winner = "A"
-            verdict = {"reasoning": f"A scores {sa}, B scores {sb}.", "winner": winner}
-            answer_key = "winner"
-            if fault == "out_of_scale":
-                verdict["winner"] = "C-"
-
-        if fault == "malformed":
-            content = '{"reasoning": "The response is mostly fine but'
-        elif rf_type in ("json_schema", "json_object") and not self.prose:
-            content = json.dumps(verdict)
-        elif rf_type in ("json_schema", "json_object"):
-            content = "Sure! Here is my verdict:\n```json\n" + json.dumps(verdict) + "\n```"
-        else:
-            label = answer_key.title()
-            content = f"Reasoning: {verdict['reasoning']}\n{label}: {verdict[answer_key]}"
-        prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
-        completion = {
-            "id": f"chatcmpl-{hashlib.sha256(user_text.encode()).hexdigest()[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(content) // 4 + 1,
-                "total_tokens": prompt_tokens + len(content) // 4 + 1,
-            },
+    def _graded(self, text: str, lo: int, hi: int, model: str, fault: str | None) -> dict[str, Any]:
+        """A single-grading verdict: the marked or hashed score, shifted by the model's offset."""
+        score = fake_score(text, lo, hi)
+        if not _SCORE_MARK.search(text):
+            score = max(lo, min(hi, score + self.model_offsets.get(model, 0)))
+        if fault == "out_of_scale":
+            score = hi + 5
+        return {
+            "reasoning": f"Deterministic verdict for a {len(text)}-character response.",
+            "score": score,
         }
-        done(200, fault)
-        return 200, {}, json.dumps(completion).encode(), delay
+
+    def _compared(self, a: str, b: str, lo: int, hi: int, fault: str | None) -> dict[str, Any]:
+        """A pairwise verdict: the higher-scoring response wins (or the first, when biased)."""
+        sa, sb = fake_score(a, lo, hi), fake_score(b, lo, hi)
+        winner = "A" if sa > sb else "B" if sb > sa else "tie"
+        if self.position_bias == "first":
+            winner = "A"
+        verdict: dict[str, Any] = {"reasoning": f"A scores {sa}, B scores {sb}.", "winner": winner}
+        if fault == "out_of_scale":
+            verdict["winner"] = "C-"
+        return verdict
+
+    def _content(
+        self, verdict: dict[str, Any], answer_key: str, fault: str | None, rf_type: str | None
+    ) -> str:
+        """The verdict as the assistant's message: JSON, JSON in prose, or labelled lines."""
+        if fault == "malformed":
+            return '{"reasoning": "The response is mostly fine but'
+        if rf_type in ("json_schema", "json_object") and not self.prose:
+            return json.dumps(verdict)
+        if rf_type in ("json_schema", "json_object"):
+            return "Sure! Here is my verdict:\n```json\n" + json.dumps(verdict) + "\n```"
+        label = answer_key.title()
+        return f"Reasoning: {verdict['reasoning']}\n{label}: {verdict[answer_key]}"
+
+
+def _completion(
+    model: str, messages: Sequence[dict[str, Any]], user_text: str, content: str
+) -> dict[str, Any]:
+    """A chat completion object answering ``messages`` with ``content``, with token usage."""
+    prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
+    return {
+        "id": f"chatcmpl-{hashlib.sha256(user_text.encode()).hexdigest()[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(content) // 4 + 1,
+            "total_tokens": prompt_tokens + len(content) // 4 + 1,
+        },
+    }
 
 
 def _scale(rf: Any, system_text: str) -> tuple[int, int]:
@@ -505,3 +543,32 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.judge._leave()
         self._send(status, headers, payload)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve a :class:`FakeJudgeServer` until interrupted (``python -m`` entry point)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evalwatch.testing",
+        description="A fake OpenAI-compatible judge/model server with injectable faults.",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="Port on 127.0.0.1 (0: free).")
+    parser.add_argument("--latency", type=float, default=0.0, help="Seconds per answer.")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="Share of random faults.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random faults.")
+    parser.add_argument("--api-key", default=None, help="Key requests must carry (default: any).")
+    args = parser.parse_args(argv)
+    server = FakeJudgeServer(
+        latency_s=args.latency,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+        expected_api_key=args.api_key,
+    ).start(args.port)
+    print(f"serving {server.base_url} (Ctrl-C stops)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

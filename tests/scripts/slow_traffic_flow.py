@@ -14,6 +14,7 @@ from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorConfig,
+    MetricSpec,
     Sample,
     ScoreResult,
     register_evaluator,
@@ -31,8 +32,8 @@ class SlowEvaluator(BaseEvaluator[SlowConfig]):
     Config = SlowConfig
 
     @property
-    def metrics(self) -> list[str]:
-        return ["chars"]
+    def metrics(self) -> list[MetricSpec]:
+        return [MetricSpec(name="chars")]
 
     def evaluate(self, samples: Sequence[Sample]) -> BatchResult:
         time.sleep(self.config.seconds_per_batch)

@@ -1,7 +1,8 @@
 """Finds and masks personal data and secrets in text.
 
-One redactor serves ingest (before anything is stored), the PII-leak heuristic evaluator and
-the judge (before text leaves for an external endpoint).
+One redactor serves ingest (before anything is stored), the PII-leak heuristic evaluator, the
+judge (before text leaves for an external endpoint), alert messages and ``quarantine show``; it
+lives in the core layer so that each of them can use it without importing the others.
 
 Ingest runs it on every prompt and response, so it is built to be cheap on text that holds
 nothing sensitive: every expensive pattern runs only where a fast necessary condition holds

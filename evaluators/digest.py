@@ -7,9 +7,10 @@ sample.
 Summaries, reports and artifacts of a run need aggregates, not every score: per-metric counts,
 means and intervals (overall and per group), a sample of values for the histograms, daily
 means for the trend, and a few extreme items to show. :class:`RunDigest` builds all of them
-from the run's scores read chunk by chunk (:func:`evalwatch.storage.frames.iter_run_scores`), so a
-run
-of a million scores costs the same memory as one of ten thousand.
+from the run's scores read chunk by chunk (:func:`evalwatch.storage.frames.iter_run_scores`),
+so a run of a million scores costs the same memory as one of ten thousand. It lives beside
+:mod:`evalwatch.evaluators.summary`, whose accumulators it drives, below the runs and the
+reports that both use it.
 """
 
 from __future__ import annotations

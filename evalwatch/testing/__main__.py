@@ -1,0 +1,5 @@
+"""``python -m evalwatch.testing``: serve the fake OpenAI-compatible server until interrupted."""
+
+from evalwatch.testing.openai_server import main
+
+main()
