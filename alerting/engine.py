@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.engine import Engine
 
@@ -67,6 +67,9 @@ from evalwatch.storage.alerts import (
     run_aggregates,
 )
 from evalwatch.storage.models import Alert, AlertState, utcnow
+
+if TYPE_CHECKING:
+    from evalwatch.settings import Settings
 
 __all__ = [
     "AlertEvent",
@@ -606,24 +609,26 @@ def evaluate_rules(
     return events
 
 
-def rules_for_settings(rules_file: Path | str | None = None) -> RulesFile:
-    """The rules in force: ``rules_file``, else ``EVALWATCH_RULES_FILE``, else the defaults.
+def rules_for_settings(settings: Settings, rules_file: Path | str | None = None) -> RulesFile:
+    """The rules in force: ``rules_file``, else ``settings.rules_file``, else the defaults.
+
+    Args:
+        settings: The caller's settings (``EVALWATCH_RULES_FILE`` is their ``rules_file``).
+        rules_file: A file that overrides the settings' (the CLI's ``--rules``).
 
     Raises:
         evalwatch.checks.rules.RulesError: The file is missing or invalid.
     """
-    if rules_file is None:
-        from evalwatch.settings import get_settings
-
-        rules_file = get_settings().rules_file
+    path = rules_file if rules_file is not None else settings.rules_file
     # Selectors are checked against the metrics the registered evaluators (plug-ins too) declare.
-    return load_rules(rules_file or DEFAULT_RULES_PATH, known_metrics=metric_catalogue())
+    return load_rules(path or DEFAULT_RULES_PATH, known_metrics=metric_catalogue())
 
 
 def evaluate_after_run(
     engine: Engine,
     run_id: int | None = None,
     *,
+    settings: Settings | None = None,
     rules: RulesFile | None = None,
     now: datetime | None = None,
 ) -> list[AlertEvent]:
@@ -635,19 +640,29 @@ def evaluate_after_run(
     Args:
         engine: The store.
         run_id: The run that just finished, if it is an evaluation run.
-        rules: The rules (default: :func:`rules_for_settings`).
+        settings: The caller's settings: the rules are :func:`rules_for_settings`'s.
+        rules: The rules, instead of the settings' (give one of the two).
         now: Evaluation time (default: now).
 
     Returns:
         What happened to alerts.
+
+    Raises:
+        TypeError: Neither ``settings`` nor ``rules`` was given.
     """
-    return evaluate_rules(engine, rules or rules_for_settings(), now=now, run_id=run_id)
+    if rules is None:
+        if settings is None:
+            # No silent fallback to the built-in rules: the user's rules file would be ignored.
+            raise TypeError("evaluate_after_run needs settings or rules")
+        rules = rules_for_settings(settings)
+    return evaluate_rules(engine, rules, now=now, run_id=run_id)
 
 
 def evaluate_after_report(
     engine: Engine,
     run_id: int | None = None,
     *,
+    settings: Settings | None = None,
     rules: RulesFile | None = None,
     now: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -661,7 +676,8 @@ def evaluate_after_report(
     Args:
         engine: The store.
         run_id: The evaluation run that just finished, if any.
-        rules: The rules (default: :func:`rules_for_settings`).
+        settings: The caller's settings: the rules are :func:`rules_for_settings`'s.
+        rules: The rules, instead of the settings' (give one of the two).
         now: Evaluation time (default: now).
 
     Returns:
@@ -671,7 +687,7 @@ def evaluate_after_report(
     from evalwatch.alerting.delivery import describe_error
 
     try:
-        events = evaluate_after_run(engine, run_id, rules=rules, now=now)
+        events = evaluate_after_run(engine, run_id, settings=settings, rules=rules, now=now)
     except Exception as exc:  # reported to the caller, which decides how loudly to fail
         # Debug only: a logged traceback would reach the user's terminal.
         log.debug("alert rules could not be evaluated", exc_info=True)

@@ -296,7 +296,7 @@ def _build_store(engine: Any, n: int, seed: int = 0) -> None:
             m = min(chunk, n - lo)
             offs = np.sort(rng.uniform(0, span.total_seconds(), m))
             texts = _responses(rng, m)
-            rows = [
+            rows: list[dict[str, Any]] = [
                 {
                     "request_id": f"bench-{window}-{lo + i}",
                     "ts": start + timedelta(seconds=float(offs[i])),
@@ -315,7 +315,7 @@ def _build_store(engine: Any, n: int, seed: int = 0) -> None:
             insert_interactions(engine, rows)
             ids = interaction_ids_for(engine, [r["request_id"] for r in rows])
             subj = [ids[r["request_id"]] for r in rows]
-            scores = []
+            scores: list[dict[str, Any]] = []
             for ev, metrics in _METRICS.items():
                 for metric in metrics:
                     if metric in _RATES:

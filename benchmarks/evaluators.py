@@ -14,8 +14,10 @@ Throughput (one process, same texts, same batch size, best of ``--repeats``):
   On CPU detoxify scores at most ``--detoxify-n`` samples (BERT-base runs a few texts/s there).
 * toxicity-embedded: the embedded alt-profanity-check model (real weights, always offline, on
   the CPU): the raw model call ``predict_proba(transform(texts))`` in the evaluator's batches
-  vs the package's own ``predict_prob`` vs ``ToxicityEvaluator.evaluate`` vs ``run_evaluation``;
-  then its items/s and API ratio printed beside detoxify's.
+  vs the package's own ``predict_prob`` vs ``ToxicityEvaluator.evaluate`` vs ``run_evaluation``
+  (best of at least 9, since each pass is a fraction of a second); then its items/s and API
+  ratio printed beside detoxify's. On a shared CPU read the CPU-time ratio and the in-run
+  share: wall-clock ratios of sub-second passes swing by +-20 % with the load.
 * minilm-lengths: the raw ``SentenceTransformer.encode`` rate of all-MiniLM-L6-v2 on short
   (~10 words) and on long (~400 words, past its 256-token window) texts.
 
@@ -582,6 +584,10 @@ def bench_toxicity(
     }
 
 
+#: The fewest repeats the embedded toxicity section takes (each pass is well under a second).
+EMBEDDED_MIN_REPEATS = 9
+
+
 def bench_toxicity_embedded(
     samples: list[Sample],
     batch_size: int | None,
@@ -594,6 +600,9 @@ def bench_toxicity_embedded(
 
     from evalwatch.evaluators.toxicity import ToxicityEvaluator
 
+    # A pass takes a fraction of a second here, so a busy machine's stalls decide a best of
+    # two: take the best of at least EMBEDDED_MIN_REPEATS (seconds in all).
+    repeats = max(repeats, EMBEDDED_MIN_REPEATS)
     ev = ToxicityEvaluator(backend="alt-profanity-check", batch_size=batch_size)
     t = time.perf_counter()
     ev.load()

@@ -1000,7 +1000,7 @@ def transition(state: RuleState, breached: bool | None, now: datetime, rule: Rul
     if breached:
         breaches = state.consecutive_breaches + 1
         if state.alert_status is not None:
-            notify = state.alert_status == "open" and cooldown_elapsed(
+            notify = state.alert_status is AlertStatus.open and cooldown_elapsed(
                 state.last_notified_at, now, rule.cooldown_td
             )
             new = RuleState(
@@ -1008,7 +1008,7 @@ def transition(state: RuleState, breached: bool | None, now: datetime, rule: Rul
             )
             return Transition(new, "update", notify)
         if breaches >= rule.consecutive:
-            return Transition(RuleState(breaches, 0, "open", now), "open", True)
+            return Transition(RuleState(breaches, 0, AlertStatus.open, now), "open", True)
         return Transition(RuleState(breaches, 0, None, state.last_notified_at), "none", False)
     clear = state.consecutive_clear + 1
     if (

@@ -3,31 +3,59 @@
 An evaluator is a small class with a name, a version and a pydantic config, registered
 explicitly with :func:`register_evaluator` (or through the ``evalwatch.evaluators`` entry-point
 group). Results record what produced them, and a failure is an explicit unscored result.
+A batch's results come as :class:`ScoreResult` objects (simple; what plug-ins usually return)
+or as :class:`ScoreColumns` (one array per metric, no object per result; what the built-in
+evaluators return, since an object per result costs as much as a fast model's call); the
+runner stores both the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    NamedTuple,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import numpy.typing as npt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from evalwatch.core import ScoreStatus, SubjectType
+from evalwatch.core.defaults import DEFAULT_EVALUATORS
 from evalwatch.core.metrics import MetricKind, MetricSpec
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from evalwatch.settings import Settings
 
 __all__ = [
     "DEFAULT_EVALUATORS",
     "ENTRY_POINT_GROUP",
     "BaseEvaluator",
     "BatchResult",
+    "Cell",
     "Evaluator",
     "EvaluatorConfig",
     "EvaluatorConfigError",
@@ -36,7 +64,9 @@ __all__ = [
     "MetricSpec",
     "Provenance",
     "Sample",
+    "ScoreColumns",
     "ScoreResult",
+    "Unscored",
     "config_hash",
     "create_evaluator",
     "evaluator_names",
@@ -48,10 +78,6 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "evalwatch.evaluators"
-
-#: The evaluators a run uses when none are named: ``evaluate``, ``run traffic``/``dataset``,
-#: the flows' parameters and the gate without a baseline run (the demo adds toxicity to it).
-DEFAULT_EVALUATORS: tuple[str, ...] = ("embedding", "heuristics")
 
 
 class Sample(BaseModel):
@@ -109,17 +135,293 @@ class ScoreResult(BaseModel):
         )
 
 
+#: Where a :class:`ScoreColumns` holds sparse per-cell facts: (sample row, metric name).
+Cell = tuple[int, str]
+
+
+class Unscored(NamedTuple):
+    """Why one cell of a :class:`ScoreColumns` holds no value."""
+
+    reason: str
+    status: ScoreStatus = ScoreStatus.error
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreColumns:
+    """A batch's scores as columns: per metric one float64 array over the batch's samples.
+
+    The columnar form of a batch's results, built without a Python object per result (a
+    :class:`ScoreResult` costs a few microseconds, as much as a fast model spends per text).
+    The runner turns it into score rows directly; :meth:`to_results` gives the same results as
+    :class:`ScoreResult` objects for callers that want them.
+
+    ``values[i, j]`` is metric ``metrics[j]`` of sample ``i`` (``subject_ids[i]``). A cell with
+    no value holds NaN and has an :class:`Unscored` entry in ``unscored`` saying why (a failure
+    is an explicit unscored value, never a silent 0); every other cell holds a finite value,
+    inside its metric's declared range. ``details`` holds the few cells' details, sparse like
+    the reasons. Build one with :meth:`from_samples`; the constructor checks all of this and
+    raises ``ValueError`` otherwise. The arrays are read-only copies.
+
+    Attributes:
+        subject_ids: The samples' subject ids, in sample order (int64, shape ``(n,)``).
+        subject_types: The samples' subject types, in sample order.
+        metrics: The metrics' names, in column order (the evaluator's result order).
+        values: Shape ``(n, len(metrics))``, float64; NaN exactly where unscored.
+        unscored: ``(sample row, metric) -> Unscored`` for every cell without a value.
+        details: ``(sample row, metric) -> details`` for the cells that have any.
+        ranges: Each metric's declared ``(lo, hi)`` range, or None (unbounded / undeclared).
+
+    Examples:
+        >>> s = [Sample(subject_id=7, prompt="p", response="r"), Sample(subject_id=8, prompt="p",
+        ...      response="")]
+        >>> cols = ScoreColumns.from_samples(
+        ...     s, [MetricSpec(name="score", range=(0, 1))], {"score": [0.5, float("nan")]},
+        ...     unscored={(1, "score"): Unscored("empty response", ScoreStatus.skipped)})
+        >>> [(r.subject_id, r.value, r.status.value, r.reason) for r in cols.to_results()]
+        [(7, 0.5, 'ok', None), (8, None, 'skipped', 'empty response')]
+    """
+
+    subject_ids: np.ndarray
+    subject_types: tuple[SubjectType, ...]
+    metrics: tuple[str, ...]
+    values: np.ndarray
+    unscored: Mapping[Cell, Unscored] = field(default_factory=dict)
+    details: Mapping[Cell, dict[str, Any]] = field(default_factory=dict)
+    ranges: tuple[tuple[float, float] | None, ...] | None = None
+
+    def __post_init__(self) -> None:
+        ids = np.array(self.subject_ids, dtype=np.int64).reshape(-1)
+        values = np.array(self.values, dtype=np.float64)
+        metrics = tuple(self.metrics)
+        n, k = len(ids), len(metrics)
+        if values.ndim == 1 and k == 1:
+            values = values.reshape(-1, 1)
+        if values.shape != (n, k):
+            raise ValueError(
+                f"values have shape {values.shape}; {n} samples x {k} metrics need ({n}, {k})"
+            )
+        if len(self.subject_types) != n:
+            raise ValueError(f"{len(self.subject_types)} subject types for {n} samples")
+        if len(set(metrics)) != k:
+            raise ValueError(f"metric names repeat: {list(metrics)}")
+        ranges = tuple(self.ranges) if self.ranges is not None else (None,) * k
+        if len(ranges) != k:
+            raise ValueError(f"{len(ranges)} ranges for {k} metrics")
+        col = {m: j for j, m in enumerate(metrics)}
+        missing = np.zeros((n, k), dtype=bool)
+        unscored: dict[Cell, Unscored] = {}
+        for cell, why in self.unscored.items():
+            i, j = self._cell(cell, n, col)
+            why = why if isinstance(why, Unscored) else Unscored(*why)
+            if not isinstance(why.reason, str) or not why.reason.strip():
+                raise ValueError(f"unscored cell {cell} needs a reason")
+            status = ScoreStatus(why.status)
+            if status == ScoreStatus.ok:
+                raise ValueError(f"unscored cell {cell} has status ok; use error or skipped")
+            missing[i, j] = True
+            unscored[cell] = Unscored(why.reason, status)
+        nan = np.isnan(values)
+        if (nan & ~missing).any():
+            i, j = np.argwhere(nan & ~missing)[0]
+            raise ValueError(
+                f"sample {int(i)} (subject {int(ids[i])}), metric {metrics[j]!r}: NaN without "
+                "an unscored reason"
+            )
+        if (missing & ~nan).any():
+            i, j = np.argwhere(missing & ~nan)[0]
+            raise ValueError(
+                f"sample {int(i)} (subject {int(ids[i])}), metric {metrics[j]!r}: unscored "
+                f"but holds the value {values[i, j]!r} (unscored cells hold NaN)"
+            )
+        scored = ~nan
+        if not np.isfinite(values[scored]).all():
+            i, j = np.argwhere(scored & ~np.isfinite(values))[0]
+            raise ValueError(
+                f"sample {int(i)} (subject {int(ids[i])}), metric {metrics[j]!r}: non-finite "
+                f"value {values[i, j]!r}; mark it unscored with a reason"
+            )
+        for j, rng in enumerate(ranges):
+            if rng is None:
+                continue
+            lo, hi = rng
+            column = values[:, j]
+            outside = scored[:, j] & ((column < lo) | (column > hi))
+            if outside.any():
+                i = int(np.flatnonzero(outside)[0])
+                raise ValueError(
+                    f"sample {i} (subject {int(ids[i])}), metric {metrics[j]!r}: value "
+                    f"{column[i]!r} outside its declared range [{lo}, {hi}]"
+                )
+        for cell, det in self.details.items():
+            self._cell(cell, n, col)
+            if not isinstance(det, dict):
+                raise ValueError(f"details of cell {cell} must be a dict, not {type(det).__name__}")
+        ids.setflags(write=False)
+        values.setflags(write=False)
+        # A frozen dataclass: the normalised forms go in through object.__setattr__.
+        object.__setattr__(self, "subject_ids", ids)
+        object.__setattr__(self, "subject_types", tuple(map(SubjectType, self.subject_types)))
+        object.__setattr__(self, "metrics", metrics)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "unscored", unscored)
+        object.__setattr__(self, "details", dict(self.details))
+        object.__setattr__(self, "ranges", ranges)
+
+    @staticmethod
+    def _cell(cell: Cell, n: int, col: Mapping[str, int]) -> tuple[int, int]:
+        i, metric = cell
+        if not 0 <= i < n:
+            raise ValueError(f"cell {cell}: sample row {i} outside 0..{n - 1}")
+        if metric not in col:
+            raise ValueError(f"cell {cell}: unknown metric {metric!r}")
+        return i, col[metric]
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Sequence[Sample],
+        metrics: Sequence[MetricSpec | str],
+        values: npt.ArrayLike | Mapping[str, Any],
+        unscored: Mapping[Cell, Unscored] | None = None,
+        details: Mapping[Cell, dict[str, Any]] | None = None,
+    ) -> ScoreColumns:
+        """Columns over ``samples``, with the metrics' declared ranges checked.
+
+        Args:
+            samples: The batch, in result order.
+            metrics: The evaluator's metrics (specs give the ranges; plain names have none).
+            values: An ``(n, len(metrics))`` array, or one array per metric name.
+            unscored: Why each cell without a value (NaN) has none.
+            details: Details of the cells that have any.
+
+        Raises:
+            ValueError: Lengths or names do not match, a NaN has no reason, a reason's cell
+                holds a value, or a value is non-finite or outside its metric's range.
+        """
+        names = tuple(m.name if isinstance(m, MetricSpec) else str(m) for m in metrics)
+        if isinstance(values, Mapping):
+            if set(values) != set(names):
+                raise ValueError(f"values for {sorted(values)}; the metrics are {list(names)}")
+            cols = [np.asarray(values[m], dtype=np.float64).reshape(-1) for m in names]
+            if len({len(c) for c in cols}) > 1:
+                raise ValueError(
+                    "metric columns differ in length: "
+                    + ", ".join(f"{m} {len(c)}" for m, c in zip(names, cols, strict=True))
+                )
+            array = np.column_stack(cols) if cols else np.empty((len(samples), 0), dtype=np.float64)
+        else:
+            array = np.asarray(values, dtype=np.float64)
+        return cls(
+            subject_ids=np.fromiter(
+                (s.subject_id for s in samples), dtype=np.int64, count=len(samples)
+            ),
+            subject_types=tuple(s.subject_type for s in samples),
+            metrics=names,
+            values=array,
+            unscored=unscored or {},
+            details=details or {},
+            ranges=tuple(m.range if isinstance(m, MetricSpec) else None for m in metrics),
+        )
+
+    def __len__(self) -> int:
+        """The number of results (samples x metrics)."""
+        return int(self.values.size)
+
+    def column(self, metric: str) -> np.ndarray:
+        """One metric's values over the samples (NaN where unscored); read-only."""
+        return self.values[:, self.metrics.index(metric)]
+
+    def cells(
+        self,
+    ) -> Iterator[tuple[int, str, float | None, ScoreStatus, str | None, dict[str, Any] | None]]:
+        """Every result as ``(row, metric, value, status, reason, details)``, sample-major.
+
+        What the runner writes and :meth:`to_results` builds on: plain tuples, no objects.
+        """
+        unscored, details = self.unscored, self.details
+        ok = ScoreStatus.ok
+        sparse = bool(unscored or details)
+        for i, row in enumerate(self.values.tolist()):
+            for metric, value in zip(self.metrics, row, strict=True):
+                if not sparse:
+                    yield i, metric, value, ok, None, None
+                    continue
+                why = unscored.get((i, metric))
+                det = details.get((i, metric))
+                if why is None:
+                    yield i, metric, value, ok, None, det
+                else:
+                    yield i, metric, None, why.status, why.reason, det
+
+    def to_results(self) -> list[ScoreResult]:
+        """The same results as :class:`ScoreResult` objects, sample-major (slow; for callers)."""
+        ids, types = self.subject_ids.tolist(), self.subject_types
+        return _score_list().validate_python(
+            [
+                {
+                    "subject_id": ids[i],
+                    "subject_type": types[i],
+                    "metric": metric,
+                    "value": value,
+                    "status": status,
+                    "reason": reason,
+                    "details": det,
+                }
+                for i, metric, value, status, reason, det in self.cells()
+            ]
+        )
+
+
+@functools.cache
+def _score_list() -> TypeAdapter[list[ScoreResult]]:
+    return TypeAdapter(list[ScoreResult])
+
+
 class BatchResult(BaseModel):
-    """An evaluator's output for a batch: scores in sample-major, metric-minor order."""
+    """An evaluator's output for a batch: its results in one of two forms, plus extras.
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    The results come either as a list of :class:`ScoreResult` (``scores=``, sample-major,
+    metric-minor: the simple form, fine for plug-ins) or as :class:`ScoreColumns`
+    (``columns=``: no object per result, for evaluators whose model is fast enough that
+    building objects would show). The runner stores either form the same way. ``scores``
+    reads the results as a list whichever form they came in (built on first read for columns).
+    """
 
-    scores: list[ScoreResult]
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    score_list: list[ScoreResult] | None = Field(
+        None, alias="scores", description="The results as objects (given as ``scores=``)."
+    )
+    columns: ScoreColumns | None = Field(None, description="The results as columns.")
     embeddings: np.ndarray | None = Field(
         None, description="One row per sample (float32), or None for evaluators without one."
     )
     embedding_model: str | None = None
     n_tokens: int | None = Field(None, description="Tokens processed, for tokens/s.")
+    _materialised: list[ScoreResult] | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> BatchResult:
+        if (self.score_list is None) == (self.columns is None):
+            raise ValueError("give the results either as scores=[...] or as columns=, not both")
+        return self
+
+    @property
+    def scores(self) -> list[ScoreResult]:
+        """Every result as a :class:`ScoreResult`, sample-major, whichever form was given."""
+        if self.score_list is not None:
+            return self.score_list
+        if self._materialised is None:
+            assert self.columns is not None  # one of the two forms is set (validated)
+            self._materialised = self.columns.to_results()
+        return self._materialised
+
+    @property
+    def n_results(self) -> int:
+        """How many results the batch holds, without building any object."""
+        if self.columns is not None:
+            return len(self.columns)
+        return len(self.score_list or [])
 
 
 class Provenance(BaseModel):
@@ -317,6 +619,14 @@ class BaseEvaluator(ABC, Generic[C]):
 
         Callers that build evaluators by name call it once the store is known; the default
         keeps nothing in the store and ignores it.
+        """
+
+    def use_settings(self, settings: Settings) -> None:
+        """Take the caller's settings, for evaluators configured by them (the judge's endpoint).
+
+        Callers that build evaluators by name (:func:`create_evaluator` takes options only)
+        call it before the first :meth:`load`, so an evaluator reads the settings it is given
+        rather than the environment; the default needs no settings and ignores them.
         """
 
     def load(self) -> None:

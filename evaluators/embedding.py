@@ -24,11 +24,13 @@ from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
+    Cell,
     EvaluatorConfig,
     EvaluatorUnavailable,
     MetricSpec,
     Sample,
-    ScoreResult,
+    ScoreColumns,
+    Unscored,
     register_evaluator,
 )
 from evalwatch.evaluators.profiling import DeviceOption, DtypeOption, resolve_device_dtype
@@ -57,6 +59,10 @@ METRIC_SPECS: list[MetricSpec] = [
         description="Cosine similarity of the response and reference embeddings.",
     ),
 ]
+METRIC_NAMES = [m.name for m in METRIC_SPECS]
+_EMPTY = Unscored("empty response", ScoreStatus.skipped)
+_NO_REFERENCE = Unscored("no reference", ScoreStatus.skipped)
+_NON_FINITE = Unscored("non-finite model output", ScoreStatus.error)
 
 # One loaded model per (model path, device, dtype) per process, shared by every evaluator
 # instance, batch and flow task in it.
@@ -252,43 +258,27 @@ class EmbeddingEvaluator(BaseEvaluator[EmbeddingConfig]):
         emb, tokens = self._encode(texts)
         prompts, responses, refs = emb[:n], emb[n : 2 * n], emb[2 * n :]
         relevance = np.einsum("ij,ij->i", prompts, responses)
-        ref_sim = dict(
-            zip(with_ref, np.einsum("ij,ij->i", responses[with_ref], refs).tolist(), strict=True)
-        )
-        scores: list[ScoreResult] = []
+        ref_sim = np.full(n, np.nan)
+        ref_sim[with_ref] = np.einsum("ij,ij->i", responses[with_ref], refs)
+        values = np.column_stack([relevance, ref_sim]).astype(np.float64)
+        unscored: dict[Cell, Unscored] = {}
+        for i in np.flatnonzero(np.isnan(ref_sim)).tolist():
+            unscored[(i, "reference_similarity")] = _NO_REFERENCE
         for i, s in enumerate(samples):
-            if s.response.strip():
-                scores.append(
-                    ScoreResult(
-                        subject_id=s.subject_id,
-                        subject_type=s.subject_type,
-                        metric="relevance",
-                        value=_clip(float(relevance[i])),
-                    )
-                )
-            else:
-                scores.append(
-                    ScoreResult.unscored(s, "relevance", "empty response", ScoreStatus.skipped)
-                )
-            if i in ref_sim and s.response.strip():
-                scores.append(
-                    ScoreResult(
-                        subject_id=s.subject_id,
-                        subject_type=s.subject_type,
-                        metric="reference_similarity",
-                        value=_clip(ref_sim[i]),
-                    )
-                )
-            else:
-                reason = "no reference" if i not in ref_sim else "empty response"
-                scores.append(
-                    ScoreResult.unscored(s, "reference_similarity", reason, ScoreStatus.skipped)
-                )
+            if not s.response.strip():
+                # "no reference" says more than "empty response" where both hold.
+                unscored[(i, "relevance")] = _EMPTY
+                unscored.setdefault((i, "reference_similarity"), _EMPTY)
+                values[i] = np.nan
+        # A similarity the model made non-finite is an error, never clipped into the range.
+        for i, j in np.argwhere(~np.isfinite(values)).tolist():
+            unscored.setdefault((i, METRIC_NAMES[j]), _NON_FINITE)
+        values[~np.isfinite(values)] = np.nan
+        # Rounding can put the cosine of unit vectors a hair outside [-1, 1].
+        np.clip(values, -1.0, 1.0, out=values)
         return BatchResult(
-            scores=scores, embeddings=responses, embedding_model=self.model_id, n_tokens=tokens
+            columns=ScoreColumns.from_samples(samples, METRIC_SPECS, values, unscored),
+            embeddings=responses,
+            embedding_model=self.model_id,
+            n_tokens=tokens,
         )
-
-
-def _clip(x: float) -> float:
-    # Rounding can put the cosine of unit vectors a hair outside [-1, 1].
-    return min(1.0, max(-1.0, x))

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from evalwatch.core import ScoreStatus
@@ -27,11 +28,13 @@ from evalwatch.core.redact import PII_KINDS, Redactor
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
+    Cell,
     EvaluatorConfig,
     MetricKind,
     MetricSpec,
     Sample,
-    ScoreResult,
+    ScoreColumns,
+    Unscored,
     register_evaluator,
 )
 
@@ -61,6 +64,7 @@ _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(.*?)\n?\s*```\s*$", re.DOTALL)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 _RATE = {"kind": MetricKind.rate, "range": (0, 1)}
+_NO_JSON_EXPECTED = Unscored("sample does not expect JSON", ScoreStatus.skipped)
 
 #: What each heuristic metric means, in result order (see the module docstring).
 METRIC_SPECS: list[MetricSpec] = [
@@ -170,54 +174,54 @@ class HeuristicsEvaluator(BaseEvaluator[HeuristicsConfig]):
             samples: The samples, in the order results are wanted.
 
         Returns:
-            Six results per sample, in :data:`METRICS` order.
+            Six results per sample, in :data:`METRICS` order, as columns.
         """
-        scores: list[ScoreResult] = []
-        for s in samples:
-            scores.extend(self._score(s))
-        return BatchResult(scores=scores)
+        values = np.empty((len(samples), len(METRICS)), dtype=np.float64)
+        unscored: dict[Cell, Unscored] = {}
+        details: dict[Cell, dict[str, Any]] = {}
+        for i, s in enumerate(samples):
+            values[i] = self._score(i, s, unscored, details)
+        return BatchResult(
+            columns=ScoreColumns.from_samples(samples, METRIC_SPECS, values, unscored, details)
+        )
 
-    def _score(self, s: Sample) -> list[ScoreResult]:
+    def _score(
+        self,
+        i: int,
+        s: Sample,
+        unscored: dict[Cell, Unscored],
+        details: dict[Cell, dict[str, Any]],
+    ) -> list[float]:
+        """Sample ``i``'s values in :data:`METRICS` order; reasons and details go in the maps."""
         text = s.response
-        empty = not text.strip()
-
-        def ok(metric: str, value: float, details: dict[str, Any] | None = None) -> ScoreResult:
-            return ScoreResult(
-                subject_id=s.subject_id,
-                subject_type=s.subject_type,
-                metric=metric,
-                value=value,
-                details=details,
-            )
-
-        out = [
-            ok("response_chars", float(len(text))),
-            ok("response_tokens_est", float(math.ceil(len(text) / self.config.chars_per_token))),
-            ok("empty_response", 1.0 if empty else 0.0),
-        ]
         phrase = self._refusal(text)
-        out.append(ok("refusal", 1.0 if phrase else 0.0, {"phrase": phrase} if phrase else None))
+        if phrase:
+            details[(i, "refusal")] = {"phrase": phrase}
+        json_valid = math.nan
         if s.meta.get("expects_json"):
             error = _json_error(text, self.config.json_allow_code_fence)
-            out.append(ok("json_valid", 0.0, {"error": error}) if error else ok("json_valid", 1.0))
+            json_valid = 0.0 if error else 1.0
+            if error:
+                details[(i, "json_valid")] = {"error": error}
         else:
-            out.append(
-                ScoreResult.unscored(
-                    s, "json_valid", "sample does not expect JSON", ScoreStatus.skipped
-                )
-            )
+            unscored[(i, "json_valid")] = _NO_JSON_EXPECTED
         kinds = Counter(f.kind for f in self._redactor.find(text))
         markers = Counter(k for k in _MARKER.findall(text) if k in self.config.pii_kinds)
         if kinds or markers:
-            details: dict[str, Any] = {"count": sum(kinds.values()) + sum(markers.values())}
+            found: dict[str, Any] = {"count": sum(kinds.values()) + sum(markers.values())}
             if kinds:
-                details["kinds"] = dict(sorted(kinds.items()))
+                found["kinds"] = dict(sorted(kinds.items()))
             if markers:
-                details["redacted_at_ingest"] = dict(sorted(markers.items()))
-            out.append(ok("pii_leak", 1.0, details))
-        else:
-            out.append(ok("pii_leak", 0.0))
-        return out
+                found["redacted_at_ingest"] = dict(sorted(markers.items()))
+            details[(i, "pii_leak")] = found
+        return [
+            float(len(text)),
+            float(math.ceil(len(text) / self.config.chars_per_token)),
+            0.0 if text.strip() else 1.0,
+            1.0 if phrase else 0.0,
+            json_valid,
+            1.0 if kinds or markers else 0.0,
+        ]
 
     def _refusal(self, text: str) -> str | None:
         window = (

@@ -66,7 +66,7 @@ from evalwatch.evaluators.rubrics import (
     build_messages,
     load_rubrics,
 )
-from evalwatch.settings import JudgeSettings
+from evalwatch.settings import JudgeSettings, Settings
 from evalwatch.storage.repo import get_judge_cache
 
 __all__ = [
@@ -271,7 +271,9 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
         super().__init__(config, **options)
         self._given_client = client
         self._settings = settings
-        if not self.config.models and self.settings().model:
+        # Whether ``models`` came from the settings, which use_settings may still replace.
+        self._models_from_settings = not self.config.models
+        if self._models_from_settings and self.settings().model:
             # The judge model is part of what produced a score: record it in the config.
             self.config = self.config.model_copy(
                 update={"models": [str(self.settings().model)]}
@@ -356,6 +358,21 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
         self._client = JudgeClient.for_endpoint(
             s.base_url, s.resolved_api_key(), opts, self._engine
         )
+
+    def use_settings(self, settings: Settings) -> None:
+        """Use ``settings.judge`` (endpoint, key, model, limits) instead of the environment's.
+
+        For callers that build the judge by name (:func:`~evaluators.base.create_evaluator`).
+        A judge model taken from the earlier settings is replaced by this one's (a ``models``
+        option stays), and a client built from them is closed: the next call builds one from
+        these.
+        """
+        self._settings = settings.judge
+        if self._models_from_settings:
+            model = settings.judge.model
+            self.config = self.config.model_copy(update={"models": [str(model)] if model else []})
+        if self._client is not None and self._client is not self._given_client:
+            self.close()
 
     def use_store(self, engine: Engine | None) -> None:
         """Attach the store whose judge cache this judge reads and fills (None detaches).

@@ -32,6 +32,7 @@ __all__ = [
     "metric_catalogue",
     "metric_spec",
     "qualified_specs",
+    "run_catalogue",
 ]
 
 #: Measures stored with each interaction and its feedback rather than by an evaluator, as the
@@ -135,6 +136,25 @@ def metric_catalogue(
         if name in configs:  # declared under these options wins over the general declaration
             out |= qualified_specs(name, _declared(cls, configs[name]))
     return dict(sorted(out.items()))
+
+
+def run_catalogue(provenance: Mapping[str, Any] | None) -> dict[str, MetricSpec]:
+    """:func:`metric_catalogue` under the options a run recorded (``eval_runs.evaluators``).
+
+    Args:
+        provenance: Evaluator name -> ``{"version", "config_hash", "config"}``, as stored on
+            the run (None: the run recorded none).
+
+    Examples:
+        >>> run_catalogue(None)["heuristics.refusal"].kind
+        <MetricKind.rate: 'rate'>
+    """
+    configs = {
+        name: prov.get("config") or {}
+        for name, prov in (provenance or {}).items()
+        if isinstance(prov, Mapping)
+    }
+    return metric_catalogue(configs)
 
 
 def find_metric_spec(

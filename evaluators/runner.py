@@ -37,11 +37,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.engine import Engine
 
 from evalwatch.core import SubjectType
+from evalwatch.core.defaults import DEFAULT_CHUNK_SIZE
 from evalwatch.evaluators.base import (
     BaseEvaluator,
     BatchResult,
     EvaluatorUnavailable,
     Sample,
+    ScoreColumns,
     ScoreResult,
 )
 from evalwatch.evaluators.profiling import Profiler
@@ -69,7 +71,6 @@ __all__ = [
     "run_evaluation",
 ]
 
-DEFAULT_CHUNK_SIZE = 1024
 
 T = TypeVar("T")
 
@@ -320,6 +321,8 @@ def _threads_ok(engine: Engine) -> bool:
 def _contract_error(
     batch: BatchResult, samples: Sequence[Sample], metrics: list[str]
 ) -> str | None:
+    if batch.columns is not None:
+        return _columns_contract_error(batch.columns, samples, metrics)
     expected = len(samples) * len(metrics)
     if len(batch.scores) != expected:
         return (
@@ -335,6 +338,23 @@ def _contract_error(
                     f"result {i * k + j} is ({r.subject_id}, {r.metric}); expected "
                     f"({s.subject_id}, {m})"
                 )
+    return None
+
+
+def _columns_contract_error(
+    cols: ScoreColumns, samples: Sequence[Sample], metrics: list[str]
+) -> str | None:
+    # Shapes, NaN reasons and ranges are checked where the columns are built; here, that they
+    # are this batch's and this evaluator's.
+    if list(cols.metrics) != metrics:
+        return f"columns hold metrics {list(cols.metrics)}; expected {metrics}"
+    if len(cols.subject_ids) != len(samples):
+        return f"columns hold {len(cols.subject_ids)} samples for {len(samples)} samples"
+    expected = [(s.subject_id, s.subject_type) for s in samples]
+    got = list(zip(cols.subject_ids.tolist(), cols.subject_types, strict=True))
+    if got != expected:
+        i = next(i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
+        return f"column row {i} is subject {got[i]}; expected {expected[i]}"
     return None
 
 
@@ -365,7 +385,7 @@ def _score_chunk(act: _Active, samples: list[Sample], console: Console) -> Batch
         return BatchResult(scores=_all_unscored(samples, act.metrics, reason))
     if batch.embeddings is not None and len(batch.embeddings) != len(samples):
         act.failed += 1
-        batch = BatchResult(scores=batch.scores, n_tokens=batch.n_tokens)
+        batch = batch.model_copy(update={"embeddings": None, "embedding_model": None})
     return batch
 
 
@@ -391,6 +411,37 @@ def _score_row(run_id: int, act: _Active, r: ScoreResult) -> dict[str, Any]:
         "reason": reason,
         "details": r.details,
     }
+
+
+def _column_rows(run_id: int, act: _Active, cols: ScoreColumns) -> list[dict[str, Any]]:
+    """Score rows of columnar results, without building an object per result.
+
+    The rows are those :func:`_score_row` makes of the same results as objects; the columns
+    checked their values already (finite where ok, NaN with a reason where not).
+    """
+    ev = act.evaluator
+    ids, types = cols.subject_ids.tolist(), cols.subject_types
+    fixed = {
+        "run_id": run_id,
+        "evaluator": ev.name,
+        "evaluator_version": ev.version,
+        "config_hash": act.key.config_hash,
+        "label": None,
+        "explanation": None,
+    }
+    return [
+        {
+            **fixed,
+            "subject_type": types[i],
+            "subject_id": ids[i],
+            "metric": metric,
+            "value": value,
+            "status": str(status),
+            "reason": reason,
+            "details": det,
+        }
+        for i, metric, value, status, reason, det in cols.cells()
+    ]
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -602,9 +653,14 @@ def _score_all(
         blocked = [s for s in todo if s.subject_id in chunk.blocked]
         runnable = [s for s in todo if s.subject_id not in chunk.blocked]
         results: list[ScoreResult] = []
+        rows: list[dict[str, Any]] = []
         if runnable:
             batch = _score_chunk(act, runnable, console)
-            results.extend(batch.scores)
+            # Columns become rows directly; a list of objects (plug-ins, failures) row by row.
+            if batch.columns is not None:
+                rows = _column_rows(run_id, act, batch.columns)
+            else:
+                results.extend(batch.scores)
             if batch.embeddings is not None:
                 vectors = batch.embeddings.astype("<f2")
                 model = batch.embedding_model or ev.name
@@ -624,12 +680,13 @@ def _score_all(
                 ScoreResult.unscored(s, m, chunk.blocked[s.subject_id], ScoreStatus.skipped)
                 for m in act.metrics
             )
+        rows.extend(_score_row(run_id, act, r) for r in results)
+        score_rows.extend(rows)
         # Summary inputs grouped per (metric, version) so they fold in with one numpy pass.
         groups: dict[tuple[str, str | None], tuple[list[float], list[str]]] = {}
-        for r in results:
-            row = _score_row(run_id, act, r)
-            score_rows.append(row)
-            vals, why = groups.setdefault((r.metric, chunk.versions.get(r.subject_id)), ([], []))
+        for row in rows:
+            key = (row["metric"], chunk.versions.get(row["subject_id"]))
+            vals, why = groups.setdefault(key, ([], []))
             if row["status"] == ScoreStatus.ok:
                 vals.append(row["value"])
             else:

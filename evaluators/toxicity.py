@@ -42,7 +42,6 @@ the whole text; a text with no term it knows gets its prior and says so in ``det
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
 import math
@@ -53,7 +52,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, TypeAdapter
+from pydantic import Field
 
 from evalwatch.core import ScoreStatus
 from evalwatch.evaluators import _toxicity_embedded as embedded
@@ -65,7 +64,8 @@ from evalwatch.evaluators.base import (
     MetricSpec,
     Provenance,
     Sample,
-    ScoreResult,
+    ScoreColumns,
+    Unscored,
     register_evaluator,
 )
 from evalwatch.evaluators.embedding import default_model_path
@@ -654,7 +654,7 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
         for i, n_tok in counts.items():
             if n_tok > limit:
                 details[i] = {"truncated": True, "tokens": n_tok, "max_tokens": limit}
-        return BatchResult(scores=self._results(samples, probs, details), n_tokens=int(seen.sum()))
+        return BatchResult(columns=self._columns(samples, probs, details), n_tokens=int(seen.sum()))
 
     def _evaluate_embedded(
         self, samples: Sequence[Sample], texts: list[str], model: embedded.EmbeddedModel
@@ -667,41 +667,40 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
             probs[start : start + bs, 0] = p
             terms[start : start + bs] = t
         unknown = {"known_terms": 0, "note": "no term the model knows; the value is its prior"}
-        details = [unknown if t == 0 else None for t in terms.tolist()]
+        details: list[dict[str, Any] | None] = [None] * len(texts)
+        for i in np.flatnonzero(terms == 0).tolist():
+            details[i] = unknown
         # TF-IDF reads words, not model tokens: there is no token count to report.
-        return BatchResult(scores=self._results(samples, probs, details), n_tokens=None)
+        return BatchResult(columns=self._columns(samples, probs, details), n_tokens=None)
 
-    def _results(
+    def _columns(
         self,
         samples: Sequence[Sample],
         probs: np.ndarray,
         details: Sequence[dict[str, Any] | None],
-    ) -> list[ScoreResult]:
-        """Each label's probability then safety, per sample; non-finite rows are unscored."""
-        metrics = [*self.labels, "safety"]
+    ) -> ScoreColumns:
+        """Each label's probability then safety, per sample; non-finite rows are unscored.
+
+        Built as columns: no object per result, which would cost the embedded model's
+        evaluator as much as a tenth of the model call itself.
+        """
+        metrics = self.metrics
+        names = [m.name for m in metrics]
         with np.errstate(invalid="ignore"):
             values = np.concatenate([probs, 1.0 - probs.max(axis=1, keepdims=True)], axis=1)
-        finite = np.isfinite(probs).all(axis=1).tolist()
-        rows: list[dict[str, Any]] = []
-        for s, row, ok, det in zip(samples, values.tolist(), finite, details, strict=True):
-            base = {"subject_id": s.subject_id, "subject_type": s.subject_type, "details": det}
-            if ok:
-                rows.extend(
-                    {**base, "metric": m, "value": v} for m, v in zip(metrics, row, strict=True)
-                )
-            else:
-                rows.extend(
-                    {**base, "metric": m, "status": ScoreStatus.error, "reason": _NON_FINITE}
-                    for m in metrics
-                )
-        # One validation call for the whole batch: half the cost of a ScoreResult(...) per
-        # result, which is what the embedded model's evaluator spends beside the model itself.
-        return _score_list().validate_python(rows)
-
-
-@functools.cache
-def _score_list() -> TypeAdapter[list[ScoreResult]]:
-    return TypeAdapter(list[ScoreResult])
+        bad = np.flatnonzero(~np.isfinite(probs).all(axis=1)).tolist()
+        values[bad] = np.nan
+        why = Unscored(_NON_FINITE, ScoreStatus.error)
+        # A sample's details go with each of its results, as with objects.
+        return ScoreColumns.from_samples(
+            samples,
+            metrics,
+            values,
+            unscored={(i, m): why for i in bad for m in names},
+            details={
+                (i, m): det for i, det in enumerate(details) if det is not None for m in names
+            },
+        )
 
 
 def build_random_checkpoint(

@@ -41,6 +41,7 @@ _COMMAND_MODULES = [
     "compare",
     "drift",
     "quarantine",
+    "server",
     "demo",
 ]
 

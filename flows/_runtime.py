@@ -130,8 +130,8 @@ def prefect_failure(exc: BaseException) -> str | None:
         timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
         return (
             f"the temporary Prefect server did not start within {timeout:g}s "
-            "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); raise that, or start "
-            "`prefect server start` and set PREFECT_API_URL to it"
+            "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); raise that, or start one "
+            "local server that later commands use: `evalwatch server start`"
         )
     if _VERSIONS in text:
         return f"the Prefect server cannot serve this client: {text}"

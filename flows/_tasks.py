@@ -167,7 +167,9 @@ def evaluate_alert_rules(run_id: int | None, database_url: str | None) -> list[d
     from evalwatch.alerting import evaluate_after_report
 
     logger = get_run_logger()
-    alerts, error = evaluate_after_report(store(database_url), run_id)
+    alerts, error = evaluate_after_report(
+        store(database_url), run_id, settings=flow_settings(database_url)
+    )
     if error is not None:
         logger.error("alert rules could not be evaluated: %s", error)
         raise AlertRulesError(f"alert rules could not be evaluated: {error}")

@@ -16,7 +16,7 @@ from prefect.states import State
 from evalwatch.checks.policy import GateInputError
 from evalwatch.flows._runtime import artifact_key, flow_settings, store
 from evalwatch.flows._tasks import evaluate_alert_rules
-from evalwatch.reporting.gate_report import gate_markdown
+from evalwatch.reporting.gate_report import gate_markdown, worst_items_markdown
 from evalwatch.runs.gate import (
     GateParams,
     GatePlan,
@@ -24,7 +24,6 @@ from evalwatch.runs.gate import (
     conclude_gate,
     evaluate_side,
     plan_gate,
-    worst_items_markdown,
 )
 
 __all__ = ["compare_and_store", "evaluate_gate_side", "plan", "regression_gate"]

@@ -21,9 +21,12 @@ quarantined (``request_id: not unique``). Within a chunk Great Expectations chec
 chunks the pipeline carries what it has seen, so outcomes do not depend on the chunk size.
 
 Validation sees the text as it arrived (length bounds apply to it); only rows that pass are
-redacted. Quarantined rows keep their raw line, with personal data masked unless redaction is
-off. Reading and checking can run in a forked worker process while this process stores the
-previous chunk (``parallel``); the store is only ever written here, in order.
+redacted. Quarantined rows keep the start of their raw line (``readers.QUARANTINE_CHARS``
+characters and a note of its full length; the hash is of all of it), with personal data masked
+unless redaction is off. A line longer than ``settings.ingest.max_line_bytes`` is never read
+whole (see :mod:`evalwatch.ingest.readers`). Reading and checking can run in a forked worker
+process while this process stores the previous chunk (``parallel``); the store is only ever
+written here, in order.
 """
 
 from __future__ import annotations
@@ -414,43 +417,43 @@ class _Run:
             # One batched scan per field over the whole chunk; a field empty in every row
             # (often context and reference) has nothing to find.
             found = {f: self.redactor.find_many(t) for f, t in texts.items() if any(t)}
-        out: list[dict[str, Any]] = []
         hash_id = self._hash_id
-        for i, (rec, row) in enumerate(zip(recs, rows, strict=True)):
-            redactions = 0
-            masked = {f: row[f] for f in fields}
-            for f, per_row in found.items():
-                spans = per_row[i]
+        out: list[dict[str, Any]] = [
+            {
+                "request_id": row["request_id"],
+                "ts": row["ts"],
+                "app": row["app"],
+                "model_name": row["model_name"],
+                "model_version": row["model_version"],
+                "prompt": row["prompt"],
+                "response": row["response"],
+                "context": row["context"],
+                "reference": row["reference"],
+                "latency_ms": row["latency_ms"],
+                "input_tokens": row["input_tokens"],
+                "output_tokens": row["output_tokens"],
+                "cost": row["cost"],
+                "user_hash": hash_id(row["user_id"]),
+                "session_hash": hash_id(row["session_id"]),
+                "metadata": row["metadata"],
+                "redactions": 0,
+                "source": source,
+            }
+            for row in rows
+        ]
+        # Findings are sparse: touch only the rows that have some.
+        for f, per_row in found.items():
+            field_texts = texts[f]
+            for i, spans in enumerate(per_row):
                 if spans:
-                    masked[f] = mask(texts[f][i], spans)
-                    redactions += len(spans)
-            meta = row["metadata"]
+                    out[i][f] = mask(field_texts[i], spans)
+                    out[i]["redactions"] += len(spans)
+        for i, rec in enumerate(recs):
             if rec.replaced:
-                meta = dict(meta or {})
+                meta = dict(out[i]["metadata"] or {})
                 meta["_ingest"] = {"warnings": [_REPLACED_WARNING]}
+                out[i]["metadata"] = meta
                 warnings[_REPLACED_WARNING] += 1
-            out.append(
-                {
-                    "request_id": row["request_id"],
-                    "ts": row["ts"],
-                    "app": row["app"],
-                    "model_name": row["model_name"],
-                    "model_version": row["model_version"],
-                    "prompt": masked["prompt"],
-                    "response": masked["response"],
-                    "context": masked["context"],
-                    "reference": masked["reference"],
-                    "latency_ms": row["latency_ms"],
-                    "input_tokens": row["input_tokens"],
-                    "output_tokens": row["output_tokens"],
-                    "cost": row["cost"],
-                    "user_hash": hash_id(row["user_id"]),
-                    "session_hash": hash_id(row["session_id"]),
-                    "metadata": meta,
-                    "redactions": redactions,
-                    "source": source,
-                }
-            )
         return out
 
     def _inline_feedback(self, prepared: _Prepared) -> int:

@@ -211,8 +211,8 @@ class RawRecord(NamedTuple):
         error: Why the line could not be parsed, or None.
         replaced: Whether bytes that are not UTF-8 were replaced by U+FFFD.
         skip: Why this is not a row at all (a blank line, a span that is no GenAI call).
-        size: The full length of an oversized line (bytes), whose ``text`` is only its start;
-            None otherwise.
+        size: The full length in bytes of an oversized line (CSV row, Parquet cell, OTLP
+            document), whose ``text`` is only its start; None otherwise.
         digest: SHA-256 (hex) of the whole oversized line, computed while skipping it.
     """
 
@@ -670,37 +670,43 @@ class _RowTooLong(Exception):
 
 
 class _CsvLines:
-    """The decoded lines of a CSV file for ``csv.reader``, each read with a bounded readline.
+    """The lines of a CSV file for ``csv.reader``, each read with a bounded readline.
 
-    Decoding matches ``TextIOWrapper(encoding="utf-8-sig", errors="surrogateescape",
-    newline="")``. The current row's start, size, SHA-256 and quote count are tracked, so a
+    Decoding is ``TextIOWrapper(encoding="utf-8-sig", errors="surrogateescape", newline="")``
+    (so CR, LF and CRLF all end lines), read ``cap + 2`` characters at
+    most at a time. The current row's start, size, SHA-256 and quote count are tracked, so a
     row given up half-way (a line or a field over the cap) can be skipped to its real end
     (where its quotes balance) and quarantined with its length and hash, without holding it.
     """
 
     def __init__(self, binary: Any, cap: int) -> None:
-        self._readline = binary.readline
+        self._binary = binary
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        self._readline = text.readline
         self._cap = cap
         self.count = 0  # physical lines read
-        self.done = 0  # bytes read
-        self._first = True
         self.mark()
+
+    @property
+    def done(self) -> int:
+        """Bytes read so far."""
+        return int(self._binary.tell())
 
     def mark(self) -> None:
         """Start a new row after the line last read."""
         self.start = self.count + 1
-        self._head = b""
+        self._head = ""
         self._size = 0
         self._quotes = 0
         self._digest = hashlib.sha256()
 
-    def _take(self, piece: bytes) -> None:
-        body = piece.rstrip(b"\r\n") if piece.endswith(b"\n") else piece
+    def _take(self, piece: str) -> None:
         if len(self._head) < QUARANTINE_CHARS + _REDACT_MARGIN:
-            self._head += body[: QUARANTINE_CHARS + _REDACT_MARGIN]
-        self._size += len(piece)
-        self._quotes += piece.count(b'"')
-        self._digest.update(piece)
+            self._head += piece[: QUARANTINE_CHARS + _REDACT_MARGIN].rstrip("\r\n")
+        data = piece.encode("utf-8", "surrogateescape")
+        self._size += len(data)
+        self._quotes += piece.count('"')
+        self._digest.update(data)
 
     def __iter__(self) -> _CsvLines:
         return self
@@ -710,30 +716,23 @@ class _CsvLines:
         if not line:
             raise StopIteration
         self.count += 1
-        self.done += len(line)
-        if self._first:
-            self._first = False
-            if line.startswith(_BOM):
-                line = line[len(_BOM) :]
         self._take(line)
-        if len(line) > self._cap and _too_long(line, self._cap):
+        if len(line) > self._cap and len(line.rstrip("\r\n")) > self._cap:
             # Skip the rest of this line in pieces, then the rest of its row.
-            while not line.endswith(b"\n") and (line := self._readline(_SKIP_BYTES)):
-                self.done += len(line)
+            while not line.endswith(("\n", "\r")) and (line := self._readline(_SKIP_BYTES)):
                 self._take(line)
-            raise _RowTooLong(self.give_up(f"line: longer than {self._cap} bytes"))
-        return line.decode("utf-8", "surrogateescape")
+            raise _RowTooLong(self.give_up(f"line: longer than {self._cap} characters"))
+        return line
 
     def give_up(self, why: str) -> RawRecord:
         """Skip to the end of the current row (quotes balanced) and return its error record."""
-        line = b"\n"
+        line = "\n"
         while self._quotes % 2 and (line := self._readline(_SKIP_BYTES)):
-            if line.endswith(b"\n") or len(line) < _SKIP_BYTES:
+            if line.endswith(("\n", "\r")) or len(line) < _SKIP_BYTES:
                 self.count += 1
-            self.done += len(line)
             self._take(line)
         size = self._size
-        head = self._head.decode("utf-8", "replace")
+        head, _ = _fix_surrogates(self._head)
         rec = RawRecord(
             self.start, head, None, f"{why} ({size} bytes)", size=size,
             digest=self._digest.hexdigest(),

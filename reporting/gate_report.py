@@ -1,13 +1,15 @@
 """The regression gate's and canary's report as text (terminal, CI log) and markdown.
 
 :func:`gate_text` is what ``evalwatch gate`` and ``evalwatch canary`` print;
-:func:`gate_markdown` is the Prefect artifact and a PR comment. The statistics and the
-report's reasons are :mod:`evalwatch.checks.regression`.
+:func:`gate_markdown` is the Prefect artifact and a PR comment; :func:`worst_items_text` and
+:func:`worst_items_markdown` show both outputs of the items that regressed most. The statistics
+and the report's reasons are :mod:`evalwatch.checks.regression`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from evalwatch.checks.regression import (
     GateReport,
@@ -18,7 +20,7 @@ from evalwatch.checks.regression import (
 )
 from evalwatch.reporting.markdown import md_table
 
-__all__ = ["gate_markdown", "gate_text"]
+__all__ = ["gate_markdown", "gate_text", "worst_items_markdown", "worst_items_text"]
 
 
 def _title(report: GateReport) -> str:
@@ -186,3 +188,77 @@ def _worst_line(w: WorstItem) -> str:
         f"{w.metric}  {w.item_id}: {format_num(w.baseline)} -> {format_num(w.candidate)} "
         f"(diff {format_num(w.diff)}){tags}"
     )
+
+
+def _flagged(report: GateReport) -> set[str]:
+    return {c.metric for c in [*report.metrics, *report.slices] if c.decision == "regression"}
+
+
+def worst_items_text(report: GateReport, per_metric: int = 3, width: int = 160) -> str:
+    """Both outputs of the worst items of each metric that regressed (overall or in a slice).
+
+    Args:
+        report: A gate report (:func:`evalwatch.runs.gate.compare_sides`).
+        per_metric: Items shown per metric.
+        width: Characters shown per text.
+
+    Returns:
+        Plain text; empty when nothing regressed.
+    """
+
+    def cut(text: Any) -> str:
+        s = " ".join(str(text or "").split())
+        return s if len(s) <= width else s[: width - 1] + "…"
+
+    flagged = _flagged(report)
+    lines: list[str] = []
+    shown: dict[str, int] = {}
+    for w in report.worst_items:
+        if w.metric not in flagged or shown.get(w.metric, 0) >= per_metric:
+            continue
+        shown[w.metric] = shown.get(w.metric, 0) + 1
+        tags = f" [{', '.join(w.tags)}]" if w.tags else ""
+        lines.append(f"  {w.metric}  {w.item_id}{tags}")
+        d = w.details
+        lines.append(f"    input:     {cut(d.get('input'))}")
+        lines.append(f"    baseline:  {cut(d.get('baseline_output'))}")
+        lines.append(f"    candidate: {cut(d.get('candidate_output'))}")
+        for key, label in (
+            ("judge_explanation", "judge"),
+            ("baseline_explanation", "why (base)"),
+            ("candidate_explanation", "why (cand)"),
+        ):
+            if d.get(key):
+                lines.append(f"    {label + ':':<11}{cut(d.get(key))}")
+    return ("Outputs of the items that regressed most:\n" + "\n".join(lines)) if lines else ""
+
+
+def worst_items_markdown(report: GateReport, per_metric: int = 3) -> str:
+    """The markdown version of :func:`worst_items_text` (for the flow's artifact)."""
+
+    def esc(text: Any) -> str:
+        s = " ".join(str(text or "").split())
+        return s.replace("|", "\\|")
+
+    flagged = _flagged(report)
+    rows: list[str] = []
+    shown: dict[str, int] = {}
+    for w in report.worst_items:
+        if w.metric not in flagged or shown.get(w.metric, 0) >= per_metric:
+            continue
+        shown[w.metric] = shown.get(w.metric, 0) + 1
+        d = w.details
+        why = d.get("judge_explanation") or d.get("candidate_explanation") or ""
+        rows.append(
+            f"| {esc(w.metric)} | {esc(w.item_id)} | {esc(d.get('baseline_output'))} | "
+            f"{esc(d.get('candidate_output'))} | {esc(why)} |"
+        )
+    if not rows:
+        return ""
+    head = [
+        "### Outputs of the items that regressed most",
+        "",
+        "| metric | item | baseline output | candidate output | explanation |",
+        "|---|---|---|---|---|",
+    ]
+    return "\n".join(head + rows) + "\n"

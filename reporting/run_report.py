@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from evalwatch.evaluators.digest import RunDigest, digest_run
-from evalwatch.evaluators.metrics import metric_catalogue, metric_spec
+from evalwatch.evaluators.metrics import MetricSpec, metric_catalogue, metric_spec, run_catalogue
 from evalwatch.evaluators.summary import MetricSummary
 from evalwatch.reporting.page import html_page, html_table, img, section
 from evalwatch.reporting.plots import distributions_png, group_comparison_png, over_time_png
@@ -80,6 +81,7 @@ def worst_items(
     *,
     engine: Engine | None = None,
     run_id: int | None = None,
+    catalogue: Mapping[str, MetricSpec] | None = None,
 ) -> list[dict[str, Any]]:
     """The worst scored items per metric, with their explanation (for review).
 
@@ -87,10 +89,12 @@ def worst_items(
     (:func:`~evalwatch.evaluators.metrics.metric_spec`): the lowest values, or for a metric
     where lower is better (refusals, toxicity) the highest ones above 0. A frame read without
     texts (``run_scores_frame(..., with_text=False)``) gets the texts of
-    just the picked rows from the store, which needs ``engine`` and ``run_id``.
+    just the picked rows from the store, which needs ``engine`` and ``run_id``. ``catalogue``
+    is the run's (:func:`~evalwatch.evaluators.metrics.run_catalogue`, which knows the metrics
+    of a judge's own rubric files); None: the general catalogue.
     """
     ok = frame[frame["status"] == "ok"].dropna(subset=["value"])
-    catalogue = metric_catalogue()
+    catalogue = metric_catalogue() if catalogue is None else catalogue
     picked_rows: list[tuple[str, Any]] = []
     for metric, g in ok.groupby("metric", sort=True):
         bad_high = not metric_spec(str(metric), catalogue).higher_is_better
@@ -135,6 +139,12 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
         ]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def _run_worst_items(engine: Engine, run: EvalRun, digest: RunDigest) -> list[dict[str, Any]]:
+    """:func:`worst_items` of a run, each metric read as the run's evaluator options declare it."""
+    catalogue = run_catalogue(run.evaluators)
+    return worst_items(digest.extremes_frame(), engine=engine, run_id=run.id, catalogue=catalogue)
 
 
 def run_markdown(
@@ -189,7 +199,7 @@ def run_markdown(
     lines += [
         "## Worst items",
         "",
-        _md_table(worst_items(digest.extremes_frame(), engine=engine, run_id=run_id)),
+        _md_table(_run_worst_items(engine, run, digest)),
         "## Evaluator profiles",
         "",
         _md_table(profile_rows(engine, run_id)),
@@ -225,7 +235,7 @@ def render_run_html(engine: Engine, run_id: int, digest: RunDigest | None = None
         section("Over time", img(over_time_png(digest.daily_frame()), "scores over time")),
         section(
             "Worst items",
-            html_table(worst_items(digest.extremes_frame(), engine=engine, run_id=run_id)),
+            html_table(_run_worst_items(engine, run, digest)),
         ),
         section("Evaluator profiles", html_table(profile_rows(engine, run_id))),
         subtitle=subtitle,

@@ -42,6 +42,7 @@ from evalwatch.runs.gate import (
     select_metrics,
     store_gate_report,
 )
+from evalwatch.settings import Settings
 from evalwatch.storage.frames import (
     traffic_window_feedback_frame,
     traffic_window_frame,
@@ -217,6 +218,7 @@ def canary_scores(
 def compare_versions(
     engine: Engine,
     params: CanaryParams,
+    settings: Settings,
     *,
     now: datetime | None = None,
     alerts: bool = True,
@@ -226,6 +228,7 @@ def compare_versions(
     Args:
         engine: The store.
         params: App, versions, window and policy.
+        settings: Settings (the alert rules in force).
         now: Window end when ``params.until`` is unset (default: anchored at the newest
             interaction, see :meth:`CanaryParams.bounds`).
         alerts: Evaluate the alert rules after storing the report.
@@ -242,7 +245,7 @@ def compare_versions(
         >>> from evalwatch.storage.db import make_engine, upgrade
         >>> eng = make_engine("sqlite://"); _ = upgrade(eng)
         >>> p = CanaryParams(app="a", model_a="1", model_b="2", window=timedelta(hours=1))
-        >>> compare_versions(eng, p, alerts=False)  # doctest: +ELLIPSIS
+        >>> compare_versions(eng, p, Settings(), alerts=False)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         evalwatch.checks.policy.GateInputError: no interactions of app 'a'...
@@ -286,4 +289,4 @@ def compare_versions(
             "n": info["interactions"][params.model_b],
         },
     )
-    return gate_outcome(engine, report, report_id, alerts=alerts)
+    return gate_outcome(engine, report, report_id, settings, alerts=alerts)

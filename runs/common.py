@@ -47,8 +47,10 @@ def build_evaluators(
 ) -> list[BaseEvaluator[Any]]:
     """Create evaluators by name with options from settings, then ``overrides``.
 
-    Every evaluator is given ``engine`` through :meth:`BaseEvaluator.use_store` (the judge
-    keeps its cache there; the others ignore it).
+    Every evaluator is given ``settings`` through :meth:`BaseEvaluator.use_settings` (the
+    judge takes its endpoint, key and model from them, not from the environment) and
+    ``engine`` through :meth:`BaseEvaluator.use_store` (the judge keeps its cache there; the
+    others ignore both).
 
     Raises:
         KeyError: An unknown evaluator name (the message lists the known ones).
@@ -59,6 +61,7 @@ def build_evaluators(
         options = dict(settings.evaluator_options.get(name, {}))
         options.update((overrides or {}).get(name, {}))
         ev = create_evaluator(name, options)
+        ev.use_settings(settings)
         if engine is not None:
             ev.use_store(engine)
         out.append(ev)
@@ -121,9 +124,31 @@ def merge_profiles(engine: Engine, run_id: int) -> list[EvaluatorProfile]:
     """Fold the per-batch profiles of a run into one row per evaluator and version.
 
     Flow tasks profile their own batch; the store keeps one summary per evaluator per run.
-    Means are weighted by busy seconds, peaks are maxima, counts and energy are sums.
+    Means are weighted by busy seconds, peaks are maxima, counts and energy are sums. Passes
+    of one run that finish at once each fold what they read; one whose rows another folded
+    first reads them again.
     """
-    rows = run_profiles(engine, run_id)
+    for _ in range(_MERGE_TRIES):
+        merged, replaced, folded = _fold_profiles(run_id, run_profiles(engine, run_id))
+        if not folded or replace_profiles(engine, replaced, folded):
+            return merged
+    # Other passes keep folding these rows: their merges cover them; report what is stored.
+    return run_profiles(engine, run_id)
+
+
+# Concurrent finishers of one run rarely collide twice; beyond this the stored rows stand.
+_MERGE_TRIES = 5
+
+
+def _fold_profiles(
+    run_id: int, rows: Sequence[EvaluatorProfile]
+) -> tuple[list[EvaluatorProfile], list[EvaluatorProfile], list[EvaluatorProfile]]:
+    """Fold profile rows: one per evaluator and version.
+
+    Returns:
+        ``(merged, replaced, folded)``: the row of each evaluator and version, the stored
+        rows that new ones replace, and those new ones.
+    """
     groups: dict[tuple[str, str], list[EvaluatorProfile]] = {}
     for r in rows:
         groups.setdefault((r.evaluator, r.evaluator_version), []).append(r)
@@ -168,9 +193,7 @@ def merge_profiles(engine: Engine, run_id: int) -> list[EvaluatorProfile]:
         replaced.extend(parts)
         folded.append(m)
         merged.append(m)
-    if folded:
-        replace_profiles(engine, replaced, folded)
-    return merged
+    return merged, replaced, folded
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,12 +30,11 @@ from evalwatch.settings import Settings
 from evalwatch.storage.models import Dataset
 from evalwatch.storage.repo import (
     content_hash,
-    create_run,
     dataset_items,
     get_dataset,
-    get_run_by_key,
     insert_model_outputs,
     latest_outputs,
+    open_run,
     output_models,
 )
 
@@ -352,8 +351,8 @@ def open_dataset_run(
     key = content_hash(
         {"kind": "dataset", "dataset": ds.id, "model": model, "outputs": ids, "ev": provenance}
     )[:32]
-    resumed = get_run_by_key(engine, key) is not None
-    run = create_run(
+    # One statement creates the run or joins the one a concurrent identical call is creating.
+    run, created = open_run(
         engine,
         "dataset",
         params=dict(params),
@@ -372,7 +371,7 @@ def open_dataset_run(
         evaluators=names,
         evaluator_options={n: dict(o) for n, o in evaluator_options.items()},
         batch_size=batch_size,
-        resumed=resumed,
+        resumed=not created,
         facts=(facts or RunFacts()).model_copy(
             update={
                 "model": model,

@@ -11,8 +11,8 @@ What is compared, per interaction:
 
 * numeric columns: ``response_length`` (characters), ``latency_ms``, ``input_tokens``,
   ``output_tokens``, ``cost`` and every stored score metric as ``evaluator.metric`` (only scores
-  with status ``ok``; where several evaluator versions scored one interaction the most recently
-  stored score counts). A metric whose stored values are all 0 or 1 is a *rate*, not a numeric
+  with status ``ok``, of one evaluator version and options per evaluator: the newest stored in
+  the current window). A metric whose stored values are all 0 or 1 is a *rate*, not a numeric
   column (``heuristics.refusal`` becomes the rate ``refusal``);
 * rates: ``refusal``, the other 0/1 metrics, ``unsafe`` (``toxicity.safety`` below
   ``unsafe_threshold``, where toxicity scores exist), ``unscored`` (share of evaluated
@@ -51,15 +51,18 @@ A numeric column holding one single value across both windows (a fixed price) is
 The result types (:class:`DriftParams`, :class:`DriftOutcome`...) live in
 :mod:`evalwatch.checks.drift.outcome` and are re-exported here; the markdown and HTML of an
 outcome are :mod:`evalwatch.reporting.drift_markdown` and :mod:`evalwatch.reporting.drift_report`.
-Loading is :func:`evalwatch.storage.traffic_frame.load_frame` (one streamed query per table into
-numpy columns); this module holds no SQL.
+Loading is :func:`evalwatch.storage.traffic_frame.load_frame` (one bulk read per table into
+numpy columns, once for every scope); this module holds no SQL. Per evaluator, only the scores
+of the current window's newest evaluator version and options (``config_hash``) are compared,
+in both windows; where a scope's windows hold scores under other keys, every result of that
+evaluator's features says what was left out (``details["note"]``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -85,10 +88,15 @@ from evalwatch.checks.drift.outcome import (
     json_safe,
 )
 from evalwatch.core import parse_duration
-from evalwatch.evaluators.metrics import MetricKind, find_metric_spec, metric_catalogue
+from evalwatch.evaluators.metrics import (
+    MetricKind,
+    MetricSpec,
+    find_metric_spec,
+    metric_catalogue,
+)
 from evalwatch.settings import Settings
 from evalwatch.storage.models import utcnow
-from evalwatch.storage.repo import content_hash
+from evalwatch.storage.repo import content_hash, evaluator_configs
 from evalwatch.storage.traffic_frame import (
     TrafficFrame,
     insert_drift_rows,
@@ -114,6 +122,7 @@ __all__ = [
     "anomaly_threshold",
     "check_drift",
     "drift_input",
+    "frame_catalogue",
     "load_frame",
     "newest_interaction_time",
     "outcome_rows",
@@ -207,14 +216,27 @@ def _rate_name(key: str) -> str:
     return _RATE_NAMES.get(key, key)
 
 
-def _rate_columns(frame: TrafficFrame) -> set[str]:
+def frame_catalogue(engine: Engine, frame: TrafficFrame) -> dict[str, MetricSpec]:
+    """The metric catalogue under the options the frame's scores were made with.
+
+    The options are those the scoring runs recorded (:func:`~evalwatch.storage.repo.
+    evaluator_configs`): a judge declares the metrics of the user's own rubric files only
+    under its options, so such a metric is compared as the kind its scale makes it.
+    """
+    return metric_catalogue(evaluator_configs(engine, frame.score_keys))
+
+
+def _rate_columns(
+    frame: TrafficFrame, catalogue: Mapping[str, MetricSpec] | None = None
+) -> set[str]:
     """The frame's score columns compared as rates rather than as numbers.
 
     A metric its evaluator declares a rate (``heuristics.refusal``) is one; a declared score
     is not, even where a window's values happen to be all 0/1. A metric no registered
-    evaluator declares is read from its values: a rate when they are all 0/1.
+    evaluator declares is read from its values: a rate when they are all 0/1. ``catalogue``
+    is :func:`frame_catalogue`'s (None: the general catalogue).
     """
-    catalogue = metric_catalogue()
+    catalogue = metric_catalogue() if catalogue is None else catalogue
     out = set()
     for key in frame.binary:
         spec = find_metric_spec(key, catalogue)
@@ -229,6 +251,7 @@ def drift_input(
     *,
     unsafe_threshold: float = 0.5,
     columns: Sequence[str] | None = None,
+    catalogue: Mapping[str, MetricSpec] | None = None,
 ) -> DriftInput:
     """One window of a frame as the input of :func:`evalwatch.checks.drift.run_drift`.
 
@@ -237,6 +260,8 @@ def drift_input(
         rows: Boolean mask of the window's rows.
         unsafe_threshold: ``toxicity.safety`` below this counts as unsafe.
         columns: Numeric and binary columns to include (default: all of the frame's).
+        catalogue: What the score columns mean (:func:`frame_catalogue`; None: the general
+            catalogue, which lacks the metrics of a judge's own rubric files).
 
     Returns:
         The window: numeric columns (0/1 metrics as rates), rates ``unsafe``, ``unscored`` and
@@ -256,7 +281,7 @@ def drift_input(
     names = list(frame.numeric) if columns is None else [c for c in columns if c in frame.numeric]
     numeric: dict[str, npt.NDArray[Any]] = {}
     rates: dict[str, npt.NDArray[Any]] = {}
-    rate_columns = _rate_columns(frame)
+    rate_columns = _rate_columns(frame, catalogue)
     for name in names:
         col = frame.numeric[name][rows]
         if name in rate_columns:
@@ -347,6 +372,7 @@ def _prepare_series(
     current: TimeWindow,
     series_start: datetime,
     p: DriftParams,
+    catalogue: Mapping[str, MetricSpec],
 ) -> list[_Prepared]:
     freq = p.anomaly_freq
     start64 = to_datetime64(series_start)
@@ -360,7 +386,7 @@ def _prepare_series(
     if frame.evaluated.any():
         err = np.where(frame.evaluated[rows], frame.errored[rows].astype(np.float64), np.nan)
         specs.append(("error_rate", err, "rate"))
-    rate_columns = _rate_columns(frame)
+    rate_columns = _rate_columns(frame, catalogue)
     for key in frame.score_columns():
         if key in rate_columns:
             specs.append((f"{_rate_name(key)}.rate", frame.numeric[key][rows], "rate"))
@@ -484,8 +510,8 @@ def _active_columns(
 
 def check_drift(
     engine: Engine,
-    params: DriftParams | None = None,
-    settings: Settings | None = None,
+    params: DriftParams,
+    settings: Settings,
     *,
     html: Path | bool | None = None,
     store: bool = True,
@@ -497,8 +523,8 @@ def check_drift(
     Args:
         engine: The store.
         params: Windows, scopes and test settings.
-        settings: Settings; ``html=True`` writes to the store's report folder
-            (:func:`evalwatch.reporting.location.report_folder`).
+        settings: Settings: the alert rules in force, and ``html=True`` writes to the store's
+            report folder (:func:`evalwatch.reporting.location.report_folder`).
         html: Write the HTML report: ``True`` to the store's report folder, or a path.
         store: Write the ``drift_reports`` rows (one per test, one per anomaly series).
         now: The present: windows ending after it are not judged for anomalies.
@@ -518,12 +544,11 @@ def check_drift(
         >>> from evalwatch.storage.db import make_engine, upgrade
         >>> e = make_engine("sqlite://"); _ = upgrade(e)
         >>> p = DriftParams(current_end=datetime(2026, 11, 15, tzinfo=UTC), window="3d")
-        >>> out = check_drift(e, p, store=False)
+        >>> out = check_drift(e, p, Settings(), store=False)
         >>> out.drift_found, out.scopes[0].n_current
         (False, 0)
     """
     t_total = time.perf_counter()
-    params = params or DriftParams()
     now = as_utc(now or utcnow())
     current, baseline = resolve_windows(engine, params)
     series_start = current.start - timedelta(
@@ -543,10 +568,11 @@ def check_drift(
     no_data = _no_data(engine, params, current, baseline, cur_rows, base_rows)
 
     t0 = time.perf_counter()
-    results = _drift_scopes(frame, base_rows, cur_rows, params)
+    catalogue = frame_catalogue(engine, frame)
+    results = _drift_scopes(frame, base_rows, cur_rows, params, catalogue)
     timings["drift"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    series = _anomaly_series(frame, current, series_start, params, now)
+    series = _anomaly_series(frame, current, series_start, params, now, catalogue)
     timings["anomalies"] = time.perf_counter() - t0
 
     created = utcnow()
@@ -575,7 +601,7 @@ def check_drift(
     # would read as "no drift".
     if not no_data:
         if store:
-            _store_and_alert(engine, outcome, alerts)
+            _store_and_alert(engine, outcome, settings if alerts else None)
         if html:
             _write_html(engine, outcome, None if html is True else Path(html), settings)
     timings["total"] = time.perf_counter() - t_total
@@ -618,7 +644,54 @@ def _load(
         apps=params.apps,
         model_versions=params.model_versions,
         embedding_model=params.embedding_model,
+        current=current,
     )
+
+
+def _left_out_notes(
+    frame: TrafficFrame, base: npt.NDArray[np.bool_], cur: npt.NDArray[np.bool_]
+) -> dict[str, str]:
+    """Feature -> a note on the scores left out of it (other evaluator version or options).
+
+    The loader compares, per evaluator, only the scores of its newest version and options in
+    the current window; a scope whose windows hold scores under other keys says so on every
+    result of that evaluator's features (``details["note"]``).
+    """
+    notes: dict[str, str] = {}
+    for ev, rows in frame.left_out.items():
+        nb, nc = int((rows & base).sum()), int((rows & cur).sum())
+        if not nb and not nc:
+            continue
+        ver, ch = frame.score_keys[ev]
+        other = ", ".join(f"version {v} options {h[:12]}" for v, h in frame.left_out_keys[ev])
+        counts = " and ".join(
+            f"{k:,} {what}" for k, what in ((nb, "baseline"), (nc, "current")) if k
+        )
+        note = (
+            f"{ev} scores of {counts} interactions made under other options or versions "
+            f"({other}) were left out: only version {ver} options {ch[:12]} is compared"
+        )
+        for key in frame.score_columns():
+            if key.split(".", 1)[0] == ev:
+                notes[key] = notes[_rate_name(key)] = note
+                if key == _SAFETY_METRIC:
+                    notes["unsafe"] = note
+    return notes
+
+
+def _with_notes(report: DriftReport, notes: dict[str, str]) -> DriftReport:
+    """The report with each note added to the results of its feature."""
+    if not notes:
+        return report
+    results = []
+    for r in report.results:
+        note = notes.get(r.feature)
+        if note is not None:
+            prior = r.details.get("note")
+            merged = f"{prior}; {note}" if prior else note
+            r = r.model_copy(update={"details": {**r.details, "note": merged}})
+        results.append(r)
+    return report.model_copy(update={"results": results})
 
 
 def _drift_scopes(
@@ -626,6 +699,7 @@ def _drift_scopes(
     base_rows: npt.NDArray[np.bool_],
     cur_rows: npt.NDArray[np.bool_],
     params: DriftParams,
+    catalogue: Mapping[str, MetricSpec],
 ) -> list[ScopeResult]:
     """Every scope's report, adjusted as one Benjamini-Hochberg family across all scopes."""
     config = params.drift_config()
@@ -634,9 +708,18 @@ def _drift_scopes(
         in_scope = scope.mask(frame)
         b, c = base_rows & in_scope, cur_rows & in_scope
         columns = _active_columns(frame, b, c)
-        b_in = drift_input(frame, b, unsafe_threshold=params.unsafe_threshold, columns=columns)
-        c_in = drift_input(frame, c, unsafe_threshold=params.unsafe_threshold, columns=columns)
-        raw.append((scope, run_drift(b_in, c_in, config), int(b.sum()), int(c.sum()), b_in, c_in))
+        b_in, c_in = (
+            drift_input(
+                frame,
+                rows,
+                unsafe_threshold=params.unsafe_threshold,
+                columns=columns,
+                catalogue=catalogue,
+            )
+            for rows in (b, c)
+        )
+        report = _with_notes(run_drift(b_in, c_in, config), _left_out_notes(frame, b, c))
+        raw.append((scope, report, int(b.sum()), int(c.sum()), b_in, c_in))
     adjusted = _apply_verdicts([r for _, rep, *_ in raw for r in rep.results], config)
     results: list[ScopeResult] = []
     i = 0
@@ -656,31 +739,34 @@ def _anomaly_series(
     series_start: datetime,
     params: DriftParams,
     now: datetime,
+    catalogue: Mapping[str, MetricSpec],
 ) -> list[AnomalySeries]:
     """The anomaly series of every anomaly scope, judged with one check-wide threshold."""
     prepared: list[_Prepared] = []
     series_rows = frame.between(TimeWindow(start=series_start, end=current.end))
     for scope in _scopes(params.anomaly_scopes, frame, series_rows, params):
         rows = series_rows & scope.mask(frame)
-        prepared.extend(_prepare_series(scope, frame, rows, current, series_start, params))
+        prepared.extend(
+            _prepare_series(scope, frame, rows, current, series_start, params, catalogue)
+        )
     return _detect(prepared, current, params, now)
 
 
-def _store_and_alert(engine: Engine, outcome: DriftOutcome, alerts: bool) -> None:
-    """Store the outcome's rows, then evaluate the alert rules when asked."""
+def _store_and_alert(engine: Engine, outcome: DriftOutcome, settings: Settings | None) -> None:
+    """Store the outcome's rows, then evaluate the rules of ``settings`` (None: no alerts)."""
     t0 = time.perf_counter()
     outcome.n_rows_stored = store_outcome(engine, outcome)
     outcome.timings["store"] = time.perf_counter() - t0
-    if alerts:
+    if settings is not None:
         from evalwatch.alerting import evaluate_after_report
 
         t0 = time.perf_counter()
-        outcome.alerts, outcome.alert_error = evaluate_after_report(engine)
+        outcome.alerts, outcome.alert_error = evaluate_after_report(engine, settings=settings)
         outcome.timings["alerts"] = time.perf_counter() - t0
 
 
 def _write_html(
-    engine: Engine, outcome: DriftOutcome, path: Path | None, settings: Settings | None
+    engine: Engine, outcome: DriftOutcome, path: Path | None, settings: Settings
 ) -> None:
     """Write the HTML report to ``path``, or (None) to the store's report folder."""
     from evalwatch.reporting.drift_report import write_drift_html
@@ -689,7 +775,7 @@ def _write_html(
         from evalwatch.reporting.location import report_folder
 
         # The folder of the store this check read, whatever settings' default store is.
-        base = (settings or Settings()).model_copy(update={"database_url": str(engine.url)})
+        base = settings.model_copy(update={"database_url": str(engine.url)})
         path = report_folder(base) / f"drift-{outcome.report_key[:12]}.html"
     t0 = time.perf_counter()
     outcome.html_path = write_drift_html(outcome, path)

@@ -114,8 +114,6 @@ __all__ = [
     "run_gate_job",
     "select_metrics",
     "store_gate_report",
-    "worst_items_markdown",
-    "worst_items_text",
 ]
 
 Role = Literal["baseline", "candidate"]
@@ -461,6 +459,46 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
         evalwatch.checks.policy.GateInputError: no test set 'qa'...
     """
     policy = _load_gate_policy(params)
+    runs = _side_runs(engine, params)
+    anchor = _anchor_dataset(engine, params, runs)
+    assert anchor.id is not None
+    if params.candidate_outputs is not None:
+        # Read the file before either side is evaluated: bad input leaves no run, no score.
+        outputs = DatasetParams(
+            dataset=anchor.name, version=anchor.version, outputs_file=params.candidate_outputs
+        )
+        try:
+            check_dataset_run(engine, outputs, settings)
+        except DatasetRunError as exc:
+            raise GateInputError(f"candidate: {exc}") from exc
+
+    names, options = _chosen_evaluators(params, runs)
+    built = _build(names, settings, options, engine)
+    resolved = {ev.name: ev.provenance().config for ev in built}
+    pairwise_options = _pairwise_options(engine, params, settings, resolved)
+    if not resolved and pairwise_options is None:
+        raise GateInputError("no evaluator left to score the sides")
+    warnings: list[str] = []
+    repeats = _repeats(engine, params, settings, policy, resolved, warnings)
+    plan = GatePlan(
+        params=params,
+        dataset_id=anchor.id,
+        dataset=anchor.name,
+        dataset_version=anchor.version,
+        evaluator_options=resolved,
+        pairwise_options=pairwise_options,
+        repeats=repeats,
+        policy=policy.model_copy(update={"repeats": repeats}),
+        warnings=warnings,
+    )
+    # Fail before any expensive evaluation when the outcome is already known.
+    current = {n: p for n, p in evaluator_provenance(built).items() if n in resolved}
+    _check_predicted(runs, anchor, resolved, current)
+    return plan
+
+
+def _side_runs(engine: Engine, params: GateParams) -> dict[Role, tuple[EvalRun, Dataset]]:
+    """The sides given as runs, checked to be on the gate's test set (and version)."""
     runs: dict[Role, tuple[EvalRun, Dataset]] = {}
     if params.baseline_run is not None:
         runs["baseline"] = _dataset_run(engine, params.baseline_run, "baseline")
@@ -476,25 +514,26 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
                 f"{role} run {run.id} is on version {ds.version} of {ds.name}, "
                 f"not {params.dataset_version}"
             )
-    if runs:
-        anchor = next(iter(runs.values()))[1]
-    else:
-        found = get_dataset(engine, params.dataset, params.dataset_version)
-        if found is None or found.id is None:
-            what = params.dataset + (f"@{params.dataset_version}" if params.dataset_version else "")
-            raise GateInputError(f"no test set {what!r}; load it with `evalwatch datasets load`")
-        anchor = found
-    assert anchor.id is not None
-    if params.candidate_outputs is not None:
-        # Read the file before either side is evaluated: bad input leaves no run, no score.
-        outputs = DatasetParams(
-            dataset=anchor.name, version=anchor.version, outputs_file=params.candidate_outputs
-        )
-        try:
-            check_dataset_run(engine, outputs, settings)
-        except DatasetRunError as exc:
-            raise GateInputError(f"candidate: {exc}") from exc
+    return runs
 
+
+def _anchor_dataset(
+    engine: Engine, params: GateParams, runs: Mapping[Role, tuple[EvalRun, Dataset]]
+) -> Dataset:
+    """The test-set version compared: the runs' version, else the one asked, else the newest."""
+    if runs:
+        return next(iter(runs.values()))[1]
+    found = get_dataset(engine, params.dataset, params.dataset_version)
+    if found is None or found.id is None:
+        what = params.dataset + (f"@{params.dataset_version}" if params.dataset_version else "")
+        raise GateInputError(f"no test set {what!r}; load it with `evalwatch datasets load`")
+    return found
+
+
+def _chosen_evaluators(
+    params: GateParams, runs: Mapping[Role, tuple[EvalRun, Dataset]]
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Evaluator names and options: those asked, else the first run's, else the defaults."""
     if params.evaluators is not None:
         names = list(dict.fromkeys(params.evaluators))
         options = {n: dict(params.evaluator_options.get(n, {})) for n in names}
@@ -510,50 +549,65 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
         options = {n: dict(params.evaluator_options.get(n, {})) for n in names}
     if not names:
         raise GateInputError("no evaluator to compare with: the run records none")
-    built = _build(names, settings, options, engine)
-    resolved = {ev.name: ev.provenance().config for ev in built}
+    return names, options
 
-    warnings: list[str] = []
-    pairwise_options: dict[str, Any] | None = None
+
+def _pairwise_options(
+    engine: Engine,
+    params: GateParams,
+    settings: Settings,
+    resolved: dict[str, dict[str, Any]],
+) -> dict[str, Any] | None:
+    """The judge's full config in pairwise mode when pairwise verdicts are wanted, else None.
+
+    A judge configured in pairwise mode is removed from ``resolved``: its verdicts compare
+    the two sides; they are not a per-side score.
+    """
     judge_options = resolved.get(_JUDGE)
     if judge_options is None and params.pairwise:
         judge_options = {
             **settings.evaluator_options.get(_JUDGE, {}),
             **params.evaluator_options.get(_JUDGE, {}),
         }
-    if judge_options is not None and (params.pairwise or judge_options.get("mode") == "pairwise"):
-        pairwise_options = {**judge_options, "mode": "pairwise", "repeats": 1}
-        pairwise_options.pop("rubric_versions", None)
-        pj = _build([_JUDGE], settings, {_JUDGE: pairwise_options}, engine)[0]
-        pairwise_options = pj.provenance().config
-        if resolved.get(_JUDGE, {}).get("mode") == "pairwise":
-            # Pairwise verdicts compare the two sides; they are not a per-side score.
-            resolved.pop(_JUDGE)
-    if not resolved and pairwise_options is None:
-        raise GateInputError("no evaluator left to score the sides")
+    if judge_options is None or not (params.pairwise or judge_options.get("mode") == "pairwise"):
+        return None
+    options = {**judge_options, "mode": "pairwise", "repeats": 1}
+    options.pop("rubric_versions", None)
+    pj = _build([_JUDGE], settings, {_JUDGE: options}, engine)[0]
+    if resolved.get(_JUDGE, {}).get("mode") == "pairwise":
+        resolved.pop(_JUDGE)
+    return pj.provenance().config
 
+
+def _repeats(
+    engine: Engine,
+    params: GateParams,
+    settings: Settings,
+    policy: GatePolicy,
+    resolved: Mapping[str, Mapping[str, Any]],
+    warnings: list[str],
+) -> int:
+    """How many times judge scores are re-judged (1 without a single-mode judge, with a note)."""
     repeats = params.repeats if params.repeats is not None else policy.repeats
     if repeats > 1 and _JUDGE not in resolved:
         warnings.append(
             f"repeats {repeats} re-judges judge scores, and this gate has no judge in "
             "single mode; each item is scored once (repeats treated as 1)"
         )
-        repeats = 1
-    elif repeats > 1:
+        return 1
+    if repeats > 1:
+        # Validates the judge's options with these repeats before anything is evaluated.
         _build([_JUDGE], settings, {_JUDGE: {**resolved[_JUDGE], "repeats": repeats}}, engine)
-    plan = GatePlan(
-        params=params,
-        dataset_id=anchor.id,
-        dataset=anchor.name,
-        dataset_version=anchor.version,
-        evaluator_options=resolved,
-        pairwise_options=pairwise_options,
-        repeats=repeats,
-        policy=policy.model_copy(update={"repeats": repeats}),
-        warnings=warnings,
-    )
-    # Fail before any expensive evaluation when the outcome is already known.
-    current = {n: p for n, p in evaluator_provenance(built).items() if n in resolved}
+    return repeats
+
+
+def _check_predicted(
+    runs: Mapping[Role, tuple[EvalRun, Dataset]],
+    anchor: Dataset,
+    resolved: Mapping[str, Any],
+    current: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """Refuse sides that could not be compared once evaluated (what each side will record)."""
     predicted: dict[Role, dict[str, Any]] = {}
     for role in ("baseline", "candidate"):
         if role in runs:
@@ -564,7 +618,6 @@ def plan_gate(engine: Engine, params: GateParams, settings: Settings) -> GatePla
         else:
             predicted[role] = _meta(anchor.name, anchor.version, current)
     check_comparable(predicted["baseline"], predicted["candidate"], _COMPARE_KEYS)
-    return plan
 
 
 _COMPARE_KEYS = ("dataset", "dataset_version", "evaluator_versions", "evaluator_options")
@@ -679,96 +732,150 @@ def evaluate_side(
     assert ds.id is not None
     current = _build(list(plan.evaluator_options), settings, plan.evaluator_options, engine)
     current_prov = evaluator_provenance(current)
-    runs: list[int] = []
-    notes: list[str] = []
-    unavailable: dict[str, str] = {}
     if kind == "run":
-        run, _ = _dataset_run(engine, int(ref), role)
-        assert run.id is not None
-        outputs = _run_outputs(engine, run.id)
-        if not outputs:
-            raise GateInputError(f"{role} run {run.id} has no scored test-set outputs")
-        model = str(run.model)
-        recorded = run.evaluators or {}
-        provenance = {n: recorded.get(n, current_prov[n]) for n in plan.evaluator_options}
-        runs.append(run.id)
+        found = _run_side(engine, plan, role, int(ref), current_prov)
     else:
-        model = ref if kind == "model" else ""
-        outputs = latest_outputs(engine, ds.id, ref) if kind == "model" else {}
-        # A model is asked only for the items it has not answered, and only when it can be.
-        ask = len(outputs) < ds.n_items and bool(settings.target.base_url)
-        if not outputs or ask:
-            dparams = DatasetParams(
-                dataset=ds.name,
-                version=ds.version,
-                model=ref if kind == "model" else None,
-                outputs_file=ref if kind == "outputs" else None,
-                evaluators=list(plan.evaluator_options),
-                evaluator_options=plan.evaluator_options,
-                batch_size=params.batch_size,
-            )
-            try:
-                prepared, summary = evaluate_dataset(
-                    engine, dparams, settings, progress=progress, console=console
-                )
-            except DatasetRunError as exc:
-                raise GateInputError(f"{role}: {exc}") from exc
-            model = prepared.model
-            # The answers that run evaluated: a predictions file's own, whatever its path.
-            outputs = prepared.outputs
-            runs.append(prepared.run_id)
-            unavailable.update(summary.unavailable)
-        provenance = current_prov
-    # Whatever the current evaluators have not scored yet (same version and score options
-    # only: an older version or other options recorded by a run cannot be re-run, and the
-    # comparison will say so).
-    runnable = [
-        ev
-        for ev in current
-        if provenance[ev.name].get("version") == ev.version
-        and provenance[ev.name].get("config_hash") == current_prov[ev.name]["config_hash"]
-        and ev.name not in unavailable
-    ]
-    scored = _scored_by(
-        engine,
-        outputs,
-        {ev.name: ev.version for ev in runnable},
-        {ev.name: current_prov[ev.name]["config_hash"] for ev in runnable},
-    )
-    missing: set[int] = set()
-    todo: list[BaseEvaluator[Any]] = []
-    for ev in runnable:
-        lacking = set(outputs.values()) - scored.get(ev.name, set())
-        if lacking:
-            missing |= lacking
-            todo.append(ev)
+        found = _answered_side(
+            engine, plan, role, (kind, ref), ds, settings, current_prov, progress, console
+        )
+    todo, missing = _unscored(engine, found, current, current_prov)
     if todo:
         run_id, more = _score_outputs(
             engine,
             ds,
-            model,
+            found.model,
             sorted(missing),
             todo,
             batch_size=params.batch_size,
             progress=progress,
             console=console,
         )
-        runs.append(run_id)
-        unavailable.update(more)
-    notes += [f"evaluator {n} unavailable: {why}" for n, why in unavailable.items()]
+        found.runs.append(run_id)
+        found.unavailable.update(more)
+    notes = [f"evaluator {n} unavailable: {why}" for n, why in found.unavailable.items()]
     return GateSide(
         role=role,
         source=kind,
         ref=ref,
-        model=model,
+        model=found.model,
         dataset_id=ds.id,
         dataset=ds.name,
         dataset_version=ds.version,
-        outputs=outputs,
-        evaluators=dict(provenance),
-        runs=runs,
+        outputs=found.outputs,
+        evaluators=dict(found.provenance),
+        runs=found.runs,
         notes=list(dict.fromkeys(notes)),
     )
+
+
+@dataclass
+class _FoundSide:
+    """A side's outputs, found or evaluated, before the scores they lack are filled in."""
+
+    model: str
+    outputs: dict[str, int]
+    provenance: dict[str, Any]
+    runs: list[int] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+def _run_side(
+    engine: Engine,
+    plan: GatePlan,
+    role: Role,
+    run_id: int,
+    current_prov: Mapping[str, Any],
+) -> _FoundSide:
+    """A side given as a run: its scored outputs, under the provenance it recorded."""
+    run, _ = _dataset_run(engine, run_id, role)
+    assert run.id is not None
+    outputs = _run_outputs(engine, run.id)
+    if not outputs:
+        raise GateInputError(f"{role} run {run.id} has no scored test-set outputs")
+    recorded = run.evaluators or {}
+    provenance = {n: recorded.get(n, current_prov[n]) for n in plan.evaluator_options}
+    return _FoundSide(str(run.model), outputs, provenance, runs=[run.id])
+
+
+def _answered_side(
+    engine: Engine,
+    plan: GatePlan,
+    role: Role,
+    source: tuple[str, str],
+    ds: Dataset,
+    settings: Settings,
+    current_prov: Mapping[str, Any],
+    progress: bool,
+    console: Console | None,
+) -> _FoundSide:
+    """A side given as a model or a predictions file: stored answers, else a test-set run."""
+    kind, ref = source
+    assert ds.id is not None
+    found = _FoundSide(
+        model=ref if kind == "model" else "",
+        outputs=latest_outputs(engine, ds.id, ref) if kind == "model" else {},
+        provenance=dict(current_prov),
+    )
+    # A model is asked only for the items it has not answered, and only when it can be.
+    ask = len(found.outputs) < ds.n_items and bool(settings.target.base_url)
+    if found.outputs and not ask:
+        return found
+    dparams = DatasetParams(
+        dataset=ds.name,
+        version=ds.version,
+        model=ref if kind == "model" else None,
+        outputs_file=ref if kind == "outputs" else None,
+        evaluators=list(plan.evaluator_options),
+        evaluator_options=plan.evaluator_options,
+        batch_size=plan.params.batch_size,
+    )
+    try:
+        prepared, summary = evaluate_dataset(
+            engine, dparams, settings, progress=progress, console=console
+        )
+    except DatasetRunError as exc:
+        raise GateInputError(f"{role}: {exc}") from exc
+    found.model = prepared.model
+    # The answers that run evaluated: a predictions file's own, whatever its path.
+    found.outputs = prepared.outputs
+    found.runs.append(prepared.run_id)
+    found.unavailable.update(summary.unavailable)
+    return found
+
+
+def _unscored(
+    engine: Engine,
+    found: _FoundSide,
+    current: Sequence[BaseEvaluator[Any]],
+    current_prov: Mapping[str, Any],
+) -> tuple[list[BaseEvaluator[Any]], set[int]]:
+    """The evaluators with outputs left to score, and those outputs' ids.
+
+    Only the current evaluators whose version and score options the side records: an older
+    version or other options recorded by a run cannot be re-run, and the comparison will say
+    so.
+    """
+    runnable = [
+        ev
+        for ev in current
+        if found.provenance[ev.name].get("version") == ev.version
+        and found.provenance[ev.name].get("config_hash") == current_prov[ev.name]["config_hash"]
+        and ev.name not in found.unavailable
+    ]
+    scored = _scored_by(
+        engine,
+        found.outputs,
+        {ev.name: ev.version for ev in runnable},
+        {ev.name: current_prov[ev.name]["config_hash"] for ev in runnable},
+    )
+    missing: set[int] = set()
+    todo: list[BaseEvaluator[Any]] = []
+    for ev in runnable:
+        lacking = set(found.outputs.values()) - scored.get(ev.name, set())
+        if lacking:
+            missing |= lacking
+            todo.append(ev)
+    return todo, missing
 
 
 # --------------------------------------------------------------------------------------------
@@ -947,20 +1054,7 @@ def compare_sides(
     check_comparable(baseline.comparable_meta(), candidate.comparable_meta(), _COMPARE_KEYS)
     base = _gather(engine, baseline)
     cand = _gather(engine, candidate)
-    problems = []
-    for side, data in ((baseline, base), (candidate, cand)):
-        have = set(data.rows["evaluator"]) if not data.rows.empty else set()
-        for name in side.evaluators:
-            if name not in have:
-                why = "; ".join(n for n in side.notes if n.startswith(f"evaluator {name} "))
-                problems.append(
-                    f"the {side.role} has no score from evaluator {name!r}"
-                    + (f" ({why})" if why else "")
-                )
-    if problems:
-        raise GateInputError(
-            "nothing to compare for some evaluators:\n  - " + "\n  - ".join(problems)
-        )
+    _check_scored((baseline, base), (candidate, cand))
     items = {i.item_key: i for i in dataset_items(engine, plan.dataset_id)}
     warnings = list(plan.warnings)
 
@@ -974,12 +1068,7 @@ def compare_sides(
         pairwise, pair_expl = _pairwise(
             engine, plan, settings, baseline, candidate, base, cand, items
         )
-        for metric, verdicts in pairwise.items():
-            if not any(v is not None for v in verdicts.values()):
-                reasons = sorted(set(pair_expl.get(metric, {}).values()))[:3]
-                raise GateInputError(
-                    f"the pairwise judge gave no verdict for {metric}: " + "; ".join(reasons)
-                )
+        _check_verdicts(pairwise, pair_expl)
 
     # The metrics as the evaluators declare them under this gate's options (a judge's own
     # rubric files included).
@@ -996,7 +1085,49 @@ def compare_sides(
     # The runs whose scores were used (earlier runs may have scored some outputs).
     for side, data in ((baseline, base), (candidate, cand)):
         side.runs = sorted(set(side.runs) | {int(r) for r in data.rows["run_id"]})
-    meta = {
+    meta = _report_meta(plan, baseline, candidate, left_out)
+    report = run_gate(base_scores, cand_scores, tags, policy, pairwise=pairwise or None, meta=meta)
+    worst = [_with_details(w, items, base, cand, pairwise, pair_expl) for w in report.worst_items]
+    return report.model_copy(
+        update={"worst_items": worst, "warnings": [*warnings, *report.warnings]}
+    )
+
+
+def _check_scored(*sides: tuple[GateSide, _SideData]) -> None:
+    """Refuse a side that has no score at all from one of its evaluators (saying why)."""
+    problems = []
+    for side, data in sides:
+        have = set(data.rows["evaluator"]) if not data.rows.empty else set()
+        for name in side.evaluators:
+            if name not in have:
+                why = "; ".join(n for n in side.notes if n.startswith(f"evaluator {name} "))
+                problems.append(
+                    f"the {side.role} has no score from evaluator {name!r}"
+                    + (f" ({why})" if why else "")
+                )
+    if problems:
+        raise GateInputError(
+            "nothing to compare for some evaluators:\n  - " + "\n  - ".join(problems)
+        )
+
+
+def _check_verdicts(
+    pairwise: Mapping[str, Mapping[str, str | None]], expl: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Refuse a pairwise metric the judge gave no verdict for (with up to three reasons)."""
+    for metric, verdicts in pairwise.items():
+        if not any(v is not None for v in verdicts.values()):
+            reasons = sorted(set(expl.get(metric, {}).values()))[:3]
+            raise GateInputError(
+                f"the pairwise judge gave no verdict for {metric}: " + "; ".join(reasons)
+            )
+
+
+def _report_meta(
+    plan: GatePlan, baseline: GateSide, candidate: GateSide, left_out: Mapping[str, str]
+) -> dict[str, Any]:
+    """What the stored report says it compared."""
+    return {
         "dataset": plan.dataset,
         "dataset_version": plan.dataset_version,
         "baseline": baseline.describe(),
@@ -1004,37 +1135,39 @@ def compare_sides(
         "evaluators": {n: p.get("version") for n, p in baseline.evaluators.items()},
         "repeats": plan.repeats,
         "pairwise": plan.pairwise_options is not None,
-        "not_gated": left_out,
+        "not_gated": dict(left_out),
         "notes": [*baseline.notes, *candidate.notes],
     }
-    report = run_gate(base_scores, cand_scores, tags, policy, pairwise=pairwise or None, meta=meta)
 
-    worst: list[WorstItem] = []
-    for w in report.worst_items:
-        item = items.get(w.item_id)
-        details: dict[str, Any] = {
-            "input": _clip(item.input if item else None),
-            "reference": _clip(item.reference if item else None),
-            "baseline_output": _clip(base.texts.get(w.item_id)),
-            "candidate_output": _clip(cand.texts.get(w.item_id)),
-        }
-        if w.metric in pairwise:
-            details["judge_explanation"] = _clip(pair_expl.get(w.metric, {}).get(w.item_id))
-        else:
-            details["baseline_explanation"] = _clip(
-                base.explanations.get(w.metric, {}).get(w.item_id)
-            )
-            details["candidate_explanation"] = _clip(
-                cand.explanations.get(w.metric, {}).get(w.item_id)
-            )
-        worst.append(w.model_copy(update={"details": details}))
-    return report.model_copy(
-        update={"worst_items": worst, "warnings": [*warnings, *report.warnings]}
-    )
+
+def _with_details(
+    w: WorstItem,
+    items: Mapping[str, DatasetItem],
+    base: _SideData,
+    cand: _SideData,
+    pairwise: Mapping[str, Any],
+    pair_expl: Mapping[str, Mapping[str, str]],
+) -> WorstItem:
+    """A worst item with its input, reference, both outputs and the explanations."""
+    item = items.get(w.item_id)
+    details: dict[str, Any] = {
+        "input": _clip(item.input if item else None),
+        "reference": _clip(item.reference if item else None),
+        "baseline_output": _clip(base.texts.get(w.item_id)),
+        "candidate_output": _clip(cand.texts.get(w.item_id)),
+    }
+    if w.metric in pairwise:
+        details["judge_explanation"] = _clip(pair_expl.get(w.metric, {}).get(w.item_id))
+    else:
+        details["baseline_explanation"] = _clip(base.explanations.get(w.metric, {}).get(w.item_id))
+        details["candidate_explanation"] = _clip(
+            cand.explanations.get(w.metric, {}).get(w.item_id)
+        )
+    return w.model_copy(update={"details": details})
 
 
 # --------------------------------------------------------------------------------------------
-# Storing, alerting, output
+# Storing and alerting
 # --------------------------------------------------------------------------------------------
 
 
@@ -1099,9 +1232,14 @@ def conclude_gate(
 
 
 def gate_outcome(
-    engine: Engine, report: GateReport, report_id: int, *, alerts: bool = True
+    engine: Engine,
+    report: GateReport,
+    report_id: int,
+    settings: Settings,
+    *,
+    alerts: bool = True,
 ) -> GateOutcome:
-    """A stored gate or canary report with the alert rules evaluated after it.
+    """A stored gate or canary report with the alert rules of ``settings`` evaluated after it.
 
     The report stands whatever the rules do; ``alert_error`` says why they could not run.
     """
@@ -1110,82 +1248,8 @@ def gate_outcome(
     if alerts:
         from evalwatch.alerting import evaluate_after_report
 
-        events, error = evaluate_after_report(engine)
+        events, error = evaluate_after_report(engine, settings=settings)
     return GateOutcome(report, report_id, events, error)
-
-
-def _flagged(report: GateReport) -> set[str]:
-    return {c.metric for c in [*report.metrics, *report.slices] if c.decision == "regression"}
-
-
-def worst_items_text(report: GateReport, per_metric: int = 3, width: int = 160) -> str:
-    """Both outputs of the worst items of each metric that regressed (overall or in a slice).
-
-    Args:
-        report: A gate report from :func:`compare_sides`.
-        per_metric: Items shown per metric.
-        width: Characters shown per text.
-
-    Returns:
-        Plain text; empty when nothing regressed.
-    """
-
-    def cut(text: Any) -> str:
-        s = " ".join(str(text or "").split())
-        return s if len(s) <= width else s[: width - 1] + "…"
-
-    flagged = _flagged(report)
-    lines: list[str] = []
-    shown: dict[str, int] = {}
-    for w in report.worst_items:
-        if w.metric not in flagged or shown.get(w.metric, 0) >= per_metric:
-            continue
-        shown[w.metric] = shown.get(w.metric, 0) + 1
-        tags = f" [{', '.join(w.tags)}]" if w.tags else ""
-        lines.append(f"  {w.metric}  {w.item_id}{tags}")
-        d = w.details
-        lines.append(f"    input:     {cut(d.get('input'))}")
-        lines.append(f"    baseline:  {cut(d.get('baseline_output'))}")
-        lines.append(f"    candidate: {cut(d.get('candidate_output'))}")
-        for key, label in (
-            ("judge_explanation", "judge"),
-            ("baseline_explanation", "why (base)"),
-            ("candidate_explanation", "why (cand)"),
-        ):
-            if d.get(key):
-                lines.append(f"    {label + ':':<11}{cut(d.get(key))}")
-    return ("Outputs of the items that regressed most:\n" + "\n".join(lines)) if lines else ""
-
-
-def worst_items_markdown(report: GateReport, per_metric: int = 3) -> str:
-    """The markdown version of :func:`worst_items_text` (for the flow's artifact)."""
-
-    def esc(text: Any) -> str:
-        s = " ".join(str(text or "").split())
-        return s.replace("|", "\\|")
-
-    flagged = _flagged(report)
-    rows: list[str] = []
-    shown: dict[str, int] = {}
-    for w in report.worst_items:
-        if w.metric not in flagged or shown.get(w.metric, 0) >= per_metric:
-            continue
-        shown[w.metric] = shown.get(w.metric, 0) + 1
-        d = w.details
-        why = d.get("judge_explanation") or d.get("candidate_explanation") or ""
-        rows.append(
-            f"| {esc(w.metric)} | {esc(w.item_id)} | {esc(d.get('baseline_output'))} | "
-            f"{esc(d.get('candidate_output'))} | {esc(why)} |"
-        )
-    if not rows:
-        return ""
-    head = [
-        "### Outputs of the items that regressed most",
-        "",
-        "| metric | item | baseline output | candidate output | explanation |",
-        "|---|---|---|---|---|",
-    ]
-    return "\n".join(head + rows) + "\n"
 
 
 def run_gate_job(
@@ -1219,4 +1283,4 @@ def run_gate_job(
         engine, plan, "candidate", settings, progress=progress, console=console
     )
     report, report_id = conclude_gate(engine, plan, baseline, candidate, settings)
-    return gate_outcome(engine, report, report_id, alerts=alerts)
+    return gate_outcome(engine, report, report_id, settings, alerts=alerts)

@@ -6,6 +6,12 @@ marked failed with the exception's one-line reason, and the exception goes on; a
 with a summary is marked completed with it, or failed when none of its evaluators could start.
 The run key is untouched, so running the same parameters again resumes the same run and scores
 only what is missing.
+
+Several processes may drive one run at once (identical commands started together join the run
+with the same key). Each finisher's summary is read back from the store's membership, which by
+then holds every score of the sample, so the last one stored is complete. A pass that fails
+after another pass completed the run leaves it completed, with that pass's summary: the failure
+was this pass's (its command still reports it), not the run's.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from evalwatch.core import RunStatus
 from evalwatch.runs.summary import RunSummary
-from evalwatch.storage.repo import finish_run
+from evalwatch.storage.repo import finish_run, run_mark
 
 __all__ = ["RunLifecycle", "failure_reason", "run_lifecycle"]
 
@@ -43,6 +49,9 @@ class RunLifecycle:
         self.engine = engine
         self.run_id = run_id
         self.summary: RunSummary | None = None
+        # How the run had last ended as this pass began: a completion stored after it is
+        # another pass's, which this pass's failure must not undo.
+        self._mark = run_mark(engine, run_id)
 
     def complete(self, summary: RunSummary) -> RunSummary:
         """Store the run's summary and mark it completed (failed when no evaluator started).
@@ -55,7 +64,12 @@ class RunLifecycle:
                 f"{k}: {v}" for k, v in summary.unavailable.items()
             )
             stored = finish_run(
-                self.engine, self.run_id, RunStatus.failed, summary=summary.stored(), error=reason
+                self.engine,
+                self.run_id,
+                RunStatus.failed,
+                summary=summary.stored(),
+                error=reason,
+                since=self._mark,
             )
         else:
             stored = finish_run(
@@ -65,8 +79,13 @@ class RunLifecycle:
         return self.summary
 
     def fail(self, reason: str) -> None:
-        """Mark the run failed with ``reason`` (a summary stored earlier stays)."""
-        finish_run(self.engine, self.run_id, RunStatus.failed, error=reason)
+        """Mark the run failed with ``reason`` (a summary stored earlier stays).
+
+        A run that this pass completed itself is marked failed (a later step of it failed);
+        one that another pass completed meanwhile stays completed.
+        """
+        since = None if self.summary is not None else self._mark
+        finish_run(self.engine, self.run_id, RunStatus.failed, error=reason, since=since)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from evalwatch.runs.common import build_evaluators, evaluate_here, evaluator_pro
 from evalwatch.runs.summary import RunFacts, RunPlan, RunSummary
 from evalwatch.settings import IngestSettings, Settings
 from evalwatch.storage.models import EvaluatorProfile, Interaction
-from evalwatch.storage.repo import content_hash, create_run, get_run_by_key, iter_rows
+from evalwatch.storage.repo import content_hash, iter_rows, open_run
 from evalwatch.storage.sampling import SampleSpec, sample_interactions, window_holds_traffic
 from evalwatch.storage.windows import no_data_message
 
@@ -196,8 +196,8 @@ def prepare_traffic_run(
     key = content_hash(
         {"kind": "traffic", "sample": params.sample.model_dump(mode="json"), "ev": provenance}
     )[:32]
-    resumed = get_run_by_key(engine, key) is not None
-    run = create_run(
+    # One statement creates the run or joins the one a concurrent identical call is creating.
+    run, created = open_run(
         engine,
         "traffic",
         params=params.model_dump(mode="json") | {"n_sampled": len(ids), "n_invalid": len(invalid)},
@@ -213,7 +213,7 @@ def prepare_traffic_run(
         evaluators=[ev.name for ev in evaluators],
         evaluator_options=params.evaluator_options,
         batch_size=params.batch_size,
-        resumed=resumed,
+        resumed=not created,
         facts=RunFacts(
             n_sampled=len(ids),
             n_invalid=len(invalid),

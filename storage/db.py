@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import random
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -25,11 +27,17 @@ __all__ = [
     "current_revision",
     "get_engine",
     "head_revision",
+    "hold_against_prune",
+    "is_transient",
+    "lock_for_prune",
     "make_engine",
+    "retry_transient",
     "safe_url",
     "session_scope",
     "upgrade",
 ]
+
+T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -269,3 +277,85 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+# Any constant: the key of the PostgreSQL advisory lock between retention deletes and the
+# writers of rows about interactions (scores, embeddings, feedback, run links).
+_PG_RETENTION_LOCK = 0x65767274  # "evrt"
+
+
+def _sqlite_write_lock(conn: sa.Connection) -> None:
+    """Take SQLite's write lock now, unless this connection's transaction holds it already."""
+    dbapi_conn: Any = conn.connection.driver_connection
+    if not dbapi_conn.in_transaction:
+        # pysqlite only begins before the first write; this transaction must hold the lock
+        # before it reads what it is about to write against.
+        dbapi_conn.execute("BEGIN IMMEDIATE")
+
+
+def hold_against_prune(conn: sa.Connection) -> None:
+    """Keep retention from deleting interactions until this transaction ends.
+
+    A writer of rows about interactions calls this before it looks which of them exist, then
+    writes only about those: a prune batch then either ran before (the writer sees the rows
+    gone) or waits for this transaction (and deletes what it wrote with the interaction), so
+    no score, embedding, feedback row or run link is left about a deleted interaction.
+    PostgreSQL: the shared side of an advisory transaction lock (writers do not block each
+    other); SQLite: the write lock (there is one writer at a time anyway).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _PG_RETENTION_LOCK}
+        )
+    elif conn.dialect.name == "sqlite":
+        _sqlite_write_lock(conn)
+
+
+def lock_for_prune(conn: sa.Connection) -> None:
+    """Wait until no writer holds :func:`hold_against_prune`, and keep them out until commit.
+
+    Call it first in the transaction (before any other lock is taken): holding nothing else
+    while it waits, a prune batch cannot deadlock with a writer.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_RETENTION_LOCK})
+    elif conn.dialect.name == "sqlite":
+        _sqlite_write_lock(conn)
+
+
+# PostgreSQL SQLSTATEs that mean "this transaction lost a race; run it again".
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a conflict that the same transaction, run again, would get past.
+
+    PostgreSQL's deadlock and serialization failures, and SQLite's busy store after its busy
+    timeout.
+
+    Examples:
+        >>> is_transient(ValueError("no"))
+        False
+    """
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    return isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(orig)
+
+
+def retry_transient(fn: Callable[[], T], *, tries: int = 5, first_delay_s: float = 0.05) -> T:
+    """Run ``fn`` (one whole transaction), again after a transient conflict, up to ``tries``.
+
+    Waits grow exponentially with jitter, so two retrying transactions do not meet again.
+    The last conflict is raised as it is.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            return fn()
+        except sa.exc.DBAPIError as exc:
+            if attempt == tries or not is_transient(exc):
+                raise
+            time.sleep(first_delay_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover

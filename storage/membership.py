@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from evalwatch.core import SubjectType
+from evalwatch.storage.db import hold_against_prune
 from evalwatch.storage.models import RunScore, Score
 
 __all__ = [
@@ -96,6 +97,8 @@ def _insert_links(conn: Connection, selects: Iterable[sa.Select[Any]]) -> int:
         Links added.
     """
     insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    # A link's foreign key on a score that a prune batch is deleting would fail: hold them off.
+    hold_against_prune(conn)
     added = 0
     for members in selects:
         stmt = (

@@ -11,6 +11,7 @@ import json
 import operator
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, select
 
 from evalwatch.core import SubjectType
-from evalwatch.storage.db import session_scope
+from evalwatch.storage.db import (
+    hold_against_prune,
+    lock_for_prune,
+    retry_transient,
+    session_scope,
+)
 from evalwatch.storage.membership import link_written
 from evalwatch.storage.models import (
     Dataset,
@@ -44,10 +50,12 @@ from evalwatch.storage.models import (
 __all__ = [
     "COSTED_EVALUATORS",
     "OutputKey",
+    "RunMark",
     "checkpoint",
     "content_hash",
     "create_run",
     "dataset_items",
+    "evaluator_configs",
     "finish_run",
     "get_dataset",
     "get_judge_cache",
@@ -65,12 +73,14 @@ __all__ = [
     "iter_rows",
     "latest_outputs",
     "list_datasets",
+    "open_run",
     "output_ids",
     "output_models",
     "prune",
     "put_judge_cache",
     "register_dataset",
     "replace_profiles",
+    "run_mark",
     "run_profiles",
     "scored_subject_ids",
     "scoring_cost",
@@ -436,9 +446,15 @@ def interaction_ids_for(engine: Engine, request_ids: Iterable[str]) -> dict[str,
 
 
 def insert_feedback(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Store feedback rows (with ``interaction_id`` resolved); returns how many were new."""
+    """Store feedback rows (with ``interaction_id`` resolved); returns how many were new.
+
+    A row whose interaction retention deleted since its id was resolved is not stored (it
+    would have gone with its interaction; storing it would break the foreign key).
+    """
     with engine.begin() as conn:
-        return len(insert_ignore(conn, Feedback, rows, ["feedback_key"], "feedback_key"))
+        live = _live_interactions(conn, [r["interaction_id"] for r in rows])
+        kept = [r for r in rows if r["interaction_id"] in live]
+        return len(insert_ignore(conn, Feedback, kept, ["feedback_key"], "feedback_key"))
 
 
 def insert_quarantine(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -634,36 +650,120 @@ def create_run(
     """Start an evaluation run, or resume the one with the same ``run_key``.
 
     A re-run after a crash passes the same key (e.g. derived from its parameters) and gets
-    the same run back, so its scores land in one place without duplicates.
+    the same run back, so its scores land in one place without duplicates. See
+    :func:`open_run`, which also says whether the run was new.
+    """
+    run, _ = open_run(
+        engine,
+        kind,
+        params=params,
+        evaluators=evaluators,
+        model=model,
+        dataset_id=dataset_id,
+        run_key=run_key,
+        flow_run_id=flow_run_id,
+    )
+    return run
+
+
+def open_run(
+    engine: Engine,
+    kind: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    evaluators: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    dataset_id: int | None = None,
+    run_key: str | None = None,
+    flow_run_id: str | None = None,
+) -> tuple[EvalRun, bool]:
+    """Create the run of ``run_key``, or join the one that exists: ``(run, created)``.
+
+    Several processes may open the same key at the same moment (identical CLI calls, a
+    retried flow beside its first try): the insert skips a conflicting key (``INSERT ... ON
+    CONFLICT DO NOTHING``, which on PostgreSQL waits for the other transaction to commit)
+    and the existing run is read back, so every one of them gets the same run and none
+    fails on the unique key. A joined run is marked running again, its error cleared; its
+    parameters stay those of whoever created it.
+
+    Args:
+        engine: The store.
+        kind: ``traffic``, ``dataset``, ``gate``...
+        params: The run's parameters as stored.
+        evaluators: The evaluators' provenance (name -> version, options hash, options).
+        model: The model under test, for a test-set run.
+        dataset_id: The test-set version, for a test-set run.
+        run_key: The key a re-run passes again; default a fresh one (always a new run).
+        flow_run_id: The Prefect flow run driving this pass.
+
+    Returns:
+        The run as stored, and whether this call created it (False: resumed or joined).
     """
     key = run_key or content_hash({"kind": kind, "at": utcnow().isoformat(), "p": params})[:32]
-    with session_scope(engine) as s:
-        run = s.exec(select(EvalRun).where(EvalRun.run_key == key)).first()
-        if run is not None:
-            run.status = RunStatus.running
-            run.error = None
-            if flow_run_id:
-                run.flow_run_id = flow_run_id
-            s.add(run)
-            return run
-        run = EvalRun(
-            run_key=key,
-            kind=kind,
-            params=dict(params or {}),
-            evaluators=dict(evaluators or {}),
-            model=model,
-            dataset_id=dataset_id,
-            flow_run_id=flow_run_id,
+    table: sa.Table = EvalRun.__table__  # type: ignore[attr-defined]
+    # Built as a model so that every column default (status, started_at...) is filled.
+    values = EvalRun(
+        run_key=key,
+        kind=kind,
+        params=dict(params or {}),
+        evaluators=dict(evaluators or {}),
+        model=model,
+        dataset_id=dataset_id,
+        flow_run_id=flow_run_id,
+    ).model_dump(exclude={"id"})
+    with engine.begin() as conn:
+        stmt = (
+            _insert(conn, table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["run_key"])
+            .returning(table.c.id)
         )
-        s.add(run)
-        s.flush()
-        return run
+        created = conn.execute(stmt).scalar_one_or_none() is not None
+        if not created:
+            again: dict[str, Any] = {"status": RunStatus.running, "error": None}
+            if flow_run_id:
+                again["flow_run_id"] = flow_run_id
+            conn.execute(sa.update(table).where(table.c.run_key == key).values(**again))
+        row = conn.execute(sa.select(table).where(table.c.run_key == key)).mappings().one()
+    return EvalRun(**dict(row)), created
 
 
 def get_run(engine: Engine, run_id: int) -> EvalRun | None:
     """A run by id."""
     with session_scope(engine) as s:
         return s.get(EvalRun, run_id)
+
+
+def evaluator_configs(
+    engine: Engine, keys: Mapping[str, tuple[str, str | None]]
+) -> dict[str, dict[str, Any]]:
+    """The options recorded by the runs that scored under each evaluator's score key.
+
+    Args:
+        engine: The store.
+        keys: Evaluator -> ``(evaluator_version, config_hash)`` of its scores.
+
+    Returns:
+        Evaluator -> the ``config`` in the provenance of the newest run that recorded that
+        key; evaluators no run records are left out.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    if not keys:
+        return out
+    runs = EvalRun.__table__  # type: ignore[attr-defined]
+    query = sa.select(runs.c.evaluators).order_by(runs.c.id.desc())
+    with engine.connect() as conn:
+        # Runs are few next to scores; newest first, stopping once every key is found.
+        for (prov,) in conn.execute(query):
+            for name, (version, chash) in keys.items():
+                rec = (prov or {}).get(name)
+                if name in out or not isinstance(rec, Mapping):
+                    continue
+                if str(rec.get("version")) == version and rec.get("config_hash") == chash:
+                    out[name] = dict(rec.get("config") or {})
+            if len(out) == len(keys):
+                break
+    return out
 
 
 def get_run_by_key(engine: Engine, run_key: str) -> EvalRun | None:
@@ -702,12 +802,33 @@ def scoring_cost(conn: Connection, run_id: int) -> tuple[float, int] | None:
     return (total, unpriced) if seen else None
 
 
+@dataclass(frozen=True)
+class RunMark:
+    """How a run had last ended when a pass of it began (see :func:`run_mark`).
+
+    Several processes may drive one run at once (they opened the same key): a pass that
+    fails must not undo a completion that another pass stored meanwhile.
+    """
+
+    finished_at: datetime | None
+
+
+def run_mark(engine: Engine, run_id: int) -> RunMark:
+    """The :class:`RunMark` of a run now: taken when a pass begins, passed to its failure."""
+    table: sa.Table = EvalRun.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        q = sa.select(table.c.finished_at).where(table.c.id == run_id)
+        return RunMark(conn.execute(q).scalar_one_or_none())
+
+
 def finish_run(
     engine: Engine,
     run_id: int,
     status: RunStatus,
     summary: Mapping[str, Any] | None = None,
     error: str | None = None,
+    *,
+    since: RunMark | None = None,
 ) -> dict[str, Any] | None:
     """Mark a run completed or failed, with its summary; returns the summary as stored.
 
@@ -715,11 +836,34 @@ def finish_run(
     gives ``generation_cost_usd``, its model-under-test calls cost), which the ``run.cost``
     alert selector reads; runs that spent nothing measurable get no cost. Without ``summary``
     the stored one stays.
+
+    Two passes that finish one run at once are serialised on the run's row (PostgreSQL: a
+    row lock; SQLite: the write lock), so each sees the other's ending.
+
+    Args:
+        engine: The store.
+        run_id: The run.
+        status: ``completed`` or ``failed``.
+        summary: The summary to store (None: keep the stored one).
+        error: Why the run failed.
+        since: The mark the failing pass took when it began: a failure leaves a run that
+            another pass completed after that mark completed, with that pass's summary (the
+            failure was this pass's, not the run's). None: always store ``status``.
     """
     with session_scope(engine) as s:
-        run = s.get(EvalRun, run_id)
+        if engine.dialect.name == "sqlite":
+            # Take the write lock before reading, so no other finish slips in between.
+            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        run = s.get(EvalRun, run_id, with_for_update=True)
         if run is None:
             raise KeyError(f"no evaluation run {run_id}")
+        if (
+            status == RunStatus.failed
+            and since is not None
+            and run.status == RunStatus.completed
+            and run.finished_at != since.finished_at
+        ):
+            return dict(run.summary) if run.summary is not None else None
         run.status = status
         run.finished_at = utcnow()
         if summary is not None:
@@ -756,6 +900,7 @@ def write_scores(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.begin() as conn:
             return write_scores(conn, rows)
+    rows = _about_live_subjects(conn_or_engine, rows)
     cols = ["subject_id", "subject_type", "evaluator", "evaluator_version", "config_hash", "metric"]
     ids = insert_ignore(conn_or_engine, Score, rows, cols)
     run_ids = {r["run_id"] for r in rows}
@@ -765,11 +910,48 @@ def write_scores(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str
 
 def write_embeddings(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str, Any]]) -> int:
     """Store embeddings (``vector`` as bytes); existing ones stay."""
-    cols = ["subject_type", "subject_id", "model"]
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.begin() as conn:
-            return len(insert_ignore(conn, Embedding, rows, cols))
+            return write_embeddings(conn, rows)
+    rows = _about_live_subjects(conn_or_engine, rows)
+    cols = ["subject_type", "subject_id", "model"]
     return len(insert_ignore(conn_or_engine, Embedding, rows, cols))
+
+
+def _live_interactions(conn: Connection, ids: Iterable[int]) -> set[int]:
+    """Those of ``ids`` that are stored, held against retention until the transaction ends.
+
+    See :func:`evalwatch.storage.db.hold_against_prune`: what this transaction then writes
+    about them is either deleted with them by a later prune, or never written.
+    """
+    wanted = sorted({int(i) for i in ids})
+    if not wanted:
+        return set()
+    hold_against_prune(conn)
+    it = Interaction.__table__  # type: ignore[attr-defined]
+    live: set[int] = set()
+    for start in range(0, len(wanted), _KEYS_PER_LOOKUP // 6):
+        chunk = wanted[start : start + _KEYS_PER_LOOKUP // 6]
+        live.update(r[0] for r in conn.execute(sa.select(it.c.id).where(it.c.id.in_(chunk))))
+    return live
+
+
+def _about_live_subjects(
+    conn: Connection, rows: Sequence[Mapping[str, Any]]
+) -> Sequence[Mapping[str, Any]]:
+    """``rows`` less those about interactions that retention has deleted (see above).
+
+    Rows about other subjects (model outputs) are kept as they are.
+    """
+    about = [int(r["subject_id"]) for r in rows if r["subject_type"] == SubjectType.interaction]
+    if not about:
+        return rows
+    live = _live_interactions(conn, about)
+    if len(live) == len(set(about)):
+        return rows
+    return [
+        r for r in rows if r["subject_type"] != SubjectType.interaction or r["subject_id"] in live
+    ]
 
 
 def run_profiles(engine: Engine, run_id: int) -> list[EvaluatorProfile]:
@@ -782,15 +964,27 @@ def run_profiles(engine: Engine, run_id: int) -> list[EvaluatorProfile]:
 
 def replace_profiles(
     engine: Engine, replaced: Sequence[EvaluatorProfile], merged: Sequence[EvaluatorProfile]
-) -> None:
-    """Swap stored profile rows for their merged form, in one transaction."""
+) -> bool:
+    """Swap stored profile rows for their merged form, in one transaction.
+
+    Returns:
+        False, with nothing changed, when some of ``replaced`` are gone: a concurrent pass of
+        the run merged them first, so the caller reads the profiles again (folding them twice
+        would count their items twice).
+    """
     table = EvaluatorProfile.__table__  # type: ignore[attr-defined]
-    with engine.begin() as conn:
-        ids = [p.id for p in replaced if p.id is not None]
+    ids = [p.id for p in replaced if p.id is not None]
+    with engine.connect() as conn, conn.begin() as tx:
         if ids:
-            conn.execute(sa.delete(table).where(table.c.id.in_(ids)))
+            # PostgreSQL: a concurrent delete of the same rows waits for this one and then
+            # finds them gone; SQLite: writers take turns.
+            deleted = conn.execute(sa.delete(table).where(table.c.id.in_(ids))).rowcount
+            if deleted != len(ids):
+                tx.rollback()
+                return False
         if merged:
             conn.execute(sa.insert(table), [m.model_dump(exclude={"id"}) for m in merged])
+    return True
 
 
 def interaction_groups(engine: Engine, ids: Sequence[int]) -> dict[tuple[str, str], int]:
@@ -882,44 +1076,95 @@ def iter_rows(
             yield [rows[i] for i in chunk if i in rows]
 
 
+# Interactions deleted per prune transaction: writers wait for one batch at most.
+_PRUNE_BATCH = 5_000
+# What prune deletes, in the order it reports them.
+_PRUNED = ("scores", "embeddings", "feedback", "interactions")
+
+
 def prune(
-    engine: Engine, older_than: timedelta, now: datetime | None = None, *, dry_run: bool = False
+    engine: Engine,
+    older_than: timedelta,
+    now: datetime | None = None,
+    *,
+    dry_run: bool = False,
+    batch_size: int = _PRUNE_BATCH,
 ) -> dict[str, int]:
     """Delete interactions older than the retention period, with their feedback and scores.
+
+    Safe while ingests and runs write: each batch of interactions goes in one transaction
+    with everything about it (scores, their run links, embeddings, feedback), under the
+    retention lock that every writer of such rows holds while it writes
+    (:func:`evalwatch.storage.db.lock_for_prune`), so no row is left about a deleted
+    interaction. Taking that lock first, a batch never deadlocks with a writer; a batch that
+    still meets a transient conflict is run again (a bounded number of times). An interrupted
+    prune leaves whole batches deleted and the rest in place; running it again finishes it.
 
     Args:
         engine: The store.
         older_than: The retention period.
         now: The time the period ends (default: now).
         dry_run: Count what would be deleted and delete nothing.
+        batch_size: Interactions deleted per transaction.
 
     Returns:
         Rows deleted (with ``dry_run``: that would be deleted) per table.
     """
     cutoff = (now or utcnow()) - older_than
     it = Interaction.__table__  # type: ignore[attr-defined]
+    if dry_run:
+        with engine.connect() as conn:
+            old = sa.select(it.c.id).where(it.c.ts < cutoff)
+            return {
+                name: int(
+                    conn.execute(
+                        sa.select(sa.func.count()).select_from(table).where(where)
+                    ).scalar_one()
+                )
+                for name, table, where in _prune_targets(old)
+            }
+    out = dict.fromkeys(_PRUNED, 0)
+    while True:
+        deleted = retry_transient(lambda: _prune_batch(engine, cutoff, batch_size))
+        for name, n in deleted.items():
+            out[name] += n
+        if deleted["interactions"] < batch_size:
+            return out
+
+
+def _prune_targets(old: Any) -> list[tuple[str, sa.Table, sa.ColumnElement[bool]]]:
+    """``(name, table, condition)`` of the rows about the interactions ``old`` selects.
+
+    Dependents first; the interactions last.
+    """
+    it = Interaction.__table__  # type: ignore[attr-defined]
     sc = Score.__table__  # type: ignore[attr-defined]
     em = Embedding.__table__  # type: ignore[attr-defined]
     fb = Feedback.__table__  # type: ignore[attr-defined]
-    old = sa.select(it.c.id).where(it.c.ts < cutoff)
-    # Dependents first; the same conditions serve the count and the delete.
-    targets = [
+    return [
         *(
             (name, t, sa.and_(t.c.subject_type == SubjectType.interaction, t.c.subject_id.in_(old)))
             for name, t in (("scores", sc), ("embeddings", em))
         ),
         ("feedback", fb, fb.c.interaction_id.in_(old)),
-        ("interactions", it, it.c.ts < cutoff),
+        ("interactions", it, it.c.id.in_(old)),
     ]
-    out: dict[str, int] = {}
+
+
+def _prune_batch(engine: Engine, cutoff: datetime, batch_size: int) -> dict[str, int]:
+    """Delete up to ``batch_size`` interactions from before ``cutoff``, in one transaction."""
+    it = Interaction.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:
-        for name, table, where in targets:
-            if dry_run:
-                count = sa.select(sa.func.count()).select_from(table).where(where)
-                out[name] = int(conn.execute(count).scalar_one())
-            else:
-                out[name] = conn.execute(sa.delete(table).where(where)).rowcount
-    return out
+        lock_for_prune(conn)
+        q = sa.select(it.c.id).where(it.c.ts < cutoff).order_by(it.c.id).limit(batch_size)
+        ids = [int(i) for (i,) in conn.execute(q)]
+        if not ids:
+            return dict.fromkeys(_PRUNED, 0)
+        # Run links of the deleted scores go with them (ON DELETE CASCADE).
+        return {
+            name: int(conn.execute(sa.delete(table).where(where)).rowcount)
+            for name, table, where in _prune_targets(ids)
+        }
 
 
 def checkpoint(engine: Engine) -> None:

@@ -119,8 +119,9 @@ def scored_traffic(
     for h, vals in hours.items():
         for i, v in enumerate(vals):
             rid = f"{prefix}-{app}-{h}-{i}"
-            rows.append({"request_id": rid, "ts": T0 + h * H + timedelta(minutes=1 + i % 50),
-                         "app": app})
+            rows.append(
+                {"request_id": rid, "ts": T0 + h * H + timedelta(minutes=1 + i % 50), "app": app}
+            )
             values[rid] = v
     ids = add_interactions(engine, rows)
     ev, m = metric.split(".")
@@ -154,8 +155,19 @@ def states(engine: Engine, rule: str) -> dict[str, AlertState]:
 # -- values ------------------------------------------------------------------------------------
 
 
-AGGS = ["mean", "sum", "min", "max", "count", "any", "p50", "p95", "p99", "share_below:0.5",
-        "share_above:0.8"]
+AGGS = [
+    "mean",
+    "sum",
+    "min",
+    "max",
+    "count",
+    "any",
+    "p50",
+    "p95",
+    "p99",
+    "share_below:0.5",
+    "share_above:0.8",
+]
 
 
 def test_sql_aggregates_match_the_pure_functions(engine: Engine) -> None:
@@ -168,8 +180,15 @@ def test_sql_aggregates_match_the_pure_functions(engine: Engine) -> None:
                 for i in range(int(rng.integers(3, 25))):
                     rid = f"{h}-{app}-{mv}-{i}"
                     lat = float(rng.gamma(2.0, 400.0))
-                    rows.append({"request_id": rid, "ts": T0 + h * H + timedelta(seconds=60 * i),
-                                 "app": app, "model_version": mv, "latency_ms": lat})
+                    rows.append(
+                        {
+                            "request_id": rid,
+                            "ts": T0 + h * H + timedelta(seconds=60 * i),
+                            "app": app,
+                            "model_version": mv,
+                            "latency_ms": lat,
+                        }
+                    )
                     expected_values[(h, app, mv)].append(lat)
     add_interactions(engine, rows)
     series = SeriesSpec("traffic", column="latency_ms", group_by=("app", "model_version"))
@@ -201,8 +220,9 @@ def test_run_aggregates_cover_only_the_run(engine: Engine) -> None:
     assert a.n == 3 and a.value == pytest.approx((0.9 + 0.8 + 0.2) / 3)
     (b,) = run_aggregates(engine, series, AggSpec("count"), run_b)
     assert b.n == 2
-    lat = run_aggregates(engine, SeriesSpec("traffic", column="latency_ms"), AggSpec("count"),
-                         run_a)
+    lat = run_aggregates(
+        engine, SeriesSpec("traffic", column="latency_ms"), AggSpec("count"), run_a
+    )
     assert lat[0].n == 3
     assert run_aggregates(engine, series, AggSpec("mean"), 999_999) == []
 
@@ -212,16 +232,16 @@ def test_run_aggregates_cover_only_the_run(engine: Engine) -> None:
 
 def test_state_persists_across_separate_evaluations(db_url: str) -> None:
     seed = make_engine(db_url)
-    scored_traffic(seed, {0: [0.5] * 5, 1: [0.5] * 5, 2: [0.6] * 5, 3: [0.4] * 5,
-                          4: [0.9] * 5, 5: [0.95] * 5})
+    scored_traffic(
+        seed, {0: [0.5] * 5, 1: [0.5] * 5, 2: [0.6] * 5, 3: [0.4] * 5, 4: [0.9] * 5, 5: [0.95] * 5}
+    )
     seed.dispose()
     rules = rules_of(quality_rule(consecutive=3, auto_resolve_after=2))
     expected = [[], [], ["open"], ["update"], [], ["resolve"]]
     alert_id = None
     for k, want in enumerate(expected, start=1):
         worker = make_engine(db_url)  # each evaluation is a separate run / worker
-        events = evaluate_rules(worker, rules, now=T0 + k * H + timedelta(minutes=5),
-                                deliver=False)
+        events = evaluate_rules(worker, rules, now=T0 + k * H + timedelta(minutes=5), deliver=False)
         assert [e.action for e in events] == want, k
         st = states(worker, "quality")["app=bot"]
         assert st.last_window_end == T0 + k * H
@@ -233,8 +253,12 @@ def test_state_persists_across_separate_evaluations(db_url: str) -> None:
         worker.dispose()
     check = make_engine(db_url)
     (alert,) = list_alerts(check)
-    assert (alert.id, alert.status, alert.count, alert.severity) == (alert_id, "resolved", 2,
-                                                                     "high")
+    assert (alert.id, alert.status, alert.count, alert.severity) == (
+        alert_id,
+        "resolved",
+        2,
+        "high",
+    )
     assert alert.context is not None
     assert alert.context["value"] == pytest.approx(0.4)
     assert alert.context["resolved_window"]["value"] == pytest.approx(0.95)
@@ -247,11 +271,15 @@ def test_each_window_is_judged_once_and_missed_windows_are_caught_up(engine: Eng
     rules = rules_of(quality_rule(consecutive=1))
     first = evaluate_rules(engine, rules, now=T0 + 6 * H, deliver=False)
     assert [e.action for e in first] == ["open"]  # first evaluation looks back 1 window
-    assert evaluate_rules(engine, rules, now=T0 + 6 * H + timedelta(minutes=30),
-                          deliver=False) == []
+    assert (
+        evaluate_rules(engine, rules, now=T0 + 6 * H + timedelta(minutes=30), deliver=False) == []
+    )
     later = evaluate_rules(engine, rules, now=T0 + 9 * H + timedelta(minutes=1), deliver=False)
     assert [(e.action, e.window_end) for e in later] == [
-        ("update", T0 + 7 * H), ("update", T0 + 8 * H), ("update", T0 + 9 * H)]
+        ("update", T0 + 7 * H),
+        ("update", T0 + 8 * H),
+        ("update", T0 + 9 * H),
+    ]
     (alert,) = list_alerts(engine)
     assert alert.count == 4
 
@@ -268,9 +296,17 @@ def test_concurrent_workers_keep_one_open_alert(db_url: str) -> None:
     seed = make_engine(db_url)
     scored_traffic(seed, {h: [0.95, 0.2, 0.99] for h in range(6)}, metric="toxicity.safety")
     seed.dispose()
-    rule = Rule(name="unsafe", selector="toxicity.safety", aggregation="any", comparison="<",
-                threshold=0.9, window="1h", scope={"app": "each"}, severity="critical",
-                cooldown="0s")
+    rule = Rule(
+        name="unsafe",
+        selector="toxicity.safety",
+        aggregation="any",
+        comparison="<",
+        threshold=0.9,
+        window="1h",
+        scope={"app": "each"},
+        severity="critical",
+        cooldown="0s",
+    )
     rules = rules_of(rule)
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)
@@ -308,7 +344,9 @@ def test_one_alert_per_scope(engine: Engine) -> None:
     scored_traffic(engine, {0: [0.9] * 3}, app="fine")
     events = evaluate_rules(engine, rules_of(quality_rule()), now=T0 + H, deliver=False)
     assert sorted((e.scope_key, e.action) for e in events) == [
-        ("app=bot", "open"), ("app=search", "open")]
+        ("app=bot", "open"),
+        ("app=search", "open"),
+    ]
     assert {a.scope_key for a in list_alerts(engine, status="open")} == {"app=bot", "app=search"}
 
 
@@ -326,7 +364,11 @@ def test_acknowledge_and_resolve(engine: Engine) -> None:
     acknowledge_alert(engine, opened.alert_id, T0 + 2 * H)  # idempotent
     (update,) = evaluate_rules(engine, rules, now=T0 + 3 * H, deliver=False)
     assert (update.action, update.notify, update.status, update.count) == (
-        "update", False, "acknowledged", 2)
+        "update",
+        False,
+        "acknowledged",
+        2,
+    )
     resolved = resolve_alert(engine, opened.alert_id, T0 + 3 * H)
     assert (resolved.status, resolved.resolved_at) == ("resolved", T0 + 3 * H)
     assert resolve_alert(engine, opened.alert_id, T0 + 4 * H).resolved_at == T0 + 3 * H
@@ -342,10 +384,19 @@ def test_acknowledge_and_resolve(engine: Engine) -> None:
 
 
 def test_count_rule_sees_empty_windows(engine: Engine) -> None:
-    add_interactions(engine, [{"request_id": f"v{i}", "ts": T0 + timedelta(minutes=i)}
-                              for i in range(5)])
-    rule = Rule(name="traffic-drop", selector="volume", aggregation="count", comparison="<",
-                threshold=3, window="1h", scope={"app": "each"}, severity="warning")
+    add_interactions(
+        engine, [{"request_id": f"v{i}", "ts": T0 + timedelta(minutes=i)} for i in range(5)]
+    )
+    rule = Rule(
+        name="traffic-drop",
+        selector="volume",
+        aggregation="count",
+        comparison="<",
+        threshold=3,
+        window="1h",
+        scope={"app": "each"},
+        severity="warning",
+    )
     assert evaluate_rules(engine, rules_of(rule), now=T0 + H, deliver=False) == []
     (ev,) = evaluate_rules(engine, rules_of(rule), now=T0 + 2 * H, deliver=False)
     assert (ev.action, ev.value, ev.n, ev.scope_key) == ("open", 0.0, 0, "app=bot")
@@ -354,16 +405,36 @@ def test_count_rule_sees_empty_windows(engine: Engine) -> None:
 def test_offending_items_are_redacted_in_the_alert(engine: Engine) -> None:
     run = create_run(engine, "traffic", run_key="pii-run")
     assert run.id is not None
-    ids = add_interactions(engine, [
-        {"request_id": "ok1", "ts": T0, "response": "fine"},
-        {"request_id": "bad", "ts": T0, "prompt": "call me",
-         "response": "mail bob@example.com or card 4111 1111 1111 1111, "
-                     "key sk-abcdefghijklmnopqrstuv"},
-    ])
-    add_scores(engine, run.id, [(ids["ok1"], "toxicity", "safety", 0.99, "ok"),
-                                (ids["bad"], "toxicity", "safety", 0.2, "ok")])
-    rule = Rule(name="unsafe", selector="toxicity.safety", aggregation="any", comparison="<",
-                threshold=0.9, window="run", severity="critical")
+    ids = add_interactions(
+        engine,
+        [
+            {"request_id": "ok1", "ts": T0, "response": "fine"},
+            {
+                "request_id": "bad",
+                "ts": T0,
+                "prompt": "call me",
+                "response": "mail bob@example.com or card 4111 1111 1111 1111, "
+                "key sk-abcdefghijklmnopqrstuv",
+            },
+        ],
+    )
+    add_scores(
+        engine,
+        run.id,
+        [
+            (ids["ok1"], "toxicity", "safety", 0.99, "ok"),
+            (ids["bad"], "toxicity", "safety", 0.2, "ok"),
+        ],
+    )
+    rule = Rule(
+        name="unsafe",
+        selector="toxicity.safety",
+        aggregation="any",
+        comparison="<",
+        threshold=0.9,
+        window="run",
+        severity="critical",
+    )
     (ev,) = evaluate_rules(engine, rules_of(rule), now=T0 + H, run_id=run.id, deliver=False)
     alert = get_alert(engine, ev.alert_id)
     assert alert is not None and alert.context is not None
@@ -375,40 +446,70 @@ def test_offending_items_are_redacted_in_the_alert(engine: Engine) -> None:
     assert "[REDACTED:email]" in item["response"] and "[REDACTED:card]" in item["response"]
     assert alert.context["links"]["run_id"] == run.id
     # the same run judged again changes nothing
-    assert evaluate_rules(engine, rules_of(rule), now=T0 + 2 * H, run_id=run.id,
-                          deliver=False) == []
+    assert (
+        evaluate_rules(engine, rules_of(rule), now=T0 + 2 * H, run_id=run.id, deliver=False) == []
+    )
 
 
 def test_error_rate_rule(engine: Engine) -> None:
     run = create_run(engine, "traffic", run_key="err-run")
     assert run.id is not None
     ids = add_interactions(engine, [{"request_id": f"e{i}", "ts": T0} for i in range(4)])
-    add_scores(engine, run.id, [
-        (ids["e0"], "toxicity", "safety", 0.99, "ok"),
-        (ids["e1"], "toxicity", "safety", None, "error"),
-        (ids["e2"], "judge", "helpfulness", None, "error"),
-        (ids["e3"], "judge", "helpfulness", None, "skipped"),
-    ])
-    rule = Rule(name="errors", selector="evaluators.error_rate", aggregation="mean",
-                comparison=">", threshold=0.5, window="run", severity="warning")
+    add_scores(
+        engine,
+        run.id,
+        [
+            (ids["e0"], "toxicity", "safety", 0.99, "ok"),
+            (ids["e1"], "toxicity", "safety", None, "error"),
+            (ids["e2"], "judge", "helpfulness", None, "error"),
+            (ids["e3"], "judge", "helpfulness", None, "skipped"),
+        ],
+    )
+    rule = Rule(
+        name="errors",
+        selector="evaluators.error_rate",
+        aggregation="mean",
+        comparison=">",
+        threshold=0.5,
+        window="run",
+        severity="warning",
+    )
     (ev,) = evaluate_rules(engine, rules_of(rule), run_id=run.id, now=T0 + H, deliver=False)
     assert ev.value == pytest.approx(2 / 3) and ev.n == 3  # skipped is not an error
     alert = get_alert(engine, ev.alert_id)
     assert alert is not None and alert.context is not None
     assert {(i["evaluator"], i["reason"]) for i in alert.context["offending"]} == {
-        ("toxicity", "model crashed"), ("judge", "model crashed")}
+        ("toxicity", "model crashed"),
+        ("judge", "model crashed"),
+    }
 
 
 # -- reports: drift, anomaly, gate, kappa, run cost --------------------------------------------
 
 
-def _drift(engine: Engine, key: str, at: datetime, verdicts: list[str], app: str = "bot",
-           family: str = "numeric") -> None:
+def _drift(
+    engine: Engine,
+    key: str,
+    at: datetime,
+    verdicts: list[str],
+    app: str = "bot",
+    family: str = "numeric",
+) -> None:
     with session_scope(engine) as s:
         for i, v in enumerate(verdicts):
-            s.add(DriftReportRow(report_key=key, created_at=at, scope={"app": app,
-                  "model_version": "v1"}, test="ks" if family != "anomaly" else "anomaly_mad",
-                  feature=f"f{i}", family=family, verdict=v, effect_size=0.4, p_adjusted=0.001))
+            s.add(
+                DriftReportRow(
+                    report_key=key,
+                    created_at=at,
+                    scope={"app": app, "model_version": "v1"},
+                    test="ks" if family != "anomaly" else "anomaly_mad",
+                    feature=f"f{i}",
+                    family=family,
+                    verdict=v,
+                    effect_size=0.4,
+                    p_adjusted=0.001,
+                )
+            )
 
 
 def test_drift_and_anomaly_reports(engine: Engine) -> None:
@@ -437,14 +538,30 @@ def test_drift_and_anomaly_reports(engine: Engine) -> None:
 def test_gate_kappa_and_run_cost(engine: Engine) -> None:
     earlier = datetime.now(UTC) - timedelta(minutes=10)  # run.cost uses the real finish time
     with session_scope(engine) as s:
-        s.add(RegressionReport(kind="gate", created_at=earlier, verdict="regression",
-                               exit_code=1))
-        s.add(RegressionReport(kind="canary", created_at=earlier, verdict="inconclusive",
-                               exit_code=0))
-        s.add(JudgeCalibration(created_at=earlier, judge_model="j", rubric="helpfulness",
-                               rubric_version="1", n=50, kappa=0.41))
-        s.add(JudgeCalibration(created_at=earlier, judge_model="j", rubric="safety",
-                               rubric_version="1", n=50, kappa=0.82))
+        s.add(RegressionReport(kind="gate", created_at=earlier, verdict="regression", exit_code=1))
+        s.add(
+            RegressionReport(kind="canary", created_at=earlier, verdict="inconclusive", exit_code=0)
+        )
+        s.add(
+            JudgeCalibration(
+                created_at=earlier,
+                judge_model="j",
+                rubric="helpfulness",
+                rubric_version="1",
+                n=50,
+                kappa=0.41,
+            )
+        )
+        s.add(
+            JudgeCalibration(
+                created_at=earlier,
+                judge_model="j",
+                rubric="safety",
+                rubric_version="1",
+                n=50,
+                kappa=0.82,
+            )
+        )
     run = create_run(engine, "dataset", run_key="costly")
     assert run.id is not None
     finish_run(engine, run.id, RunStatus.completed, summary={"cost_usd": 12.5})
@@ -454,8 +571,15 @@ def test_gate_kappa_and_run_cost(engine: Engine) -> None:
         finished = r.finished_at
     assert finished is not None
     defaults = {r.name: r.model_copy(update={"channels": []}) for r in load_rules().rules}
-    cost = Rule(name="run-cost", selector="run.cost", aggregation="max", comparison=">",
-                threshold=10, window="run", severity="medium")
+    cost = Rule(
+        name="run-cost",
+        selector="run.cost",
+        aggregation="max",
+        comparison=">",
+        threshold=10,
+        window="run",
+        severity="medium",
+    )
     rf = rules_of(defaults["gate-failed"], defaults["judge-kappa-low"], cost)
     events = evaluate_rules(engine, rf, now=finished + H, deliver=False)
     assert sorted((e.rule, e.scope_key, e.action, e.value) for e in events) == [
@@ -466,8 +590,9 @@ def test_gate_kappa_and_run_cost(engine: Engine) -> None:
     assert evaluate_rules(engine, rf, now=finished + 2 * H, deliver=False) == []
     # a passing gate resolves the gate alert
     with session_scope(engine) as s:
-        s.add(RegressionReport(kind="gate", created_at=finished + 2 * H, verdict="pass",
-                               exit_code=0))
+        s.add(
+            RegressionReport(kind="gate", created_at=finished + 2 * H, verdict="pass", exit_code=0)
+        )
     (ev,) = evaluate_rules(engine, rf, now=finished + 3 * H, kinds={"gate"}, deliver=False)
     assert (ev.rule, ev.action) == ("gate-failed", "resolve")
 
@@ -544,12 +669,14 @@ def test_cli_alerts_evaluate(db_url: str, cli: typer.Typer, tmp_path: Path) -> N
         "rules:\n  - {name: busy, selector: volume, aggregation: count, comparison: '>=',\n"
         "     threshold: 1, window: 1h, consecutive: 1, severity: info}\n"
     )
-    res = CliRunner().invoke(cli, ["--db", db_url, "alerts", "evaluate", "--rules", str(path),
-                                   "--no-deliver"])
+    res = CliRunner().invoke(
+        cli, ["--db", db_url, "alerts", "evaluate", "--rules", str(path), "--no-deliver"]
+    )
     assert res.exit_code == 0, res.output
     assert "open" in res.output and "busy" in res.output
-    bad = CliRunner().invoke(cli, ["--db", db_url, "alerts", "evaluate", "--rules",
-                                   str(tmp_path / "missing.yaml")])
+    bad = CliRunner().invoke(
+        cli, ["--db", db_url, "alerts", "evaluate", "--rules", str(tmp_path / "missing.yaml")]
+    )
     assert bad.exit_code == 2
 
 
@@ -576,8 +703,9 @@ def test_cli_rules_check(cli: typer.Typer, tmp_path: Path) -> None:
     mine = tmp_path / "mine.yaml"
     mine.write_text("rules:\n  - {name: m, selector: mine.score, comparison: '<', threshold: 1}\n")
     assert runner.invoke(cli, ["rules", "check", str(mine)]).exit_code == 2
-    assert runner.invoke(cli, ["rules", "check", str(mine), "--metric", "mine.score"]
-                         ).exit_code == 0
+    assert (
+        runner.invoke(cli, ["rules", "check", str(mine), "--metric", "mine.score"]).exit_code == 0
+    )
 
 
 def test_a_failed_evaluation_is_reported_not_raised() -> None:
@@ -586,6 +714,31 @@ def test_a_failed_evaluation_is_reported_not_raised() -> None:
     unmigrated = make_engine("sqlite://")  # no tables: the evaluation cannot be carried out
     alerts, error = evaluate_after_report(unmigrated, rules=rules_of(quality_rule()))
     assert alerts == [] and error is not None and error.startswith("OperationalError")
+
+
+def test_the_rules_in_force_come_from_the_callers_settings_not_the_environment(
+    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evalwatch.alerting import evaluate_after_report, rules_for_settings
+    from evalwatch.settings import Settings
+
+    broken = tmp_path / "env.yaml"  # what the environment names: evaluating it would fail
+    broken.write_text("rules:\n  - {name: r, selector: nope, comparison: '<', threshold: 1}\n")
+    monkeypatch.setenv("EVALWATCH_RULES_FILE", str(broken))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "rules:\n  - {name: busy, selector: volume, aggregation: count,\n"
+        "     comparison: '>=', threshold: 1, window: 1h}\n"
+    )
+    settings = Settings(rules_file=mine)
+    assert [r.name for r in rules_for_settings(settings).rules] == ["busy"]
+    override = tmp_path / "cli.yaml"  # the CLI's --rules wins over the settings' file
+    override.write_text(mine.read_text().replace("busy", "other"))
+    assert [r.name for r in rules_for_settings(settings, override).rules] == ["other"]
+    assert evaluate_after_report(sqlite_engine, settings=settings) == ([], None)
+    # Neither settings nor rules: refused (reported), never the built-in rules in silence.
+    alerts, error = evaluate_after_report(sqlite_engine)
+    assert alerts == [] and error is not None and error.startswith("TypeError")
 
 
 def test_a_failed_evaluation_fails_the_flow_run(

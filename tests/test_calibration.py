@@ -45,8 +45,9 @@ def test_quadratic_kappa_matches_sklearn_and_penalises_distance() -> None:
     far = [5, 2, 3, 4, 5, 1, 4, 3, 2, 1]
     k_near, _ = cohen_kappa(human, near, LABELS)
     k_far, _ = cohen_kappa(human, far, LABELS)
-    assert k_near == pytest.approx(cohen_kappa_score(human, near, weights="quadratic",
-                                                     labels=LABELS))
+    assert k_near == pytest.approx(
+        cohen_kappa_score(human, near, weights="quadratic", labels=LABELS)
+    )
     # Same number of exact matches; far-off disagreements cost more under quadratic weights.
     assert agreement_rate(human, near) == agreement_rate(human, far)
     assert k_near is not None and k_far is not None and k_near > k_far
@@ -87,8 +88,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def test_read_human_labels_reports_the_bad_line(tmp_path: Path) -> None:
-    good = {"id": "a", "rubric": "helpfulness", "prompt": "p", "response": "r",
-            "human_score": 4}
+    good = {"id": "a", "rubric": "helpfulness", "prompt": "p", "response": "r", "human_score": 4}
     path = write_jsonl(tmp_path / "l.jsonl", [good, {"id": "b", "rubric": "helpfulness"}])
     with pytest.raises(ValueError, match=r"l.jsonl:2: not a valid human label row"):
         read_human_labels(path)
@@ -113,12 +113,17 @@ def judge_for(srv: FakeJudgeServer, engine: Engine | None = None, **opts: Any) -
     return JudgeEvaluator(settings=s, engine=engine, **opts)
 
 
-def labelled(judge_scores: list[int], human_scores: list[int], prompts: list[str]) -> list[
-    HumanLabel
-]:
+def labelled(
+    judge_scores: list[int], human_scores: list[int], prompts: list[str]
+) -> list[HumanLabel]:
     return [
-        HumanLabel(id=f"r{i}", rubric="helpfulness", prompt=p,
-                   response=f"answer {i} [[score={j}]]", human_score=h)
+        HumanLabel(
+            id=f"r{i}",
+            rubric="helpfulness",
+            prompt=p,
+            response=f"answer {i} [[score={j}]]",
+            human_score=h,
+        )
         for i, (j, h, p) in enumerate(zip(judge_scores, human_scores, prompts, strict=True))
     ]
 
@@ -130,8 +135,9 @@ def test_calibrate_end_to_end_stores_a_calibration(
     human_scores = [1, 2, 3, 4, 5, 4, 2, 5]
     prompts = ["p1", "p1", "p2", "p2", "p3", "p4", "p5", "p6"]  # two same-prompt pairs
     rows = labelled(judge_scores, human_scores, prompts)
-    rows.append(HumanLabel(id="c1", rubric="correctness", prompt="p", response="r",
-                           human_score=3))  # another rubric: ignored by this judge
+    rows.append(
+        HumanLabel(id="c1", rubric="correctness", prompt="p", response="r", human_score=3)
+    )  # another rubric: ignored by this judge
     judge = judge_for(server, sqlite_engine, rubrics=["helpfulness"])
     (result,) = calibrate(rows, judge, engine=sqlite_engine)
     judge.close()
@@ -145,9 +151,12 @@ def test_calibrate_end_to_end_stores_a_calibration(
     assert result.confusion["matrix"][3] == [0, 0, 0, 1, 1]  # human 4: judged 4 and 5
     assert result.n_pairs == 2 and result.position_consistency == 1.0
     with sqlite_engine.connect() as conn:
-        stored = conn.execute(sa.text(
-            "SELECT judge_model, rubric, rubric_version, n, agreement, kappa, kappa_weighting,"
-            " position_consistency FROM judge_calibrations")).one()
+        stored = conn.execute(
+            sa.text(
+                "SELECT judge_model, rubric, rubric_version, n, agreement, kappa, kappa_weighting,"
+                " position_consistency FROM judge_calibrations"
+            )
+        ).one()
     assert stored[:4] == ("judge-1", "helpfulness", "1", 8)
     assert stored[4] == pytest.approx(0.75) and stored[5] == pytest.approx(result.kappa)
     assert stored[6] == "quadratic" and stored[7] == 1.0

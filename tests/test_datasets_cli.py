@@ -17,8 +17,13 @@ runner = CliRunner()
 
 def _items(n: int = 5) -> list[dict]:
     return [
-        {"id": f"q{i}", "input": f"question {i}?", "reference": f"answer {i}",
-         "context": None, "tags": ["billing" if i % 2 else "shipping"]}
+        {
+            "id": f"q{i}",
+            "input": f"question {i}?",
+            "reference": f"answer {i}",
+            "context": None,
+            "tags": ["billing" if i % 2 else "shipping"],
+        }
         for i in range(n)
     ]
 
@@ -122,8 +127,15 @@ def test_load_outputs(db_url, tmp_path):
     path = _write(tmp_path / "qa.jsonl", _items(3))
     assert _cli(db_url, "datasets", "load", str(path)).exit_code == 0
     preds = [
-        {"id": "q0", "model": "m1", "output": "answer 0", "latency_ms": 120.0,
-         "input_tokens": 10, "output_tokens": 3, "cost": 0.001},
+        {
+            "id": "q0",
+            "model": "m1",
+            "output": "answer 0",
+            "latency_ms": 120.0,
+            "input_tokens": 10,
+            "output_tokens": 3,
+            "cost": 0.001,
+        },
         {"item_id": "q1", "model": "m1", "response": "answer 1"},
         {"id": "q2", "model": "m1", "error": "timeout"},
         {"id": "q9", "model": "m1", "output": "no such item"},

@@ -145,32 +145,62 @@ def rule(**kw: Any) -> Rule:
     return Rule.model_validate(base)
 
 
-def seed(engine: Engine, items: Sequence[tuple[datetime, str, float, str]],
-         key: str = "run", app: str = "bot") -> int:
+def seed(
+    engine: Engine,
+    items: Sequence[tuple[datetime, str, float, str]],
+    key: str = "run",
+    app: str = "bot",
+) -> int:
     """Interactions (time, metric, value, response) with one score each, in one run."""
     run = create_run(engine, "traffic", run_key=key)
     assert run.id is not None
     rows: list[dict[str, Any]] = [
-        {"request_id": f"{key}-{i}", "ts": ts, "app": app, "model_name": "m",
-         "model_version": "v1", "prompt": "q", "response": resp, "latency_ms": 1.0,
-         "input_tokens": 1, "output_tokens": 1, "cost": 0.0, "redactions": 0}
+        {
+            "request_id": f"{key}-{i}",
+            "ts": ts,
+            "app": app,
+            "model_name": "m",
+            "model_version": "v1",
+            "prompt": "q",
+            "response": resp,
+            "latency_ms": 1.0,
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "cost": 0.0,
+            "redactions": 0,
+        }
         for i, (ts, _, _, resp) in enumerate(items)
     ]
     insert_interactions(engine, rows)
     ids = interaction_ids_for(engine, [str(r["request_id"]) for r in rows])
-    write_scores(engine, [
-        {"run_id": run.id, "subject_type": "interaction", "subject_id": ids[f"{key}-{i}"],
-         "evaluator": metric.split(".")[0], "evaluator_version": "1", "config_hash": "h",
-         "metric": metric.split(".")[1], "value": value, "status": "ok"}
-        for i, (_, metric, value, _) in enumerate(items)
-    ])
+    write_scores(
+        engine,
+        [
+            {
+                "run_id": run.id,
+                "subject_type": "interaction",
+                "subject_id": ids[f"{key}-{i}"],
+                "evaluator": metric.split(".")[0],
+                "evaluator_version": "1",
+                "config_hash": "h",
+                "metric": metric.split(".")[1],
+                "value": value,
+                "status": "ok",
+            }
+            for i, (_, metric, value, _) in enumerate(items)
+        ],
+    )
     return run.id
 
 
-def hourly(hours: dict[int, float], metric: str = "judge.helpfulness") -> list[
-        tuple[datetime, str, float, str]]:
-    return [(T0 + h * H + timedelta(minutes=m), metric, v, "ok")
-            for h, v in hours.items() for m in (5, 10, 15)]
+def hourly(
+    hours: dict[int, float], metric: str = "judge.helpfulness"
+) -> list[tuple[datetime, str, float, str]]:
+    return [
+        (T0 + h * H + timedelta(minutes=m), metric, v, "ok")
+        for h, v in hours.items()
+        for m in (5, 10, 15)
+    ]
 
 
 # -- payloads, redaction, escalation, any single item -------------------------------------------
@@ -183,12 +213,25 @@ def test_critical_alert_is_delivered_redacted_and_escalated(
     items = [(T0, "toxicity.safety", 0.99, "fine answer")] * 60
     items.append((T0, "toxicity.safety", 0.31, unsafe))
     run_id = seed(sqlite_engine, items)
-    safety_any = rule(name="unsafe", selector="toxicity.safety", aggregation="any",
-                      threshold=0.9, window="run", severity="critical", escalation=["oncall"])
-    safety_mean = rule(name="unsafe-mean", selector="toxicity.safety", threshold=0.9,
-                       window="run", severity="critical")
-    events = evaluate_rules(sqlite_engine, rules_file(safety_any, safety_mean), now=T0 + H,
-                            run_id=run_id)
+    safety_any = rule(
+        name="unsafe",
+        selector="toxicity.safety",
+        aggregation="any",
+        threshold=0.9,
+        window="run",
+        severity="critical",
+        escalation=["oncall"],
+    )
+    safety_mean = rule(
+        name="unsafe-mean",
+        selector="toxicity.safety",
+        threshold=0.9,
+        window="run",
+        severity="critical",
+    )
+    events = evaluate_rules(
+        sqlite_engine, rules_file(safety_any, safety_mean), now=T0 + H, run_id=run_id
+    )
     # one bad item among 61 fires the any-single-item rule; the mean (0.99) does not
     assert [(e.rule, e.action, e.notify) for e in events] == [("unsafe", "open", True)]
     assert {r.path for r in blocks.ok()} == {"/ops", "/oncall"}  # critical: escalation too
@@ -213,7 +256,9 @@ def test_critical_alert_is_delivered_redacted_and_escalated(
     alert = get_alert(sqlite_engine, events[0].alert_id)
     assert alert is not None and alert.deliveries is not None
     assert [(d["channel"], d["ok"], d["attempts"]) for d in alert.deliveries] == [
-        ("ops", True, 1), ("oncall", True, 1)]
+        ("ops", True, 1),
+        ("oncall", True, 1),
+    ]
     assert "pending_delivery" not in (alert.context or {})
     assert events[0].deliveries and all(d["ok"] for d in events[0].deliveries)
 
@@ -253,8 +298,12 @@ def test_channel_down_keeps_the_alert_pending_until_it_gets_through(
     assert alert.context["pending_delivery"]["channels"] == ["ops", "ghost"]
     # the receiver recovers; the next evaluation (no new data) delivers what was pending
     blocks.fail_next = 0
-    assert evaluate_rules(sqlite_engine, rules, now=T0 + H + timedelta(minutes=5),
-                          sleep=lambda s: None) == []
+    assert (
+        evaluate_rules(
+            sqlite_engine, rules, now=T0 + H + timedelta(minutes=5), sleep=lambda s: None
+        )
+        == []
+    )
     (payload,) = blocks.payloads("/ops")
     assert (payload["alert_id"], payload["event"]) == (ev.alert_id, "open")
     alert = get_alert(sqlite_engine, ev.alert_id)
@@ -265,7 +314,8 @@ def test_channel_down_keeps_the_alert_pending_until_it_gets_through(
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     CustomWebhookNotificationBlock(name="ghost", url=blocks.url + "/ghost").save(
-        "never-saved", overwrite=True)
+        "never-saved", overwrite=True
+    )
     evaluate_rules(sqlite_engine, rules, now=T0 + H + timedelta(minutes=10))
     assert len(blocks.ok("/ghost")) == 1
     alert = get_alert(sqlite_engine, ev.alert_id)
@@ -313,14 +363,23 @@ def test_dedup_and_cooldown(blocks: Receiver, sqlite_engine: Engine) -> None:
     rules = rules_file(rule(cooldown="2h"))
     actions = []
     for k in range(1, 6):
-        actions += [(e.action, e.notify) for e in
-                    evaluate_rules(sqlite_engine, rules, now=T0 + k * H)]
-    assert actions == [("open", True), ("update", False), ("update", True), ("update", False),
-                       ("update", True)]
+        actions += [
+            (e.action, e.notify) for e in evaluate_rules(sqlite_engine, rules, now=T0 + k * H)
+        ]
+    assert actions == [
+        ("open", True),
+        ("update", False),
+        ("update", True),
+        ("update", False),
+        ("update", True),
+    ]
     (alert,) = list_alerts(sqlite_engine)
     assert (alert.status, alert.count) == ("open", 5)
     assert [(p["event"], p["count"], p["alert_id"]) for p in blocks.payloads()] == [
-        ("open", 1, alert.id), ("update", 3, alert.id), ("update", 5, alert.id)]
+        ("open", 1, alert.id),
+        ("update", 3, alert.id),
+        ("update", 5, alert.id),
+    ]
 
 
 def test_consecutive_windows_and_auto_resolve(blocks: Receiver, sqlite_engine: Engine) -> None:
@@ -332,8 +391,10 @@ def test_consecutive_windows_and_auto_resolve(blocks: Receiver, sqlite_engine: E
         per_eval.append([e.action for e in evaluate_rules(sqlite_engine, rules, now=T0 + k * H)])
     assert per_eval == [[], [], [], [], [], ["open"], [], ["resolve"]]
     payloads = blocks.payloads()
-    assert [(p["event"], p["status"]) for p in payloads] == [("open", "open"),
-                                                             ("resolve", "resolved")]
+    assert [(p["event"], p["status"]) for p in payloads] == [
+        ("open", "open"),
+        ("resolve", "resolved"),
+    ]
     assert payloads[0]["window"]["end"] == (T0 + 6 * H).isoformat()
     (alert,) = list_alerts(sqlite_engine)
     assert alert.status == "resolved" and alert.resolved_at == T0 + 8 * H
@@ -365,8 +426,11 @@ def _flow_runs(deployment_id: Any) -> list[Any]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     with get_client(sync_client=True) as client:
-        return list(client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))))
+        return list(
+            client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            )
+        )
 
 
 def test_rule_action_runs_a_deployment(blocks: Receiver, sqlite_engine: Engine) -> None:
@@ -421,8 +485,10 @@ def test_evaluation_inside_a_flow_task_delivers_and_acts(
     deployment: Any = rollback_flow.to_deployment(name="alert-rollback-in-flow")
     deployment_id = deployment.apply()
     seed(sqlite_engine, hourly({0: 0.3}))
-    action = ActionSpec(deployment="evalwatch-test-rollback/alert-rollback-in-flow",
-                        parameters={"alert_id": "{{alert_id}}"})
+    action = ActionSpec(
+        deployment="evalwatch-test-rollback/alert-rollback-in-flow",
+        parameters={"alert_id": "{{alert_id}}"},
+    )
     rules = rules_file(rule(action=action))
     url = str(sqlite_engine.url)
 
@@ -488,11 +554,17 @@ def test_long_floats_and_pii_in_a_payload_still_make_valid_json(
     # the strings in it) turned the payload into invalid JSON and the evaluation crashed.
     luhn_float = 0.4111111111111111
     unsafe = f"mail {PII[0]} key {PII[2]}"
-    items = [(T0, "toxicity.safety", 0.99, "fine")] * 5 + [(T0, "toxicity.safety", luhn_float,
-                                                           unsafe)]
+    items = [(T0, "toxicity.safety", 0.99, "fine")] * 5 + [
+        (T0, "toxicity.safety", luhn_float, unsafe)
+    ]
     run_id = seed(sqlite_engine, items, key="floats")
-    any_rule = rule(name="unsafe-float", selector="toxicity.safety", aggregation="any",
-                    threshold=0.9, window="run")
+    any_rule = rule(
+        name="unsafe-float",
+        selector="toxicity.safety",
+        aggregation="any",
+        threshold=0.9,
+        window="run",
+    )
     events = evaluate_rules(sqlite_engine, rules_file(any_rule), now=T0 + H, run_id=run_id)
     assert [(e.rule, e.action) for e in events] == [("unsafe-float", "open")]
     (payload,) = blocks.payloads("/ops")
@@ -518,8 +590,7 @@ def test_redact_payload_walks_the_structure() -> None:
         "effect_size": 0.1234567890123456,
         "nan": None,
         "when": T0.isoformat(),
-        "items": [{"text": "to [REDACTED:email]", "n": 3, "ok": True},
-                  ["[REDACTED:secret]", None]],
+        "items": [{"text": "to [REDACTED:email]", "n": 3, "ok": True}, ["[REDACTED:secret]", None]],
     }
     assert json.loads(json.dumps(out, allow_nan=False)) == out
 

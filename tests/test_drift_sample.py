@@ -42,22 +42,29 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     engine = make_engine(url)
     upgrade(engine)
     settings = Settings(database_url=url)
-    loaded = ingest(engine, [REPO / "datasets" / "sample_traffic.jsonl"], settings=settings,
-                    now=NOW)
+    loaded = ingest(
+        engine, [REPO / "datasets" / "sample_traffic.jsonl"], settings=settings, now=NOW
+    )
     assert loaded.ingested == 5000 and loaded.feedback > 2000
     evaluate_traffic(engine, TrafficParams(evaluators=["heuristics"]), settings, progress=False)
     for start, end, rate in ((day(1), day(5), 0.12), (day(5), None, 0.25)):
         spec = SampleSpec(start=start, end=end, rate=rate, seed=0)
-        out = evaluate_traffic(engine, TrafficParams(sample=spec, evaluators=["embedding"]),
-                               settings, progress=False)
+        out = evaluate_traffic(
+            engine, TrafficParams(sample=spec, evaluators=["embedding"]), settings, progress=False
+        )
         assert not out.summary.unavailable, out.summary.unavailable
     yield engine
     engine.dispose()
 
 
 def test_last_three_days_vs_the_week_before_find_the_injected_shift(sample_store, tmp_path):
-    out = check_drift(sample_store, DriftParams(window="3d", baseline_days=7),
-                      html=tmp_path / "drift.html", now=NOW)
+    out = check_drift(
+        sample_store,
+        DriftParams(window="3d", baseline_days=7),
+        Settings(),
+        html=tmp_path / "drift.html",
+        now=NOW,
+    )
     # The current window ends after the newest stored interaction: Nov 12-14, vs Nov 5-11.
     assert out.current == TimeWindow(start=day(12), end=day(15))
     assert out.baseline.window == TimeWindow(start=day(5), end=day(12))
@@ -96,19 +103,25 @@ def test_last_three_days_vs_the_week_before_find_the_injected_shift(sample_store
 
 
 def test_two_shift_free_windows_find_nothing(sample_store):
-    params = DriftParams(current_start=day(6), current_end=day(11),
-                         baseline_start=day(1), baseline_end=day(6))
-    out = check_drift(sample_store, params, now=NOW)
+    params = DriftParams(
+        current_start=day(6), current_end=day(11), baseline_start=day(1), baseline_end=day(6)
+    )
+    out = check_drift(sample_store, params, Settings(), now=NOW)
     assert not out.drift_found, [h["summary"] for h in out.headlines()]
     assert not out.anomaly_found, [a.summary() for a in out.anomalies if a.verdict == "anomaly"]
     # Nothing found because nothing moved, not because nothing could be tested.
     overall: dict[tuple[str, str], DriftTestResult] = {
         (r.test, r.feature): r for r in out.scopes[0].report.results
     }
-    for key in [("mmd", "embeddings"), ("domain_classifier", "embeddings"),
-                ("topic_shares", "embeddings"), ("new_topic", "embeddings"),
-                ("ks", "response_length"), ("two_proportion", "refusal"),
-                ("chi_square", "rating")]:
+    for key in [
+        ("mmd", "embeddings"),
+        ("domain_classifier", "embeddings"),
+        ("topic_shares", "embeddings"),
+        ("new_topic", "embeddings"),
+        ("ks", "response_length"),
+        ("two_proportion", "refusal"),
+        ("chi_square", "rating"),
+    ]:
         assert overall[key].verdict == "no_drift", key
     assert out.n_tests > 150
     assert sum(a.verdict != "insufficient_data" for a in out.anomalies) >= 8

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from tests.evaluator_factories import tiny_detoxify_checkpoint
 from typer.testing import CliRunner
 
 from evalwatch.cli import app
@@ -18,6 +17,7 @@ from evalwatch.evaluators import evaluator_names
 from evalwatch.settings import reset_settings
 from evalwatch.storage.db import make_engine, upgrade
 from evalwatch.storage.repo import insert_interactions
+from tests.evaluator_factories import tiny_detoxify_checkpoint
 
 N = 9
 

@@ -168,9 +168,7 @@ def test_a_traffic_run_over_an_empty_window_says_so_in_summary_and_artifact(
     assert f"**{line}**" in md
 
 
-def test_an_unavailable_evaluator_is_reported_once_not_per_batch(
-    prefect_harness, tmp_path, capfd
-):
+def test_an_unavailable_evaluator_is_reported_once_not_per_batch(prefect_harness, tmp_path, capfd):
     from evalwatch.flows.traffic import evaluate_traffic
     from evalwatch.runs.traffic import TrafficParams
     from evalwatch.storage.db import upgrade
@@ -245,9 +243,7 @@ def test_run_commands_start_the_flows_and_print_run_id_and_summary(api_url, tmp_
     insert_interactions(engine, _traffic(30))
     # The installed console script, against the test's Prefect server, as a user runs it.
     evalwatch = str(Path(sys.executable).with_name("evalwatch"))
-    env = dict(
-        os.environ, PREFECT_API_URL=api_url, EVALWATCH_REPORT_DIR=str(tmp_path / "reports")
-    )
+    env = dict(os.environ, PREFECT_API_URL=api_url, EVALWATCH_REPORT_DIR=str(tmp_path / "reports"))
 
     def run(*args: str) -> Any:
         done = subprocess.run(

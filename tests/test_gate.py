@@ -39,8 +39,15 @@ PREDICTIONS = {
     for name in ("baseline", "candidate-equivalent", "candidate-degraded")
 }
 EXAMPLE_POLICY = DATA / "gate-policy.example.yaml"
-BILLING_TAGS = {"billing", "charges", "refunds", "payment-methods", "subscription", "invoices",
-                "promotions"}
+BILLING_TAGS = {
+    "billing",
+    "charges",
+    "refunds",
+    "payment-methods",
+    "subscription",
+    "invoices",
+    "promotions",
+}
 
 RULES = """version: 1
 channels: {}
@@ -80,10 +87,16 @@ def _reports(url: str) -> list[dict[str, Any]]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT kind, dataset_id, verdict, exit_code, report FROM "
-                        "regression_reports ORDER BY id")
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.text(
+                        "SELECT kind, dataset_id, verdict, exit_code, report FROM "
+                        "regression_reports ORDER BY id"
+                    )
+                )
+                .mappings()
+                .all()
+            )
             out = []
             for r in rows:
                 rep = r["report"]
@@ -152,9 +165,18 @@ def qa_url(support_qa: dict[str, Any], tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("policy", [None, EXAMPLE_POLICY], ids=["default-policy", "example"])
 def test_equivalent_candidate_passes(support_qa, qa_url, policy) -> None:
-    args = ["--db", qa_url, "gate", "--dataset", "support-qa",
-            "--baseline-model", "acme-chat-v1.0",
-            "--candidate-run", str(support_qa["runs"]["candidate-equivalent"]), "--no-progress"]
+    args = [
+        "--db",
+        qa_url,
+        "gate",
+        "--dataset",
+        "support-qa",
+        "--baseline-model",
+        "acme-chat-v1.0",
+        "--candidate-run",
+        str(support_qa["runs"]["candidate-equivalent"]),
+        "--no-progress",
+    ]
     res = invoke(args + (["--policy", str(policy)] if policy else []))
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
@@ -169,14 +191,21 @@ def test_equivalent_candidate_passes(support_qa, qa_url, policy) -> None:
     assert report["meta"]["dataset_version"] == support_qa["version"]
     assert report["meta"]["candidate"]["model"] == "acme-chat-v1.1"
     decisions = {m["metric"]: m["decision"] for m in report["metrics"]}
-    assert set(decisions) == {"embedding.reference_similarity", "embedding.relevance",
-                              "heuristics.empty_response", "heuristics.pii_leak",
-                              "heuristics.refusal"}
+    assert set(decisions) == {
+        "embedding.reference_similarity",
+        "embedding.relevance",
+        "heuristics.empty_response",
+        "heuristics.pii_leak",
+        "heuristics.refusal",
+    }
     assert set(decisions.values()) == {"pass"}
     # Built-in directions apply without a policy: refusals are a pass/fail rate, more is worse.
     refusal = next(m for m in report["metrics"] if m["metric"] == "heuristics.refusal")
     assert (refusal["kind"], refusal["higher_is_better"], refusal["test"]) == (
-        "binary", False, "mcnemar_exact")
+        "binary",
+        False,
+        "mcnemar_exact",
+    )
     assert _alerts(qa_url) == []
     assert _count_runs(qa_url) == 3  # both sides were already evaluated: nothing re-run
 
@@ -184,10 +213,23 @@ def test_equivalent_candidate_passes(support_qa, qa_url, policy) -> None:
 def test_degraded_candidate_fails_names_billing_and_fires_the_gate_alert(
     support_qa, qa_url
 ) -> None:
-    res = invoke(["--db", qa_url, "gate", "--dataset", "support-qa",
-                  "--baseline-run", str(support_qa["runs"]["baseline"]),
-                  "--candidate-outputs", str(PREDICTIONS["candidate-degraded"]),
-                  "--policy", str(EXAMPLE_POLICY), "--json", "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            qa_url,
+            "gate",
+            "--dataset",
+            "support-qa",
+            "--baseline-run",
+            str(support_qa["runs"]["baseline"]),
+            "--candidate-outputs",
+            str(PREDICTIONS["candidate-degraded"]),
+            "--policy",
+            str(EXAMPLE_POLICY),
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert res.exit_code == 1, res.output
     report = json.loads(res.stdout)
     assert report["mode"] == "gate" and report["verdict"] == "regression"
@@ -219,10 +261,20 @@ def test_degraded_candidate_fails_names_billing_and_fires_the_gate_alert(
 
 
 def test_text_summary_shows_both_outputs_of_the_worst_items(support_qa, qa_url) -> None:
-    res = invoke(["--db", qa_url, "gate", "--dataset", "support-qa",
-                  "--baseline-run", str(support_qa["runs"]["baseline"]),
-                  "--candidate-run", str(support_qa["runs"]["candidate-degraded"]),
-                  "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            qa_url,
+            "gate",
+            "--dataset",
+            "support-qa",
+            "--baseline-run",
+            str(support_qa["runs"]["baseline"]),
+            "--candidate-run",
+            str(support_qa["runs"]["candidate-degraded"]),
+            "--no-progress",
+        ]
+    )
     assert res.exit_code == 1, res.output
     out = res.stdout
     assert out.startswith("evalwatch gate: REGRESSION")
@@ -256,8 +308,11 @@ def test_regression_gate_flow_publishes_markdown_and_stores_the_report(
     [row] = _reports(qa_url)
     assert row["verdict"] == "regression" and result["report_id"] == 1
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
     by_key = {a.key: a for a in arts if a.key}
     md = by_key["evalwatch-gate-support-qa"].data
     assert isinstance(md, str)
@@ -301,8 +356,11 @@ def test_regression_gate_flow_fails_on_bad_input_without_retrying(
     )
     assert state.is_failed()
     with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
     side = [t for t in tasks if t.name.startswith("evaluate-gate-side")]
     failed = [t.state for t in side if t.state is not None and t.state.is_failed()]
     assert len(failed) == 1 and all(t.run_count == 1 for t in side)
@@ -333,8 +391,9 @@ def _evaluate(url: str, preds: Path, version: str | None = None) -> int:
     try:
         prepared, _ = evaluate_dataset(
             engine,
-            DatasetParams(dataset="qa", version=version, outputs_file=str(preds),
-                          evaluators=["heuristics"]),
+            DatasetParams(
+                dataset="qa", version=version, outputs_file=str(preds), evaluators=["heuristics"]
+            ),
             get_settings(),
             progress=False,
         )
@@ -361,14 +420,39 @@ def test_mismatched_dataset_versions_exit_2(db_url, tmp_path) -> None:
     v2 = _load(db_url, _small_qa(tmp_path, edit_first=True))
     assert v1 != v2
     cand_run = _evaluate(db_url, _small_preds(tmp_path, "candidate-equivalent"), v2)
-    res = invoke(["--db", db_url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
-                  "--candidate-run", str(cand_run), "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            db_url,
+            "gate",
+            "--dataset",
+            "qa",
+            "--baseline-run",
+            str(base_run),
+            "--candidate-run",
+            str(cand_run),
+            "--no-progress",
+        ]
+    )
     assert res.exit_code == 2, res.output
     assert "not comparable" in res.output
     assert f"dataset_version: baseline '{v1}', candidate '{v2}'" in res.output
     # Asking for a version the baseline run is not on is bad input too.
-    res = invoke(["--db", db_url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
-                  "--candidate-model", "acme-chat-v1.1", "--dataset-version", v2])
+    res = invoke(
+        [
+            "--db",
+            db_url,
+            "gate",
+            "--dataset",
+            "qa",
+            "--baseline-run",
+            str(base_run),
+            "--candidate-model",
+            "acme-chat-v1.1",
+            "--dataset-version",
+            v2,
+        ]
+    )
     assert res.exit_code == 2
     assert f"is on version {v1} of qa, not {v2}" in res.output
     assert _reports(db_url) == []
@@ -384,10 +468,23 @@ def test_mismatched_evaluator_versions_exit_2(db_url, tmp_path, monkeypatch) -> 
     runs_before = _count_runs(db_url)
     # Run against run, and run against a predictions file that today's version would score:
     # both refused, the second before any evaluation.
-    for candidate in (["--candidate-run", str(cand_run)],
-                      ["--candidate-outputs", str(_small_preds(tmp_path, "candidate-degraded"))]):
-        res = invoke(["--db", db_url, "gate", "--dataset", "qa", "--baseline-run",
-                      str(base_run), *candidate, "--no-progress"])
+    for candidate in (
+        ["--candidate-run", str(cand_run)],
+        ["--candidate-outputs", str(_small_preds(tmp_path, "candidate-degraded"))],
+    ):
+        res = invoke(
+            [
+                "--db",
+                db_url,
+                "gate",
+                "--dataset",
+                "qa",
+                "--baseline-run",
+                str(base_run),
+                *candidate,
+                "--no-progress",
+            ]
+        )
         assert res.exit_code == 2, res.output
         assert "evaluator_versions.heuristics: baseline '1', candidate '2'" in res.output
     assert _count_runs(db_url) == runs_before
@@ -399,13 +496,19 @@ def test_mismatched_evaluator_versions_exit_2(db_url, tmp_path, monkeypatch) -> 
     [
         (["--candidate-model", "m2"], "exactly one of --baseline-run or --baseline-model"),
         (["--baseline-model", "m1"], "exactly one of --candidate-run, --candidate-model"),
-        (["--baseline-model", "m1", "--baseline-run", "1", "--candidate-model", "m2"],
-         "exactly one of --baseline-run or --baseline-model"),
+        (
+            ["--baseline-model", "m1", "--baseline-run", "1", "--candidate-model", "m2"],
+            "exactly one of --baseline-run or --baseline-model",
+        ),
         (["--baseline-run", "99", "--candidate-model", "m2"], "baseline run 99 does not exist"),
-        (["--baseline-model", "m1", "--candidate-model", "m2", "--evaluators", "nope"],
-         "unknown evaluator(s): nope"),
-        (["--baseline-model", "m1", "--candidate-model", "m2", "--policy", "missing.yaml"],
-         "cannot read gate policy: missing.yaml does not exist"),
+        (
+            ["--baseline-model", "m1", "--candidate-model", "m2", "--evaluators", "nope"],
+            "unknown evaluator(s): nope",
+        ),
+        (
+            ["--baseline-model", "m1", "--candidate-model", "m2", "--policy", "missing.yaml"],
+            "cannot read gate policy: missing.yaml does not exist",
+        ),
         (["--baseline-model", "m1", "--candidate-model", "m2"], "no test set 'qa'"),
     ],
 )
@@ -418,8 +521,20 @@ def test_bad_input_exits_2(sqlite_engine, args, message) -> None:
 def test_model_without_stored_answers_or_endpoint_exits_2(db_url, tmp_path) -> None:
     version = _load(db_url, _small_qa(tmp_path))
     base_run = _evaluate(db_url, _small_preds(tmp_path, "baseline"), version)
-    res = invoke(["--db", db_url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
-                  "--candidate-model", "never-seen", "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            db_url,
+            "gate",
+            "--dataset",
+            "qa",
+            "--baseline-run",
+            str(base_run),
+            "--candidate-model",
+            "never-seen",
+            "--no-progress",
+        ]
+    )
     assert res.exit_code == 2
     assert "EVALWATCH_TARGET__BASE_URL" in res.output
 
@@ -428,9 +543,22 @@ def test_an_evaluator_that_cannot_start_is_bad_input(sqlite_engine, tmp_path) ->
     url = str(sqlite_engine.url)
     version = _load(url, _small_qa(tmp_path))
     base_run = _evaluate(url, _small_preds(tmp_path, "baseline"), version)
-    res = invoke(["--db", url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
-                  "--candidate-outputs", str(_small_preds(tmp_path, "candidate-equivalent")),
-                  "--evaluators", "heuristics,judge", "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            url,
+            "gate",
+            "--dataset",
+            "qa",
+            "--baseline-run",
+            str(base_run),
+            "--candidate-outputs",
+            str(_small_preds(tmp_path, "candidate-equivalent")),
+            "--evaluators",
+            "heuristics,judge",
+            "--no-progress",
+        ]
+    )
     assert res.exit_code == 2, res.output
     text = " ".join(res.output.split())
     assert "the baseline has no score from evaluator 'judge'" in text
@@ -444,12 +572,25 @@ def test_slice_regression_fails_the_gate_when_the_whole_does_not(db_url, tmp_pat
     base_run = _evaluate(db_url, PREDICTIONS["baseline"])
     policy = tmp_path / "policy.yaml"
     policy.write_text(
-        "metrics:\n"
-        "  - {metric: heuristics.response_chars, margin: 0.15, margin_kind: relative}\n"
+        "metrics:\n  - {metric: heuristics.response_chars, margin: 0.15, margin_kind: relative}\n"
     )
-    res = invoke(["--db", db_url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
-                  "--candidate-outputs", str(PREDICTIONS["candidate-degraded"]),
-                  "--policy", str(policy), "--json", "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            db_url,
+            "gate",
+            "--dataset",
+            "qa",
+            "--baseline-run",
+            str(base_run),
+            "--candidate-outputs",
+            str(PREDICTIONS["candidate-degraded"]),
+            "--policy",
+            str(policy),
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert res.exit_code == 1, res.output
     report = json.loads(res.stdout)
     chars = next(m for m in report["metrics"] if m["metric"] == "heuristics.response_chars")
@@ -480,8 +621,9 @@ def judge_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield srv
 
 
-def _marked(tmp_path: Path, name: str, n: int, score: int, worse_from: int = 0,
-            worse: int = 2) -> Path:
+def _marked(
+    tmp_path: Path, name: str, n: int, score: int, worse_from: int = 0, worse: int = 2
+) -> Path:
     # The fake judge grades "[[score=N]]": a candidate marked lower on items >= worse_from.
     rows = _rows(PREDICTIONS["baseline"])[:n]
     for i, r in enumerate(rows):
@@ -500,9 +642,23 @@ def test_repeats_rejudge_each_item_and_catch_a_judge_regression(
     cand = _marked(tmp_path, "candidate", 30, score=5, worse_from=0, worse=3)
     base_run = _evaluate_with(url, base, ["heuristics", "judge"])
     calls_before = judge_env.request_count
-    res = invoke(["--db", url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
-                  "--candidate-outputs", str(cand), "--repeats", "3", "--json",
-                  "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            url,
+            "gate",
+            "--dataset",
+            "qa",
+            "--baseline-run",
+            str(base_run),
+            "--candidate-outputs",
+            str(cand),
+            "--repeats",
+            "3",
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert res.exit_code == 1, res.output
     report = json.loads(res.stdout)
     assert report["policy"]["repeats"] == 3 and report["meta"]["repeats"] == 3
@@ -513,8 +669,9 @@ def test_repeats_rejudge_each_item_and_catch_a_judge_regression(
     # the first is the stored one (the judge cache in the store answers it without a call).
     assert judge_env.request_count - calls_before == 30 + (3 - 1) * 2 * 30
     w = next(w for w in report["worst_items"] if w["metric"] == "judge.helpfulness")
-    assert w["details"]["candidate_explanation"] and "[[score=3]]" in w["details"][
-        "candidate_output"]
+    assert (
+        w["details"]["candidate_explanation"] and "[[score=3]]" in w["details"]["candidate_output"]
+    )
 
 
 def _evaluate_with(url: str, preds: Path, evaluators: list[str]) -> int:
@@ -542,8 +699,22 @@ def test_pairwise_verdicts_are_compared_with_the_sign_test(
     base = _marked(tmp_path, "baseline", 30, score=4)
     cand = _marked(tmp_path, "candidate", 30, score=4, worse_from=10, worse=2)
     base_run = _evaluate_with(url, base, ["heuristics"])
-    res = invoke(["--db", url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
-                  "--candidate-outputs", str(cand), "--pairwise", "--json", "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            url,
+            "gate",
+            "--dataset",
+            "qa",
+            "--baseline-run",
+            str(base_run),
+            "--candidate-outputs",
+            str(cand),
+            "--pairwise",
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert res.exit_code == 1, res.output
     report = json.loads(res.stdout)
     pw = next(m for m in report["metrics"] if m["metric"] == "judge.helpfulness_pairwise")
@@ -561,9 +732,23 @@ def test_repeats_without_a_judge_are_treated_as_one(sqlite_engine, tmp_path) -> 
     url = str(sqlite_engine.url)
     version = _load(url, _small_qa(tmp_path))
     base_run = _evaluate(url, _small_preds(tmp_path, "baseline"), version)
-    res = invoke(["--db", url, "gate", "--dataset", "qa", "--baseline-run", str(base_run),
-                  "--candidate-outputs", str(_small_preds(tmp_path, "candidate-equivalent")),
-                  "--repeats", "4", "--json", "--no-progress"])
+    res = invoke(
+        [
+            "--db",
+            url,
+            "gate",
+            "--dataset",
+            "qa",
+            "--baseline-run",
+            str(base_run),
+            "--candidate-outputs",
+            str(_small_preds(tmp_path, "candidate-equivalent")),
+            "--repeats",
+            "4",
+            "--json",
+            "--no-progress",
+        ]
+    )
     report = json.loads(res.stdout)
     assert report["policy"]["repeats"] == 1
     assert any("repeats treated as 1" in w for w in report["warnings"])
@@ -584,8 +769,11 @@ def test_repeats_without_a_judge_are_treated_as_one(sqlite_engine, tmp_path) -> 
         (None, "embedding.relevance", ("continuous", True)),
         ({"metric": "heuristics.refusal", "margin": 0.02}, "heuristics.refusal", ("binary", False)),
         ({"metric": "latency_ms", "higher_is_better": True}, "latency_ms", ("continuous", True)),
-        ({"metric": "heuristics.refusal", "kind": "continuous"}, "heuristics.refusal",
-         ("continuous", False)),
+        (
+            {"metric": "heuristics.refusal", "kind": "continuous"},
+            "heuristics.refusal",
+            ("continuous", False),
+        ),
     ],
 )
 def test_effective_policy_fills_only_what_the_policy_leaves_unset(listed, metric, expected):
@@ -619,21 +807,33 @@ def test_more_refusals_fail_the_gate_without_any_policy() -> None:
 UNTIL = datetime(2026, 11, 14, tzinfo=UTC)
 
 
-def _traffic(version: str, n: int, seed: int, refusal: float, latency: float,
-             start: datetime, app: str = "support-bot") -> list[dict[str, Any]]:
+def _traffic(
+    version: str,
+    n: int,
+    seed: int,
+    refusal: float,
+    latency: float,
+    start: datetime,
+    app: str = "support-bot",
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         refused = rng.random() < refusal
-        rows.append({
-            "request_id": f"{app}-{version}-{seed}-{i}",
-            "ts": start + timedelta(seconds=float(rng.uniform(0, 20 * 3600))),
-            "app": app, "model_name": "acme-chat", "model_version": version,
-            "prompt": f"Where is my order {i}?",
-            "response": "I'm sorry, but I can't help with that." if refused
-            else f"Your order {i} ships tomorrow and arrives in two days.",
-            "latency_ms": float(rng.lognormal(np.log(latency), 0.25)),
-        })
+        rows.append(
+            {
+                "request_id": f"{app}-{version}-{seed}-{i}",
+                "ts": start + timedelta(seconds=float(rng.uniform(0, 20 * 3600))),
+                "app": app,
+                "model_name": "acme-chat",
+                "model_version": version,
+                "prompt": f"Where is my order {i}?",
+                "response": "I'm sorry, but I can't help with that."
+                if refused
+                else f"Your order {i} ships tomorrow and arrives in two days.",
+                "latency_ms": float(rng.lognormal(np.log(latency), 0.25)),
+            }
+        )
     return rows
 
 
@@ -662,24 +862,46 @@ def canary_store(db_url: str) -> Iterator[str]:
     ids = interaction_ids_for(engine, [r["request_id"] for r in rows])
     run = create_run(engine, "traffic")
     assert run.id is not None
-    run_evaluation(engine, [HeuristicsEvaluator()], sorted(ids.values()), run_id=run.id,
-                   progress=False)
+    run_evaluation(
+        engine, [HeuristicsEvaluator()], sorted(ids.values()), run_id=run.id, progress=False
+    )
     fb = []
     for r in rows[:450]:
         if r["request_id"].endswith(("0", "5")):
             good = r["model_version"] != "v2"
-            fb.append({"feedback_key": f"fb-{r['request_id']}",
-                       "interaction_id": ids[r["request_id"]], "kind": "rating",
-                       "value": 5.0 if good else 2.0, "ts": r["ts"]})
+            fb.append(
+                {
+                    "feedback_key": f"fb-{r['request_id']}",
+                    "interaction_id": ids[r["request_id"]],
+                    "kind": "rating",
+                    "value": 5.0 if good else 2.0,
+                    "ts": r["ts"],
+                }
+            )
     insert_feedback(engine, fb)
     engine.dispose()
     yield db_url
 
 
 def test_canary_worse_exits_1_and_fires_the_canary_rule(canary_store) -> None:
-    res = invoke(["--db", canary_store, "compare", "--app", "support-bot", "--model-a", "v1",
-                  "--model-b", "v2", "--window", "24h", "--until", UNTIL.isoformat(),
-                  "--json"])
+    res = invoke(
+        [
+            "--db",
+            canary_store,
+            "compare",
+            "--app",
+            "support-bot",
+            "--model-a",
+            "v1",
+            "--model-b",
+            "v2",
+            "--window",
+            "24h",
+            "--until",
+            UNTIL.isoformat(),
+            "--json",
+        ]
+    )
     assert res.exit_code == 1, res.output
     report = json.loads(res.stdout)
     assert report["mode"] == "canary" and report["verdict"] == "regression"
@@ -695,14 +917,33 @@ def test_canary_worse_exits_1_and_fires_the_canary_rule(canary_store) -> None:
     assert "heuristics.response_chars" in report["meta"]["not_compared"]
     [row] = _reports(canary_store)
     assert (row["kind"], row["dataset_id"], row["verdict"], row["exit_code"]) == (
-        "canary", None, "regression", 1)
+        "canary",
+        None,
+        "regression",
+        1,
+    )
     assert report["meta"]["alerts"][0]["rule"] == "canary-worse"
     assert _alerts(canary_store) == [("canary-worse", "open")]
 
 
 def test_equal_versions_pass_the_canary(canary_store) -> None:
-    res = invoke(["--db", canary_store, "compare", "--app", "support-bot", "--model-a", "v1",
-                  "--model-b", "v1b", "--window", "24h", "--until", UNTIL.isoformat()])
+    res = invoke(
+        [
+            "--db",
+            canary_store,
+            "compare",
+            "--app",
+            "support-bot",
+            "--model-a",
+            "v1",
+            "--model-b",
+            "v1b",
+            "--window",
+            "24h",
+            "--until",
+            UNTIL.isoformat(),
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert "evalwatch canary comparison: PASS" in res.stdout
     assert "support-bot: v1 (150 interactions) vs canary v1b (150)" in res.stdout
@@ -713,8 +954,22 @@ def test_equal_versions_pass_the_canary(canary_store) -> None:
 
 def test_compare_without_until_anchors_at_the_newest_traffic(canary_store) -> None:
     # The traffic ended days before "now": the window ends at the hour after its newest row.
-    res = invoke(["--db", canary_store, "compare", "--app", "support-bot", "--model-a", "v1",
-                  "--model-b", "v2", "--window", "24h", "--json"])
+    res = invoke(
+        [
+            "--db",
+            canary_store,
+            "compare",
+            "--app",
+            "support-bot",
+            "--model-a",
+            "v1",
+            "--model-b",
+            "v2",
+            "--window",
+            "24h",
+            "--json",
+        ]
+    )
     assert res.exit_code == 1, res.output
     meta = json.loads(res.stdout)["meta"]
     assert meta["interactions"] == {"v1": 150, "v2": 150}
@@ -723,12 +978,29 @@ def test_compare_without_until_anchors_at_the_newest_traffic(canary_store) -> No
 
 
 def test_compare_on_an_empty_window_names_the_newest_traffic(canary_store) -> None:
-    res = invoke(["--db", canary_store, "compare", "--app", "support-bot", "--model-a", "v1",
-                  "--model-b", "v2", "--window", "1h", "--until", "2026-11-01T00:00:00Z"])
+    res = invoke(
+        [
+            "--db",
+            canary_store,
+            "compare",
+            "--app",
+            "support-bot",
+            "--model-a",
+            "v1",
+            "--model-b",
+            "v2",
+            "--window",
+            "1h",
+            "--until",
+            "2026-11-01T00:00:00Z",
+        ]
+    )
     assert res.exit_code == 2, res.output
-    assert ("0 interactions (app support-bot; model version v1, v2) between 2026-10-31 23:00 "
-            "and 2026-11-01 00:00 UTC; the newest (app support-bot; model version v1, v2) is "
-            "2026-11-13") in " ".join(res.output.split())
+    assert (
+        "0 interactions (app support-bot; model version v1, v2) between 2026-10-31 23:00 "
+        "and 2026-11-01 00:00 UTC; the newest (app support-bot; model version v1, v2) is "
+        "2026-11-13"
+    ) in " ".join(res.output.split())
 
 
 @pytest.mark.parametrize(
@@ -740,7 +1012,19 @@ def test_compare_on_an_empty_window_names_the_newest_traffic(canary_store) -> No
     ],
 )
 def test_canary_bad_input_exits_2(canary_store, args, message) -> None:
-    res = invoke(["--db", canary_store, "compare", "--app", "support-bot", "--model-a", "v1",
-                  "--until", UNTIL.isoformat(), *args])
+    res = invoke(
+        [
+            "--db",
+            canary_store,
+            "compare",
+            "--app",
+            "support-bot",
+            "--model-a",
+            "v1",
+            "--until",
+            UNTIL.isoformat(),
+            *args,
+        ]
+    )
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split())

@@ -22,8 +22,9 @@ PRICES = {"model-x": (2.0, 4.0)}  # USD per 1M input / output tokens
 
 @pytest.fixture
 def server() -> Iterator[FakeJudgeServer]:
-    with FakeJudgeServer(latency_s=0.05, expected_api_key=KEY, send_retry_after_ms=True,
-                         retry_after_s=0.2) as srv:
+    with FakeJudgeServer(
+        latency_s=0.05, expected_api_key=KEY, send_retry_after_ms=True, retry_after_s=0.2
+    ) as srv:
         yield srv
 
 

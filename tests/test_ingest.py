@@ -91,9 +91,13 @@ def test_bad_traffic_every_line_is_accounted_for(engine, parallel):
     assert _count(engine, "feedback") == EXPECTED["feedback"]
     source = str(BAD.resolve())
     with engine.connect() as conn:
-        q = conn.execute(
-            sa.text("SELECT line, raw, reasons, source, kind FROM quarantine ORDER BY line")
-        ).mappings().all()
+        q = (
+            conn.execute(
+                sa.text("SELECT line, raw, reasons, source, kind FROM quarantine ORDER BY line")
+            )
+            .mappings()
+            .all()
+        )
     assert [r["line"] for r in q] == sorted(
         int(k) for k, v in EXPECTED["lines"].items() if v["outcome"] == "quarantined"
     )
@@ -111,8 +115,13 @@ def test_bad_traffic_outcomes_do_not_depend_on_chunk_size(sqlite_engine, tmp_pat
     for size, parallel in ((1, False), (7, True)):
         eng = make_engine(f"sqlite:///{tmp_path / f's{size}.db'}")
         upgrade(eng)
-        result = ingest(eng, [BAD], settings=_settings(chunk_size=size), collect_outcomes=True,
-                        parallel=parallel)
+        result = ingest(
+            eng,
+            [BAD],
+            settings=_settings(chunk_size=size),
+            collect_outcomes=True,
+            parallel=parallel,
+        )
         _check_outcomes(result)
         assert result.ingested == EXPECTED["totals"]["stored"]
         eng.dispose()
@@ -146,7 +155,9 @@ def test_stored_rows_are_redacted_hashed_and_flagged(engine):
     assert len(rows["bad-010"]["prompt"]) == 1_048_576
     aliased = rows["bad-011"]
     assert (aliased["app"], aliased["model_name"], aliased["model_version"]) == (
-        "sales-assistant", "acme-chat", "v1.1",
+        "sales-assistant",
+        "acme-chat",
+        "v1.1",
     )
     assert aliased["latency_ms"] == pytest.approx(640.0)
     assert str(aliased["ts"]).startswith("2026-10-02 06:30:00")  # stored as naive UTC
@@ -200,8 +211,13 @@ def test_a_crash_loses_nothing_reported_and_a_rerun_finishes(
 
     monkeypatch.setattr(pipeline, "insert_interactions", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        ingest(engine, [path], settings=_settings(chunk_size=500), parallel=parallel,
-               on_chunk=lambda r: reported.append(r.ingested))
+        ingest(
+            engine,
+            [path],
+            settings=_settings(chunk_size=500),
+            parallel=parallel,
+            on_chunk=lambda r: reported.append(r.ingested),
+        )
     assert reported == [500]
     assert _count(engine, "interactions") >= reported[-1] == 500
     monkeypatch.setattr(pipeline, "insert_interactions", real)
@@ -225,8 +241,12 @@ def test_formats_store_the_same_rows(engine, tmp_path):
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         for r in rows:
-            w.writerow({k: json.dumps(v) if isinstance(v, dict) else ("" if v is None else v)
-                        for k, v in r.items()})
+            w.writerow(
+                {
+                    k: json.dumps(v) if isinstance(v, dict) else ("" if v is None else v)
+                    for k, v in r.items()
+                }
+            )
     parquet = tmp_path / "t.parquet"
     pq.write_table(
         pa.Table.from_pylist([{**r, "metadata": json.dumps(r["metadata"])} for r in rows]),
@@ -269,8 +289,13 @@ def test_feedback_files(engine, tmp_path):
     ts = "2026-10-20T00:00:00Z"
     feedback = [
         {"request_id": "fb-0", "kind": "rating", "value": 4, "timestamp": ts},
-        {"request_id": "fb-1", "kind": "thumbs", "value": "down", "timestamp": ts,
-         "comment": "wrong"},
+        {
+            "request_id": "fb-1",
+            "kind": "thumbs",
+            "value": "down",
+            "timestamp": ts,
+            "comment": "wrong",
+        },
         {"request_id": "fb-2", "kind": "follow_up", "value": "and the price?", "timestamp": ts},
         {"request_id": "fb-3", "kind": "abandon", "timestamp": ts},
         {"request_id": "fb-0", "kind": "rating", "value": 4, "timestamp": ts},  # a repeat
@@ -286,9 +311,18 @@ def test_feedback_files(engine, tmp_path):
     assert result.feedback == 4
     assert result.outcomes is not None
     status = {o.line: o.status for o in result.outcomes}
-    assert status == {1: "stored", 2: "stored", 3: "stored", 4: "stored", 5: "duplicate",
-                      6: "quarantined", 7: "quarantined", 8: "quarantined", 9: "quarantined",
-                      10: "quarantined"}
+    assert status == {
+        1: "stored",
+        2: "stored",
+        3: "stored",
+        4: "stored",
+        5: "duplicate",
+        6: "quarantined",
+        7: "quarantined",
+        8: "quarantined",
+        9: "quarantined",
+        10: "quarantined",
+    }
     assert result.reasons["request_id: unknown interaction"] == 1
     assert result.reasons["value: rating outside the 1..5 scale"] == 1
     assert any(k.startswith("kind: not one of") for k in result.reasons)
@@ -314,10 +348,20 @@ def test_feedback_files(engine, tmp_path):
 def test_both_bulk_write_paths_store_the_same_rows(engine):
     now = datetime(2026, 11, 1, tzinfo=UTC)
     rows = [
-        {"request_id": f"bulk-{i}", "ts": now, "app": "a", "model_name": "m",
-         "model_version": "v", "prompt": f"p{i}", "response": "r", "context": None,
-         "metadata": {"i": i} if i % 2 else None, "latency_ms": 1.5, "input_tokens": i,
-         "user_hash": None}
+        {
+            "request_id": f"bulk-{i}",
+            "ts": now,
+            "app": "a",
+            "model_name": "m",
+            "model_version": "v",
+            "prompt": f"p{i}",
+            "response": "r",
+            "context": None,
+            "metadata": {"i": i} if i % 2 else None,
+            "latency_ms": 1.5,
+            "input_tokens": i,
+            "user_hash": None,
+        }
         for i in range(1200)
     ]
     small, large = rows[:400], rows[400:]  # 400 go row by row in VALUES, 800 through staging
@@ -326,9 +370,15 @@ def test_both_bulk_write_paths_store_the_same_rows(engine):
         got = insert_ignore(conn, Interaction, large + small[:10], ["request_id"], "request_id")
     assert sorted(got) == sorted(str(r["request_id"]) for r in large)
     with engine.connect() as conn:
-        stored = conn.execute(
-            sa.text("SELECT request_id, ts, metadata, redactions, ingested_at FROM interactions")
-        ).mappings().all()
+        stored = (
+            conn.execute(
+                sa.text(
+                    "SELECT request_id, ts, metadata, redactions, ingested_at FROM interactions"
+                )
+            )
+            .mappings()
+            .all()
+        )
     by_id = {r["request_id"]: r for r in stored}
     for rid in ("bulk-3", "bulk-403", "bulk-4", "bulk-404"):
         row = by_id[rid]
@@ -358,8 +408,13 @@ def test_progress_bar_on_long_ingests(sqlite_engine, tmp_path, monkeypatch):
     ingest(sqlite_engine, [path], settings=_settings(chunk_size=10), progress=True, console=console)
     assert "ingest t.jsonl" in out.getvalue()
     quiet = io.StringIO()
-    ingest(sqlite_engine, [path], settings=_settings(), progress=False,
-           console=Console(file=quiet, force_terminal=True))
+    ingest(
+        sqlite_engine,
+        [path],
+        settings=_settings(),
+        progress=False,
+        console=Console(file=quiet, force_terminal=True),
+    )
     assert quiet.getvalue() == ""
 
 
@@ -377,8 +432,10 @@ def test_cli_exit_codes_and_summary(db_url, tmp_path):
     res = runner.invoke(app, ["--db", db_url, "ingest", str(BAD)])
     assert res.exit_code == 1, res.output
     t = EXPECTED["totals"]
-    assert (f"{t['stored']} interactions ingested, {t['duplicate']} duplicate, "
-            f"{t['quarantined']} quarantined") in res.output
+    assert (
+        f"{t['stored']} interactions ingested, {t['duplicate']} duplicate, "
+        f"{t['quarantined']} quarantined"
+    ) in res.output
     assert "Top quarantine reasons" in res.output and "timestamp: in the future" in res.output
     assert "skipped 2 line(s): blank line" in res.output
     assert "test-hash-key" not in res.output  # the hash key from conftest never shows
@@ -410,14 +467,28 @@ def test_cli_feedback_kind(db_url, tmp_path):
     assert runner.invoke(app, ["--db", db_url, "ingest", str(clean)]).exit_code == 0
     fb = tmp_path / "fb.jsonl"
     fb.write_text(
-        json.dumps({"request_id": "cli-0", "kind": "thumbs", "value": "up",
-                    "timestamp": "2026-10-20T00:00:00Z"}) + "\n"
+        json.dumps(
+            {
+                "request_id": "cli-0",
+                "kind": "thumbs",
+                "value": "up",
+                "timestamp": "2026-10-20T00:00:00Z",
+            }
+        )
+        + "\n"
     )
     res = runner.invoke(app, ["--db", db_url, "ingest", "--kind", "feedback", str(fb)])
     assert res.exit_code == 0 and "1 feedback rows ingested" in res.output
     fb.write_text(
-        json.dumps({"request_id": "unknown", "kind": "thumbs", "value": "up",
-                    "timestamp": "2026-10-20T00:00:00Z"}) + "\n"
+        json.dumps(
+            {
+                "request_id": "unknown",
+                "kind": "thumbs",
+                "value": "up",
+                "timestamp": "2026-10-20T00:00:00Z",
+            }
+        )
+        + "\n"
     )
     res = runner.invoke(app, ["--db", db_url, "ingest", "--kind", "feedback", str(fb)])
     assert res.exit_code == 1 and "request_id: unknown interaction" in res.output
@@ -427,8 +498,10 @@ def test_reasons_are_counted_once_per_row(sqlite_engine, tmp_path):
     rows = [{"request_id": f"x{i}", "prompt": "p"} for i in range(3)]
     result = ingest(sqlite_engine, [_write_jsonl(tmp_path / "m.jsonl", rows)], settings=_settings())
     assert result.reasons == Counter(
-        {f"{f}: missing": 3 for f in ("timestamp", "app", "model_name", "model_version",
-                                      "response")}
+        {
+            f"{f}: missing": 3
+            for f in ("timestamp", "app", "model_name", "model_version", "response")
+        }
     )
 
 
@@ -441,8 +514,15 @@ def test_postgres_copy_falls_back_when_a_key_appears_meanwhile(pg_database_url, 
         conn.execute(sa.text("TRUNCATE interactions RESTART IDENTITY CASCADE"))
     now = datetime(2026, 11, 1, tzinfo=UTC)
     rows = [
-        {"request_id": f"race-{i}", "ts": now, "app": "a", "model_name": "m",
-         "model_version": "v", "prompt": "p", "response": "r"}
+        {
+            "request_id": f"race-{i}",
+            "ts": now,
+            "app": "a",
+            "model_name": "m",
+            "model_version": "v",
+            "prompt": "p",
+            "response": "r",
+        }
         for i in range(600)
     ]
     with engine.begin() as conn:
@@ -481,7 +561,12 @@ def test_unreadable_input_mid_run_is_raised_to_the_caller(sqlite_engine, tmp_pat
 def test_chunks_also_end_on_their_text_size(sqlite_engine, monkeypatch):
     monkeypatch.setattr(pipeline, "_MAX_CHUNK_CHARS", 100_000)
     chunks: list[int] = []
-    result = ingest(sqlite_engine, [BAD], settings=_settings(chunk_size=1000),
-                    collect_outcomes=True, on_chunk=lambda r: chunks.append(r.rows))
+    result = ingest(
+        sqlite_engine,
+        [BAD],
+        settings=_settings(chunk_size=1000),
+        collect_outcomes=True,
+        on_chunk=lambda r: chunks.append(r.rows),
+    )
     assert len(chunks) == 2  # the 1 MiB prompt closes the first chunk
     _check_outcomes(result)

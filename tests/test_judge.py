@@ -71,7 +71,10 @@ def test_single_grading_scores_normalises_and_explains(server: FakeJudgeServer) 
     judge.close()
 
     assert [(s.subject_id, s.metric) for s in result.scores] == [
-        (1, "helpfulness"), (1, "coherence"), (2, "helpfulness"), (2, "coherence")
+        (1, "helpfulness"),
+        (1, "coherence"),
+        (2, "helpfulness"),
+        (2, "coherence"),
     ]
     first, third = result.scores[0], result.scores[2]
     assert first.status == ScoreStatus.ok and first.value == 1.0
@@ -144,8 +147,10 @@ def test_json_schema_rejected_falls_back_to_json_object() -> None:
         judge.close()
         formats = [r.response_format for r in srv.requests]
     assert all(s.status == ScoreStatus.ok and s.value == 0.75 for s in scores)
-    assert all(s.details and s.details["models"]["judge-1"]["response_format"] == "json_object"
-               for s in scores)
+    assert all(
+        s.details and s.details["models"]["judge-1"]["response_format"] == "json_object"
+        for s in scores
+    )
     # One rejected json_schema request, then json_object only: the switch is remembered.
     assert formats == ["json_schema", "json_object", "json_object", "json_object"]
     assert stats is not None and stats.format_fallbacks == ["json_schema"]
@@ -336,7 +341,9 @@ def test_retry_after_parsing() -> None:
 def test_budget_stops_new_calls_and_marks_rest_skipped(server: FakeJudgeServer) -> None:
     prices = {"judge-1": (1000.0, 1000.0)}  # USD per 1M tokens: about $0.6 a call here
     judge = make_judge(
-        server, rubrics=["helpfulness"], concurrency=1,
+        server,
+        rubrics=["helpfulness"],
+        concurrency=1,
         settings={"prices": prices, "budget_usd": 2.0},
     )
     scores = judge.evaluate([sample(i, f"a {i}") for i in range(10)]).scores
@@ -368,7 +375,10 @@ def test_estimate_before_a_run_counts_calls_and_cost(
     server: FakeJudgeServer, sqlite_engine: Engine
 ) -> None:
     judge = make_judge(
-        server, sqlite_engine, rubrics=["helpfulness", "coherence"], repeats=2,
+        server,
+        sqlite_engine,
+        rubrics=["helpfulness", "coherence"],
+        repeats=2,
         settings={"prices": {"judge-1": (1.0, 2.0)}},
     )
     samples = [sample(i, f"a {i}") for i in range(5)]
@@ -384,29 +394,52 @@ def test_estimate_before_a_run_counts_calls_and_cost(
 def test_a_judged_run_records_what_it_cost(server: FakeJudgeServer, engine: Engine) -> None:
     from datetime import UTC, datetime
 
-    from evalwatch.evaluators.runner import run_evaluation
+    from evalwatch.core import SubjectType
+    from evalwatch.runs.common import evaluate_here
+    from evalwatch.runs.summary import RunPlan
     from evalwatch.storage.repo import create_run, get_run, insert_interactions, interaction_ids_for
 
     insert_interactions(
         engine,
         [
-            {"request_id": f"c{i}", "ts": datetime(2026, 11, 1, i, tzinfo=UTC), "app": "a",
-             "model_name": "m", "model_version": "v1", "prompt": f"question {i}?",
-             "response": f"answer {i}"}
+            {
+                "request_id": f"c{i}",
+                "ts": datetime(2026, 11, 1, i, tzinfo=UTC),
+                "app": "a",
+                "model_name": "m",
+                "model_version": "v1",
+                "prompt": f"question {i}?",
+                "response": f"answer {i}",
+            }
             for i in range(6)
         ],
     )
     ids = list(interaction_ids_for(engine, [f"c{i}" for i in range(6)]).values())
-    judge = make_judge(server, engine, rubrics=["helpfulness", "coherence"],
-                       settings={"prices": {"judge-1": (1000.0, 1000.0)}})
+    judge = make_judge(
+        server,
+        engine,
+        rubrics=["helpfulness", "coherence"],
+        settings={"prices": {"judge-1": (1000.0, 1000.0)}},
+    )
     run = create_run(engine, "traffic")
     assert run.id is not None
-    run_evaluation(engine, [judge], ids, run_id=run.id, progress=False)
+    plan = RunPlan(
+        run_id=run.id,
+        kind="traffic",
+        subject_type=SubjectType.interaction,
+        evaluators=["judge"],
+        batch_size=64,
+    )
+    evaluate_here(engine, plan, [judge], ids, progress=False)
     judge.close()
     assert server.request_count == 12
     with engine.connect() as conn:
-        details = [json.loads(d) if isinstance(d, str) else d for (d,) in conn.execute(
-            sa.text("SELECT details FROM scores WHERE evaluator = 'judge'"))]
+        details = [
+            json.loads(d) if isinstance(d, str) else d
+            for (d,) in conn.execute(
+                sa.text("SELECT details FROM scores WHERE evaluator = 'judge'")
+            )
+        ]
     spent = sum(d["cost_usd"] for d in details)
     stored = get_run(engine, run.id)
     assert stored is not None and stored.summary is not None
@@ -439,8 +472,9 @@ def test_rerun_is_served_from_the_cache(server: FakeJudgeServer, engine: Engine)
     second.close()
     assert server.request_count == 4  # nothing paid twice
     assert [s.value for s in a] == [s.value for s in b]
-    assert all(s.details and s.details["cached_calls"] == 1 and s.details["cost_usd"] == 0
-               for s in b)
+    assert all(
+        s.details and s.details["cached_calls"] == 1 and s.details["cost_usd"] == 0 for s in b
+    )
     assert stats is not None and stats.cache_hits == 4 and stats.calls == 0
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT model, rubric, rubric_version FROM judge_cache"))
@@ -542,8 +576,7 @@ def test_prompt_injection_in_response_does_not_break_the_verdict(
 def test_pii_is_redacted_before_sending(server: FakeJudgeServer) -> None:
     pii = "Mail jane.doe@example.com or call +1 415 555 0100, card 4111 1111 1111 1111."
     judge = make_judge(server, rubrics=["helpfulness"])
-    judge.evaluate([Sample(subject_id=1, prompt=f"From jane.doe@example.com: {pii}",
-                           response=pii)])
+    judge.evaluate([Sample(subject_id=1, prompt=f"From jane.doe@example.com: {pii}", response=pii)])
     judge.close()
     sent = server.requests[0].all_text
     assert "jane.doe@example.com" not in sent and "4111 1111 1111 1111" not in sent
@@ -610,8 +643,9 @@ def test_rubric_version_changes_the_config_hash_and_can_be_pinned(tmp_path: Path
     rubric = load_rubric("helpfulness").model_dump(exclude={"source"})
     (tmp_path / "h.yaml").write_text(json.dumps({**rubric, "version": "7"}))
     base = JudgeEvaluator(rubrics=["helpfulness"], settings=JudgeSettings(model="m"))
-    bumped = JudgeEvaluator(rubrics=["helpfulness"], rubric_paths=[str(tmp_path)],
-                            settings=JudgeSettings(model="m"))
+    bumped = JudgeEvaluator(
+        rubrics=["helpfulness"], rubric_paths=[str(tmp_path)], settings=JudgeSettings(model="m")
+    )
     assert bumped.config.rubric_versions == {"helpfulness": "7"}
     assert base.provenance().config_hash != bumped.provenance().config_hash
     with pytest.raises(ValueError, match="at version 1, the config pins 7"):
@@ -622,8 +656,10 @@ def test_client_can_be_passed_in(server: FakeJudgeServer) -> None:
     endpoint = OpenAIEndpoint(server.base_url, SecretStr(KEY), timeout_s=5.0)
     jc = JudgeClient(endpoint, ClientOptions(concurrency=2))
     r = load_rubric("coherence")
-    reqs = [JudgeRequest("judge-1", r.name, r.version, build_messages(r, "q", f"a{i}"))
-            for i in range(3)]
+    reqs = [
+        JudgeRequest("judge-1", r.name, r.version, build_messages(r, "q", f"a{i}"))
+        for i in range(3)
+    ]
     batch = jc.judge(reqs + reqs[:1])  # a duplicate is judged once
     jc.close()
     assert len(batch.outcomes) == 4 and batch.outcomes[0] is batch.outcomes[3]
@@ -662,9 +698,37 @@ def test_evaluator_built_by_name_can_use_the_store(
     assert server.request_count == 2
 
 
+def test_settings_passed_to_the_builder_reach_a_judge_built_by_name(
+    monkeypatch: pytest.MonkeyPatch, server: FakeJudgeServer
+) -> None:
+    from evalwatch.runs.common import build_evaluators
+    from evalwatch.settings import Settings
+
+    # The environment names another endpoint and model (or none): the caller's Settings win.
+    monkeypatch.setenv("EVALWATCH_JUDGE__BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("EVALWATCH_JUDGE__MODEL", "judge-env")
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "EVALWATCH_JUDGE__API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(
+        judge=JudgeSettings(base_url=server.base_url, model="judge-given", api_key=SecretStr(KEY))
+    )
+    (ev,) = build_evaluators(["judge"], settings, {"judge": {"rubrics": ["helpfulness"]}})
+    assert isinstance(ev, JudgeEvaluator)
+    assert ev.settings().base_url == server.base_url
+    assert ev.provenance().config["models"] == ["judge-given"]  # recorded, not judge-env
+    (score,) = ev.evaluate([sample(1, "x [[score=5]]")]).scores
+    ev.close()
+    assert score.status == ScoreStatus.ok and score.value == 1.0
+    assert server.requests[0].authorized and server.requests[0].model == "judge-given"
+    # A models option is the caller's choice and stays.
+    (pinned,) = build_evaluators(["judge"], settings, {"judge": {"models": ["judge-2"]}})
+    assert pinned.provenance().config["models"] == ["judge-2"]
+
+
 def test_client_budget_needs_prices(server: FakeJudgeServer) -> None:
-    jc = JudgeClient.for_endpoint(server.base_url, SecretStr(KEY),
-                                  ClientOptions(budget_usd=1.0, prices={"other": (1.0, 1.0)}))
+    jc = JudgeClient.for_endpoint(
+        server.base_url, SecretStr(KEY), ClientOptions(budget_usd=1.0, prices={"other": (1.0, 1.0)})
+    )
     r = load_rubric("coherence")
     with pytest.raises(ValueError, match="no price for"):
         jc.judge([JudgeRequest("judge-1", r.name, r.version, build_messages(r, "q", "a"))])

@@ -49,20 +49,34 @@ def labels_file(tmp_path: Path) -> Path:
     for i, (j, h, p) in enumerate(
         [(5, 5, "p1"), (2, 2, "p1"), (3, 4, "p2"), (1, 1, "p3"), (4, 4, "p4")]
     ):
-        rows.append({"id": f"h{i}", "rubric": "helpfulness", "prompt": p,
-                     "response": f"answer {i} [[score={j}]]", "human_score": h})
-    rows.append({"id": "c1", "rubric": "correctness", "prompt": "p", "response": "[[score=3]]",
-                 "reference": "ref", "human_score": 3})
+        rows.append(
+            {
+                "id": f"h{i}",
+                "rubric": "helpfulness",
+                "prompt": p,
+                "response": f"answer {i} [[score={j}]]",
+                "human_score": h,
+            }
+        )
+    rows.append(
+        {
+            "id": "c1",
+            "rubric": "correctness",
+            "prompt": "p",
+            "response": "[[score=3]]",
+            "reference": "ref",
+            "human_score": 3,
+        }
+    )
     path = tmp_path / "human_labels.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def test_calibrate_without_endpoint_exits_2_with_hint(
-    runner: CliRunner, tmp_path: Path
-) -> None:
+def test_calibrate_without_endpoint_exits_2_with_hint(runner: CliRunner, tmp_path: Path) -> None:
     res = runner.invoke(
-        app, ["judge", "calibrate", "--labels", str(labels_file(tmp_path))],
+        app,
+        ["judge", "calibrate", "--labels", str(labels_file(tmp_path))],
         env={"EVALWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}", "COLUMNS": "200"},
     )
     assert res.exit_code == 2
@@ -76,7 +90,8 @@ def test_calibrate_prints_and_stores(
 ) -> None:
     db = tmp_path / "store.db"
     res = runner.invoke(
-        app, ["judge", "calibrate", "--labels", str(labels_file(tmp_path))],
+        app,
+        ["judge", "calibrate", "--labels", str(labels_file(tmp_path))],
         env=env_for(server, db),
     )
     assert res.exit_code == 0, res.output
@@ -89,8 +104,9 @@ def test_calibrate_prints_and_stores(
     assert KEY not in out
     engine = make_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT rubric, n, agreement FROM judge_calibrations ORDER BY rubric")).all()
+        rows = conn.execute(
+            sa.text("SELECT rubric, n, agreement FROM judge_calibrations ORDER BY rubric")
+        ).all()
     engine.dispose()
     assert [(r[0], r[1]) for r in rows] == [("correctness", 1), ("helpfulness", 5)]
     assert rows[1][2] == pytest.approx(0.8)
@@ -100,8 +116,16 @@ def test_calibrate_one_rubric_and_rerun_uses_cache(
     runner: CliRunner, server: FakeJudgeServer, tmp_path: Path
 ) -> None:
     env = env_for(server, tmp_path / "store.db")
-    args = ["judge", "calibrate", "--labels", str(labels_file(tmp_path)),
-            "--rubric", "helpfulness", "--max-pairs", "0"]
+    args = [
+        "judge",
+        "calibrate",
+        "--labels",
+        str(labels_file(tmp_path)),
+        "--rubric",
+        "helpfulness",
+        "--max-pairs",
+        "0",
+    ]
     first = runner.invoke(app, args, env=env)
     assert first.exit_code == 0, first.output
     assert "correctness" not in first.output and "max_pairs=0" in first.output
@@ -123,8 +147,9 @@ def test_calibrate_bad_input_exits_2(
     runner: CliRunner, server: FakeJudgeServer, tmp_path: Path, args: list[str], message: str
 ) -> None:
     labels = labels_file(tmp_path)
-    full = ["judge", "calibrate"] + (args if "--labels" in args else ["--labels", str(labels),
-                                                                         *args])
+    full = ["judge", "calibrate"] + (
+        args if "--labels" in args else ["--labels", str(labels), *args]
+    )
     res = runner.invoke(app, full, env=env_for(server, tmp_path / "s.db"))
     assert res.exit_code == 2 and message in res.output
     assert server.request_count == 0
@@ -135,8 +160,9 @@ def test_calibrate_bad_row_names_the_line(
 ) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "x", "rubric": "helpfulness"}\n')
-    res = runner.invoke(app, ["judge", "calibrate", "--labels", str(path)],
-                        env=env_for(server, tmp_path / "s.db"))
+    res = runner.invoke(
+        app, ["judge", "calibrate", "--labels", str(path)], env=env_for(server, tmp_path / "s.db")
+    )
     assert res.exit_code == 2 and "bad.jsonl:1" in res.output
 
 
@@ -144,12 +170,16 @@ def test_estimate_prints_calls_without_calling(
     runner: CliRunner, server: FakeJudgeServer, tmp_path: Path
 ) -> None:
     data = tmp_path / "traffic.jsonl"
-    data.write_text("".join(
-        json.dumps({"prompt": f"q{i}", "response": f"a{i}", "reference": "r"}) + "\n"
-        for i in range(7)))
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"q{i}", "response": f"a{i}", "reference": "r"}) + "\n"
+            for i in range(7)
+        )
+    )
     env = {**env_for(server, tmp_path / "s.db"), "EVALWATCH_JUDGE__PRICES": '{"judge-cli": [1, 2]}'}
     res = runner.invoke(
-        app, ["judge", "estimate", "--input", str(data), "--rubrics", "helpfulness,correctness"],
+        app,
+        ["judge", "estimate", "--input", str(data), "--rubrics", "helpfulness,correctness"],
         env=env,
     )
     assert res.exit_code == 0, res.output
@@ -163,8 +193,15 @@ def test_rubrics_lists_builtins_and_user_files(runner: CliRunner, tmp_path: Path
     )
     res = runner.invoke(app, ["judge", "rubrics", "--rubric-path", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    for name in ("helpfulness", "correctness", "faithfulness", "coherence", "safety",
-                 "instruction_following", "tone"):
+    for name in (
+        "helpfulness",
+        "correctness",
+        "faithfulness",
+        "coherence",
+        "safety",
+        "instruction_following",
+        "tone",
+    ):
         assert name in res.output
 
 

@@ -36,7 +36,10 @@ BINARY = RubricScale(min=0, max=1)
     ],
 )
 def test_aggregate_scores(
-    votes: dict[str, Any], scale: RubricScale, score: float | None, disagreement: bool,
+    votes: dict[str, Any],
+    scale: RubricScale,
+    score: float | None,
+    disagreement: bool,
     missing: list[str],
 ) -> None:
     j = aggregate_scores(votes, scale, disagreement_points=2.0)
@@ -76,16 +79,14 @@ def server() -> Iterator[FakeJudgeServer]:
 
 
 def jury(srv: FakeJudgeServer, models: list[str], **options: Any) -> JudgeEvaluator:
-    s = JudgeSettings(base_url=srv.base_url, model="unused", api_key=SecretStr("k"),
-                      max_retries=1)
+    s = JudgeSettings(base_url=srv.base_url, model="unused", api_key=SecretStr("k"), max_retries=1)
     return JudgeEvaluator(models=models, settings=s, **options)
 
 
 def test_jury_mean_and_disagreement_flag(server: FakeJudgeServer) -> None:
     judge = jury(server, ["judge-1", "judge-harsh", "judge-kind"], rubrics=["helpfulness"])
     # Offsets apply to hash-derived scores (a marker is the same for every model).
-    text = next(t for t in (f"answer {i}" for i in range(50))
-                if fake_score(t) == 3)
+    text = next(t for t in (f"answer {i}" for i in range(50)) if fake_score(t) == 3)
     (score,) = judge.evaluate([Sample(subject_id=1, prompt="q", response=text)]).scores
     judge.close()
     assert score.status == ScoreStatus.ok and score.details is not None
@@ -127,16 +128,21 @@ def test_whole_jury_failing_is_an_error(server: FakeJudgeServer) -> None:
 
 def test_pass_fail_rubric_uses_majority(server: FakeJudgeServer, tmp_path: Path) -> None:
     rubric = {
-        "name": "grounded", "version": "3", "description": "Is every claim supported?",
+        "name": "grounded",
+        "version": "3",
+        "description": "Is every claim supported?",
         "criteria": ["Every claim is in the context."],
         "scale": {"min": 0, "max": 1, "labels": {0: "fail", 1: "pass"}},
     }
     (tmp_path / "grounded.yaml").write_text(yaml.safe_dump(rubric))
-    judge = jury(server, ["judge-1", "judge-harsh", "judge-kind"], rubrics=["grounded"],
-                 rubric_paths=[str(tmp_path)])
+    judge = jury(
+        server,
+        ["judge-1", "judge-harsh", "judge-kind"],
+        rubrics=["grounded"],
+        rubric_paths=[str(tmp_path)],
+    )
     # Hash score 1 ("pass") for judge-1 and judge-kind; judge-harsh is pushed down to 0.
-    text = next(t for t in (f"claim {i}" for i in range(50))
-                if fake_score(t, 0, 1) == 1)
+    text = next(t for t in (f"claim {i}" for i in range(50)) if fake_score(t, 0, 1) == 1)
     (score,) = judge.evaluate([Sample(subject_id=1, prompt="q", response=text)]).scores
     judge.close()
     assert score.status == ScoreStatus.ok and score.details is not None

@@ -195,7 +195,10 @@ def test_a_runtime_plugin_is_in_the_catalogue(plugins: None) -> None:
     catalogue = metric_catalogue()
     wait = catalogue[f"{PLUGIN}.wait_s"]
     assert (wait.kind, wait.higher_is_better, wait.description) == (
-        MetricKind.score, False, "Seconds waited.")
+        MetricKind.score,
+        False,
+        "Seconds waited.",
+    )
     assert catalogue[f"{PLUGIN}.words"].kind == MetricKind.descriptive
     assert metric_spec(f"{PLUGIN}.resolved").kind == MetricKind.rate
 
@@ -211,7 +214,11 @@ def test_an_unknown_metric_gets_the_documented_default() -> None:
     spec = metric_spec("removed-plugin.quality")
     assert find_metric_spec("removed-plugin.quality") is None
     assert (spec.name, spec.kind, spec.higher_is_better, spec.range) == (
-        "removed-plugin.quality", MetricKind.score, True, None)
+        "removed-plugin.quality",
+        MetricKind.score,
+        True,
+        None,
+    )
     assert spec.description == UNDECLARED_DESCRIPTION
     assert not set(FIELD_METRICS) & set(metric_catalogue())  # fields are not evaluator metrics
 
@@ -245,8 +252,11 @@ def test_the_gate_compares_a_plugin_rate_as_pass_fail_and_skips_descriptive(
 
 def test_alert_rules_accept_a_plugin_metric_from_the_catalogue(plugins: None) -> None:
     rules = RulesFile.model_validate(
-        {"rules": [{"name": "slow", "selector": f"{PLUGIN}.wait_s", "comparison": ">",
-                    "threshold": 3}]}
+        {
+            "rules": [
+                {"name": "slow", "selector": f"{PLUGIN}.wait_s", "comparison": ">", "threshold": 3}
+            ]
+        }
     )
     assert check_rules_data(rules, known_metrics=metric_catalogue()) == []
     assert check_rules_data(rules, known_metrics=["embedding.relevance"])[0].startswith(
@@ -257,14 +267,25 @@ def test_alert_rules_accept_a_plugin_metric_from_the_catalogue(plugins: None) ->
 def test_the_run_report_lists_a_plugin_metric_worst_end_first(plugins: None) -> None:
     values = np.array([0.5, 9.0, 2.0, 0.1])
     rows = [
-        {"metric": metric, "status": "ok", "value": v, "subject_type": "interaction",
-         "subject_id": i, "group": "v1", "text": f"answer {i}", "item": None, "explanation": None}
+        {
+            "metric": metric,
+            "status": "ok",
+            "value": v,
+            "subject_type": "interaction",
+            "subject_id": i,
+            "group": "v1",
+            "text": f"answer {i}",
+            "item": None,
+            "explanation": None,
+        }
         for metric in (f"{PLUGIN}.wait_s", "embedding.relevance")
         for i, v in enumerate(values)
     ]
     picked = worst_items(pd.DataFrame(rows), per_metric=2)
-    by_metric = {m: [r["value"] for r in picked if r["metric"] == m] for m in
-                 (f"{PLUGIN}.wait_s", "embedding.relevance")}
+    by_metric = {
+        m: [r["value"] for r in picked if r["metric"] == m]
+        for m in (f"{PLUGIN}.wait_s", "embedding.relevance")
+    }
     assert by_metric[f"{PLUGIN}.wait_s"] == [9.0, 2.0]  # lower is better: the longest waits
     assert by_metric["embedding.relevance"] == [0.1, 0.5]  # higher is better: the lowest
 
@@ -278,3 +299,90 @@ def test_the_overview_shows_a_plugin_store_s_graded_metrics_not_descriptive_ones
     assert _trend_metrics(scored) == [f"{PLUGIN}.resolved", f"{PLUGIN}.wait_s"]
     # With the headline built-in metrics scored, those are shown, as before.
     assert _trend_metrics(scored | {"heuristics.refusal"}) == ["heuristics.refusal"]
+
+
+class _DirectedConfig(EvaluatorConfig):
+    lower_is_better: bool = False
+
+
+class _Directed(BaseEvaluator[_DirectedConfig]):
+    """A plug-in whose metric's direction is an option: only the run's options know it."""
+
+    name = "test-directed"
+    version = "1"
+    Config = _DirectedConfig
+
+    @property
+    def metrics(self) -> list[MetricSpec]:
+        return [
+            MetricSpec(
+                name="gap",
+                higher_is_better=not self.config.lower_is_better,
+                description="Characters.",
+            )
+        ]
+
+    def evaluate(self, samples: Sequence[Sample]) -> BatchResult:
+        return BatchResult(
+            scores=[
+                ScoreResult(
+                    subject_id=s.subject_id,
+                    subject_type=s.subject_type,
+                    metric="gap",
+                    value=float(len(s.response)),
+                )
+                for s in samples
+            ]
+        )
+
+
+def test_the_run_report_reads_metrics_under_the_runs_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from evalwatch.evaluators.metrics import run_catalogue
+    from evalwatch.reporting.run_report import run_markdown
+    from evalwatch.runs.traffic import TrafficParams, evaluate_traffic
+    from evalwatch.settings import Settings
+    from evalwatch.storage.db import make_engine, upgrade
+    from evalwatch.storage.repo import get_run, insert_interactions
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register_evaluator(_Directed)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    insert_interactions(
+        engine,
+        [
+            {
+                "request_id": f"r{k}",
+                "ts": t0 + timedelta(minutes=k),
+                "app": "a",
+                "model_name": "m",
+                "model_version": "v1",
+                "prompt": f"q{k}?",
+                "response": "x" * k,
+            }
+            for k in range(1, 7)
+        ],
+    )
+    params = TrafficParams(
+        evaluators=["test-directed"], evaluator_options={"test-directed": {"lower_is_better": True}}
+    )
+    out = evaluate_traffic(engine, params, Settings(database_url=url), progress=False)
+    run = get_run(engine, out.prepared.run_id)
+    assert run is not None and run.id is not None
+    # The general catalogue has the default direction; the run's options say lower is better.
+    assert metric_catalogue()["test-directed.gap"].higher_is_better
+    assert not run_catalogue(run.evaluators)["test-directed.gap"].higher_is_better
+    section = run_markdown(engine, run.id).split("## Worst items")[1].split("## Evaluator")[0]
+    shown = [
+        float(line.split("|")[2])
+        for line in section.splitlines()
+        if line.startswith("| test-directed.gap")
+    ]
+    assert shown == [6.0, 5.0, 4.0]  # the longest first, not the shortest
+    engine.dispose()

@@ -186,9 +186,10 @@ def test_hex_and_base64_ids_give_the_same_rows(otlp_files):
     b = [r.value for r in SourceReader(pretty) if r.value]
     assert a == b
     # Without gen_ai.response.id the request id comes from the trace and span ids.
-    assert a[1]["request_id"] == f"otel-{a[1]['metadata']['otel']['trace_id']}-" + a[1][
-        "metadata"
-    ]["otel"]["span_id"]
+    assert (
+        a[1]["request_id"]
+        == f"otel-{a[1]['metadata']['otel']['trace_id']}-" + a[1]["metadata"]["otel"]["span_id"]
+    )
 
 
 def test_ingest_otlp_on_both_backends(engine, otlp_files):

@@ -40,8 +40,10 @@ def client_for(srv: FakeJudgeServer) -> JudgeClient:
 
 def pair(i: int, cand: int, base: int) -> PairItem:
     return PairItem(
-        item_id=f"q{i}", prompt=f"question {i}",
-        candidate=f"candidate {i} [[score={cand}]]", baseline=f"baseline {i} [[score={base}]]",
+        item_id=f"q{i}",
+        prompt=f"question {i}",
+        candidate=f"candidate {i} [[score={cand}]]",
+        baseline=f"baseline {i} [[score={base}]]",
     )
 
 
@@ -103,8 +105,10 @@ def test_position_biased_judge_gives_ties_and_full_inconsistency() -> None:
 
 
 def test_failed_order_is_an_error_not_a_verdict(server: FakeJudgeServer) -> None:
-    items = [pair(1, 5, 1), PairItem(item_id="bad", prompt="p", candidate="c [[fault=500]]",
-                                     baseline="b")]
+    items = [
+        pair(1, 5, 1),
+        PairItem(item_id="bad", prompt="p", candidate="c [[fault=500]]", baseline="b"),
+    ]
     jc = JudgeClient.for_endpoint(
         server.base_url,
         None,
@@ -124,8 +128,9 @@ def test_verdicts_feed_the_regression_gate(server: FakeJudgeServer) -> None:
     jc = client_for(server)
     report = judge_pairs(jc, load_rubric("helpfulness"), ["judge-1"], items)
     jc.close()
-    cmp = compare_pairwise(report.verdicts(), MetricPolicy(metric="judge.helpfulness",
-                                                           kind="pairwise"))
+    cmp = compare_pairwise(
+        report.verdicts(), MetricPolicy(metric="judge.helpfulness", kind="pairwise")
+    )
     assert cmp.losses == 25 and cmp.decision == "regression"
 
 
@@ -140,20 +145,31 @@ def test_evaluator_pairwise_mode(server: FakeJudgeServer) -> None:
     s = JudgeSettings(base_url=server.base_url, model="judge-1", api_key=SecretStr("k"))
     judge = JudgeEvaluator(rubrics=["helpfulness"], mode="pairwise", settings=s)
     samples = [
-        Sample(subject_id=1, prompt="q", response="[[score=5]]",
-               meta={"baseline_response": "[[score=3]]"}),
-        Sample(subject_id=2, prompt="q", response="[[score=2]]",
-               meta={"baseline_response": "[[score=2]] same"}),
-        Sample(subject_id=3, prompt="q", response="[[score=1]]",
-               meta={"baseline_response": "[[score=4]]"}),
+        Sample(
+            subject_id=1,
+            prompt="q",
+            response="[[score=5]]",
+            meta={"baseline_response": "[[score=3]]"},
+        ),
+        Sample(
+            subject_id=2,
+            prompt="q",
+            response="[[score=2]]",
+            meta={"baseline_response": "[[score=2]] same"},
+        ),
+        Sample(
+            subject_id=3,
+            prompt="q",
+            response="[[score=1]]",
+            meta={"baseline_response": "[[score=4]]"},
+        ),
         Sample(subject_id=4, prompt="q", response="no baseline here"),
     ]
     scores = judge.evaluate(samples).scores
     report = judge.last_pairwise["helpfulness"]
     judge.close()
     assert judge.metric_names == ["helpfulness_pairwise"]
-    assert [(s.label, s.value) for s in scores[:3]] == [("win", 1.0), ("tie", 0.5),
-                                                        ("loss", 0.0)]
+    assert [(s.label, s.value) for s in scores[:3]] == [("win", 1.0), ("tie", 0.5), ("loss", 0.0)]
     assert all(s.details and s.details["position_consistent"] is True for s in scores[:3])
     assert scores[3].status == ScoreStatus.skipped
     assert scores[3].reason is not None and "baseline_response" in scores[3].reason

@@ -28,6 +28,7 @@ from evalwatch.checks.rules import (
 )
 from evalwatch.checks.rules import check_rules as _check_rules
 from evalwatch.checks.rules import load_rules as _load_rules
+from evalwatch.core import AlertStatus
 from evalwatch.evaluators.metrics import metric_catalogue
 
 # The metrics the registered evaluators declare: what the CLI and the alerting engine pass in
@@ -41,6 +42,7 @@ def check_rules(path: Path, known_metrics=KNOWN, known_channels=None) -> list[st
 
 def load_rules(path: Path | None = None, known_metrics=KNOWN) -> RulesFile:
     return _load_rules(path, known_metrics)
+
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 
@@ -87,42 +89,77 @@ def test_default_rules_are_valid_and_mirror_common_practice() -> None:
     rules = {r.name: r for r in load_rules().rules}
     q = rules["quality-low"]
     assert (q.selector, q.aggregation, q.comparison, q.threshold) == (
-        "judge.helpfulness", "mean", "<", 0.7)
+        "judge.helpfulness",
+        "mean",
+        "<",
+        0.7,
+    )
     assert (q.consecutive, q.severity) == (5, "high")
     s = rules["unsafe-response"]
     assert (s.selector, s.aggregation, s.comparison, s.threshold, s.severity) == (
-        "toxicity.safety", "any", "<", 0.5, "critical")
+        "toxicity.safety",
+        "any",
+        "<",
+        0.5,
+        "critical",
+    )
     assert s.escalation  # critical alerts escalate
     lat = rules["latency-p95-high"]
     assert (lat.selector, lat.aggregation, lat.comparison, lat.threshold) == (
-        "latency_ms", "p95", ">", 5000)
+        "latency_ms",
+        "p95",
+        ">",
+        5000,
+    )
     assert (lat.consecutive, lat.severity) == (3, "medium")
     assert (rules["drift-found"].selector, rules["drift-found"].severity) == (
-        "drift.verdict", "warning")
+        "drift.verdict",
+        "warning",
+    )
     assert (rules["gate-failed"].selector, rules["gate-failed"].severity) == (
-        "gate.verdict", "high")
+        "gate.verdict",
+        "high",
+    )
     k = rules["judge-kappa-low"]
     assert (k.selector, k.comparison, k.threshold, k.severity) == (
-        "judge.kappa", "<", 0.6, "warning")
+        "judge.kappa",
+        "<",
+        0.6,
+        "warning",
+    )
 
 
 @pytest.mark.parametrize(
     ("rule_text", "expected"),
     [
-        (GOOD_RULE.replace("toxicity.safety", "toxicity.nope"),
-         "rule 'r1': selector: unknown metric 'toxicity.nope'"),
-        (GOOD_RULE.replace("toxicity.safety", "not a selector"),
-         "rule 'r1': selector: unknown selector 'not a selector'"),
-        (GOOD_RULE.replace("aggregation: any", "aggregation: median"),
-         "rule 'r1': aggregation: unknown aggregation 'median'"),
-        (GOOD_RULE.replace("aggregation: any", "aggregation: p100"),
-         "rule 'r1': aggregation: unknown aggregation 'p100'"),
-        (GOOD_RULE.replace("aggregation: any", "aggregation: share_below:abc"),
-         "rule 'r1': aggregation: unknown aggregation 'share_below:abc'"),
-        (GOOD_RULE.replace("channels: [ops]", "channels: [ops, pager]"),
-         "rule 'r1': channels: unknown channel 'pager'"),
-        (GOOD_RULE + "    escalation: [oncall]\n",
-         "rule 'r1': escalation: unknown channel 'oncall'"),
+        (
+            GOOD_RULE.replace("toxicity.safety", "toxicity.nope"),
+            "rule 'r1': selector: unknown metric 'toxicity.nope'",
+        ),
+        (
+            GOOD_RULE.replace("toxicity.safety", "not a selector"),
+            "rule 'r1': selector: unknown selector 'not a selector'",
+        ),
+        (
+            GOOD_RULE.replace("aggregation: any", "aggregation: median"),
+            "rule 'r1': aggregation: unknown aggregation 'median'",
+        ),
+        (
+            GOOD_RULE.replace("aggregation: any", "aggregation: p100"),
+            "rule 'r1': aggregation: unknown aggregation 'p100'",
+        ),
+        (
+            GOOD_RULE.replace("aggregation: any", "aggregation: share_below:abc"),
+            "rule 'r1': aggregation: unknown aggregation 'share_below:abc'",
+        ),
+        (
+            GOOD_RULE.replace("channels: [ops]", "channels: [ops, pager]"),
+            "rule 'r1': channels: unknown channel 'pager'",
+        ),
+        (
+            GOOD_RULE + "    escalation: [oncall]\n",
+            "rule 'r1': escalation: unknown channel 'oncall'",
+        ),
         (GOOD_RULE.replace('comparison: "<"', 'comparison: "=>"'), "rule 'r1': comparison:"),
         (GOOD_RULE.replace("severity: critical", "severity: urgent"), "rule 'r1': severity:"),
         (GOOD_RULE.replace("window: run", "window: 5x"), "rule 'r1': window: bad duration '5x'"),
@@ -132,23 +169,34 @@ def test_default_rules_are_valid_and_mirror_common_practice() -> None:
         (GOOD_RULE + "    auto_resolve_after: 0\n", "rule 'r1': auto_resolve_after:"),
         (GOOD_RULE.replace("threshold:", "treshold:"), "rule 'r1': treshold: unknown field"),
         (GOOD_RULE.replace("    threshold: 0.9\n", ""), "rule 'r1': threshold: Field required"),
-        (GOOD_RULE + "    scope: {rubric: each}\n",
-         "rule 'r1': scope: 'rubric' is not a dimension of selector 'toxicity.safety'"),
-        (GOOD_RULE.replace("toxicity.safety", "volume").replace("aggregation: any",
-                                                                "aggregation: mean"),
-         "rule 'r1': aggregation: selector 'volume' supports only 'count'"),
+        (
+            GOOD_RULE + "    scope: {rubric: each}\n",
+            "rule 'r1': scope: 'rubric' is not a dimension of selector 'toxicity.safety'",
+        ),
+        (
+            GOOD_RULE.replace("toxicity.safety", "volume").replace(
+                "aggregation: any", "aggregation: mean"
+            ),
+            "rule 'r1': aggregation: selector 'volume' supports only 'count'",
+        ),
         (GOOD_RULE + GOOD_RULE, "rule 'r1': name: the name is used by another rule"),
-        (GOOD_RULE + "    action: {deployment: rollback}\n",
-         "rule 'r1': action.deployment: bad deployment 'rollback'"),
-        (GOOD_RULE + "    action: {deployment: f/d, parameters: {v: '{{version}}'}}\n",
-         "rule 'r1': action.parameters.v: unknown placeholder {{version}}"),
-        (GOOD_RULE.replace("  - name: r1\n", "  - selector: x.y\n", 1).replace(
-            "    selector: toxicity.safety\n", ""), "rule #1: name: Field required"),
+        (
+            GOOD_RULE + "    action: {deployment: rollback}\n",
+            "rule 'r1': action.deployment: bad deployment 'rollback'",
+        ),
+        (
+            GOOD_RULE + "    action: {deployment: f/d, parameters: {v: '{{version}}'}}\n",
+            "rule 'r1': action.parameters.v: unknown placeholder {{version}}",
+        ),
+        (
+            GOOD_RULE.replace("  - name: r1\n", "  - selector: x.y\n", 1).replace(
+                "    selector: toxicity.safety\n", ""
+            ),
+            "rule #1: name: Field required",
+        ),
     ],
 )
-def test_schema_errors_name_rule_and_field(
-    tmp_path: Path, rule_text: str, expected: str
-) -> None:
+def test_schema_errors_name_rule_and_field(tmp_path: Path, rule_text: str, expected: str) -> None:
     errors = check_rules(_write(tmp_path, HEADER + rule_text))
     assert any(e.startswith(expected) for e in errors), errors
     with pytest.raises(RulesError) as info:
@@ -162,8 +210,10 @@ def test_schema_errors_name_rule_and_field(
         ("rules: [", "not valid YAML"),
         ("- a\n- b\n", "the top level must be a mapping"),
         ("channels:\n  ops: {type: carrier-pigeon, block: x}\nrules: []\n", "channel 'ops': type:"),
-        ("channels:\n  ops: {type: webhook, block: 'a b'}\nrules: []\n",
-         "channel 'ops': block: bad block reference"),
+        (
+            "channels:\n  ops: {type: webhook, block: 'a b'}\nrules: []\n",
+            "channel 'ops': block: bad block reference",
+        ),
         ("rules: []\nfoo: 1\n", "foo: unknown field"),
     ],
 )
@@ -194,32 +244,62 @@ def test_unreadable_rules_files_are_one_error_each(tmp_path: Path) -> None:
 
 
 def test_known_metrics_and_channels_extend_the_file(tmp_path: Path) -> None:
-    path = _write(tmp_path, HEADER + GOOD_RULE.replace("toxicity.safety", "mine.score")
-                  .replace("[ops]", "[ops, pager]"))
+    path = _write(
+        tmp_path,
+        HEADER
+        + GOOD_RULE.replace("toxicity.safety", "mine.score").replace("[ops]", "[ops, pager]"),
+    )
     errors = check_rules(path)
     assert len(errors) == 2
-    assert check_rules(path, known_metrics=KNOWN | {"mine.score"},
-                       known_channels={"pager"}) == []
-    declared = _write(tmp_path, "metrics: [mine.score]\n" + HEADER + GOOD_RULE.replace(
-        "toxicity.safety", "mine.score"))
+    assert check_rules(path, known_metrics=KNOWN | {"mine.score"}, known_channels={"pager"}) == []
+    declared = _write(
+        tmp_path,
+        "metrics: [mine.score]\n" + HEADER + GOOD_RULE.replace("toxicity.safety", "mine.score"),
+    )
     assert check_rules(declared) == []
     # Without a catalogue (the checks layer alone), metric names are not checked at all.
     assert _check_rules(path, known_channels={"pager"}) == []
 
 
 def test_every_aggregation_and_selector_kind_is_accepted(tmp_path: Path) -> None:
-    aggs = ["mean", "sum", "min", "max", "count", "any", "p50", "p95", "p99",
-            "share_below:0.5", "share_above:2"]
-    selectors = ["embedding.relevance", "latency_ms", "input_tokens", "output_tokens", "cost",
-                 "drift.verdict", "anomaly.verdict", "gate.verdict", "judge.kappa",
-                 "evaluators.error_rate", "run.cost", "judge.instruction_following"]
+    aggs = [
+        "mean",
+        "sum",
+        "min",
+        "max",
+        "count",
+        "any",
+        "p50",
+        "p95",
+        "p99",
+        "share_below:0.5",
+        "share_above:2",
+    ]
+    selectors = [
+        "embedding.relevance",
+        "latency_ms",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "drift.verdict",
+        "anomaly.verdict",
+        "gate.verdict",
+        "judge.kappa",
+        "evaluators.error_rate",
+        "run.cost",
+        "judge.instruction_following",
+    ]
     body = HEADER
     for i, agg in enumerate(aggs):
         body += GOOD_RULE.replace("r1", f"a{i}").replace("aggregation: any", f"aggregation: {agg}")
     for i, sel in enumerate(selectors):
         body += GOOD_RULE.replace("r1", f"s{i}").replace("toxicity.safety", sel)
-    body += GOOD_RULE.replace("r1", "v").replace("toxicity.safety", "volume").replace(
-        "aggregation: any", "aggregation: count") + "    scope: {app: each, model_version: v2}\n"
+    body += (
+        GOOD_RULE.replace("r1", "v")
+        .replace("toxicity.safety", "volume")
+        .replace("aggregation: any", "aggregation: count")
+        + "    scope: {app: each, model_version: v2}\n"
+    )
     assert check_rules(_write(tmp_path, body)) == []
 
 
@@ -251,8 +331,15 @@ def test_aggregate(agg: str, expected: float) -> None:
 
 @pytest.mark.parametrize(
     ("agg", "expected"),
-    [("mean", None), ("p95", None), ("min", None), ("share_below:1", None),
-     ("count", 0.0), ("sum", 0.0), ("any", 0.0)],
+    [
+        ("mean", None),
+        ("p95", None),
+        ("min", None),
+        ("share_below:1", None),
+        ("count", 0.0),
+        ("sum", 0.0),
+        ("any", 0.0),
+    ],
 )
 def test_aggregate_of_nothing_is_never_a_made_up_value(agg: str, expected: float | None) -> None:
     assert aggregate([], agg) == expected
@@ -288,8 +375,10 @@ def test_parse_aggregation_rejects_nonsense() -> None:
     [
         ({"aggregation": "any", "comparison": "<", "threshold": 0.9}, ("<", 0.9, False)),
         ({"aggregation": "p95", "comparison": ">", "threshold": 5000}, (">", 5000.0, True)),
-        ({"aggregation": "share_below:0.5", "comparison": ">", "threshold": 0.1},
-         ("<", 0.5, False)),
+        (
+            {"aggregation": "share_below:0.5", "comparison": ">", "threshold": 0.1},
+            ("<", 0.5, False),
+        ),
         ({"aggregation": "share_above:3", "comparison": ">", "threshold": 0.1}, (">", 3.0, True)),
     ],
 )
@@ -304,8 +393,9 @@ def test_item_filter_none_for_count() -> None:
 # -- lifecycle transitions ---------------------------------------------------------------------
 
 
-def _run(rule: Rule, breaches: list[bool | None], step: timedelta = timedelta(hours=1)
-         ) -> list[tuple[str, bool]]:
+def _run(
+    rule: Rule, breaches: list[bool | None], step: timedelta = timedelta(hours=1)
+) -> list[tuple[str, bool]]:
     state = RuleState()
     out: list[tuple[str, bool]] = []
     for i, b in enumerate(breaches):
@@ -320,19 +410,31 @@ def _run(rule: Rule, breaches: list[bool | None], step: timedelta = timedelta(ho
         # consecutive windows: the third breach in a row opens
         ({"consecutive": 3}, [True, True, True], ["none", "none", "open"]),
         # a clear window breaks the streak
-        ({"consecutive": 3}, [True, True, False, True, True, True],
-         ["none", "none", "none", "none", "none", "open"]),
+        (
+            {"consecutive": 3},
+            [True, True, False, True, True, True],
+            ["none", "none", "none", "none", "none", "open"],
+        ),
         # insufficient data neither extends nor breaks a streak
-        ({"consecutive": 3}, [True, None, True, None, True], ["none", "none", "none", "none",
-                                                              "open"]),
+        (
+            {"consecutive": 3},
+            [True, None, True, None, True],
+            ["none", "none", "none", "none", "open"],
+        ),
         # one open alert: repeats update it (dedup)
         ({"consecutive": 1}, [True, True, True], ["open", "update", "update"]),
         # auto-resolve after N clear windows in a row
-        ({"auto_resolve_after": 2}, [True, False, True, False, False],
-         ["open", "none", "update", "none", "resolve"]),
+        (
+            {"auto_resolve_after": 2},
+            [True, False, True, False, False],
+            ["open", "none", "update", "none", "resolve"],
+        ),
         # never auto-resolved when auto_resolve_after is null
-        ({"auto_resolve_after": None}, [True, False, False, False, False],
-         ["open", "none", "none", "none", "none"]),
+        (
+            {"auto_resolve_after": None},
+            [True, False, False, False, False],
+            ["open", "none", "none", "none", "none"],
+        ),
         # after a resolution a new breach opens a new alert
         ({"auto_resolve_after": 1}, [True, False, True], ["open", "resolve", "open"]),
     ],
@@ -346,8 +448,13 @@ def test_transition_sequences(
 def test_cooldown_limits_repeat_notifications() -> None:
     rule = _rule(cooldown="2h")
     out = _run(rule, [True, True, True, True, True])
-    assert out == [("open", True), ("update", False), ("update", True), ("update", False),
-                   ("update", True)]
+    assert out == [
+        ("open", True),
+        ("update", False),
+        ("update", True),
+        ("update", False),
+        ("update", True),
+    ]
 
 
 def test_open_and_resolve_always_notify_unless_disabled() -> None:
@@ -359,7 +466,9 @@ def test_open_and_resolve_always_notify_unless_disabled() -> None:
 
 def test_acknowledged_alert_is_updated_without_notifying() -> None:
     rule = _rule(cooldown="0s")
-    state = RuleState(consecutive_breaches=1, alert_status="acknowledged", last_notified_at=T0)
+    state = RuleState(
+        consecutive_breaches=1, alert_status=AlertStatus.acknowledged, last_notified_at=T0
+    )
     new, action, notify = transition(state, True, T0 + timedelta(days=1), rule)
     assert (action, notify, new.alert_status) == ("update", False, "acknowledged")
     assert new.consecutive_breaches == 2
@@ -378,7 +487,8 @@ def test_complete_windows_alignment_delay_and_catch_up() -> None:
     assert complete_windows(now, hour, delay=timedelta(minutes=15))[-1][1] == T0 + 4 * hour
     # after a mark, every later complete window once, then none
     assert [e for _, e in complete_windows(now, hour, after=T0 + hour)] == [
-        T0 + timedelta(hours=h) for h in (2, 3, 4, 5)]
+        T0 + timedelta(hours=h) for h in (2, 3, 4, 5)
+    ]
     assert complete_windows(now, hour, after=T0 + 5 * hour) == []
     # a long outage is not replayed forever
     assert len(complete_windows(now, hour, after=T0 - timedelta(days=30), max_windows=10)) == 10
@@ -396,8 +506,12 @@ def test_scope_key_round_trip(scope: dict[str, str | None]) -> None:
 
 def test_render_parameters() -> None:
     out = render_parameters(
-        {"version": "{{ model_version }}", "id": "{{alert_id}}", "note": "alert {{rule}}!",
-         "fixed": [1, 2]},
+        {
+            "version": "{{ model_version }}",
+            "id": "{{alert_id}}",
+            "note": "alert {{rule}}!",
+            "fixed": [1, 2],
+        },
         {"model_version": "v3", "alert_id": 12, "rule": "q"},
     )
     assert out == {"version": "v3", "id": 12, "note": "alert q!", "fixed": [1, 2]}

@@ -87,7 +87,10 @@ def test_judge_precedence_code_nested_flat_openai_then_file(monkeypatch, tmp_pat
     monkeypatch.setenv("EVALWATCH_CONFIG_FILE", str(cfg))
     j = Settings().judge
     assert (j.model, j.base_url, j.concurrency, j.timeout_s) == (
-        "file-model", "http://file/v1", 3, 9.0
+        "file-model",
+        "http://file/v1",
+        3,
+        9.0,
     )
     monkeypatch.setenv("OPENAI_BASE_URL", "http://openai/v1")
     monkeypatch.setenv("EVALWATCH_JUDGE_MODEL", "flat-model")
@@ -96,7 +99,10 @@ def test_judge_precedence_code_nested_flat_openai_then_file(monkeypatch, tmp_pat
     j = Settings().judge
     # Every variable outranks the file; nested outranks flat; the file fills the rest.
     assert (j.model, j.base_url, j.concurrency, j.timeout_s) == (
-        "flat-model", "http://openai/v1", 7, 9.0
+        "flat-model",
+        "http://openai/v1",
+        7,
+        9.0,
     )
     assert Settings(judge={"model": "code-model"}).judge.model == "code-model"
     assert JudgeSettings(concurrency=1).concurrency == 1

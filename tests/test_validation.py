@@ -126,7 +126,10 @@ def test_great_expectations_checks(changes, reasons):
 
 def test_bounds_come_from_settings():
     settings = IngestSettings(
-        max_prompt_chars=10, max_response_chars=3, rating_min=0, rating_max=10,
+        max_prompt_chars=10,
+        max_response_chars=3,
+        rating_min=0,
+        rating_max=10,
         max_future_skew_s=3600,
     )
     rows = [
@@ -225,7 +228,10 @@ def test_feedback_values():
     first, second = c.rows
     assert first is not None and second is not None
     assert (first["request_id"], first["kind"], first["value"], first["label"]) == (
-        "7", "thumbs", 0.0, "down"
+        "7",
+        "thumbs",
+        0.0,
+        "down",
     )
     assert second["value"] == 5.0
 
@@ -260,14 +266,30 @@ def test_now_defaults_to_the_clock():
 def test_fast_path_gives_the_same_rows_as_the_long_way():
     rows = [
         _row(),
-        _row(request_id=None, user_id="u", session_id="s", latency_ms=3, cost=0.5,
-             input_tokens=1, output_tokens=2, rating=5, thumbs="down", context="c",
-             reference="r", metadata={"a": [1, {"b": None}]}),
+        _row(
+            request_id=None,
+            user_id="u",
+            session_id="s",
+            latency_ms=3,
+            cost=0.5,
+            input_tokens=1,
+            output_tokens=2,
+            rating=5,
+            thumbs="down",
+            context="c",
+            reference="r",
+            metadata={"a": [1, {"b": None}]},
+        ),
         _row(timestamp="2026-11-01T02:00:00+02:00", latency_ms=1.5),
         _row(timestamp="2026-11-01 00:00:00", prompt="", response=""),
         # These take the long way even without the marker; they must agree too.
-        _row(thumbs="UP"), _row(rating=True), _row(request_id=7), _row(app=" "),
-        _row(latency_ms="3"), _row(timestamp="bad"), _row(prompt=None),
+        _row(thumbs="UP"),
+        _row(rating=True),
+        _row(request_id=7),
+        _row(app=" "),
+        _row(latency_ms="3"),
+        _row(timestamp="bad"),
+        _row(prompt=None),
     ]
     fast = coerce_traffic(rows)
     # An (empty) unknown-fields marker sends every row the long way.

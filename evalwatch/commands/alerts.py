@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from evalwatch.commands.common import (
+    STATE,
     bad_input,
     console,
     open_store,
@@ -17,13 +18,9 @@ from evalwatch.commands.common import (
     unavailable,
 )
 from evalwatch.core import AlertStatus
-from evalwatch.storage.alerts import (
-    AlertLifecycleError,
-    acknowledge_alert,
-    list_alerts,
-    resolve_alert,
-)
-from evalwatch.storage.models import Alert, utcnow
+
+if TYPE_CHECKING:
+    from evalwatch.storage.models import Alert
 
 alerts_app = typer.Typer(help="Alerts: list, acknowledge, resolve, evaluate.", no_args_is_help=True)
 
@@ -85,6 +82,8 @@ def alerts_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List alerts, newest first."""
+    from evalwatch.storage.alerts import list_alerts
+
     alerts = list_alerts(open_store(), status=status, rule=rule, limit=limit)
     if as_json:
         for a in alerts:
@@ -125,6 +124,9 @@ def alerts_list(
 @alerts_app.command("ack")
 def alerts_ack(alert_id: Annotated[int, typer.Argument(help="Alert id.")]) -> None:
     """Acknowledge an open alert: it stays active but stops re-notifying."""
+    from evalwatch.storage.alerts import AlertLifecycleError, acknowledge_alert
+    from evalwatch.storage.models import utcnow
+
     try:
         alert = acknowledge_alert(open_store(), alert_id, utcnow())
     except KeyError:
@@ -137,6 +139,9 @@ def alerts_ack(alert_id: Annotated[int, typer.Argument(help="Alert id.")]) -> No
 @alerts_app.command("resolve")
 def alerts_resolve(alert_id: Annotated[int, typer.Argument(help="Alert id.")]) -> None:
     """Resolve an alert by hand; its rule must breach again to re-open it."""
+    from evalwatch.storage.alerts import resolve_alert
+    from evalwatch.storage.models import utcnow
+
     try:
         alert = resolve_alert(open_store(), alert_id, utcnow())
     except KeyError:
@@ -162,7 +167,7 @@ def alerts_evaluate(
     from evalwatch.checks.rules import RulesError
 
     try:
-        rules = rules_for_settings(rules_file)
+        rules = rules_for_settings(STATE.settings(), rules_file)
     except RulesError as exc:
         raise bad_input(str(exc)) from None
     engine = open_store()

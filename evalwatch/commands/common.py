@@ -1,4 +1,10 @@
-"""Options and helpers shared by CLI commands: the store, time parsing, sampling options."""
+"""Options and helpers shared by CLI commands: the store, time parsing, sampling options.
+
+Every command module imports this one, and ``evalwatch --help`` imports every command module:
+so it imports only typer, rich, pydantic and :mod:`evalwatch.core` at the top, and the store,
+settings, YAML and statistics inside the functions that use them
+(``tests/test_cli_imports.py`` holds the CLI to that).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +14,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, overload
+from typing import TYPE_CHECKING, Annotated, Any, overload
 
 import typer
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.engine import Engine
 
 from evalwatch.core import parse_duration
-from evalwatch.evaluators.base import DEFAULT_EVALUATORS
-from evalwatch.files import InputFileError, read_input_text
-from evalwatch.settings import Settings, get_settings
-from evalwatch.storage.db import StoreURLError, get_engine
-from evalwatch.storage.sampling import SampleSpec
+from evalwatch.core.defaults import DEFAULT_EVALUATORS
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from evalwatch.settings import Settings
+    from evalwatch.storage.sampling import SampleSpec
 
 __all__ = [
     "DEFAULT_EVALUATOR_LIST",
@@ -171,6 +177,10 @@ def read_options_file(path: Path | None) -> dict[str, dict[str, Any]]:
     """
     if path is None:
         return {}
+    import yaml
+
+    from evalwatch.files import InputFileError, read_input_text
+
     try:
         loaded = yaml.safe_load(read_input_text(path)) or {}
     except InputFileError as exc:
@@ -292,6 +302,8 @@ class CliState:
 
     def settings(self) -> Settings:
         """Settings with the command-line overrides applied."""
+        from evalwatch.settings import get_settings
+
         s = get_settings()
         if self.database_url:
             s = s.model_copy(update={"database_url": self.database_url})
@@ -303,6 +315,8 @@ STATE = CliState()
 
 def open_store() -> Engine:
     """The store's engine, migrated to the latest schema on first use."""
+    from evalwatch.storage.db import get_engine
+
     return get_engine(STATE.settings().database_url)
 
 
@@ -344,6 +358,8 @@ def sample_spec(
     unscored_by: str | None = None,
 ) -> SampleSpec:
     """Build a :class:`SampleSpec` from CLI options; raises ``typer.Exit(2)`` on bad values."""
+    from evalwatch.storage.sampling import SampleSpec
+
     try:
         return SampleSpec(
             start=parse_time(since) if since else None,
@@ -405,18 +421,20 @@ def describe_failure(exc: BaseException, debug: bool = False) -> tuple[int, str]
         >>> describe_failure(KeyError("x"))
         (3, "internal error: KeyError: 'x' (run with --debug for the traceback)")
     """
-    import sqlalchemy.exc as sa_exc
-
-    from evalwatch.settings import SettingsError
-    from evalwatch.storage.db import StoreError
-
-    if isinstance(exc, StoreURLError | SettingsError):
+    # Each check asks only a module already imported: an exception of a module never imported
+    # cannot have been raised, and importing the store or Prefect here would be slow.
+    settings = sys.modules.get("evalwatch.settings")
+    db = sys.modules.get("evalwatch.storage.db")
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if settings is not None and isinstance(exc, settings.SettingsError):
         return EXIT_BAD_INPUT, str(exc)
-    if isinstance(exc, StoreError):
+    if db is not None and isinstance(exc, db.StoreURLError):
+        return EXIT_BAD_INPUT, str(exc)
+    if db is not None and isinstance(exc, db.StoreError):
         return EXIT_UNAVAILABLE, str(exc)
-    if isinstance(exc, sa_exc.ArgumentError):  # a URL that reached SQLAlchemy unchecked
+    if sa_exc is not None and isinstance(exc, sa_exc.ArgumentError):  # a URL SQLAlchemy got
         return EXIT_BAD_INPUT, f"bad store URL: {exc}"
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+    if sa_exc is not None and isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         detail = " ".join(str(exc.orig).split())
         return EXIT_UNAVAILABLE, f"the store failed: {detail}"
     chain = _exception_chain(exc)

@@ -17,6 +17,7 @@ import typer
 from pydantic import ValidationError
 
 from evalwatch.commands.common import (
+    STATE,
     bad_input,
     finish_gate_report,
     open_store,
@@ -76,7 +77,7 @@ def compare(
     except ValidationError as exc:
         raise bad_input(validation_message(exc)) from exc
     try:
-        outcome = compare_versions(open_store(), params)
+        outcome = compare_versions(open_store(), params, STATE.settings())
     except GateInputError as exc:
         raise bad_input(str(exc)) from exc
     meta = outcome.report.meta

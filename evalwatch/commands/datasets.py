@@ -15,9 +15,6 @@ from evalwatch.commands.common import (
     console,
     open_store,
 )
-from evalwatch.ingest.datasets import load_dataset, load_outputs
-from evalwatch.ingest.readers import FORMATS, SourceReader, UnreadableFileError
-from evalwatch.storage.repo import list_datasets
 
 datasets_app = typer.Typer(help="Versioned test sets.", no_args_is_help=True)
 
@@ -31,6 +28,8 @@ def _check_input(file: Path, fmt: str) -> None:
 
     Opening the store creates and migrates it; a typo in a file name must not leave a store.
     """
+    from evalwatch.ingest.readers import FORMATS, SourceReader, UnreadableFileError
+
     if fmt not in FORMATS or fmt == "otlp":
         raise bad_input(f"--format must be auto, jsonl, csv or parquet, not {fmt!r}")
     try:
@@ -58,6 +57,9 @@ def datasets_load(
     Exit code 0 when every item was loaded, 1 when any went to quarantine, 2 for an unreadable
     file or one without a single usable item.
     """
+    from evalwatch.ingest.datasets import load_dataset
+    from evalwatch.ingest.readers import UnreadableFileError
+
     _check_input(file, fmt)
     engine = open_store()
     try:
@@ -84,6 +86,8 @@ def datasets_load(
 @datasets_app.command("list")
 def datasets_list() -> None:
     """Every test-set version: name, version, size and when it was loaded."""
+    from evalwatch.storage.repo import list_datasets
+
     rows = list_datasets(open_store())
     if not rows:
         console.print("no datasets yet; load one with `evalwatch datasets load FILE`")
@@ -112,6 +116,9 @@ def datasets_load_outputs(
     Exit code 0 when every prediction was stored (or already was), 1 when any went to
     quarantine, 2 for an unreadable file or an unknown dataset.
     """
+    from evalwatch.ingest.datasets import load_outputs
+    from evalwatch.ingest.readers import UnreadableFileError
+
     _check_input(file, fmt)
     engine = open_store()
     try:

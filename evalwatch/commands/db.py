@@ -13,8 +13,6 @@ from evalwatch.commands.common import (
     console,
 )
 from evalwatch.core import parse_duration
-from evalwatch.storage.db import current_revision, head_revision, make_engine, upgrade
-from evalwatch.storage.repo import prune
 
 db_app = typer.Typer(help="Store schema and retention.", no_args_is_help=True)
 
@@ -22,6 +20,8 @@ db_app = typer.Typer(help="Store schema and retention.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the store to the latest schema (the CLI also does this on first use)."""
+    from evalwatch.storage.db import current_revision, head_revision, make_engine, upgrade
+
     engine = make_engine(STATE.settings().database_url)
     before = current_revision(engine)
     upgrade(engine)
@@ -47,6 +47,9 @@ def db_prune(
 
     Asks first on a terminal; elsewhere (cron, CI) it needs --yes. --dry-run only counts.
     """
+    from evalwatch.storage.db import make_engine, upgrade
+    from evalwatch.storage.repo import prune
+
     try:
         period = parse_duration(older_than)
     except ValueError as exc:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from evalwatch.commands.common import DEFAULT_EVALUATOR_LIST, console, err_console
+from evalwatch.commands.server import use_prefect_server
 from evalwatch.settings import Settings, reset_settings
 
 if TYPE_CHECKING:
@@ -218,8 +219,7 @@ def demo(
     url = _fresh_store(out)
     # The flows read their settings from the environment, like a deployment would.
     os.environ["EVALWATCH_DATABASE_URL"] = url
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    use_prefect_server()  # `evalwatch server`'s, else a temporary one given time to start
     os.environ.setdefault("DO_NOT_TRACK", "1")
     reset_settings()
     from evalwatch.settings import get_settings

@@ -11,7 +11,7 @@ so an interrupted evaluation finishes without rescoring. This module only turns 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -37,12 +37,12 @@ from evalwatch.commands.common import (
     read_options_file,
     sample_spec,
 )
-from evalwatch.evaluators.base import EvaluatorConfigError
-from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE
-from evalwatch.evaluators.summary import MetricSummary
-from evalwatch.runs.summary import RunSummary
-from evalwatch.runs.traffic import EmptySample, TrafficParams, evaluate_traffic
-from evalwatch.storage.models import EvaluatorProfile
+from evalwatch.core.defaults import DEFAULT_CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from evalwatch.evaluators.summary import MetricSummary
+    from evalwatch.runs.summary import RunSummary
+    from evalwatch.storage.models import EvaluatorProfile
 
 __all__ = ["evaluator_options", "print_result", "register"]
 
@@ -215,6 +215,9 @@ def evaluate(
     ] = True,
 ) -> None:
     """Score a sample of stored traffic and print per-metric summaries and profiles."""
+    from evalwatch.evaluators.base import EvaluatorConfigError
+    from evalwatch.runs.traffic import EmptySample, TrafficParams, evaluate_traffic
+
     names = evaluator_list(evaluators)
     options = evaluator_options(names, options_file, _split(rubrics))
     spec = sample_spec(
@@ -263,7 +266,7 @@ def evaluate(
     from evalwatch.alerting import evaluate_after_report
     from evalwatch.commands.common import print_alert_changes
 
-    print_alert_changes(*evaluate_after_report(engine, prepared.run_id))
+    print_alert_changes(*evaluate_after_report(engine, prepared.run_id, settings=STATE.settings()))
 
 
 def register(app: typer.Typer) -> None:

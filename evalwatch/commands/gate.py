@@ -103,7 +103,8 @@ def gate(
     tag, with Holm correction. Missing evaluation is run first.
     """
     from evalwatch.checks.policy import GateInputError
-    from evalwatch.runs.gate import GateParams, run_gate_job, worst_items_text
+    from evalwatch.reporting.gate_report import worst_items_text
+    from evalwatch.runs.gate import GateParams, run_gate_job
 
     try:
         params = GateParams(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -17,8 +17,9 @@ from evalwatch.commands.common import (
     err_console,
     open_store,
 )
-from evalwatch.ingest.pipeline import IngestResult, ingest
-from evalwatch.ingest.readers import FORMATS, SourceReader, UnreadableFileError
+
+if TYPE_CHECKING:
+    from evalwatch.ingest.pipeline import IngestResult
 
 _TOP_REASONS = 8
 
@@ -78,6 +79,9 @@ def ingest_cmd(
     Exit code 0 when every row was stored or was a duplicate, 1 when any row was quarantined,
     2 for a missing or unreadable file or bad options.
     """
+    from evalwatch.ingest.pipeline import ingest
+    from evalwatch.ingest.readers import FORMATS, SourceReader, UnreadableFileError
+
     if kind not in ("traffic", "feedback"):
         raise bad_input(f"--kind must be traffic or feedback, not {kind!r}")
     if fmt not in FORMATS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -19,11 +19,10 @@ from evalwatch.commands.common import (
     open_store,
     validation_message,
 )
-from evalwatch.evaluators.base import EvaluatorUnavailable, Sample
-from evalwatch.evaluators.calibration import CalibrationResult, calibrate, read_human_labels
-from evalwatch.evaluators.judge import ENDPOINT_HINT, JudgeEvaluator, endpoint_configured
-from evalwatch.evaluators.rubrics import RubricError, available_rubrics
-from evalwatch.files import read_input_text
+
+if TYPE_CHECKING:
+    from evalwatch.evaluators.base import Sample
+    from evalwatch.evaluators.calibration import CalibrationResult
 
 judge_app = typer.Typer(
     help="The LLM judge: calibration, cost estimates, rubrics.", no_args_is_help=True
@@ -106,6 +105,11 @@ def judge_calibrate(
     ] = True,
 ) -> None:
     """Judge human-labelled rows; print agreement, kappa, confusion and position consistency."""
+    from evalwatch.evaluators.base import EvaluatorUnavailable
+    from evalwatch.evaluators.calibration import calibrate, read_human_labels
+    from evalwatch.evaluators.judge import ENDPOINT_HINT, JudgeEvaluator, endpoint_configured
+    from evalwatch.evaluators.rubrics import RubricError, available_rubrics
+
     settings = STATE.settings()
     judge_settings = settings.judge
     if model:
@@ -156,10 +160,13 @@ def judge_calibrate(
         from evalwatch.alerting import evaluate_after_report
         from evalwatch.commands.common import print_alert_changes
 
-        print_alert_changes(*evaluate_after_report(engine))
+        print_alert_changes(*evaluate_after_report(engine, settings=settings))
 
 
 def _read_samples(path: Path) -> list[Sample]:
+    from evalwatch.evaluators.base import Sample
+    from evalwatch.files import read_input_text
+
     samples: list[Sample] = []
     # InputFileError (a ValueError) names the path: missing, not a regular file, not UTF-8.
     for n, line in enumerate(read_input_text(path).split("\n"), 1):
@@ -203,6 +210,8 @@ def judge_estimate(
     rubric_path: RubricPathOpt = None,
 ) -> None:
     """Estimate judge calls, tokens and cost for a file, before running anything."""
+    from evalwatch.evaluators.judge import ENDPOINT_HINT, JudgeEvaluator
+
     judge_settings = STATE.settings().judge
     if model:
         judge_settings = judge_settings.model_copy(update={"model": model})
@@ -248,6 +257,8 @@ def judge_estimate(
 @judge_app.command("rubrics")
 def judge_rubrics(rubric_path: RubricPathOpt = None) -> None:
     """List the available rubrics with their versions, scales and required inputs."""
+    from evalwatch.evaluators.rubrics import RubricError, available_rubrics
+
     try:
         rubrics = available_rubrics([str(p) for p in rubric_path or []])
     except RubricError as exc:

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from evalwatch.commands.common import bad_input, console, open_store
 from evalwatch.core.redact import Redactor
-from evalwatch.storage.listing import get_quarantined, list_quarantine
 
 __all__ = ["quarantine_app", "register"]
 
@@ -30,6 +29,8 @@ def quarantine_list(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
 ) -> None:
     """List quarantined rows, newest first, with their source, line and reasons."""
+    from evalwatch.storage.listing import list_quarantine
+
     page = list_quarantine(open_store(), reason=reason, kind=kind, limit=limit)
     table = Table(title=f"{len(page.rows)} of {page.total} quarantined rows", title_justify="left")
     table.add_column("id", justify="right", no_wrap=True)
@@ -52,6 +53,8 @@ def quarantine_show(
     ],
 ) -> None:
     """Show one quarantined row: source, line, every reason and the raw text, redacted."""
+    from evalwatch.storage.listing import get_quarantined
+
     q = get_quarantined(open_store(), row_id)
     if q is None:
         raise bad_input(f"no quarantined row {row_id}; see `evalwatch quarantine list`")

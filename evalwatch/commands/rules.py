@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from evalwatch.checks.rules import check_rules, load_rules
 from evalwatch.commands.common import EXIT_BAD_INPUT, bad_input, console, err_console
-from evalwatch.evaluators.metrics import metric_catalogue
-from evalwatch.files import InputFileError, read_input_text
 
 rules_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
 
@@ -31,6 +28,10 @@ def rules_check(
 
     Each problem names the rule and the field, e.g. an unknown metric, aggregation or channel.
     """
+    from evalwatch.checks.rules import check_rules, load_rules
+    from evalwatch.evaluators.metrics import metric_catalogue
+    from evalwatch.files import InputFileError, read_input_text
+
     try:
         # A file that cannot be read is one problem, told once (not listed as a rule problem).
         read_input_text(file)

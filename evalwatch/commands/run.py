@@ -34,6 +34,7 @@ from evalwatch.commands.common import (
     sample_spec,
     validation_message,
 )
+from evalwatch.commands.server import use_prefect_server
 
 run_app = typer.Typer(help="Run evalwatch's Prefect flows.", no_args_is_help=True)
 
@@ -84,6 +85,7 @@ def run_traffic(
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-traffic flow on a sample of stored traffic."""
+    use_prefect_server()  # before Prefect is imported: it reads its settings once
     from evalwatch.flows._runtime import with_task_runner
     from evalwatch.flows.traffic import evaluate_traffic
     from evalwatch.runs.traffic import TrafficParams
@@ -116,6 +118,7 @@ def run_dataset(
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-dataset flow: a model on a versioned test set."""
+    use_prefect_server()  # before Prefect is imported: it reads its settings once
     from evalwatch.runs.dataset import DatasetParams, DatasetRunError, check_dataset_run
 
     try:

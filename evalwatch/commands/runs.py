@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalwatch.commands.common import bad_input, console, open_store
-from evalwatch.storage.listing import get_run, list_runs
 
 __all__ = ["register", "runs_app"]
 
@@ -36,6 +35,8 @@ def runs_list(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
 ) -> None:
     """List evaluation runs, newest first."""
+    from evalwatch.storage.listing import list_runs
+
     page = list_runs(open_store(), kind=kind, status=status, limit=limit)
     table = Table(title=f"{len(page.rows)} of {page.total} runs", title_justify="left")
     table.add_column("id", justify="right", no_wrap=True)
@@ -64,6 +65,7 @@ def runs_show(
 ) -> None:
     """Show one run: what it evaluated, with which evaluators, and its per-metric summary."""
     from evalwatch.commands.run import print_run_summary
+    from evalwatch.storage.listing import get_run
 
     run = get_run(open_store(), run_id)
     if run is None:

@@ -21,8 +21,6 @@ from evalwatch.commands.common import (
     open_store,
     sample_spec,
 )
-from evalwatch.storage.repo import interaction_groups
-from evalwatch.storage.sampling import sample_interactions
 
 
 def sample(
@@ -38,6 +36,9 @@ def sample(
     show_ids: Annotated[bool, typer.Option("--ids", help="Print the sampled ids.")] = False,
 ) -> None:
     """Show what a sample of stored traffic holds (counts per app and model version)."""
+    from evalwatch.storage.repo import interaction_groups
+    from evalwatch.storage.sampling import sample_interactions
+
     spec = sample_spec(
         since, until, app, model_version, rate, max_items, stratify, seed, unscored_by
     )

@@ -2,4 +2,5 @@
 
 from evalwatch.testing.openai_server import main
 
-main()
+if __name__ == "__main__":
+    main()
