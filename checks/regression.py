@@ -1023,20 +1023,15 @@ def run_gate(
             gate.worst_items,
         )
 
-    verdict, reasons = _verdict(overall, slice_comps, gate, warnings)
-    return GateReport(
-        mode="gate",
-        verdict=verdict,
-        rule=gate.rule,
-        alpha=gate.alpha,
-        metrics=overall,
+    return _report(
+        "gate",
+        gate,
+        overall,
+        warnings,
+        meta,
         slices=slice_comps,
         regressing_slices=regressing_slices,
         worst_items=worst,
-        reasons=reasons,
-        warnings=warnings,
-        policy=gate,
-        meta=dict(meta or {}),
     )
 
 
@@ -1168,6 +1163,36 @@ def _direction_word(c: MetricComparison) -> str:
     if c.mean_diff is None:
         return ""
     return f"diff {format_num(c.mean_diff)} [{format_num(c.ci_low)}, {format_num(c.ci_high)}]"
+
+
+def _report(
+    mode: Literal["gate", "canary"],
+    gate: GatePolicy,
+    metrics: list[MetricComparison],
+    warnings: list[str],
+    meta: Mapping[str, Any] | None,
+    *,
+    slices: list[MetricComparison] | None = None,
+    regressing_slices: list[str] | None = None,
+    worst_items: list[WorstItem] | None = None,
+) -> GateReport:
+    """The report of a gate or canary comparison: its verdict and reasons, then everything."""
+    slices = slices or []
+    verdict, reasons = _verdict(metrics, slices, gate, warnings)
+    return GateReport(
+        mode=mode,
+        verdict=verdict,
+        rule=gate.rule,
+        alpha=gate.alpha,
+        metrics=metrics,
+        slices=slices,
+        regressing_slices=regressing_slices or [],
+        worst_items=worst_items or [],
+        reasons=reasons,
+        warnings=warnings,
+        policy=gate,
+        meta=dict(meta or {}),
+    )
 
 
 def _verdict(
@@ -1551,18 +1576,7 @@ def run_canary(
             )
         )
     comps = _apply_family(comps, gate, gate.rule)
-    verdict, reasons = _verdict(comps, [], gate, warnings)
-    return GateReport(
-        mode="canary",
-        verdict=verdict,
-        rule=gate.rule,
-        alpha=gate.alpha,
-        metrics=comps,
-        reasons=reasons,
-        warnings=warnings,
-        policy=gate,
-        meta=dict(meta or {}),
-    )
+    return _report("canary", gate, comps, warnings, meta)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from evalwatch.core import ScoreStatus, SubjectType
 from evalwatch.evaluators.base import Sample
 from evalwatch.evaluators.judge import JudgeEvaluator
-from evalwatch.evaluators.pairwise import PairItem, judge_pairs
+from evalwatch.evaluators.pairwise import PairItem, judge_pairs, judged_share
 from evalwatch.evaluators.rubrics import Rubric
 from evalwatch.files import read_input_text
 from evalwatch.storage.repo import insert_judge_calibration
@@ -140,10 +140,7 @@ def position_consistency_rate(flags: Sequence[bool | None]) -> float | None:
         >>> position_consistency_rate([True, True, False, None])
         0.6666666666666666
     """
-    judged = [f for f in flags if f is not None]
-    if not judged:
-        return None
-    return sum(1 for f in judged if f) / len(judged)
+    return judged_share(flags, True)
 
 
 class CalibrationResult(BaseModel):

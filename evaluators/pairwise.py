@@ -27,6 +27,7 @@ __all__ = [
     "PairwiseReport",
     "build_report",
     "judge_pairs",
+    "judged_share",
     "pair_requests",
     "position_inconsistency_rate",
     "resolve_pair",
@@ -71,6 +72,19 @@ def resolve_pair(
     return "tie", False
 
 
+def judged_share(consistent: Sequence[bool | None], value: bool) -> float | None:
+    """Share of the judged pairs (flag not None) whose consistency flag is ``value``.
+
+    Examples:
+        >>> judged_share([True, False, None, True], True), judged_share([None], False)
+        (0.6666666666666666, None)
+    """
+    judged = [c for c in consistent if c is not None]
+    if not judged:
+        return None
+    return sum(1 for c in judged if bool(c) == value) / len(judged)
+
+
 def position_inconsistency_rate(consistent: Sequence[bool | None]) -> float | None:
     """Share of judged pairs whose verdict flipped with the order; None if none was judged.
 
@@ -78,10 +92,7 @@ def position_inconsistency_rate(consistent: Sequence[bool | None]) -> float | No
         >>> position_inconsistency_rate([True, False, None, True])
         0.3333333333333333
     """
-    judged = [c for c in consistent if c is not None]
-    if not judged:
-        return None
-    return sum(1 for c in judged if not c) / len(judged)
+    return judged_share(consistent, False)
 
 
 class PairItem(BaseModel):

@@ -22,6 +22,13 @@ _pct = format_pct
 _HEADLINE_ORDER: dict[str, int] = {"mean_shift": 0, "wasserstein": 1, "ks": 2, "psi": 3}
 
 
+def _title(what: str, n_moved: int, n_tests: int) -> str:
+    """The heading: how many of the tests found drift, or that none did."""
+    if n_moved:
+        return f"## {what}: drift in {n_moved} of {n_tests} tests"
+    return f"## {what}: no drift"
+
+
 def drift_report_markdown(report: DriftReport) -> str:
     """Render a report, leading with what moved and by how much.
 
@@ -40,12 +47,7 @@ def drift_report_markdown(report: DriftReport) -> str:
     moved = report.moved()
     insufficient = [r for r in report.results if r.verdict == "insufficient_data"]
     tested = len(report.results) - len(insufficient)
-    lines: list[str] = []
-    if moved:
-        lines.append(f"## Drift report: drift in {len(moved)} of {tested} tests")
-    else:
-        lines.append("## Drift report: no drift")
-    lines.append("")
+    lines = [_title("Drift report", len(moved), tested), ""]
     lines.append(
         f"Significance level {report.config.alpha:g} for the whole report (Benjamini-Hochberg "
         "across all tests); a test flags drift only when its effect reaches its floor."
@@ -170,12 +172,7 @@ def _outcome_head(outcome: DriftOutcome) -> list[str]:
     """Title, windows and level, and what moved."""
     overall = outcome.scopes[0]
     moved = outcome.moved()
-    lines: list[str] = []
-    if moved:
-        lines.append(f"## Drift check: drift in {len(moved)} of {outcome.n_tests} tests")
-    else:
-        lines.append("## Drift check: no drift")
-    lines.append("")
+    lines = [_title("Drift check", len(moved), outcome.n_tests), ""]
     lines.append(
         f"Current {outcome.current.describe()} ({overall.n_current:,} interactions) vs "
         f"baseline {outcome.baseline.describe()} ({overall.n_baseline:,} interactions); "

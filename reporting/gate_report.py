@@ -190,8 +190,17 @@ def _worst_line(w: WorstItem) -> str:
     )
 
 
-def _flagged(report: GateReport) -> set[str]:
-    return {c.metric for c in [*report.metrics, *report.slices] if c.decision == "regression"}
+def _worst_shown(report: GateReport, per_metric: int) -> list[WorstItem]:
+    """The worst items of each metric that regressed, at most ``per_metric`` per metric."""
+    flagged = {c.metric for c in [*report.metrics, *report.slices] if c.decision == "regression"}
+    shown: dict[str, int] = {}
+    out: list[WorstItem] = []
+    for w in report.worst_items:
+        if w.metric not in flagged or shown.get(w.metric, 0) >= per_metric:
+            continue
+        shown[w.metric] = shown.get(w.metric, 0) + 1
+        out.append(w)
+    return out
 
 
 def worst_items_text(report: GateReport, per_metric: int = 3, width: int = 160) -> str:
@@ -210,13 +219,8 @@ def worst_items_text(report: GateReport, per_metric: int = 3, width: int = 160) 
         s = " ".join(str(text or "").split())
         return s if len(s) <= width else s[: width - 1] + "…"
 
-    flagged = _flagged(report)
     lines: list[str] = []
-    shown: dict[str, int] = {}
-    for w in report.worst_items:
-        if w.metric not in flagged or shown.get(w.metric, 0) >= per_metric:
-            continue
-        shown[w.metric] = shown.get(w.metric, 0) + 1
+    for w in _worst_shown(report, per_metric):
         tags = f" [{', '.join(w.tags)}]" if w.tags else ""
         lines.append(f"  {w.metric}  {w.item_id}{tags}")
         d = w.details
@@ -240,13 +244,8 @@ def worst_items_markdown(report: GateReport, per_metric: int = 3) -> str:
         s = " ".join(str(text or "").split())
         return s.replace("|", "\\|")
 
-    flagged = _flagged(report)
     rows: list[str] = []
-    shown: dict[str, int] = {}
-    for w in report.worst_items:
-        if w.metric not in flagged or shown.get(w.metric, 0) >= per_metric:
-            continue
-        shown[w.metric] = shown.get(w.metric, 0) + 1
+    for w in _worst_shown(report, per_metric):
         d = w.details
         why = d.get("judge_explanation") or d.get("candidate_explanation") or ""
         rows.append(

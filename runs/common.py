@@ -29,6 +29,7 @@ from evalwatch.storage.repo import replace_profiles, run_profiles
 
 __all__ = [
     "FinishedRun",
+    "PlannedRun",
     "build_evaluators",
     "evaluate_here",
     "evaluator_provenance",
@@ -37,6 +38,22 @@ __all__ = [
     "run_summary_from_store",
     "score_batch",
 ]
+
+
+class PlannedRun:
+    """What a prepared run of either kind reads off its :class:`~evalwatch.runs.summary.RunPlan`."""
+
+    plan: RunPlan
+
+    @property
+    def run_id(self) -> int:
+        """The run's id."""
+        return self.plan.run_id
+
+    @property
+    def resumed(self) -> bool:
+        """The run existed already (same subjects and evaluators): this pass completes it."""
+        return self.plan.resumed
 
 
 def build_evaluators(

@@ -23,7 +23,12 @@ from evalwatch.evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
 from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE
 from evalwatch.ingest.datasets import ParsedOutputs, read_outputs, store_outputs_file
 from evalwatch.ingest.readers import UnreadableFileError
-from evalwatch.runs.common import build_evaluators, evaluate_here, evaluator_provenance
+from evalwatch.runs.common import (
+    PlannedRun,
+    build_evaluators,
+    evaluate_here,
+    evaluator_provenance,
+)
 from evalwatch.runs.generate import generate_outputs
 from evalwatch.runs.summary import RunFacts, RunPlan, RunSummary
 from evalwatch.settings import Settings
@@ -86,7 +91,7 @@ class DatasetParams(BaseModel):
 
 
 @dataclass
-class PreparedDatasetRun:
+class PreparedDatasetRun(PlannedRun):
     """A test-set run ready to evaluate: its plan, the answers, the built evaluators."""
 
     plan: RunPlan
@@ -96,16 +101,6 @@ class PreparedDatasetRun:
     evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
     # Item key -> output id: the answers this run evaluates.
     outputs: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def run_id(self) -> int:
-        """The run's id."""
-        return self.plan.run_id
-
-    @property
-    def resumed(self) -> bool:
-        """The run existed already (same outputs and evaluators): this pass completes it."""
-        return self.plan.resumed
 
     @property
     def generation_errors(self) -> int:

@@ -19,7 +19,12 @@ from sqlalchemy.engine import Engine
 from evalwatch.core import SubjectType, parse_duration
 from evalwatch.evaluators.base import DEFAULT_EVALUATORS, BaseEvaluator
 from evalwatch.evaluators.runner import DEFAULT_CHUNK_SIZE
-from evalwatch.runs.common import build_evaluators, evaluate_here, evaluator_provenance
+from evalwatch.runs.common import (
+    PlannedRun,
+    build_evaluators,
+    evaluate_here,
+    evaluator_provenance,
+)
 from evalwatch.runs.summary import RunFacts, RunPlan, RunSummary
 from evalwatch.settings import IngestSettings, Settings
 from evalwatch.storage.models import EvaluatorProfile, Interaction
@@ -99,7 +104,7 @@ def empty_sample_message(engine: Engine, spec: SampleSpec) -> str:
 
 
 @dataclass
-class PreparedRun:
+class PreparedRun(PlannedRun):
     """A run that is ready to evaluate: its plan, the subjects, and what validation set aside."""
 
     plan: RunPlan
@@ -107,16 +112,6 @@ class PreparedRun:
     ids: list[int]
     invalid: dict[int, list[str]] = field(default_factory=dict)
     evaluators: list[BaseEvaluator[Any]] = field(default_factory=list)
-
-    @property
-    def run_id(self) -> int:
-        """The run's id."""
-        return self.plan.run_id
-
-    @property
-    def resumed(self) -> bool:
-        """The run existed already (same sample and evaluators): this pass completes it."""
-        return self.plan.resumed
 
     @property
     def no_data(self) -> str | None:

@@ -21,7 +21,7 @@ from evalwatch.checks.drift.base import (
     texts_at,
     z_crit,
 )
-from evalwatch.checks.drift.config import DriftConfig
+from evalwatch.checks.drift.config import DriftConfig, TestName
 from evalwatch.checks.drift.results import DriftTestResult
 
 __all__ = [
@@ -87,6 +87,27 @@ def reduce_embeddings(
     )
 
 
+def _embedding_start(
+    test: TestName,
+    effect_name: str,
+    baseline: ArrayLike,
+    current: ArrayLike,
+    config: DriftConfig,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], ResultBuilder, DriftTestResult | None]:
+    """The opening both embedding tests share: windows, builder, and early result.
+
+    Returns:
+        The (possibly reduced, see :func:`reduce_embeddings`) windows, the test's
+        :class:`ResultBuilder`, and the ``insufficient_data`` result when either window has
+        fewer than ``config.min_samples.embeddings`` rows (None when the test can run).
+    """
+    b, c = reduce_embeddings(baseline, current, config)
+    nb, nc = b.shape[0], c.shape[0]
+    rb = ResultBuilder(config, test, "embeddings", "embedding", effect_name, nb, nc)
+    need = config.min_samples.embeddings
+    return b, c, rb, rb.insufficient(need) if rb.too_few(need) else None
+
+
 def domain_classifier_test(
     baseline: ArrayLike,
     current: ArrayLike,
@@ -128,12 +149,10 @@ def domain_classifier_test(
     from sklearn.linear_model import LogisticRegression
 
     config = config or DriftConfig()
-    b, c = reduce_embeddings(baseline, current, config)
-    need = config.min_samples.embeddings
-    nb, nc = b.shape[0], c.shape[0]
-    rb = ResultBuilder(config, "domain_classifier", "embeddings", "embedding", _AUC_EFFECT, nb, nc)
-    if rb.too_few(need):
-        return rb.insufficient(need)
+    b, c, rb, short = _embedding_start("domain_classifier", _AUC_EFFECT, baseline, current, config)
+    if short is not None:
+        return short
+    nb, nc = rb.n_baseline, rb.n_current
     rng = rng_for(config, "domain_classifier", "embeddings")
     m = min(nb, nc, config.max_rows_classifier)
     ib = rng.permutation(subsample_idx(nb, m, rng))
@@ -232,12 +251,10 @@ def mmd_permutation_test(
         True
     """
     config = config or DriftConfig()
-    b, c = reduce_embeddings(baseline, current, config)
-    need = config.min_samples.embeddings
-    nb, nc = b.shape[0], c.shape[0]
-    rb = ResultBuilder(config, "mmd", "embeddings", "embedding", _MMD_EFFECT, nb, nc)
-    if rb.too_few(need):
-        return rb.insufficient(need)
+    b, c, rb, short = _embedding_start("mmd", _MMD_EFFECT, baseline, current, config)
+    if short is not None:
+        return short
+    nb, nc = rb.n_baseline, rb.n_current
     rng = rng_for(config, "mmd", "embeddings")
     cap = config.max_rows_for_quadratic
     bs, cs = b[subsample_idx(nb, cap, rng)], c[subsample_idx(nc, cap, rng)]

@@ -28,7 +28,7 @@ from evalwatch.checks.drift.base import (
     subsample_idx,
     two_sample_runner,
 )
-from evalwatch.checks.drift.config import DriftConfig
+from evalwatch.checks.drift.config import DriftConfig, TestName
 from evalwatch.checks.drift.results import DriftTestResult
 
 __all__ = [
@@ -82,6 +82,27 @@ def _numeric_pair(baseline: ArrayLike, current: ArrayLike) -> tuple[FloatArray, 
     return b, c
 
 
+def _numeric_start(
+    test: TestName,
+    effect_name: str,
+    baseline: ArrayLike,
+    current: ArrayLike,
+    feature: str,
+    config: DriftConfig,
+) -> tuple[FloatArray, FloatArray, ResultBuilder, DriftTestResult | None]:
+    """The opening every numeric test shares: its windows, its builder, and its early result.
+
+    Returns:
+        The two windows (see :func:`_numeric_pair`), the test's :class:`ResultBuilder`, and
+        the ``insufficient_data`` result when either window has fewer than
+        ``config.min_samples.numeric`` rows (None when the test can run).
+    """
+    b, c = _numeric_pair(baseline, current)
+    rb = ResultBuilder(config, test, feature, "numeric", effect_name, b.size, c.size)
+    need = config.min_samples.numeric
+    return b, c, rb, rb.insufficient(need) if rb.too_few(need) else None
+
+
 def _std(x: FloatArray) -> float:
     """Sample standard deviation, exactly 0 when the spread is float rounding.
 
@@ -133,11 +154,9 @@ def ks_test(
         'drift'
     """
     config = config or DriftConfig()
-    b, c = _numeric_pair(baseline, current)
-    need = config.min_samples.numeric
-    rb = ResultBuilder(config, "ks", feature, "numeric", _KS_EFFECT, b.size, c.size)
-    if rb.too_few(need):
-        return rb.insufficient(need)
+    b, c, rb, short = _numeric_start("ks", _KS_EFFECT, baseline, current, feature, config)
+    if short is not None:
+        return short
     res = stats.ks_2samp(b, c)
     d = float(res.statistic)
     mb, mc = float(np.median(b)), float(np.median(c))
@@ -214,11 +233,9 @@ def wasserstein_normalised(
         (0.4, 'drift')
     """
     config = config or DriftConfig()
-    b, c = _numeric_pair(baseline, current)
-    need = config.min_samples.numeric
-    rb = ResultBuilder(config, "wasserstein", feature, "numeric", _W1_EFFECT, b.size, c.size)
-    if rb.too_few(need):
-        return rb.insufficient(need)
+    b, c, rb, short = _numeric_start("wasserstein", _W1_EFFECT, baseline, current, feature, config)
+    if short is not None:
+        return short
     w1 = float(stats.wasserstein_distance(b, c))
     scale, scale_name = _scale(b, c)
     effect = w1 / scale if scale > 0 else 0.0
@@ -278,11 +295,9 @@ def psi(
         True
     """
     config = config or DriftConfig()
-    b, c = _numeric_pair(baseline, current)
-    need = config.min_samples.numeric
-    rb = ResultBuilder(config, "psi", feature, "numeric", _PSI_EFFECT, b.size, c.size)
-    if rb.too_few(need):
-        return rb.insufficient(need)
+    b, c, rb, short = _numeric_start("psi", _PSI_EFFECT, baseline, current, feature, config)
+    if short is not None:
+        return short
     qs = np.linspace(0, 1, config.psi_bins + 1)[1:-1]
     edges = np.unique(np.quantile(b, qs))
     # An edge at the baseline minimum would open a bin no baseline row can fall in (common
@@ -370,11 +385,9 @@ def mean_shift_bootstrap(
         True
     """
     config = config or DriftConfig()
-    b, c = _numeric_pair(baseline, current)
-    need = config.min_samples.numeric
-    rb = ResultBuilder(config, "mean_shift", feature, "numeric", _MEAN_EFFECT, b.size, c.size)
-    if rb.too_few(need):
-        return rb.insufficient(need)
+    b, c, rb, short = _numeric_start("mean_shift", _MEAN_EFFECT, baseline, current, feature, config)
+    if short is not None:
+        return short
     sd_b, sd_c = _std(b), _std(c)
     # Constant windows: their means are their values; a rounded mean would invent a shift.
     mb = float(b[0]) if sd_b == 0 else float(b.mean())
