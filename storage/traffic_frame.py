@@ -17,9 +17,11 @@ row with the interaction, column and status packed into the code in SQL (faster 
 so the time index drives the read.
 
 Score keys: per evaluator, only the scores of one ``(evaluator_version, config_hash)`` are
-compared, the newest in the current window (two toxicity backends both write
-``toxicity.*`` under different options); the rows with scores under other keys are kept in
-``TrafficFrame.left_out`` so the check can say what it left out.
+compared: the one that scored the most interactions of the current window, the newest of those
+on a tie (two toxicity backends both write ``toxicity.*`` under different options, and an
+ad-hoc run with other options over a few interactions must not displace the scheduled runs'
+scores); the rows with scores under other keys are kept in ``TrafficFrame.left_out`` so the
+check can say what it left out.
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ class TrafficFrame:
         rating_rows / rating_values / rating_ts: Rating feedback (row, 1-5 value, time).
         thumb_rows / thumb_down: Thumbs feedback (row, whether it was down).
         score_keys: Evaluator -> the ``(evaluator_version, config_hash)`` whose scores the
-            score columns hold (the newest in the current window).
+            score columns hold (the widest in the current window, see :func:`load_frame`).
         left_out: Evaluator -> rows that have ``ok`` scores of it under another version or
             options, which the columns leave out (only evaluators with such scores).
         left_out_keys: Evaluator -> the ``(evaluator_version, config_hash)`` left out.
@@ -312,9 +314,10 @@ def load_frame(
     :func:`_read_feedback`.
 
     Like is compared with like: of each evaluator, only the scores of one evaluator version
-    and score-relevant options (``config_hash``) are loaded, the newest (most recently stored)
-    in ``current``, or in all the loaded rows where ``current`` holds none; rows with scores
-    under other keys are reported in ``left_out``.
+    and score-relevant options (``config_hash``) are loaded: the one with ``ok`` scores for
+    the most interactions of ``current`` (of all the loaded rows where ``current`` holds
+    none), the most recently stored on a tie; rows with scores under other keys are reported
+    in ``left_out``.
 
     Args:
         engine: The store.
@@ -324,7 +327,7 @@ def load_frame(
         apps: Only these apps (empty: all).
         model_versions: Only these model versions (empty: all).
         embedding_model: Embedding model to load (default: the one with most rows).
-        current: The window whose newest scores pick each evaluator's version and options
+        current: The window whose scores pick each evaluator's version and options
             (default: all the loaded rows).
 
     Returns:
@@ -487,8 +490,9 @@ def _score_keys(
 
     One ``DISTINCT`` over the score index (no table rows read) finds every
     ``(evaluator, version, config_hash, metric)``; only an evaluator with several
-    ``(version, config_hash)`` costs one more query: its newest ``ok`` score in the current
-    window (or in every loaded row when the current window has none) names its key.
+    ``(version, config_hash)`` costs one more query: the key with ``ok`` scores for the most
+    interactions of the current window (or of every loaded row when the current window has
+    none), the most recently stored on a tie, is compared.
 
     Returns:
         ``(every key found, evaluator -> (version, config_hash) compared)``.
@@ -510,24 +514,29 @@ def _score_keys(
         candidates.setdefault(ev, set()).add((ver, ch))
     chosen: dict[str, tuple[str, str]] = {}
     for ev, keys in candidates.items():
-        newest = None
+        best = None
         for rows in (in_current, in_window) if len(keys) > 1 else ():
             if rows is None:
                 continue
-            newest = _newest_key(conn, ev, rows)
-            if newest is not None:
+            best = _widest_key(conn, ev, rows)
+            if best is not None:
                 break
-        chosen[ev] = newest or max(keys)
+        chosen[ev] = best or max(keys)
     return found, chosen
 
 
-def _newest_key(
+def _widest_key(
     conn: sa.Connection, evaluator: str, rows: sa.Select[Any]
 ) -> tuple[str, str] | None:
-    """The ``(version, config_hash)`` of the evaluator's most recently stored ok score."""
+    """The ``(version, config_hash)`` with ok scores for the most of ``rows``, newest on a tie."""
     sc = _sc()
     q = (
-        sa.select(sc.c.evaluator_version, sc.c.config_hash, sa.func.max(sc.c.id))
+        sa.select(
+            sc.c.evaluator_version,
+            sc.c.config_hash,
+            sa.func.count(sa.distinct(sc.c.subject_id)),
+            sa.func.max(sc.c.id),
+        )
         .where(
             sc.c.subject_type == SubjectType.interaction,
             sc.c.subject_id.in_(rows),
@@ -539,7 +548,7 @@ def _newest_key(
     got = _fetchall(conn, q)
     if not got:
         return None
-    ver, ch, _ = max(got, key=lambda r: int(r[2]))
+    ver, ch, _, _ = max(got, key=lambda r: (int(r[2]), int(r[3])))
     return str(ver), str(ch)
 
 

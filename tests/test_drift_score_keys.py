@@ -80,7 +80,7 @@ def _seed(engine: Any, per_day: int = 60) -> tuple[list[int], list[int]]:
     return ordered[: 7 * per_day], ordered[7 * per_day :]
 
 
-def test_the_current_windows_newest_options_are_compared_and_the_rest_left_out(engine):
+def test_the_current_windows_options_are_compared_and_the_rest_left_out(engine):
     base, cur = _seed(engine)
     rng = np.random.default_rng(3)
     run = create_run(engine, "traffic", run_key="detoxify")
@@ -137,17 +137,34 @@ def test_the_current_windows_newest_options_are_compared_and_the_rest_left_out(e
     assert all("note" not in r.details for r in results if r.feature == "response_chars")
 
 
-def test_the_newest_key_is_the_one_stored_last_in_the_current_window(sqlite_engine):
+def test_the_key_covering_most_of_the_current_window_is_compared_newest_on_a_tie(sqlite_engine):
     base, cur = _seed(sqlite_engine, per_day=10)
     run = create_run(sqlite_engine, "traffic", run_key="a")
     assert run.id is not None
     write_scores(sqlite_engine, [_tox(run.id, i, 0.9, "old", version="2") for i in base + cur])
     write_scores(sqlite_engine, [_tox(run.id, i, 0.5, "new", version="2") for i in cur])
     frame = load_frame(sqlite_engine, [BASELINE, CURRENT], current=CURRENT)
+    # Both keys scored the whole current window: the one stored last is compared.
     assert frame.score_keys["toxicity"] == ("2", "new")
-    # Without a current window, the newest over every loaded row counts: the same here.
-    assert load_frame(sqlite_engine, [BASELINE, CURRENT]).score_keys["toxicity"] == ("2", "new")
+    # Without a current window, coverage of every loaded row counts: the older key has more.
+    assert load_frame(sqlite_engine, [BASELINE, CURRENT]).score_keys["toxicity"] == ("2", "old")
     # A window the newer options never scored compares the older ones, nothing left out.
     old = load_frame(sqlite_engine, [BASELINE], current=BASELINE)
     assert old.score_keys["toxicity"] == ("2", "old") and not old.left_out
     assert np.nanmax(old.numeric["toxicity.safety"]) == 0.9
+
+
+def test_an_ad_hoc_run_with_other_options_does_not_displace_the_scheduled_scores(sqlite_engine):
+    base, cur = _seed(sqlite_engine, per_day=10)
+    run = create_run(sqlite_engine, "traffic", run_key="scheduled")
+    assert run.id is not None
+    write_scores(sqlite_engine, [_tox(run.id, i, 0.9, "sched") for i in base + cur])
+    # Later, someone tries other options on three interactions of the current window.
+    trial = create_run(sqlite_engine, "traffic", run_key="trial")
+    assert trial.id is not None
+    write_scores(sqlite_engine, [_tox(trial.id, i, 0.1, "trial") for i in cur[:3]])
+    frame = load_frame(sqlite_engine, [BASELINE, CURRENT], current=CURRENT)
+    assert frame.score_keys["toxicity"] == ("1", "sched")
+    assert np.nanmin(frame.numeric["toxicity.safety"]) == 0.9
+    left = dict(zip(frame.ids.tolist(), frame.left_out["toxicity"].tolist(), strict=True))
+    assert sorted(i for i, out in left.items() if out) == sorted(cur[:3])

@@ -37,6 +37,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "AppOpt",
+    "EvaluatorsOpt",
     "MaxItemsOpt",
     "ModelVersionOpt",
     "RateOpt",
@@ -336,6 +337,12 @@ StratifyOpt = Annotated[
     bool, typer.Option("--stratify/--no-stratify", help="Split --max-items evenly per version.")
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed.")]
+EvaluatorsOpt = Annotated[
+    str,
+    typer.Option(
+        "--evaluators", "-e", help="Comma-separated evaluator names (see the list on error)."
+    ),
+]
 UnscoredByOpt = Annotated[
     str | None,
     typer.Option(

@@ -21,6 +21,7 @@ from evalwatch.commands.common import (
     DEFAULT_EVALUATOR_LIST,
     STATE,
     AppOpt,
+    EvaluatorsOpt,
     MaxItemsOpt,
     ModelVersionOpt,
     RateOpt,
@@ -181,12 +182,7 @@ def print_result(result: RunSummary, profiles: list[EvaluatorProfile]) -> None:
 
 
 def evaluate(
-    evaluators: Annotated[
-        str,
-        typer.Option(
-            "--evaluators", "-e", help="Comma-separated evaluator names (see the list on error)."
-        ),
-    ] = DEFAULT_EVALUATOR_LIST,
+    evaluators: EvaluatorsOpt = DEFAULT_EVALUATOR_LIST,
     since: SinceOpt = None,
     until: UntilOpt = None,
     app: AppOpt = None,

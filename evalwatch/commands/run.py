@@ -18,6 +18,7 @@ from evalwatch.commands.common import (
     EXIT_CHECK_FAILED,
     STATE,
     AppOpt,
+    EvaluatorsOpt,
     MaxItemsOpt,
     ModelVersionOpt,
     RateOpt,
@@ -38,9 +39,6 @@ from evalwatch.commands.server import use_prefect_server
 
 run_app = typer.Typer(help="Run evalwatch's Prefect flows.", no_args_is_help=True)
 
-EvaluatorsOpt = Annotated[
-    str, typer.Option("--evaluators", help="Comma-separated evaluator names.")
-]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Subjects per Prefect task.")]
 
 
