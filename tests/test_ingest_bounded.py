@@ -280,7 +280,8 @@ def peak_rss_mb(db_url: str, path: Path) -> tuple[int, float]:
     return int(rc), int(kb) / 1024
 
 
-@pytest.mark.parametrize("size_mb", [50, 500])
+# 1,900 MB: the line that used to crash the ingest worker with a segmentation fault.
+@pytest.mark.parametrize("size_mb", [50, 500, pytest.param(1900, marks=pytest.mark.slow)])
 def test_peak_rss_does_not_grow_with_the_line(tmp_path, size_mb):
     path, _ = _giant_jsonl(tmp_path / "giant.jsonl", size_mb * MB)
     url = f"sqlite:///{tmp_path / 'store.db'}"
