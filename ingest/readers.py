@@ -722,6 +722,11 @@ class _CsvLines:
             while not line.endswith(("\n", "\r")) and (line := self._readline(_SKIP_BYTES)):
                 self._take(line)
             raise _RowTooLong(self.give_up(f"line: longer than {self._cap} characters"))
+        if self._size > self._cap:
+            # A quoted field spanning lines has grown past the cap. Checked here, not left to
+            # csv.field_size_limit, which is process-wide and may have been raised by a reader
+            # with a larger cap.
+            raise _RowTooLong(self.give_up(f"field: longer than {self._cap} characters"))
         return line
 
     def give_up(self, why: str) -> RawRecord:

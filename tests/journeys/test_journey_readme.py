@@ -484,6 +484,16 @@ COMMANDS: dict[str, Spec] = {
         [Step(("alerts", "evaluate", "--no-deliver"))],
         writes=True,
     ),
+    # A real local Prefect server: started, found, stopped (each spec leaves none running).
+    "server start": Spec(
+        [
+            Step(("server", "start"), says=("Prefect server at http://",)),
+            Step(("server", "status"), says=("answers",)),
+            Step(("server", "stop"), says=("stopped the Prefect server",)),
+        ]
+    ),
+    "server status": Spec([Step(("server", "status"), code=3, says=("no local Prefect server",))]),
+    "server stop": Spec([Step(("server", "stop"), code=2, says=("no Prefect server",))]),
     "runs list": Spec([Step(("runs", "list"), says=(r"\d+ of \d+ runs", "traffic", "dataset"))]),
     "runs show": Spec([Step(("runs", "show", "1"), says=("kind: traffic", "heuristics"))]),
     "quarantine list": Spec(
