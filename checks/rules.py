@@ -31,6 +31,7 @@ from evalwatch.files import InputFileError, read_input_text
 __all__ = [
     "BLOCK_TYPE_SLUGS",
     "DEFAULT_RULES_PATH",
+    "PREFIX_SOURCES",
     "SELECTOR_FAMILIES",
     "ActionSpec",
     "Aggregation",
@@ -86,7 +87,19 @@ BLOCK_TYPE_SLUGS: dict[str, str] = {
 }
 
 Source = Literal[
-    "score", "error_rate", "traffic", "volume", "drift", "anomaly", "gate", "kappa", "run_cost"
+    "score",
+    "error_rate",
+    "traffic",
+    "volume",
+    "drift",
+    "anomaly",
+    "gate",
+    "kappa",
+    "run_cost",
+    "metric",
+    "perf",
+    "feedback",
+    "fairness",
 ]
 
 TRAFFIC_FIELDS = ("latency_ms", "input_tokens", "output_tokens", "cost")
@@ -112,6 +125,23 @@ _DIMENSIONS: dict[str, tuple[str, ...]] = {
     "gate": ("kind",),
     "kappa": ("rubric", "judge_model"),
     "run_cost": ("kind",),
+    "metric": ("host", "gpu", "model"),
+    "perf": ("app", "model_version"),
+    "feedback": ("app", "model_version"),
+    "fairness": ("segment", "metric", "app", "model_version"),
+}
+
+# Selector families named by their first part: ``gpu.temperature`` is a metric series,
+# ``perf.tokens_per_s`` a model-performance figure, ``feedback.copy_rate`` a user-experience
+# signal, ``fairness.gap`` a fairness finding. Checked before ``evaluator.metric``.
+PREFIX_SOURCES: dict[str, Source] = {
+    "gpu": "metric",
+    "engine": "metric",
+    "memory": "metric",
+    "gen_ai": "metric",
+    "perf": "perf",
+    "feedback": "feedback",
+    "fairness": "fairness",
 }
 
 # Which kind of run a selector belongs to (the ``kinds`` filter of the engine).
@@ -125,6 +155,10 @@ SELECTOR_FAMILIES: dict[str, str] = {
     "gate": "gate",
     "kappa": "calibration",
     "run_cost": "run",
+    "metric": "metrics",
+    "perf": "traffic",
+    "feedback": "traffic",
+    "fairness": "drift",
 }
 
 _AGG = re.compile(
@@ -234,7 +268,7 @@ class Selector:
     @property
     def is_report(self) -> bool:
         """Whether items are stored reports (few rows, aggregated in Python)."""
-        return self.source in ("drift", "anomaly", "gate", "kappa", "run_cost")
+        return self.source in ("drift", "anomaly", "gate", "kappa", "run_cost", "fairness")
 
 
 def parse_selector(text: str) -> Selector:
@@ -261,6 +295,8 @@ def parse_selector(text: str) -> Selector:
     if t in TRAFFIC_FIELDS:
         return Selector(t, "traffic", field=t)
     parts = t.split(".", 1)
+    if len(parts) == 2 and parts[0] in PREFIX_SOURCES and parts[1]:
+        return Selector(t, PREFIX_SOURCES[parts[0]], metric=parts[1])
     if len(parts) == 2 and all(re.match(r"^[A-Za-z0-9_-]+$", p) for p in parts):
         return Selector(t, "score", evaluator=parts[0], metric=parts[1])
     raise ValueError(

@@ -42,6 +42,9 @@ _COMMAND_MODULES = [
     "drift",
     "quarantine",
     "server",
+    "collect",
+    "privacy",
+    "export",
     "demo",
 ]
 

@@ -21,11 +21,15 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "DPSettings",
+    "FairnessSettings",
     "IngestSettings",
     "JudgeSettings",
     "Settings",
+    "PrivacySettings",
     "SettingsError",
     "TargetSettings",
+    "TelemetrySettings",
     "get_settings",
     "reset_settings",
 ]
@@ -207,6 +211,30 @@ class TargetSettings(BaseModel):
     )
 
 
+class TelemetrySettings(BaseModel):
+    """Serving-fleet and engine metrics: scrape targets, cadence, retention (issue #16)."""
+
+    # TELEMETRY-FIELDS (owned by the telemetry work)
+
+
+class PrivacySettings(BaseModel):
+    """Opt-outs and forgetting (issue #17); text retention lives in ``ingest``."""
+
+    # PRIVACY-FIELDS (owned by the privacy work)
+
+
+class DPSettings(BaseModel):
+    """Differential privacy for aggregates that leave the team (issue #17)."""
+
+    # DP-FIELDS (owned by the DP work)
+
+
+class FairnessSettings(BaseModel):
+    """Segments and thresholds of fairness monitoring (issue #17)."""
+
+    # FAIRNESS-FIELDS (owned by the fairness work)
+
+
 class Settings(BaseSettings):
     """All evalwatch settings.
 
@@ -239,6 +267,10 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     target: TargetSettings = Field(default_factory=TargetSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    dp: DPSettings = Field(default_factory=DPSettings)
+    fairness: FairnessSettings = Field(default_factory=FairnessSettings)
     evaluator_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-evaluator config, e.g. {'embedding': {...}}."
     )

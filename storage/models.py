@@ -441,3 +441,10 @@ class JudgeCalibration(SQLModel, table=True):
     position_consistency: float | None = None
     confusion: dict[str, Any] | None = _json()
     details: dict[str, Any] | None = _json()
+
+
+# The other table modules register their tables on the same metadata; imported last because
+# they build on the column helpers above.
+from evalwatch.storage import models_dp as _models_dp  # noqa: E402,F401
+from evalwatch.storage import models_privacy as _models_privacy  # noqa: E402,F401
+from evalwatch.storage import models_telemetry as _models_telemetry  # noqa: E402,F401

@@ -1,0 +1,9 @@
+"""The ``evalwatch export`` commands (stub; owned by its helper)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``export`` group (nothing yet)."""
