@@ -597,6 +597,10 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
             "output_tokens": tout,
             "cost_usd": cost,
             "cached_calls": cached,
+            # Which judge-cache entries hold this sample's text (`privacy forget` deletes them).
+            "cache_keys": sorted(
+                {outcomes[(i, r.name, m, k)].key for m in models for k in range(c.repeats)}
+            ),
         }
         if len(models) > 1:
             details["jury"] = {
@@ -674,6 +678,10 @@ class JudgeEvaluator(BaseEvaluator[JudgeConfig]):
                     "output_tokens": p.output_tokens,
                     "cost_usd": p.cost_usd,
                     "cached_calls": p.cached_calls,
+                    # Judge-cache entries holding this sample's text (`privacy forget`).
+                    "cache_keys": sorted(
+                        o.key for k, o in outcomes.items() if k[0] == r.name and k[1] == str(i)
+                    ),
                 }
                 if len(models) > 1:
                     details["jury"] = {"method": "majority", "disagreement": p.disagreement}

@@ -37,10 +37,9 @@ import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx2
-import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy.engine import Engine
 
@@ -48,6 +47,10 @@ from evalwatch.core import ScoreStatus
 from evalwatch.evaluators.openai_client import OpenAIEndpoint, retries_taken
 from evalwatch.evaluators.rubrics import RubricScale, verdict_response_format
 from evalwatch.storage.repo import content_hash, get_judge_cache, put_judge_cache
+
+if TYPE_CHECKING:
+    # The openai package costs about 2 s to import; only a judge call needs it.
+    import openai
 
 __all__ = [
     "ClientOptions",
@@ -802,6 +805,8 @@ class JudgeClient:
             kwargs["response_format"] = verdict_response_format(req.kind, scale)
         elif mode == "json_object":
             kwargs["response_format"] = {"type": "json_object"}
+        import openai
+
         try:
             # The client's generic ``post`` (its documented way to send raw requests) is the
             # same HTTP request, auth, timeout, retries and error mapping as
@@ -819,6 +824,8 @@ class JudgeClient:
 
     def _failure(self, exc: openai.APIError, mode: ResponseFormatMode, model: str) -> _Failure:
         """The classified, scrubbed failure of a call the endpoint gave up on."""
+        import openai
+
         attempts = retries_taken(exc.request) + 1
         if isinstance(exc, openai.RateLimitError):
             return _Failure("rate limited (HTTP 429)", attempts)

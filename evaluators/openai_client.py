@@ -23,7 +23,6 @@ import time
 from collections.abc import Mapping
 
 import httpx2
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from pydantic import SecretStr
 
 __all__ = ["OpenAIEndpoint", "PauseGate", "retries_taken", "retry_after_seconds"]
@@ -171,6 +170,9 @@ class OpenAIEndpoint:
         #: HTTP attempts sent and 429 answers received, retries included (all runs).
         self.sent = 0
         self.rate_limited = 0
+        # Imported here: the openai package costs about 2 s, and only an endpoint needs it.
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
         key = api_key.get_secret_value() if api_key is not None else _PLACEHOLDER_KEY
         # DefaultAsyncHttpxClient keeps the openai client's own connection limits and
         # redirects; the hooks run on every attempt, the client's retries included.

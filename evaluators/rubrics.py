@@ -23,8 +23,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evalwatch.core.feedback import TASK_SUCCESS_RUBRIC
+
 __all__ = [
     "BUILTIN_DIR",
+    "RUBRIC_SETS",
+    "TASK_SUCCESS_RUBRIC",
     "FewShotExample",
     "Rubric",
     "RubricError",
@@ -41,6 +45,12 @@ __all__ = [
 ]
 
 BUILTIN_DIR = Path(__file__).parent / "rubrics"
+
+#: Named sets of built-in rubrics: a set's name, wherever rubrics are listed (``--rubrics
+#: task_success``, a judge config's ``rubrics``), stands for its rubrics in this order.
+RUBRIC_SETS: dict[str, tuple[str, ...]] = {
+    "task_success": (TASK_SUCCESS_RUBRIC, "intent_matched", "actionable", "completeness"),
+}
 
 Requirement = Literal["reference", "context"]
 VerdictKind = Literal["score", "pairwise"]
@@ -254,17 +264,24 @@ def load_rubric(name_or_path: str | Path, paths: Sequence[str | Path] = ()) -> R
 
 
 def load_rubrics(names: Sequence[str], paths: Sequence[str | Path] = ()) -> list[Rubric]:
-    """Several rubrics by name or file path, in the order given, each at most once.
+    """Several rubrics by name, set name (:data:`RUBRIC_SETS`) or file path, each at most once.
 
     Raises:
         RubricError: Unknown name, invalid file, or the same rubric named twice.
+
+    Examples:
+        >>> [r.name for r in load_rubrics(["task_success"])]
+        ['task_completed', 'intent_matched', 'actionable', 'completeness']
     """
     rubrics = available_rubrics(paths)
     out: list[Rubric] = []
-    for n in names:
+    # A set's name stands for its rubrics, unless a rubric of that name exists.
+    expanded = [m for n in names for m in (RUBRIC_SETS.get(n, (n,)) if n not in rubrics else (n,))]
+    for n in expanded:
         r = load_rubric_file(n) if n.endswith((".yaml", ".yml")) else rubrics.get(n)
         if r is None:
-            raise RubricError(f"unknown rubric {n!r}; known: {', '.join(sorted(rubrics))}")
+            sets = ", ".join(f"{k} (set)" for k in RUBRIC_SETS)
+            raise RubricError(f"unknown rubric {n!r}; known: {', '.join(sorted(rubrics))}, {sets}")
         if any(o.name == r.name for o in out):
             raise RubricError(f"rubric {r.name!r} is listed twice")
         out.append(r)

@@ -27,7 +27,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -138,23 +138,37 @@ class _Job:
 
 
 def _interaction_chunks(
-    engine: Engine, ids: Sequence[int], chunk_size: int
+    engine: Engine,
+    ids: Sequence[int],
+    chunk_size: int,
+    texts: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> Iterator[tuple[int, _Chunk]]:
     for rows in iter_rows(engine, Interaction, ids, chunk_size):
-        samples = [
-            Sample(
-                subject_id=r["id"],
-                subject_type=SubjectType.interaction,
-                prompt=r["prompt"],
-                response=r["response"],
-                reference=r.get("reference"),
-                context=r.get("context"),
-                meta=r.get("metadata") or r.get("meta") or {},
+        samples: list[Sample] = []
+        blocked: dict[int, str] = {}
+        for r in rows:
+            # The texts handed in (metadata-only ingest) stand for those the store lacks.
+            given = texts.get(r["id"]) if texts is not None else None
+            src = given if given is not None else r
+            samples.append(
+                Sample(
+                    subject_id=r["id"],
+                    subject_type=SubjectType.interaction,
+                    prompt=src["prompt"],
+                    response=src["response"],
+                    reference=src.get("reference"),
+                    context=src.get("context"),
+                    meta=r.get("metadata") or r.get("meta") or {},
+                )
             )
-            for r in rows
-        ]
+            if given is None and r.get("text_removed_at") is not None:
+                # Explicitly unscored, never a score of the placeholder text.
+                blocked[r["id"]] = (
+                    f"text removed ({r.get('text_removed_reason') or 'retention'}); "
+                    "only its length and hash are stored"
+                )
         versions = {r["id"]: r["model_version"] for r in rows}
-        yield min(chunk_size, len(ids)), _Chunk(samples, versions, {})
+        yield min(chunk_size, len(ids)), _Chunk(samples, versions, blocked)
 
 
 def _output_chunks(
@@ -512,6 +526,7 @@ def run_evaluation(
     console: Console | None = None,
     on_chunk: Callable[[int], None] | None = None,
     report_unavailable: bool = True,
+    texts: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> RunResult:
     """Score stored subjects with every evaluator and store scores, embeddings and profiles.
 
@@ -530,6 +545,10 @@ def run_evaluation(
         on_chunk: Called with the number of subjects after each chunk (e.g. flow progress).
         report_unavailable: Print each evaluator that cannot start. A caller that runs many
             batches (a flow's tasks) reports them once itself and turns this off.
+        texts: Interactions only: texts by interaction id (prompt, response, context,
+            reference) for subjects stored without them (metadata-only ingest scores them
+            before they are gone). A subject whose text was removed and is not given here
+            is recorded unscored (skipped) with the reason.
 
     Returns:
         Per-metric summaries overall and per model version, profiles, unavailable evaluators.
@@ -563,8 +582,11 @@ def run_evaluation(
     )
     threaded = _threads_ok(engine)
     writer = _Writer(engine, run_id, threaded)
-    chunks_fn = _interaction_chunks if subject_type == SubjectType.interaction else _output_chunks
-    chunks: Iterable[tuple[int, _Chunk]] = chunks_fn(engine, ids, chunk_size)
+    chunks: Iterable[tuple[int, _Chunk]] = (
+        _interaction_chunks(engine, ids, chunk_size, texts)
+        if subject_type == SubjectType.interaction
+        else _output_chunks(engine, ids, chunk_size)
+    )
     if threaded:
         chunks = _prefetch(chunks)
     for act in active:
