@@ -224,6 +224,8 @@ def build_message(alert: Alert, event: str, rule: Rule | None, redactor: Redacto
         "offending": offending,
         "links": ctx.get("links", {}),
     }
+    if ctx.get("slowest_step"):
+        payload["slowest_step"] = ctx["slowest_step"]
     scope = alert.scope_key if alert.scope_key != "all" else "all traffic"
     subject = (
         f"[{alert.severity.upper()}] evalwatch alert {alert.rule} "
@@ -240,6 +242,13 @@ def build_message(alert: Alert, event: str, rule: Rule | None, redactor: Redacto
         f"Status: {alert.status}; seen {alert.count} time(s); opened {payload['opened_at']}; "
         f"last seen {payload['last_seen_at']}",
     ]
+    slow = ctx.get("slowest_step")
+    if slow:
+        lines.append(
+            f"Slowest step: {slow.get('kind')} {slow.get('name')!r}, "
+            f"{float(slow.get('share') or 0):.0%} of the latency of {slow.get('of')} traced "
+            "item(s)"
+        )
     for item in offending:
         text = item.get("response") or item.get("summary") or item.get("feature") or ""
         ident = item.get("request_id") or item.get("id") or item.get("report_key") or ""

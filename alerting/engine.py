@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy.engine import Engine
 
 from evalwatch.alerting.delivery import deliver_pending
+from evalwatch.checks.histograms import window_quantile
 from evalwatch.checks.rules import (
     DEFAULT_RULES_PATH,
     Rule,
@@ -48,11 +49,14 @@ from evalwatch.checks.rules import (
     parse_scope_key,
     transition,
 )
+from evalwatch.checks.traces import slowest_step, slowest_step_of
 from evalwatch.core import AlertStatus
 from evalwatch.core.redact import Redactor
+from evalwatch.core.telemetry import reads_buckets
 from evalwatch.evaluators.metrics import metric_catalogue
 from evalwatch.storage.alerts import (
     AggSpec,
+    GroupAggregate,
     ReportItem,
     RunRef,
     ScopeTx,
@@ -66,7 +70,9 @@ from evalwatch.storage.alerts import (
     rule_states,
     run_aggregates,
 )
+from evalwatch.storage.metric_series import histogram_window_buckets
 from evalwatch.storage.models import Alert, AlertState, utcnow
+from evalwatch.storage.traces import trace_steps
 
 if TYPE_CHECKING:
     from evalwatch.settings import Settings
@@ -153,7 +159,8 @@ def _series(rule: Rule) -> SeriesSpec:
     return SeriesSpec(
         source=sel.source,
         evaluator=sel.evaluator,
-        metric=sel.metric,
+        # A metric series is named in full (gpu.temperature): its prefix is part of the name.
+        metric=sel.text if sel.source == "metric" else sel.metric,
         column=sel.field,
         filters=rule.fixed_scope,
         group_by=rule.group_dims,
@@ -201,6 +208,30 @@ def _run_links(run: RunRef) -> dict[str, Any]:
 # -- reading windows ---------------------------------------------------------------------------
 
 
+def _window_aggregates(
+    engine: Engine, rule: Rule, start: datetime, end: datetime, width: timedelta
+) -> list[GroupAggregate]:
+    """Per-window aggregates of a SQL source; a histogram percentile is read from its buckets.
+
+    ``engine.ttft_p95`` (or ``engine.ttft_seconds`` with ``p95``) is the percentile of the
+    requests in the window, from the histogram buckets of every sample in it, never a
+    percentile of per-interval means; its ``n`` is the number of requests.
+    """
+    q = None
+    if rule.sel.source == "metric":
+        q = reads_buckets(rule.selector, rule.agg.kind, rule.agg.arg)
+    if q is None:
+        return bucket_aggregates(engine, _series(rule), _aggspec(rule), start, end, width)
+    found = histogram_window_buckets(
+        engine, rule.selector, start, end, width, rule.fixed_scope, rule.group_dims
+    )
+    out = []
+    for (idx, scope), hists in found.items():
+        n, value = window_quantile(hists, q)
+        out.append(GroupAggregate(idx, scope, n, value))
+    return out
+
+
 def _observe_windows(
     engine: Engine,
     rule: Rule,
@@ -240,7 +271,7 @@ def _observe_windows(
                 outcome = evaluate_window(vals, rule)
                 found[key][1][idx] = (outcome.value, outcome.n)
     else:
-        for g in bucket_aggregates(engine, _series(rule), _aggspec(rule), start, end, width):
+        for g in _window_aggregates(engine, rule, start, end, width):
             scope = _scope(rule, dict(zip(rule.group_dims, g.scope, strict=True)))
             assert g.bucket is not None
             found.setdefault(format_scope_key(scope), (scope, {}))[1][g.bucket] = (g.value, g.n)
@@ -385,12 +416,31 @@ def _offending(
     return [_redact_item(r, red) for r in rows]
 
 
+def _slowest_step(
+    tx: ScopeTx, rule: Rule, offending: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """For a latency rule on traced traffic: the step taking most of the offending items' time.
+
+    Each offending item also gets its own ``slowest_step``; untraced traffic gives None.
+    """
+    if rule.sel.field != "latency_ms" or not offending:
+        return None
+    ids = [int(i["id"]) for i in offending if i.get("id") is not None]
+    traced = trace_steps(tx.connection, ids)
+    for item in offending:
+        t = traced.get(int(item["id"])) if item.get("id") is not None else None
+        if t is not None:
+            item["slowest_step"] = slowest_step_of(t.steps, t.latency_ms, t.root_span_id)
+    return slowest_step((t.steps, t.latency_ms, t.root_span_id) for t in traced.values())
+
+
 def _context(
     rule: Rule,
     scope: Mapping[str, str | None],
     obs: _Obs,
     offending: list[dict[str, Any]],
     previous: Mapping[str, Any] | None,
+    slowest: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     prev = dict(previous or {})
     history = [
@@ -414,6 +464,8 @@ def _context(
             "history": history,
         }
     )
+    if slowest is not None:
+        ctx["slowest_step"] = dict(slowest)
     if "opened_window" in prev:
         ctx["opened_window"] = prev["opened_window"]
     else:
@@ -487,14 +539,17 @@ def _apply(
                 alert = tx.resolve_alert(now, ctx)
             else:
                 offending = _offending(tx, rule, scope, obs, red)
+                slowest = _slowest_step(tx, rule, offending)
                 if step.action == "open":
                     alert = tx.open_alert(
-                        rule.severity, now, _context(rule, scope, obs, offending, None)
+                        rule.severity, now, _context(rule, scope, obs, offending, None, slowest)
                     )
                 else:
                     assert alert is not None
                     alert = tx.update_alert(
-                        now, _context(rule, scope, obs, offending, alert.context), rule.severity
+                        now,
+                        _context(rule, scope, obs, offending, alert.context, slowest),
+                        rule.severity,
                     )
             _queue(alert, rule, step.action, step.notify, now)
             tx.session.add(alert)
@@ -576,7 +631,7 @@ def evaluate_rules(
         run_id: The evaluation run that just finished: its items form the ``run`` windows of
             score and traffic rules.
         kinds: Evaluate only rules whose selector belongs to these families: ``traffic``,
-            ``drift``, ``gate``, ``calibration``, ``run`` (None: all rules).
+            ``drift``, ``gate``, ``calibration``, ``run``, ``metrics`` (None: all rules).
         deliver: Send queued notifications and actions now (they stay queued otherwise, and
             go out at the next evaluation that delivers).
         redactor: Masks personal data and secrets in item text and messages.

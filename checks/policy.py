@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from evalwatch.files import InputFileError, read_input_text
 
 __all__ = [
+    "FairnessPolicy",
     "GateInputError",
     "GatePolicy",
     "MetricPolicy",
@@ -80,6 +81,46 @@ class MetricPolicy(BaseModel):
         return self
 
 
+class FairnessPolicy(BaseModel):
+    """The gate's fairness slice: may a candidate widen a segment's gap to the rest?
+
+    Segments are the values of test-set item metadata fields (``language``: the item's own
+    field, else the language detected from its input). For each segment, metric and side, the
+    gap is ``mean(rest) - mean(segment)`` in the metric's good direction; the candidate fails
+    when a gap widens by more than the margin (one-sided Welch test at ``alpha / 2``,
+    Holm-adjusted across every segment and metric), even when the metric's mean improved.
+
+    Attributes:
+        fields: Item metadata fields whose values are segments; None: the settings'
+            ``fairness.segment_fields``; an empty list turns the slice off.
+        margin: Tolerated widening in the metric's units; None: the settings'
+            ``fairness.gate_margin``.
+        metric_margins: Per-metric margins overriding ``margin``.
+        metrics: Metrics checked (None: every compared score metric; pairwise verdicts never,
+            they have no per-side score).
+        min_segment_items: Fewer paired items in a segment or its rest: not tested.
+        fail_on_widening: A widened gap fails the gate (off: it is only a warning).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: list[str] | None = None
+    margin: float | None = Field(None, ge=0.0)
+    metric_margins: dict[str, float] = Field(default_factory=dict)
+    metrics: list[str] | None = None
+    min_segment_items: int = Field(10, ge=2)
+    fail_on_widening: bool = True
+
+    def margin_for(self, metric: str) -> float:
+        """The tolerated widening of ``metric`` (0 when no margin is set at all).
+
+        Examples:
+            >>> FairnessPolicy(margin=0.05, metric_margins={"a.b": 0.1}).margin_for("a.b")
+            0.1
+        """
+        return float(self.metric_margins.get(metric, self.margin or 0.0))
+
+
 class GatePolicy(BaseModel):
     """Decision rule, error rates and defaults for a regression gate or canary comparison.
 
@@ -102,6 +143,7 @@ class GatePolicy(BaseModel):
         power: Power used for the minimum detectable difference.
         repeats: Judge repeats per item, averaged upstream (recorded for the report).
         worst_items: How many most-regressed items to list per metric.
+        fairness: The fairness slice (:class:`FairnessPolicy`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -120,6 +162,7 @@ class GatePolicy(BaseModel):
     power: float = Field(0.8, gt=0.0, lt=1.0)
     repeats: int = Field(1, ge=1)
     worst_items: int = Field(10, ge=0)
+    fairness: FairnessPolicy = Field(default_factory=FairnessPolicy)
 
     @model_validator(mode="after")
     def _unique_metrics(self) -> GatePolicy:

@@ -58,13 +58,14 @@ import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, Field
 from scipy import optimize, special, stats
 
+from evalwatch.checks.fairness import GapWidening, gap_widening, segment_values
 from evalwatch.checks.intervals import newcombe_interval
 from evalwatch.checks.policy import (
     GateInputError,
@@ -459,6 +460,12 @@ class GateReport(BaseModel):
     metrics: list[MetricComparison]
     slices: list[MetricComparison] = Field(default_factory=list)
     regressing_slices: list[str] = Field(default_factory=list)
+    fairness: list[GapWidening] = Field(
+        default_factory=list, description="The fairness slice: each segment's gap, both sides."
+    )
+    widened_gaps: list[str] = Field(
+        default_factory=list, description="Segments (field=value) whose gap widened."
+    )
     worst_items: list[WorstItem] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
@@ -963,6 +970,7 @@ def run_gate(
     policy: GatePolicy | None = None,
     pairwise: Mapping[str, Mapping[str, str | None]] | None = None,
     meta: Mapping[str, Any] | None = None,
+    item_segments: Mapping[str, Mapping[str, str | None]] | None = None,
 ) -> GateReport:
     """Run the regression gate over every metric, overall and per slice.
 
@@ -973,6 +981,9 @@ def run_gate(
         policy: Gate policy; :func:`default_policy` when ``None``.
         pairwise: Metric -> item id -> ``"win"``/``"tie"``/``"loss"`` from a pairwise judge.
         meta: Free-form context stored in the report (dataset, runs, models).
+        item_segments: Field -> item id -> segment label (None: unknown), for the fairness
+            slice (:class:`~evalwatch.checks.policy.FairnessPolicy`): a gap between a segment
+            and the rest that widens by more than the margin fails the gate.
 
     Returns:
         A :class:`GateReport` whose ``verdict`` is ``pass``, ``regression`` or
@@ -1008,6 +1019,9 @@ def run_gate(
     regressing_slices = sorted(
         {s.slice for s in slice_comps if s.decision == "regression" and s.slice is not None}
     )
+    fairness = _fairness_slices(
+        baseline_scores, candidate_scores, policies, item_segments or {}, gate
+    )
 
     worst: list[WorstItem] = []
     for c in overall:
@@ -1032,6 +1046,7 @@ def run_gate(
         slices=slice_comps,
         regressing_slices=regressing_slices,
         worst_items=worst,
+        fairness=fairness,
     )
 
 
@@ -1159,6 +1174,65 @@ def _slice_comparisons(
     return _apply_family(comps, inputs.gate, "regression")
 
 
+def _fairness_slices(
+    baseline_scores: Mapping[str, Mapping[str, float | None]],
+    candidate_scores: Mapping[str, Mapping[str, float | None]],
+    policies: Mapping[str, MetricPolicy],
+    segments: Mapping[str, Mapping[str, str | None]],
+    gate: GatePolicy,
+) -> list[GapWidening]:
+    """Each segment's gap widening on each score metric, Holm-adjusted as one family.
+
+    The family is its own, like the tag slices': a widened gap is judged at ``alpha / 2``
+    after Holm over every tested (segment, metric) pair.
+    """
+    fp = gate.fairness
+    out: list[GapWidening] = []
+    for fld in sorted(segments):
+        labels = segments[fld]
+        tested, _ = segment_values(list(labels.values()), max_segments=len(labels) or 1)
+        for segment, _n in tested:
+            for metric in sorted(set(baseline_scores) & set(candidate_scores)):
+                mp = policies.get(metric)
+                if mp is None or mp.kind == "pairwise":
+                    continue
+                if fp.metrics is not None and metric not in fp.metrics:
+                    continue
+                b = {k: v for k, v in baseline_scores[metric].items() if _is_num(v)}
+                c = {k: v for k, v in candidate_scores[metric].items() if _is_num(v)}
+                out.append(
+                    gap_widening(
+                        b,
+                        c,
+                        labels,
+                        metric=metric,
+                        fld=fld,
+                        segment=segment,
+                        higher_is_better=mp.higher_is_better,
+                        margin=fp.margin_for(metric),
+                        min_items=fp.min_segment_items,
+                        alpha=gate.alpha,
+                    )
+                )
+    adjusted = holm([g.p_value for g in out])
+    result = []
+    for g, p_adj in zip(out, adjusted, strict=True):
+        if g.decision == "insufficient_data":
+            result.append(g)
+            continue
+        widened = bool(p_adj < gate.alpha / 2)
+        result.append(
+            g.model_copy(
+                update={"p_adjusted": float(p_adj), "decision": "widened" if widened else "pass"}
+            )
+        )
+    return result
+
+
+def _is_num(v: float | None) -> TypeGuard[float]:
+    return v is not None and math.isfinite(v)
+
+
 def _direction_word(c: MetricComparison) -> str:
     if c.mean_diff is None:
         return ""
@@ -1175,10 +1249,12 @@ def _report(
     slices: list[MetricComparison] | None = None,
     regressing_slices: list[str] | None = None,
     worst_items: list[WorstItem] | None = None,
+    fairness: list[GapWidening] | None = None,
 ) -> GateReport:
     """The report of a gate or canary comparison: its verdict and reasons, then everything."""
     slices = slices or []
-    verdict, reasons = _verdict(metrics, slices, gate, warnings)
+    fairness = fairness or []
+    verdict, reasons = _verdict(metrics, slices, gate, warnings, fairness)
     return GateReport(
         mode=mode,
         verdict=verdict,
@@ -1187,6 +1263,10 @@ def _report(
         metrics=metrics,
         slices=slices,
         regressing_slices=regressing_slices or [],
+        fairness=fairness,
+        widened_gaps=sorted(
+            {f"{g.field}={g.segment}" for g in fairness if g.decision == "widened"}
+        ),
         worst_items=worst_items or [],
         reasons=reasons,
         warnings=warnings,
@@ -1200,6 +1280,7 @@ def _verdict(
     slices: list[MetricComparison],
     gate: GatePolicy,
     warnings: list[str],
+    fairness: Sequence[GapWidening] = (),
 ) -> tuple[Verdict, list[str]]:
     reasons: list[str] = []
     regressed = [c for c in overall if c.decision == "regression"]
@@ -1244,7 +1325,20 @@ def _verdict(
             "slices regressed but fail_on_slice_regression is off: "
             + ", ".join(sorted({str(s.slice) for s in slice_regressed}))
         )
-    if regressed or (slice_regressed and gate.fail_on_slice_regression):
+    widened = [g for g in fairness if g.decision == "widened"]
+    for g in widened:
+        line = (
+            f"fairness: the gap of '{g.field}={g.segment}' on {g.metric} widened by "
+            f"{format_num(g.widening)} (gap {format_num(g.gap_baseline)} -> "
+            f"{format_num(g.gap_candidate)}, margin {g.margin:g}), adjusted p "
+            f"{format_gate_p(g.p_adjusted)}"
+        )
+        (reasons if gate.fairness.fail_on_widening else warnings).append(line)
+    if (
+        regressed
+        or (slice_regressed and gate.fail_on_slice_regression)
+        or (widened and gate.fairness.fail_on_widening)
+    ):
         return "regression", reasons
     if missing or unproven or not overall:
         return "inconclusive", reasons

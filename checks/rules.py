@@ -26,11 +26,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evalwatch.core import AlertStatus, parse_duration
+from evalwatch.core.feedback import FEEDBACK_SIGNALS
+from evalwatch.core.performance import PERF_METRICS, PERF_RENAMED
+from evalwatch.core.telemetry import TELEMETRY_METRICS, resolve_selector
 from evalwatch.files import InputFileError, read_input_text
 
 __all__ = [
     "BLOCK_TYPE_SLUGS",
     "DEFAULT_RULES_PATH",
+    "FAIRNESS_METRICS",
     "PREFIX_SOURCES",
     "SELECTOR_FAMILIES",
     "ActionSpec",
@@ -121,7 +125,9 @@ _DIMENSIONS: dict[str, tuple[str, ...]] = {
     "traffic": ("app", "model_version"),
     "volume": ("app", "model_version"),
     "drift": ("app", "model_version"),
-    "anomaly": ("app", "model_version"),
+    # Drift-job anomaly rows carry app/model_version; metric-series ones (runs.metric_anomalies)
+    # host/gpu/model; ``series`` is the anomaly series' name (``volume``, ``gpu.temperature``).
+    "anomaly": ("app", "model_version", "host", "gpu", "model", "series"),
     "gate": ("kind",),
     "kappa": ("rubric", "judge_model"),
     "run_cost": ("kind",),
@@ -143,6 +149,10 @@ PREFIX_SOURCES: dict[str, Source] = {
     "feedback": "feedback",
     "fairness": "fairness",
 }
+
+# What a ``fairness.*`` selector may watch: ``gap`` is 1 for each segment-metric finding of a
+# stored fairness report that is a gap, 0 for one that is not (storage.alerts.report_items).
+FAIRNESS_METRICS: tuple[str, ...] = ("gap",)
 
 # Which kind of run a selector belongs to (the ``kinds`` filter of the engine).
 SELECTOR_FAMILIES: dict[str, str] = {
@@ -718,6 +728,24 @@ def _rule_problems(
             f"{who}: selector: unknown metric {sel.text!r}; known: "
             f"{_known_list(metrics)} (declare your own evaluators' metrics under 'metrics:')"
         )
+    if sel is not None and sel.source == "perf" and sel.metric not in PERF_METRICS:
+        instead = PERF_RENAMED.get(sel.metric or "")
+        errors.append(
+            f"{who}: selector: unknown performance figure {sel.text!r}; "
+            + (f"use {instead}" if instead else f"known: perf.{', perf.'.join(PERF_METRICS)}")
+        )
+    if sel is not None and sel.source == "feedback" and sel.metric not in FEEDBACK_SIGNALS:
+        errors.append(
+            f"{who}: selector: unknown feedback signal {sel.text!r}; "
+            f"known: feedback.{', feedback.'.join(FEEDBACK_SIGNALS)}"
+        )
+    if sel is not None and sel.source == "fairness" and sel.metric not in FAIRNESS_METRICS:
+        errors.append(
+            f"{who}: selector: unknown fairness selector {sel.text!r}; use "
+            + ", ".join(f"fairness.{m}" for m in FAIRNESS_METRICS)
+        )
+    if sel is not None and sel.source == "metric":
+        errors += _metric_problems(who, sel, agg, fields.get("window"))
     if sel is not None and agg is not None and sel.source == "volume" and agg.kind != "count":
         errors.append(f"{who}: aggregation: selector 'volume' supports only 'count'")
     for field in ("channels", "escalation"):
@@ -745,6 +773,27 @@ def _rule_problems(
                         f"{who}: action.parameters.{key}: unknown placeholder "
                         f"{{{{{name}}}}}; use {', '.join(ACTION_PLACEHOLDERS)}"
                     )
+    return errors
+
+
+def _metric_problems(who: str, sel: Selector, agg: Aggregation | None, window: Any) -> list[str]:
+    """What is wrong with a rule on a serving-fleet metric series (``gpu.*``, ``engine.*``)."""
+    resolved = resolve_selector(sel.text)
+    if resolved is None:
+        return [
+            f"{who}: selector: unknown metric series {sel.text!r}; known: "
+            f"{', '.join(TELEMETRY_METRICS)} (histograms also as e.g. engine.ttft_p95, and "
+            f"OTel GenAI names such as gen_ai.server.time_to_first_token)"
+        ]
+    errors = []
+    if str(window).strip() == "run":
+        errors.append(f"{who}: window: a metric series has time windows only (e.g. 5m), not 'run'")
+    if resolved.quantile is not None and agg is not None and agg.kind != "mean":
+        errors.append(
+            f"{who}: aggregation: {sel.text!r} is already a percentile of the window's "
+            f"requests; leave aggregation out, or use {resolved.name!r} with aggregation "
+            f"p{round(resolved.quantile * 100)}"
+        )
     return errors
 
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from evalwatch.core.feedback import FEEDBACK_KIND_NAMES, canonical_kind, feedback_kind
 from evalwatch.settings import IngestSettings
 
 __all__ = [
@@ -60,8 +61,8 @@ REQUIRED_TRAFFIC_FIELDS: tuple[str, ...] = (
     "prompt",
     "response",
 )
-#: Kinds of feedback event.
-FEEDBACK_KINDS: tuple[str, ...] = ("rating", "thumbs", "follow_up", "abandon")
+#: Kinds of feedback event (what each means: :mod:`evalwatch.core.feedback`).
+FEEDBACK_KINDS: tuple[str, ...] = FEEDBACK_KIND_NAMES
 
 _EXTRA_KEY = "_extra"  # where ingest.readers.normalise_keys puts unknown fields
 #: Longest identifier (request id, app, model name and version) the store holds.
@@ -460,7 +461,10 @@ def coerce_feedback(values: Sequence[Any]) -> Coerced:
     """Read parsed feedback rows (canonical keys) into typed values, noting every type problem.
 
     A ``thumbs`` value becomes a label (``up``/``down``) and a value (1/0); a ``rating`` value
-    must be an integer; ``follow_up`` and ``abandon`` carry an optional value.
+    must be an integer; a ``time_to_rate`` value must be a number of seconds; event kinds
+    (``follow_up``, ``copy``, ``refinement``, ``abandon``) carry an optional value. Event
+    names apps log are read as their kind (:func:`evalwatch.core.feedback.canonical_kind`:
+    ``thumbs_down`` is a thumbs vote ``down``, ``time_to_rate_ms`` is milliseconds).
 
     Args:
         values: Parsed feedback rows (``request_id``, ``kind``, ``value``, ``timestamp``,
@@ -499,9 +503,22 @@ def _read_feedback(value: Mapping[str, Any], why: list[str], bad: set[str]) -> d
         why.append(f"kind: expected a string, got {_type_name(kind)}")
         kind = None
     kind = kind.strip().lower().replace("-", "_") if isinstance(kind, str) else None
+    alias = canonical_kind(kind) if kind else None
+    if alias is not None:
+        kind = alias.kind  # unknown names stay as they are: the in-set check reports them
     row["kind"] = kind
     raw_value = value.get("value")
-    if kind == "thumbs":
+    if raw_value is None and alias is not None:
+        raw_value = alias.value
+    if kind == "time_to_rate":
+        if raw_value is not None:
+            f = _as_float(raw_value)
+            if isinstance(f, str):
+                bad.add("value")
+                why.append(f"value: {f.replace('a number', 'a number of seconds')}")
+            else:
+                row["value"] = f * (alias.scale if alias is not None else 1.0)
+    elif kind == "thumbs":
         if isinstance(raw_value, bool):
             row["label"] = "up" if raw_value else "down"
         elif isinstance(raw_value, str):
@@ -734,7 +751,10 @@ _FEEDBACK_EXPECTATIONS: tuple[_Expect, ...] = (
         min="rating_min",
         max="rating_max",
     ),
-    # Ratings and thumbs need a value, other kinds do not (see _feedback_columns).
+    _Expect(
+        "between", "seconds_value", "value", "value: negative number of seconds", min=0
+    ),
+    # Ratings, thumbs and durations need a value, events do not (see _feedback_columns).
     _Expect("not_null", "needs_value", "value", "value: missing"),
     _Expect("in_set", "thumbs_label", "value", "value: thumbs not 'up' or 'down'", values=_UP_DOWN),
 )
@@ -814,6 +834,11 @@ def _traffic_columns(present: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _needs_value(kind: str | None) -> bool:
+    """Whether a feedback row of ``kind`` must carry a value (every kind but events)."""
+    return kind in FEEDBACK_KINDS and feedback_kind(kind).value != "event"
+
+
 def _feedback_columns(present: list[dict[str, Any]]) -> dict[str, Any]:
     kinds = [r["kind"] for r in present]
     return {
@@ -823,10 +848,16 @@ def _feedback_columns(present: list[dict[str, Any]]) -> dict[str, Any]:
         "rating_value": _floats(
             [r["value"] if k == "rating" else None for r, k in zip(present, kinds, strict=True)]
         ),
-        # Ratings and thumbs need a value, other kinds do not ("x" stands for "fine"); a
-        # thumbs value that is not up/down is reported once, by the in-set check.
+        "seconds_value": _floats(
+            [
+                r["value"] if k == "time_to_rate" else None
+                for r, k in zip(present, kinds, strict=True)
+            ]
+        ),
+        # Ratings, thumbs and durations need a value, events do not ("x" stands for "fine");
+        # a thumbs value that is not up/down is reported once, by the in-set check.
         "needs_value": [
-            r["value"] if k in ("rating", "thumbs") and r["label"] is None else "x"
+            r["value"] if _needs_value(k) and r["label"] is None else "x"
             for r, k in zip(present, kinds, strict=True)
         ],
         "thumbs_label": [

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import psutil
 from pydantic import Field
 
+from evalwatch.core.telemetry import fragmentation
 from evalwatch.evaluators.base import EvaluatorUnavailable
 from evalwatch.storage.models import EvaluatorProfile
 
@@ -353,6 +354,7 @@ class Profiler:
                 torch.cuda.synchronize(self._cuda_index())
                 peak = torch.cuda.max_memory_allocated(self._cuda_index()) / 2**20
                 self.torch_peak_mb = max(self.torch_peak_mb or 0.0, peak)
+                self._note_fragmentation(torch.cuda.memory_stats(self._cuda_index()))
             self._sample()
             end_energy = nv.energy_mj() if nv is not None and nv.handle is not None else None
             with self._lock:
@@ -360,6 +362,21 @@ class Profiler:
                 self._series.last_power = None
                 if self._energy_start is not None and end_energy is not None:
                     self._series.counter_energy_j += (end_energy - self._energy_start) / 1000.0
+
+    def _note_fragmentation(self, stats: Mapping[str, Any]) -> None:
+        """Keep the caching allocator's fragmentation at a segment's end (the worst seen).
+
+        ``memory.fragmentation`` = 1 - allocated / reserved (evalwatch.core.telemetry), from
+        ``torch.cuda.memory_stats``; stored in the profile's details.
+        """
+        share = fragmentation(
+            float(stats.get("allocated_bytes.all.current", 0)),
+            float(stats.get("reserved_bytes.all.current", 0)),
+        )
+        if share is not None:
+            self._details["memory_fragmentation"] = round(
+                max(share, float(self._details.get("memory_fragmentation", 0.0))), 4
+            )
 
     def add(self, items: int, tokens: int | None = None) -> None:
         """Count work done (call inside or after :meth:`active`)."""

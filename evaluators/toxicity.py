@@ -90,6 +90,9 @@ EMBEDDED_BACKEND = embedded.BACKEND
 _DETOXIFY_MODEL = "detoxify:"  # + model_type, the model id provenance records
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# Why a detoxify download failed under ``auto`` in this process, per model and cache place
+# (see ``ToxicityEvaluator._load``).
+_DETOXIFY_FAILED: dict[str, str] = {}
 _NON_FINITE = "non-finite model output"
 
 # Labels each released detoxify model reports, after detoxify's own renaming. The loaded
@@ -202,6 +205,18 @@ def _offline_vars() -> list[str]:
         for v in _OFFLINE_VARS
         if os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
     ]
+
+
+def _download_key(cfg: ToxicityConfig) -> str | None:
+    """What a failed detoxify download is remembered under; None when none is attempted.
+
+    Only a download is remembered (an offline load fails at once, and a checkpoint the user
+    names is always tried): the model type and the caches it would land in.
+    """
+    if cfg.checkpoint is not None or not downloads_allowed(cfg):
+        return None
+    places = (os.environ.get(v, "") for v in ("TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME", "HOME"))
+    return "|".join((cfg.model_type, *places))
 
 
 def downloads_allowed(cfg: ToxicityConfig) -> bool:
@@ -535,7 +550,14 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
     def _load(self) -> None:
         wanted = self._wanted_backend()
         fallback: str | None = None
-        if wanted in ("auto", "detoxify"):
+        # Under auto, a download that failed once is not tried again by this process: each
+        # batch task of a flow builds its own evaluator, and an unreachable host can take
+        # minutes to time out per attempt.
+        memo = _download_key(self.config)
+        tried = _DETOXIFY_FAILED.get(memo) if wanted == "auto" and memo else None
+        if tried is not None:
+            fallback = tried
+        elif wanted in ("auto", "detoxify"):
             try:
                 self._load_detoxify()
             except EvaluatorUnavailable as exc:
@@ -544,6 +566,8 @@ class ToxicityEvaluator(BaseEvaluator[ToxicityConfig]):
                 if wanted == "detoxify" or self.config.checkpoint is not None:
                     raise
                 fallback = str(exc)
+                if memo:
+                    _DETOXIFY_FAILED[memo] = fallback
         if self._backend is None:
             self._load_embedded(fallback)
         pinned, loaded = self.config.model, self.model_id

@@ -11,7 +11,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -20,12 +27,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from evalwatch.core.durations import parse_duration
+
 __all__ = [
     "DPSettings",
     "FairnessSettings",
     "IngestSettings",
     "JudgeSettings",
     "PrivacySettings",
+    "ScrapeTarget",
     "Settings",
     "SettingsError",
     "TargetSettings",
@@ -56,6 +66,25 @@ class IngestSettings(BaseModel):
             "longer one is quarantined with its length, hash and first bytes, never loaded."
         ),
     )
+    text_retention: str | None = Field(
+        None,
+        description="Keep prompt/response/context/reference text this long (e.g. 7d), then "
+        "keep only its length and SHA-256 (`evalwatch db prune`, `evalwatch privacy enforce`); "
+        "scores, embeddings and metadata stay. Unset: text is kept as long as the interaction.",
+    )
+    text_mode: Literal["full", "metadata_only"] = Field(
+        "full",
+        description="metadata_only: store no text at all (length and SHA-256 only) and score at "
+        "ingest with privacy.ingest_evaluators.",
+    )
+
+    @field_validator("text_retention")
+    @classmethod
+    def _retention_is_a_duration(cls, value: str | None) -> str | None:
+        # Checked when settings load, so a typo fails every command, not the first prune.
+        if value is not None:
+            parse_duration(value)
+        return value
 
 
 def _config_file() -> Path | None:
@@ -211,28 +240,166 @@ class TargetSettings(BaseModel):
     )
 
 
+class ScrapeTarget(BaseModel):
+    """One metrics endpoint the ``collect-metrics`` flow scrapes."""
+
+    name: str = Field(description="Short name, shown in flow logs and summaries.")
+    url: str = Field(description="The /metrics URL (Prometheus text) or an OTLP JSON URL.")
+    source: Literal["auto", "dcgm", "vllm", "otlp", "prometheus"] = Field(
+        "auto", description="What serves it; auto tells by the metric names."
+    )
+    host: str | None = Field(
+        None, description="Host the series belong to when no label says (default: URL host)."
+    )
+
+
+def _default_anomaly_series() -> list[str]:
+    """Every canonical gauge and counter series, and the p95 of every histogram series."""
+    from evalwatch.core.telemetry import TELEMETRY_METRICS, SeriesKind
+
+    return [
+        name.removesuffix("_seconds") + "_p95" if m.kind == SeriesKind.histogram else name
+        for name, m in TELEMETRY_METRICS.items()
+    ]
+
+
 class TelemetrySettings(BaseModel):
     """Serving-fleet and engine metrics: scrape targets, cadence, retention (issue #16)."""
 
-    # TELEMETRY-FIELDS (owned by the telemetry work)
+    targets: list[ScrapeTarget] = Field(
+        default_factory=list, description="Endpoints the collect-metrics flow scrapes."
+    )
+    interval: str = Field("1m", description="Sampling cadence of `evalwatch collect gpu`.")
+    timeout_s: float = Field(5.0, gt=0, description="Per-scrape HTTP timeout, in seconds.")
+    retention: str = Field(
+        "30d", description="Metric samples older than this are deleted by `evalwatch db prune`."
+    )
+    max_scrape_bytes: int = Field(
+        50_000_000, gt=0, description="Largest scrape response read; a larger one is refused."
+    )
+    anomaly_series: list[str] = Field(
+        default_factory=lambda: _default_anomaly_series(),
+        description="Metric selectors judged for anomalies by `evalwatch collect anomalies` "
+        "and the collect-metrics flow: gauges and counter rates by name, histograms as a "
+        "percentile (engine.ttft_p95). Default: every canonical gauge and counter, histogram p95s.",
+    )
+    anomaly_window: str = Field(
+        "1h", description="Complete windows judged for anomalies at each run (the newest ones)."
+    )
+    anomaly_history: str = Field(
+        "7d", description="History before the judged windows that the anomaly baseline uses."
+    )
+    anomaly_freq: Literal["hour", "day"] = Field(
+        "hour", description="Anomaly windows: hourly (seasonal by hour of day) or daily."
+    )
+    anomaly_threshold: float | None = Field(
+        None,
+        gt=0,
+        description="Robust z cut; default: the Bonferroni cut for the windows judged at "
+        "alpha 0.05 (at least 3.5), as the drift job's anomalies.",
+    )
 
 
 class PrivacySettings(BaseModel):
     """Opt-outs and forgetting (issue #17); text retention lives in ``ingest``."""
 
-    # PRIVACY-FIELDS (owned by the privacy work)
+    ingest_evaluators: list[str] = Field(
+        default_factory=lambda: ["heuristics", "toxicity"],
+        description="Evaluators that score each interaction at ingest when ingest.text_mode is "
+        "metadata_only (no text is stored, so nothing can be scored later).",
+    )
+    forget_batch_size: int = Field(
+        2_000,
+        gt=0,
+        description="Interactions deleted per transaction by `evalwatch privacy forget`.",
+    )
 
 
 class DPSettings(BaseModel):
     """Differential privacy for aggregates that leave the team (issue #17)."""
 
-    # DP-FIELDS (owned by the DP work)
+    default_budget: float = Field(
+        10.0,
+        gt=0,
+        description="Total epsilon each dataset may spend over all its releases (a dataset "
+        "is 'traffic', 'traffic:<app>' or a name given with --dataset).",
+    )
+    budgets: dict[str, float] = Field(
+        default_factory=dict,
+        description="Dataset -> total epsilon, overriding default_budget for that dataset.",
+    )
+    max_contributions_per_day: int = Field(
+        2,
+        ge=1,
+        description="k: a user's interactions counted per day and cell (more are dropped, the "
+        "earliest kept), so one user moves a daily count by at most k.",
+    )
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "cost": (0.0, 0.05),
+            "latency_ms": (0.0, 30000.0),
+            "rating": (1.0, 5.0),
+        },
+        description="Value -> (low, high) clamp bounds of the values whose means are released; "
+        "evaluator scores use their metric's declared range, else (0, 1).",
+    )
+    max_epsilon_per_release: float = Field(
+        5.0, gt=0, description="Largest --dp-epsilon one release may ask for."
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _check_bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        bad = [f"{k} [{lo:g}, {hi:g}]" for k, (lo, hi) in v.items() if not lo < hi]
+        if bad:
+            raise ValueError(f"dp.bounds: low must be below high: {', '.join(bad)}")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _check_budgets(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [f"{k}={e:g}" for k, e in v.items() if not e > 0]
+        if bad:
+            raise ValueError(f"dp.budgets must be positive: {', '.join(bad)}")
+        return v
+
+    def budget_for(self, dataset: str) -> float:
+        """The total epsilon of ``dataset``.
+
+        Examples:
+            >>> DPSettings(budgets={"traffic:shop": 3.0}).budget_for("traffic:shop")
+            3.0
+        """
+        return self.budgets.get(dataset, self.default_budget)
 
 
 class FairnessSettings(BaseModel):
     """Segments and thresholds of fairness monitoring (issue #17)."""
 
-    # FAIRNESS-FIELDS (owned by the fairness work)
+    segment_fields: list[str] = Field(
+        default_factory=lambda: ["language", "region", "user_tier"],
+        description="Interaction (or test-set item) metadata fields whose values are segments; "
+        "'language' falls back to the language detected from the prompt.",
+    )
+    min_segment_size: int = Field(
+        30, ge=2, description="Fewer rows than this in a segment (or its rest): insufficient data."
+    )
+    fdr: float = Field(
+        0.05, gt=0.0, lt=0.5, description="Benjamini-Hochberg false discovery rate per report."
+    )
+    max_segments: int = Field(
+        20, ge=1, description="Largest segments tested per field; smaller ones are left out."
+    )
+    gate_margin: float = Field(
+        0.05,
+        ge=0.0,
+        description="Gate: a segment's gap may widen by this much (metric units) before it fails.",
+    )
+    detect_language: bool = Field(
+        True,
+        description="Detect the prompt's language at ingest (py3langid) into metadata "
+        "'detected_language', so the segment survives text retention.",
+    )
 
 
 class Settings(BaseSettings):

@@ -25,6 +25,7 @@ from evalwatch.flows._runtime import artifact_key, flow_settings, store
 from evalwatch.reporting.location import report_folder, report_url
 from evalwatch.reporting.run_report import metric_rows, run_markdown, write_run_html
 from evalwatch.runs.common import build_evaluators, finish_evaluation, score_batch
+from evalwatch.runs.fairness import run_fairness_report
 from evalwatch.runs.lifecycle import run_lifecycle
 from evalwatch.runs.summary import BatchStats, RunPlan
 from evalwatch.settings import Settings
@@ -76,8 +77,14 @@ def finish_and_report(plan: RunPlan, stats: BatchStats, database_url: str | None
         finished = finish_evaluation(engine, life, plan, stats)
         digest = finished.digest
         report_path = report_folder(settings) / f"run-{run_id}.html"
-        report = write_run_html(engine, run_id, report_path, digest)
-        markdown = run_markdown(engine, run_id, report_path=str(report), digest=digest)
+        # Traffic runs only: a test-set run scored no interaction to segment.
+        fairness = (
+            run_fairness_report(engine, run_id, settings.fairness) if kind == "traffic" else None
+        )
+        report = write_run_html(engine, run_id, report_path, digest, fairness)
+        markdown = run_markdown(
+            engine, run_id, report_path=str(report), digest=digest, fairness=fairness
+        )
         create_markdown_artifact(
             markdown=markdown,
             key=artifact_key("evalwatch", kind, "summary"),

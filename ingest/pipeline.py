@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import hmac
 import multiprocessing
 import os
 import sys
@@ -57,6 +56,7 @@ from rich.progress import (
 )
 from sqlalchemy.engine import Engine
 
+from evalwatch.checks.language import DETECTED_FIELD, detect_languages
 from evalwatch.checks.validation import (
     coerce_feedback,
     coerce_traffic,
@@ -65,7 +65,9 @@ from evalwatch.checks.validation import (
     validate_traffic_rows,
     warm_up,
 )
+from evalwatch.core.idhash import keyed_hash
 from evalwatch.core.redact import Redactor, mask
+from evalwatch.core.textprivacy import TEXT_FIELDS, TEXT_REMOVED, TextRemoval, text_digest
 from evalwatch.ingest.readers import (
     FEEDBACK_ALIASES,
     FEEDBACK_FIELDS,
@@ -77,8 +79,10 @@ from evalwatch.ingest.readers import (
     cut_raw,
     normalise_keys,
 )
+from evalwatch.ingest.traces import is_trace_row, store_trace_rows
 from evalwatch.settings import Settings
-from evalwatch.storage.models import Feedback
+from evalwatch.storage.models import Feedback, utcnow
+from evalwatch.storage.privacy import optout_hashes
 from evalwatch.storage.repo import (
     insert_feedback,
     insert_ignore,
@@ -88,15 +92,23 @@ from evalwatch.storage.repo import (
 )
 
 __all__ = [
+    "OPTED_OUT_SESSION",
+    "OPTED_OUT_USER",
     "IngestKind",
     "IngestResult",
     "RowOutcome",
+    "StoredTexts",
     "derived_request_id",
     "ingest",
     "keyed_hash",
 ]
 
 IngestKind = Literal["traffic", "feedback"]
+#: Why an opted-out row was dropped (keys of :attr:`IngestResult.opted_out`).
+OPTED_OUT_USER = "user opted out"
+OPTED_OUT_SESSION = "session opted out"
+#: The texts of interactions stored without them (metadata-only ingest), by interaction id.
+StoredTexts = dict[int, dict[str, Any]]
 
 _REPLACED_WARNING = "invalid UTF-8 bytes replaced"
 _UNIQUE_REASON = "request_id: not unique"
@@ -126,7 +138,7 @@ class RowOutcome:
 
     source: str
     line: int
-    status: Literal["stored", "duplicate", "quarantined", "skipped"]
+    status: Literal["stored", "duplicate", "quarantined", "skipped", "opted_out"]
     reasons: list[str] = field(default_factory=list)
     request_id: str | None = None
 
@@ -141,11 +153,14 @@ class IngestResult:
         rows: Input rows seen (blank lines and non-GenAI spans excluded).
         ingested: Rows newly stored (interactions, or feedback rows for ``feedback``).
         duplicates: Valid rows already in the store (or repeated in the input).
+        updated: Stored interactions from traces completed by spans that arrived later.
         quarantined: Rows rejected into quarantine.
         feedback: Feedback rows newly stored (from ratings/thumbs on traffic rows, or the file).
         reasons: Quarantine reasons (without their details) and how many rows had each.
         skipped: Lines that are not rows (blank lines, non-GenAI spans), by why.
         warnings: Rows stored with a caveat (e.g. invalid UTF-8 replaced), by caveat.
+        opted_out: Rows dropped, not stored nor quarantined, because their user or session
+            is on the opt-out list (``evalwatch privacy opt-out``), by why.
         seconds: Wall time.
         outcomes: Per-row outcomes, when ``collect_outcomes`` was set.
     """
@@ -155,11 +170,13 @@ class IngestResult:
     rows: int = 0
     ingested: int = 0
     duplicates: int = 0
+    updated: int = 0
     quarantined: int = 0
     feedback: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     warnings: Counter[str] = field(default_factory=Counter)
+    opted_out: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     outcomes: list[RowOutcome] | None = None
 
@@ -167,16 +184,6 @@ class IngestResult:
     def ok(self) -> bool:
         """True when nothing was quarantined."""
         return self.quarantined == 0
-
-
-def keyed_hash(value: str, key: bytes) -> str:
-    """HMAC-SHA256 of an identifier, hex: stable per key, not reversible without it.
-
-    Examples:
-        >>> keyed_hash("user-1", b"k") == keyed_hash("user-1", b"k") != keyed_hash("user-1", b"j")
-        True
-    """
-    return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -248,6 +255,10 @@ class _Prepared:
     store: list[dict[str, Any]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     votes: list[tuple[int | None, str | None]] = field(default_factory=list)
+    # metadata-only ingest: each stored row's texts (the store gets their length and hash)
+    texts: list[dict[str, Any]] = field(default_factory=list)
+    # (user hash, session hash) of each rejected row, where it has them (opt-outs drop it)
+    rejected_ids: list[tuple[str | None, str | None]] = field(default_factory=list)
     # feedback files: typed rows and their records
     feedback: list[tuple[RawRecord, dict[str, Any], list[str]]] = field(default_factory=list)
     rejected: list[tuple[RawRecord, list[str]]] = field(default_factory=list)
@@ -270,8 +281,11 @@ class _Run:
         redact: bool,
         collect_outcomes: bool,
         now: datetime | None,
+        on_stored: Callable[[StoredTexts], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.on_stored = on_stored
+        self.metadata_only = settings.ingest.text_mode == "metadata_only"
         self.kind = kind
         self.settings = settings
         self.bounds = settings.ingest
@@ -293,16 +307,17 @@ class _Run:
         self,
         source: str,
         line: int,
-        status: Literal["stored", "duplicate", "quarantined", "skipped"],
+        status: Literal["stored", "duplicate", "quarantined", "skipped", "opted_out"],
         reasons: Sequence[str] = (),
         request_id: str | None = None,
     ) -> None:
         if self.result.outcomes is not None:
             self.result.outcomes.append(RowOutcome(source, line, status, list(reasons), request_id))
 
-    def _hash_id(self, value: str | None) -> str | None:
+    def _hash_id(self, value: str | int | None) -> str | None:
         if value is None:
             return None
+        value = str(value)
         h = self.hashes.get(value)
         if h is None:
             h = keyed_hash(value, self.key)
@@ -333,7 +348,11 @@ class _Run:
                     head, size, "characters" if rec.digest is None else "bytes"
                 ).replace("\x00", "\ufffd"),
                 "raw_hash": digest,
-                "reasons": list(reasons),
+                # A reason quotes the offending value ("timestamp: not ISO-8601 ('...')"):
+                # masked like the raw row.
+                "reasons": [self.redactor.redact(r)[0] for r in reasons]
+                if self.redactor is not None
+                else list(reasons),
             }
             for (rec, reasons), head, (_, digest, size) in zip(items, heads, bounded, strict=True)
         ]
@@ -376,6 +395,8 @@ class _Run:
                 continue
             if row["request_id"] is None:
                 row["request_id"] = derived_request_id(row)
+            if is_trace_row(row):
+                continue  # parts of one trace share its id: stored ones are merged, not refused
             rid = row["request_id"]
             digest = _content_hash(row)
             first = seen.get(rid)
@@ -400,8 +421,32 @@ class _Run:
         prepared.lines = [keep[i].line for i in good]
         prepared.votes = [(rows[i]["rating"], rows[i]["thumbs"]) for i in good]  # type: ignore[index]
         prepared.rejected = failed + [(keep[i], reasons[i]) for i in range(len(rows)) if reasons[i]]
+        prepared.rejected_ids = [(None, None)] * len(failed) + [
+            self._row_ids(rows[i], values[i]) for i in range(len(rows)) if reasons[i]
+        ]
         prepared.quarantine = self._quarantine_rows(source, prepared.rejected)
+        if self.metadata_only:
+            prepared.texts = [self._strip_texts(row) for row in prepared.store]
         return prepared
+
+    def _row_ids(self, row: Any, value: Any) -> tuple[str | None, str | None]:
+        """Hashed user and session ids of a rejected row, from what could be read of it."""
+        src = row if isinstance(row, dict) else value if isinstance(value, dict) else {}
+        ids = [src.get("user_id"), src.get("session_id")]
+        return (
+            self._hash_id(ids[0]) if isinstance(ids[0], str | int) else None,
+            self._hash_id(ids[1]) if isinstance(ids[1], str | int) else None,
+        )
+
+    def _strip_texts(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Metadata-only ingest: keep a row's texts aside, store their length and hash only."""
+        texts = {f: row[f] for f in TEXT_FIELDS}
+        for f, text in texts.items():
+            row[f"{f}_chars"], row[f"{f}_sha256"] = text_digest(text)
+            row[f] = None if text is None else TEXT_REMOVED
+        row["text_removed_at"] = utcnow()
+        row["text_removed_reason"] = str(TextRemoval.metadata_only)
+        return texts
 
     def _interaction_rows(
         self,
@@ -448,6 +493,12 @@ class _Run:
                 if spans:
                     out[i][f] = mask(field_texts[i], spans)
                     out[i]["redactions"] += len(spans)
+        if self.settings.fairness.detect_language:
+            # Detected once, from the prompt as it arrived, so the fairness segment outlives
+            # text retention and no check pays for it again (evalwatch.checks.language).
+            for row, lang in zip(out, detect_languages(texts["prompt"]), strict=True):
+                if lang is not None:
+                    row["metadata"] = {**(row["metadata"] or {}), DETECTED_FIELD: lang}
         for i, rec in enumerate(recs):
             if rec.replaced:
                 meta = dict(out[i]["metadata"] or {})
@@ -455,6 +506,65 @@ class _Run:
                 out[i]["metadata"] = meta
                 warnings[_REPLACED_WARNING] += 1
         return out
+
+    def _drop_opted_out(self, prepared: _Prepared) -> None:
+        """Drop the rows (stored or quarantined alike) of opted-out users and sessions.
+
+        The list is read again for every chunk, in the process that writes, so an opt-out
+        added while a long ingest runs applies from its next chunk on.
+        """
+        opted = optout_hashes(self.engine)
+        users, sessions = opted["user"], opted["session"]
+        if not users and not sessions:
+            return
+
+        def why(user: str | None, session: str | None) -> str | None:
+            if user is not None and user in users:
+                return OPTED_OUT_USER
+            if session is not None and session in sessions:
+                return OPTED_OUT_SESSION
+            return None
+
+        keep: list[int] = []
+        for i, row in enumerate(prepared.store):
+            w = why(row["user_hash"], row["session_hash"])
+            if w is None:
+                keep.append(i)
+                continue
+            self.result.opted_out[w] += 1
+            self._outcome(prepared.source, prepared.lines[i], "opted_out", [w])
+        if len(keep) < len(prepared.store):
+            prepared.store = [prepared.store[i] for i in keep]
+            prepared.lines = [prepared.lines[i] for i in keep]
+            prepared.votes = [prepared.votes[i] for i in keep]
+            if prepared.texts:
+                prepared.texts = [prepared.texts[i] for i in keep]
+        rejected_keep: list[int] = []
+        for i, ((rec, _), ids) in enumerate(
+            zip(prepared.rejected, prepared.rejected_ids, strict=True)
+        ):
+            w = why(*ids)
+            if w is None:
+                rejected_keep.append(i)
+                continue
+            self.result.opted_out[w] += 1
+            self._outcome(prepared.source, rec.line, "opted_out", [w])
+        if len(rejected_keep) < len(prepared.rejected):
+            prepared.rejected = [prepared.rejected[i] for i in rejected_keep]
+            prepared.rejected_ids = [prepared.rejected_ids[i] for i in rejected_keep]
+            prepared.quarantine = [prepared.quarantine[i] for i in rejected_keep]
+
+    def _hand_over_texts(self, prepared: _Prepared, new_ids: set[str]) -> None:
+        """Give the texts of the rows stored without them to ``on_stored`` (to score them)."""
+        assert self.on_stored is not None
+        ids = interaction_ids_for(self.engine, new_ids)
+        out: StoredTexts = {}
+        for row, texts in zip(prepared.store, prepared.texts, strict=True):
+            iid = ids.get(row["request_id"])
+            if iid is not None and iid not in out:
+                out[iid] = {**texts, "metadata": row["metadata"]}
+        if out:
+            self.on_stored(out)
 
     def _inline_feedback(self, prepared: _Prepared) -> int:
         voted = [
@@ -533,20 +643,33 @@ class _Run:
             result.skipped[skip] += 1
             self._outcome(source, line, "skipped", [skip])
         if self.kind == "traffic":
+            self._drop_opted_out(prepared)
             new_ids: set[str] = set()
-            if prepared.store:
-                new_ids = set(insert_interactions(self.engine, prepared.store))
+            updated: set[str] = set()
+            plain = [r for r in prepared.store if not is_trace_row(r)]
+            traced = [r for r in prepared.store if is_trace_row(r)]
+            if plain:
+                new_ids = set(insert_interactions(self.engine, plain))
+            if traced:
+                # Multi-span traces: a trace already stored is completed with the new spans.
+                fresh, changed = store_trace_rows(self.engine, traced)
+                new_ids.update(fresh)
+                updated = set(changed)
             feedback = self._inline_feedback(prepared)
             if prepared.quarantine:
                 insert_quarantine(self.engine, prepared.quarantine)
+            if self.on_stored is not None and prepared.texts and new_ids:
+                self._hand_over_texts(prepared, new_ids)
             result.ingested += len(new_ids)
-            result.duplicates += len(prepared.store) - len(new_ids)
+            result.updated += len(updated)
+            result.duplicates += len(prepared.store) - len(new_ids) - len(updated)
             result.feedback += feedback
             if result.outcomes is not None:
                 for row, line in zip(prepared.store, prepared.lines, strict=True):
                     rid = row["request_id"]
-                    if rid in new_ids:
+                    if rid in new_ids or rid in updated:
                         new_ids.discard(rid)  # a repeat later in the chunk is the duplicate
+                        updated.discard(rid)
                         self._outcome(source, line, "stored", request_id=rid)
                     else:
                         self._outcome(source, line, "duplicate", request_id=rid)
@@ -673,6 +796,7 @@ def ingest(
     now: datetime | None = None,
     on_chunk: Callable[[IngestResult], None] | None = None,
     parallel: bool | None = None,
+    on_stored: Callable[[StoredTexts], None] | None = None,
 ) -> IngestResult:
     r"""Ingest traffic (or feedback) files into the store.
 
@@ -691,6 +815,9 @@ def ingest(
         parallel: Read and check chunks in a forked worker process while this one stores
             (Linux only; default: for 16 MB of input or more, on more than one CPU, when this
             process runs no other thread).
+        on_stored: With ``ingest.text_mode: metadata_only``, called after each chunk's commit
+            with the texts of the interactions it stored without them (interaction id ->
+            prompt, response, context, reference, metadata), so they can be scored now.
 
     Returns:
         The counts (and outcomes when asked for).
@@ -723,6 +850,7 @@ def ingest(
         return _ingest(
             engine, paths, kind, fmt, settings, redact, progress, console, collect_outcomes,
             now, on_chunk, parallel, started,
+            on_stored,
         )
     finally:
         if gc_was_enabled:
@@ -743,10 +871,11 @@ def _ingest(
     on_chunk: Callable[[IngestResult], None] | None,
     parallel: bool | None,
     started: float,
+    on_stored: Callable[[StoredTexts], None] | None = None,
 ) -> IngestResult:
     settings = settings if settings is not None else Settings()
     do_redact = settings.ingest.redact if redact is None else redact
-    run = _Run(engine, kind, settings, do_redact, collect_outcomes, now)
+    run = _Run(engine, kind, settings, do_redact, collect_outcomes, now, on_stored)
     # Every file opens here, so a missing one fails before anything is stored.
     readers = [SourceReader(p, fmt, settings.ingest.max_line_bytes) for p in paths]
     size = max(1, settings.ingest.chunk_size)

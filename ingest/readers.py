@@ -31,7 +31,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from evalwatch.files import InputFileError, check_input_file
-from evalwatch.ingest import otel
+from evalwatch.ingest import otel, traces
 from evalwatch.settings import IngestSettings
 
 __all__ = [
@@ -138,19 +138,35 @@ _SECONDS_ALIASES: dict[str, str] = {
     "durations": "latency_ms",
     "duration": "latency_ms",
 }
+#: Alias -> canonical feedback field: the names app analytics and tracing tools log
+#: (LangSmith ``run_id``/``key``/``score``, Langfuse ``traceId``/``name``, event trackers'
+#: ``event_type``/``action``). What each ``kind`` means: :mod:`evalwatch.core.feedback`.
 FEEDBACK_ALIASES: dict[str, str] = {
     "id": "request_id",
     "requestid": "request_id",
     "interactionid": "request_id",
+    "runid": "request_id",
+    "traceid": "request_id",
+    "messageid": "request_id",
+    "responseid": "request_id",
     "type": "kind",
     "event": "kind",
+    "eventtype": "kind",
+    "eventname": "kind",
+    "feedbacktype": "kind",
+    "action": "kind",
+    "key": "kind",
+    "name": "kind",
     "score": "value",
     "rating": "value",
+    "seconds": "value",
     "ts": "timestamp",
     "time": "timestamp",
     "createdat": "timestamp",
+    "eventtime": "timestamp",
     "text": "comment",
     "note": "comment",
+    "feedbacktext": "comment",
 }
 DATASET_ALIASES: dict[str, str] = {
     "itemid": "id",
@@ -625,40 +641,98 @@ class SourceReader:
             docs: Iterator[tuple[int, bytes]] = (
                 _bounded_lines(fh, cap) if per_line else iter([(1, fh.read())])
             )
+            out: list[tuple[int, int, RawRecord]] = []
+            traces: dict[str, list[tuple[int, int, Any, Any, bool]]] = {}
+            seq = 0
             for n, blob in docs:
+                seq += 1
                 if isinstance(blob, RawRecord):
                     self.done = fh.tell()
-                    yield blob
+                    out.append((n, seq, blob))
                     continue
                 self.done += len(blob)
                 if n == 1 and blob.startswith(_BOM):
                     blob = blob[len(_BOM) :]
                 if not blob.strip():
-                    yield RawRecord(n, "", None, skip="blank line")
+                    out.append((n, seq, RawRecord(n, "", None, skip="blank line")))
                     continue
                 text, doc, error, replaced = _parse_json(blob.strip())
                 if error is not None:
-                    yield RawRecord(n, text, None, error, replaced)
+                    out.append((n, seq, RawRecord(n, text, None, error, replaced)))
                     continue
                 try:
                     spans = list(otel.iter_spans(doc))
                 except ValueError as exc:
-                    yield RawRecord(n, text, None, str(exc), replaced)
+                    out.append((n, seq, RawRecord(n, text, None, str(exc), replaced)))
                     continue
                 except (AttributeError, TypeError):
-                    yield RawRecord(n, text, None, "malformed OTLP document", replaced)
+                    why = "malformed OTLP document"
+                    out.append((n, seq, RawRecord(n, text, None, why, replaced)))
                     continue
                 for resource, _scope, span in spans:
-                    raw = orjson.dumps(span, option=orjson.OPT_NON_STR_KEYS).decode()
                     try:
-                        row = otel.span_to_row(span, resource)
-                    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-                        yield RawRecord(n, raw, None, f"malformed OTLP span ({exc})", replaced)
-                        continue
-                    if row is None:
-                        yield RawRecord(n, raw, None, skip="not a GenAI span", replaced=replaced)
+                        key = otel.span_id_hex(span.get("traceId"), 16) or ""
+                    except (AttributeError, TypeError):
+                        key = ""
+                    seq += 1
+                    if not key:
+                        out.append((n, seq, _otlp_span_record(n, resource, span, replaced)))
                     else:
-                        yield RawRecord(n, raw, row, None, replaced)
+                        traces.setdefault(key, []).append((n, seq, resource, span, replaced))
+        # A trace's spans may be spread over the file (one export request per batch, in any
+        # order), so they are grouped here and each trace becomes its records at the end; the
+        # records come out in the order of their first span.
+        for group in traces.values():
+            out.extend(_otlp_trace_records(group))
+        out.sort(key=lambda item: (item[0], item[1]))
+        for _, _, rec in out:
+            yield rec
+
+
+def _otlp_span_record(n: int, resource: Any, span: Any, replaced: bool) -> RawRecord:
+    """One span as its own row (the one-span-one-row mapping of :func:`otel.span_to_row`)."""
+    raw = orjson.dumps(span, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        row = otel.span_to_row(span, resource)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        return RawRecord(n, raw, None, f"malformed OTLP span ({exc})", replaced)
+    if row is None:
+        return RawRecord(n, raw, None, skip="not a GenAI span", replaced=replaced)
+    return RawRecord(n, raw, row, None, replaced)
+
+
+def _otlp_trace_records(
+    group: Sequence[tuple[int, int, Any, Any, bool]],
+) -> list[tuple[int, int, RawRecord]]:
+    """The records of one trace's spans: one per interaction (see :mod:`ingest.traces`).
+
+    A trace of one parentless span that is no agent invocation keeps the one-span-one-row
+    mapping, so single calls ingest as they always have (repeats of it stay repeats).
+    """
+    first_line, first_seq = group[0][0], group[0][1]
+    replaced = any(item[4] for item in group)
+    try:
+        span_ids = {otel.span_id_hex(item[3].get("spanId"), 8) for item in group}
+        single = len(span_ids) == 1 and all(not item[3].get("parentSpanId") for item in group)
+        if single:
+            attrs = otel.attributes(group[0][3].get("attributes"))
+            single = traces.span_kind(group[0][3].get("name"), attrs) != "agent"
+    except (AttributeError, TypeError, KeyError):
+        single = True  # let the per-span path name what is wrong
+    if single:
+        return [(n, seq, _otlp_span_record(n, res, span, rep)) for n, seq, res, span, rep in group]
+    raw = orjson.dumps([item[3] for item in group], option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        rows = traces.trace_rows([(item[2], item[3]) for item in group])
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        why = f"malformed OTLP span ({exc})"
+        return [(first_line, first_seq, RawRecord(first_line, raw, None, why, replaced))]
+    if not rows:
+        return [
+            (n, seq, RawRecord(n, orjson.dumps(span).decode(), None, None, rep, "not a GenAI span"))
+            for n, seq, _res, span, rep in group
+        ]
+    return [(first_line, first_seq, RawRecord(first_line, raw, r, None, replaced)) for r in rows]
 
 
 class _RowTooLong(Exception):

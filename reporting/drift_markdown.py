@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from evalwatch.checks.drift import DriftReport, DriftTestResult
 from evalwatch.checks.drift.base import format_number, format_pct
 from evalwatch.checks.drift.outcome import DriftOutcome
+from evalwatch.reporting.fairness import fairness_markdown
 from evalwatch.reporting.markdown import format_p, md_escape
 
 __all__ = ["drift_outcome_markdown", "drift_report_markdown", "results_table"]
@@ -157,6 +158,7 @@ def drift_outcome_markdown(outcome: DriftOutcome) -> str:
         return "\n".join(lines)
     lines = _outcome_head(outcome)
     lines += _anomaly_lines(outcome)
+    lines += fairness_markdown(outcome.fairness)
     for s in outcome.scopes:
         lines += _scope_topic_lines(s.label, s.report.results)
     lines += _scope_table(outcome)

@@ -8,6 +8,7 @@ A self-contained page (inline PNG plots, no scripts) built from a
 * the topic clusters' baseline and current shares (bar chart), the clusters that grew or
   shrank with example responses, and responses far from every baseline topic;
 * the anomaly series over the current window and its history, anomalous windows marked;
+* fairness: each segment against the rest (:mod:`evalwatch.reporting.fairness`);
 * every test of every scope.
 """
 
@@ -31,6 +32,7 @@ from matplotlib.figure import Figure
 
 from evalwatch.checks.drift import DriftTestResult
 from evalwatch.checks.drift.outcome import AnomalySeries, DriftOutcome, ScopeResult, format_value
+from evalwatch.reporting.fairness import fairness_html_section
 from evalwatch.reporting.markdown import format_p
 from evalwatch.reporting.page import html_page, html_table, img, section
 from evalwatch.reporting.plots import figure_to_data_uri, grid, panel_titles
@@ -498,6 +500,7 @@ def render_drift_html(outcome: DriftOutcome) -> str:
         _distributions_section(outcome),
         _topics_section(outcome),
         _anomalies_section(outcome),
+        fairness_html_section(outcome.fairness),
         _tests_section(outcome),
         subtitle=f"current {outcome.current.describe()} vs baseline {outcome.baseline.describe()}",
     )

@@ -18,6 +18,12 @@ from evalwatch.checks.regression import (
     format_gate_p,
     format_num,
 )
+from evalwatch.core import Redactor
+from evalwatch.reporting.fairness import (
+    gate_fairness_intro,
+    gate_fairness_markdown,
+    gate_fairness_rows,
+)
 from evalwatch.reporting.markdown import md_table
 
 __all__ = ["gate_markdown", "gate_text", "worst_items_markdown", "worst_items_text"]
@@ -66,6 +72,9 @@ def gate_text(report: GateReport) -> str:
             lines.append(_text_table(_rows(flagged, report.mode, with_slice=True)))
         else:
             lines.append("  no slice regresses significantly.")
+    if report.fairness:
+        lines += ["", gate_fairness_intro(report.fairness)]
+        lines.append(_text_table(gate_fairness_rows(report.fairness)))
     if report.worst_items:
         lines.append("")
         lines.append("Items that regressed most:")
@@ -112,6 +121,8 @@ def gate_markdown(report: GateReport) -> str:
             out += ["", md_table(_rows(flagged, report.mode, with_slice=True))]
         else:
             out += ["", "No slice regresses significantly."]
+    if report.fairness:
+        out += ["", *gate_fairness_markdown(report.fairness)]
     if report.worst_items:
         out += ["", "### Items that regressed most", ""]
         header = ["metric", "item", "baseline", "candidate", "diff", "tags"]
@@ -214,9 +225,10 @@ def worst_items_text(report: GateReport, per_metric: int = 3, width: int = 160) 
     Returns:
         Plain text; empty when nothing regressed.
     """
+    redact = Redactor().redact  # outputs leave for a terminal or a CI log: masked, then cut
 
     def cut(text: Any) -> str:
-        s = " ".join(str(text or "").split())
+        s = " ".join(redact(str(text or ""))[0].split())
         return s if len(s) <= width else s[: width - 1] + "…"
 
     lines: list[str] = []
@@ -239,9 +251,10 @@ def worst_items_text(report: GateReport, per_metric: int = 3, width: int = 160) 
 
 def worst_items_markdown(report: GateReport, per_metric: int = 3) -> str:
     """The markdown version of :func:`worst_items_text` (for the flow's artifact)."""
+    redact = Redactor().redact  # the artifact and a PR comment leave too: masked
 
     def esc(text: Any) -> str:
-        s = " ".join(str(text or "").split())
+        s = " ".join(redact(str(text or ""))[0].split())
         return s.replace("|", "\\|")
 
     rows: list[str] = []

@@ -9,12 +9,22 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from evalwatch.core.telemetry import GPU_UTILIZATION
 from evalwatch.evaluators.metrics import MetricKind, metric_catalogue, metric_spec
 from evalwatch.reporting.page import html_page, html_table, img, section
+from evalwatch.reporting.performance import infra_rows, infra_table, perf_rows, perf_table
 from evalwatch.reporting.plots import figure_to_data_uri
+from evalwatch.reporting.ux_signal import ux_markdown, ux_section
 from evalwatch.storage.overview import FINDING_VERDICTS, OverviewData
 
-__all__ = ["OverviewTables", "build_tables", "drift_line", "overview_html", "overview_markdown"]
+__all__ = [
+    "OverviewTables",
+    "build_tables",
+    "drift_line",
+    "overview_html",
+    "overview_markdown",
+    "successful_ids",
+]
 
 # The headline metrics, in this order, when present (a choice of presentation: what a metric
 # means is its evaluator's declaration, see evalwatch.evaluators.metrics).
@@ -43,6 +53,9 @@ class OverviewTables:
         self.drift: list[dict[str, Any]] = []  # findings of the latest drift check
         self.drift_earlier: list[dict[str, Any]] = []  # of the newest check with findings
         self.gates: list[dict[str, Any]] = []
+        self.performance: list[dict[str, Any]] = []  # model performance per version
+        self.infrastructure: list[dict[str, Any]] = []  # per host and GPU
+        self.active_alerts: list[dict[str, Any]] = []  # each open or acknowledged alert
 
 
 def _halves_trend(frame: pd.DataFrame, value: str, start: datetime, end: datetime) -> str:
@@ -61,7 +74,11 @@ def _halves_trend(frame: pd.DataFrame, value: str, start: datetime, end: datetim
 
 
 def _successful(data: OverviewData) -> set[int]:
-    fb = data.feedback
+    return successful_ids(data.feedback)
+
+
+def successful_ids(fb: pd.DataFrame) -> set[int]:
+    """Interactions rated 4+ or thumbs up, and not abandoned (the overview's "successful")."""
     if fb.empty:
         return set()
     good = fb[
@@ -98,6 +115,9 @@ def build_tables(data: OverviewData) -> OverviewTables:
     if not data.open_alerts.empty:
         by = data.open_alerts.groupby("severity")["id"].count()
         t.alerts = [{"severity": s, "open": int(by[s])} for s in _SEVERITY_ORDER if s in by]
+    t.performance = perf_table(perf_rows(data.perf, data.engines))
+    t.infrastructure = infra_table(infra_rows(data.infra, data.start, data.end))
+    t.active_alerts = _active_alert_rows(data.open_alerts)
     t.drift = _finding_rows(data.latest_drift)
     t.drift_earlier = _finding_rows(data.findings_drift)
     t.gates = [
@@ -111,6 +131,32 @@ def build_tables(data: OverviewData) -> OverviewTables:
         for g in data.latest_gates
     ]
     return t
+
+
+_MAX_ALERTS_LISTED = 25
+
+
+def _active_alert_rows(alerts: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each active alert, most severe first, then the most recently seen."""
+    if alerts.empty:
+        return []
+    rank = {s: i for i, s in enumerate(_SEVERITY_ORDER)}
+    ordered = alerts.assign(
+        _rank=alerts["severity"].map(lambda s: rank.get(s, len(rank))),
+        _seen=pd.to_datetime(alerts["last_seen_at"], utc=True),
+    ).sort_values(["_rank", "_seen"], ascending=[True, False])
+    return [
+        {
+            "alert": int(a["id"]),
+            "severity": a["severity"],
+            "rule": a["rule"],
+            "scope": a["scope_key"],
+            "status": a["status"],
+            "windows": int(a["count"]),
+            "last seen": f"{a['_seen']:%Y-%m-%d %H:%M}" if pd.notna(a["_seen"]) else None,
+        }
+        for _, a in ordered.head(_MAX_ALERTS_LISTED).iterrows()
+    ]
 
 
 def _headline_rows(data: OverviewData, successful: set[int]) -> list[dict[str, Any]]:
@@ -339,6 +385,42 @@ def _satisfaction_png(data: OverviewData) -> str | None:
     return figure_to_data_uri(fig)
 
 
+def _alerts_title(t: OverviewTables) -> str:
+    n = sum(a["open"] for a in t.alerts)
+    more = f", the {_MAX_ALERTS_LISTED} most severe listed" if n > _MAX_ALERTS_LISTED else ""
+    return f"Active alerts ({n}{more})"
+
+
+def _model_load_png(data: OverviewData) -> str | None:
+    loads = data.model_loads
+    if loads.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    for (model, host), g in loads.groupby([loads["model"].fillna("?"), loads["host"].fillna("?")]):
+        ax.plot(g["ts"], g["value"], marker="o", label=f"{model} on {host}")
+    ax.set_title("Model load time (engine.model_load_seconds)", fontsize=10)
+    ax.set_ylabel("s", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    return figure_to_data_uri(fig)
+
+
+def _gpu_png(data: OverviewData) -> str | None:
+    util = data.infra[data.infra["name"] == GPU_UTILIZATION] if not data.infra.empty else None
+    if util is None or util.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    keys = [util["host"].fillna("?"), util["gpu"].fillna("?")]
+    for (host, gpu), g in util.groupby(keys):
+        hourly = g.set_index("ts").resample("h")["value"].mean().dropna()
+        ax.plot(hourly.index, hourly.to_numpy(), label=f"{host} GPU {gpu}")
+    ax.set_title("GPU utilisation % (hourly mean)", fontsize=10)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    return figure_to_data_uri(fig)
+
+
 def overview_html(data: OverviewData) -> str:
     """The overview as a self-contained HTML page."""
     t = build_tables(data)
@@ -356,7 +438,19 @@ def overview_html(data: OverviewData) -> str:
             img(_satisfaction_png(data), "mean rating"),
             html_table(t.satisfaction),
         ),
+        ux_section(data),
+        section(
+            "Model performance per version",
+            html_table(t.performance),
+            img(_model_load_png(data), "model load time"),
+        ),
+        section(
+            "Infrastructure (latest reading; trend = first half → second half of the window)",
+            html_table(t.infrastructure),
+            img(_gpu_png(data), "GPU utilisation"),
+        ),
         section("Open alerts by severity", html_table(t.alerts)),
+        section(_alerts_title(t), html_table(t.active_alerts)),
         _drift_section(data, t),
         section("Latest gate and canary verdicts", html_table(t.gates)),
         section("Evaluator throughput and GPU use", html_table(t.evaluators)),
@@ -396,6 +490,16 @@ def overview_markdown(data: OverviewData) -> str:
             "## Satisfaction",
             "",
             _md(t.satisfaction[-7:]),
+            ux_markdown(data),
+            "## Model performance per version",
+            "",
+            _md(t.performance),
+            "## Infrastructure",
+            "",
+            _md(t.infrastructure),
+            "## " + _alerts_title(t),
+            "",
+            _md(t.active_alerts),
             "## Drift findings" + (" (the latest check with findings)" if t.drift_earlier else ""),
             "",
             _md(t.drift or t.drift_earlier),

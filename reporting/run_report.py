@@ -9,20 +9,26 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from evalwatch.checks.fairness import FairnessReport
+from evalwatch.checks.traces import mean_kind_shares
+from evalwatch.core import Redactor
 from evalwatch.evaluators.digest import RunDigest, digest_run
 from evalwatch.evaluators.metrics import MetricSpec, metric_catalogue, metric_spec, run_catalogue
 from evalwatch.evaluators.summary import MetricSummary
+from evalwatch.reporting.fairness import fairness_html_section, fairness_markdown
 from evalwatch.reporting.page import html_page, html_table, img, section
 from evalwatch.reporting.plots import distributions_png, group_comparison_png, over_time_png
 from evalwatch.storage.frames import score_texts
 from evalwatch.storage.models import EvalRun
 from evalwatch.storage.repo import get_run, run_profiles
+from evalwatch.storage.traces import run_traces
 
 __all__ = [
     "metric_rows",
     "profile_rows",
     "render_run_html",
     "run_markdown",
+    "step_share_rows",
     "worst_items",
     "write_run_html",
 ]
@@ -112,9 +118,14 @@ def worst_items(
             [(str(r["subject_type"]), int(r["subject_id"]), m) for m, r in picked_rows],
         )
     rows: list[dict[str, Any]] = []
+    # The report and its Prefect artifact leave the store: personal data and secrets are
+    # masked whatever the store holds (``ingest --no-redact`` keeps them), before the text is
+    # cut, so a cut cannot hide a value from the redactor.
+    redact = Redactor().redact
     for metric, r in picked_rows:
         extra = texts.get((str(r["subject_type"]), int(r["subject_id"]), metric), r)
-        text = str(extra.get("text") or "")
+        text = redact(str(extra.get("text") or ""))[0]
+        explanation = redact(str(extra.get("explanation") or ""))[0]
         rows.append(
             {
                 "metric": metric,
@@ -122,10 +133,40 @@ def worst_items(
                 "item": extra.get("item"),
                 "group": r["group"],
                 "response": text[:160] + ("…" if len(text) > 160 else ""),
-                "explanation": (extra.get("explanation") or "")[:200] or None,
+                "explanation": explanation[:200] or None,
             }
         )
     return rows
+
+
+_STEP_SHARES_TITLE = "Step latency shares (traced interactions)"
+
+
+def step_share_rows(engine: Engine, run_id: int) -> list[dict[str, Any]]:
+    """Each step kind's mean share of total latency over a run's traced interactions.
+
+    Per app and model version (see :func:`evalwatch.checks.traces.mean_kind_shares`); empty
+    when the run's sample holds no interaction built from a multi-span trace.
+    """
+    traced = run_traces(engine, run_id)
+    rows = mean_kind_shares(
+        ((t.app, t.model_version), t.steps, t.latency_ms, t.root_span_id) for t in traced
+    )
+    return [
+        {
+            "app": r["app"],
+            "model_version": r["model_version"],
+            "step kind": r["kind"],
+            "mean share": f"{r['mean_share']:.1%}",
+            "traced": r["n"],
+        }
+        for r in rows
+    ]
+
+
+def _step_share_sections(engine: Engine, run_id: int) -> list[str]:
+    rows = step_share_rows(engine, run_id)
+    return [section(_STEP_SHARES_TITLE, html_table(rows))] if rows else []
 
 
 def _md_table(rows: list[dict[str, Any]]) -> str:
@@ -152,10 +193,13 @@ def run_markdown(
     run_id: int,
     report_path: str | None = None,
     digest: RunDigest | None = None,
+    fairness: FairnessReport | None = None,
 ) -> str:
     """The markdown artifact of a run: sample, counts, metrics, versions, worst items, profiles.
 
-    ``digest`` is the run's :class:`~evalwatch.evaluators.digest.RunDigest` when the caller has it.
+    ``digest`` is the run's :class:`~evalwatch.evaluators.digest.RunDigest` when the caller has it;
+    ``fairness`` the run's fairness report (:func:`evalwatch.runs.fairness.run_fairness_report`),
+    shown as a section when given.
     """
     run = get_run(engine, run_id)
     if run is None:
@@ -204,13 +248,26 @@ def run_markdown(
         "",
         _md_table(profile_rows(engine, run_id)),
     ]
+    shares = step_share_rows(engine, run_id)
+    if shares:
+        lines += [f"## {_STEP_SHARES_TITLE}", "", _md_table(shares)]
+    if fairness is not None:
+        lines += fairness_markdown(fairness, heading="##")
     if report_path:
         lines += [f"HTML report: `{report_path}`", ""]
     return "\n".join(lines)
 
 
-def render_run_html(engine: Engine, run_id: int, digest: RunDigest | None = None) -> str:
-    """A self-contained HTML report of a run, with plots (``digest`` as in :func:`run_markdown`)."""
+def render_run_html(
+    engine: Engine,
+    run_id: int,
+    digest: RunDigest | None = None,
+    fairness: FairnessReport | None = None,
+) -> str:
+    """A self-contained HTML report of a run, with plots.
+
+    ``digest`` and ``fairness`` are as in :func:`run_markdown`.
+    """
     run: EvalRun | None = get_run(engine, run_id)
     if run is None:
         raise KeyError(f"no evaluation run {run_id}")
@@ -238,14 +295,20 @@ def render_run_html(engine: Engine, run_id: int, digest: RunDigest | None = None
             html_table(_run_worst_items(engine, run, digest)),
         ),
         section("Evaluator profiles", html_table(profile_rows(engine, run_id))),
+        *_step_share_sections(engine, run_id),
+        *([fairness_html_section(fairness)] if fairness is not None else []),
         subtitle=subtitle,
     )
 
 
 def write_run_html(
-    engine: Engine, run_id: int, path: Path, digest: RunDigest | None = None
+    engine: Engine,
+    run_id: int,
+    path: Path,
+    digest: RunDigest | None = None,
+    fairness: FairnessReport | None = None,
 ) -> Path:
     """Write :func:`render_run_html` to ``path`` (folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_run_html(engine, run_id, digest), encoding="utf-8")
+    path.write_text(render_run_html(engine, run_id, digest, fairness), encoding="utf-8")
     return path.resolve()

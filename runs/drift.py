@@ -17,7 +17,9 @@ What is compared, per interaction:
 * rates: ``refusal``, the other 0/1 metrics, ``unsafe`` (``toxicity.safety`` below
   ``unsafe_threshold``, where toxicity scores exist), ``unscored`` (share of evaluated
   interactions with a score that failed, status ``error``) and ``thumbs_down`` (share of
-  thumbs feedback that is down);
+  thumbs feedback that is down), and the feedback events ``follow_up``, ``copy``,
+  ``refinement`` and ``abandon`` (share of interactions with one, where the windows have any;
+  see :mod:`evalwatch.core.feedback`); ``time_to_rate`` (seconds) is a numeric column;
 * ratings: ``rating`` feedback (1-5) with its timestamps, for the distribution and the trend;
 * embeddings: the response embeddings of one embedding model (default: the model with the most
   embeddings in the windows), decoded from float16, with the responses as example texts.
@@ -87,6 +89,7 @@ from evalwatch.checks.drift.outcome import (
     as_utc,
     json_safe,
 )
+from evalwatch.checks.fairness import FairnessReport
 from evalwatch.core import parse_duration
 from evalwatch.evaluators.metrics import (
     MetricKind,
@@ -94,6 +97,7 @@ from evalwatch.evaluators.metrics import (
     find_metric_spec,
     metric_catalogue,
 )
+from evalwatch.runs.fairness import check_fairness, fairness_rows
 from evalwatch.settings import Settings
 from evalwatch.storage.models import utcnow
 from evalwatch.storage.repo import content_hash, evaluator_configs
@@ -265,8 +269,10 @@ def drift_input(
 
     Returns:
         The window: numeric columns (0/1 metrics as rates), rates ``unsafe``, ``unscored`` and
-        ``thumbs_down`` where the frame has their data, ratings with timestamps, embeddings
-        with their responses as texts (None when the window has none).
+        ``thumbs_down`` where the frame has their data, the feedback signals the frame has
+        (rates ``follow_up``, ``copy``, ``refinement``, ``abandon``: share of interactions
+        with the event; numeric ``time_to_rate``), ratings with timestamps, embeddings with
+        their responses as texts (None when the window has none).
 
     Examples:
         >>> from datetime import UTC
@@ -295,6 +301,12 @@ def drift_input(
         rates["unscored"] = frame.errored[rows & frame.evaluated]
     if frame.thumb_rows.size:
         rates["thumbs_down"] = frame.thumb_down[rows[frame.thumb_rows]]
+    # The other feedback kinds (evalwatch.core.feedback): the share of interactions with a
+    # follow-up, copy, refinement or abandonment is a rate; the time to rate is numeric.
+    for name, happened in frame.feedback_events.items():
+        rates[name] = happened[rows]
+    for name, values in frame.feedback_numeric.items():
+        numeric[name] = values[rows]
     embeddings = texts = None
     if frame.embeddings is not None:
         sel = rows[frame.emb_rows]
@@ -572,6 +584,9 @@ def check_drift(
     results = _drift_scopes(frame, base_rows, cur_rows, params, catalogue)
     timings["drift"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    fairness = _fairness(engine, frame, cur_rows, params, settings, catalogue, timings)
+    timings["fairness"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     series = _anomaly_series(frame, current, series_start, params, now, catalogue)
     timings["anomalies"] = time.perf_counter() - t0
 
@@ -595,6 +610,7 @@ def check_drift(
         embedding_model=frame.embedding_model,
         timings=timings,
         no_data=no_data,
+        fairness=fairness,
     )
     # A window with no traffic judges nothing: storing its report would record a check that
     # did not happen (and could resolve alerts on no evidence), and an HTML page of no tests
@@ -606,6 +622,42 @@ def check_drift(
             _write_html(engine, outcome, None if html is True else Path(html), settings)
     timings["total"] = time.perf_counter() - t_total
     return outcome
+
+
+def _fairness(
+    engine: Engine,
+    frame: TrafficFrame,
+    cur_rows: npt.NDArray[np.bool_],
+    params: DriftParams,
+    settings: Settings,
+    catalogue: Mapping[str, MetricSpec],
+    timings: dict[str, float],
+) -> FairnessReport | None:
+    """The current window's fairness report (:mod:`evalwatch.runs.fairness`); None: no rows.
+
+    It is its own Benjamini-Hochberg family at ``settings.fairness.fdr``, apart from the
+    drift tests: segments against the rest of one window is another question than one window
+    against another, and pooling would cost the drift tests power.
+    """
+    if not cur_rows.any() or not settings.fairness.segment_fields:
+        return None
+    return check_fairness(
+        engine,
+        frame,
+        cur_rows,
+        settings.fairness,
+        rate_columns=_rate_columns(frame, catalogue),
+        catalogue=catalogue,
+        unsafe_threshold=params.unsafe_threshold,
+        timings=timings,
+    )
+
+
+def _fairness_scope(params: DriftParams) -> Scope:
+    """The scope of the fairness rows: everything the filters keep, as ``overall``."""
+    app = params.apps[0] if len(params.apps) == 1 else None
+    version = params.model_versions[0] if len(params.model_versions) == 1 else None
+    return Scope("overall", app, version)
 
 
 def _baseline_run_ids(engine: Engine, baseline: Baseline) -> npt.NDArray[np.int64]:
@@ -824,6 +876,17 @@ def outcome_rows(outcome: DriftOutcome) -> list[dict[str, Any]]:
     """
     rows = [_test_row(outcome, s, r) for s in outcome.scopes for r in s.report.results]
     rows += [_anomaly_row(outcome, a) for a in outcome.anomalies]
+    if outcome.fairness is not None:
+        scope = _fairness_scope(outcome.params)
+        fair = fairness_rows(
+            outcome.fairness,
+            report_key=outcome.report_key,
+            created_at=outcome.created_at,
+            scope={**scope.dims(), "label": scope.label},
+            current=outcome.current.as_json(),
+        )
+        # JSON-safe values (no NaN) in every column but the row's time.
+        rows += [{**json_safe(r), "created_at": r["created_at"]} for r in fair]
     return rows
 
 

@@ -110,6 +110,7 @@ __all__ = [
     "effective_policy",
     "evaluate_side",
     "gate_outcome",
+    "item_segments",
     "plan_gate",
     "run_gate_job",
     "select_metrics",
@@ -1086,11 +1087,67 @@ def compare_sides(
     for side, data in ((baseline, base), (candidate, cand)):
         side.runs = sorted(set(side.runs) | {int(r) for r in data.rows["run_id"]})
     meta = _report_meta(plan, baseline, candidate, left_out)
-    report = run_gate(base_scores, cand_scores, tags, policy, pairwise=pairwise or None, meta=meta)
+    policy = _fairness_defaults(policy, settings)
+    segments = item_segments([items[k] for k in sorted(keys) if k in items], policy)
+    report = run_gate(
+        base_scores,
+        cand_scores,
+        tags,
+        policy,
+        pairwise=pairwise or None,
+        meta=meta,
+        item_segments=segments or None,
+    )
     worst = [_with_details(w, items, base, cand, pairwise, pair_expl) for w in report.worst_items]
     return report.model_copy(
         update={"worst_items": worst, "warnings": [*warnings, *report.warnings]}
     )
+
+
+def _fairness_defaults(policy: GatePolicy, settings: Settings) -> GatePolicy:
+    """The policy with its fairness fields and margin filled from ``settings.fairness``."""
+    fp = policy.fairness
+    update: dict[str, Any] = {}
+    if fp.fields is None:
+        update["fields"] = list(settings.fairness.segment_fields)
+    if fp.margin is None:
+        update["margin"] = settings.fairness.gate_margin
+    if not update:
+        return policy
+    return policy.model_copy(update={"fairness": fp.model_copy(update=update)})
+
+
+def item_segments(
+    items: Sequence[DatasetItem], policy: GatePolicy
+) -> dict[str, dict[str, str | None]]:
+    """Field -> item key -> segment label, from the items' metadata (the fairness slice).
+
+    ``language`` is the item's own ``language`` field, else the language detected from its
+    input (test sets keep their text). A field with fewer than two values is left out.
+
+    Args:
+        items: The test-set items compared.
+        policy: The gate policy (its ``fairness.fields``, already filled).
+
+    Returns:
+        The labels of each field that has at least two segments.
+    """
+    from evalwatch.checks.language import LANGUAGE_FIELD, detect_languages
+
+    out: dict[str, dict[str, str | None]] = {}
+    for fld in policy.fairness.fields or []:
+        labels: dict[str, str | None] = {}
+        for item in items:
+            value = (item.meta or {}).get(fld)
+            ok = value is not None and not isinstance(value, dict | list) and value != ""
+            labels[item.item_key] = str(value) if ok else None
+        if fld == LANGUAGE_FIELD:
+            todo = [i for i in items if labels[i.item_key] is None]
+            for item, lang in zip(todo, detect_languages(i.input for i in todo), strict=True):
+                labels[item.item_key] = lang
+        if len({v for v in labels.values() if v is not None}) >= 2:
+            out[fld] = labels
+    return out
 
 
 def _check_scored(*sides: tuple[GateSide, _SideData]) -> None:

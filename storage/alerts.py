@@ -28,8 +28,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
 from evalwatch.core import ACTIVE_ALERT_STATUSES, AlertStatus, SubjectType
+from evalwatch.core.telemetry import resolve_selector
 from evalwatch.storage.db import session_scope
 from evalwatch.storage.membership import run_score_ids, run_subject_ids
+from evalwatch.storage.metric_series import METRIC_DIMENSIONS, metric_sql_source
 from evalwatch.storage.models import (
     Alert,
     AlertState,
@@ -40,7 +42,9 @@ from evalwatch.storage.models import (
     RegressionReport,
     Score,
 )
+from evalwatch.storage.performance import perf_value
 from evalwatch.storage.repo import insert_ignore
+from evalwatch.storage.ux_signal import feedback_source
 
 __all__ = [
     "AggSpec",
@@ -196,6 +200,16 @@ def _sql_source(series: SeriesSpec) -> tuple[Any, Any, list[Any], dict[str, Any]
         return _it, col, [col.is_not(None)], dims, _it.c.ts
     if series.source == "volume":
         return _it, sa.literal(1.0), [], dims, _it.c.ts
+    if series.source == "perf":
+        # One value per interaction (see evalwatch.storage.performance); the rule aggregates.
+        perf, perf_where = perf_value(series.metric)
+        return _it, perf, perf_where, dims, _it.c.ts
+    if series.source == "feedback":
+        # A feedback kind's values, or whether each interaction had the event (ux_signal).
+        return feedback_source(series.metric)
+    if series.source == "metric":
+        # Samples of a serving-fleet series (``metric`` is the selector in full).
+        return metric_sql_source(series.metric)
     raise ValueError(f"source {series.source!r} is not aggregated in SQL")
 
 
@@ -405,6 +419,10 @@ def offending_items(
                 limit=limit,
             )
     conn = conn_or_engine
+    if series.source == "metric":
+        return _metric_offending(
+            conn, series, comparison, bound, descending, scope, start, end, limit
+        )
     frm, value, where, dims, ts = _sql_source(series)
     where = list(where)
     if run_id is not None:
@@ -445,6 +463,55 @@ def offending_items(
     return out
 
 
+def _metric_offending(
+    conn: Connection,
+    series: SeriesSpec,
+    comparison: str | None,
+    bound: float | None,
+    descending: bool,
+    scope: Mapping[str, str | None],
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """:func:`offending_items` of a metric series: its breaching samples, worst first.
+
+    A percentile selector (``engine.ttft_p95``) has none: its value is the window's, read from
+    the buckets of all its samples together.
+    """
+    sel = resolve_selector(series.metric or "")
+    if sel is None or sel.quantile is not None:
+        return []
+    frm, value, where, dims, ts = metric_sql_source(series.metric)
+    where = list(where)
+    if start is not None:
+        where.append(ts >= start)
+    if end is not None:
+        where.append(ts < end)
+    for dim, wanted in {**series.filters, **scope}.items():
+        if wanted is not None and dim in dims:
+            where.append(dims[dim] == wanted)
+    if comparison is not None and bound is not None:
+        where.append(_cmp(value, comparison, bound))
+    cols = [ts.label("ts"), *(c.label(d) for d, c in dims.items()), value.label("value")]
+    q = (
+        sa.select(*cols)
+        .select_from(frm)
+        .where(*where)
+        .order_by(value.desc() if descending else value.asc(), ts)
+        .limit(limit)
+    )
+    return [
+        {
+            **dict(r),
+            "series": series.metric,
+            "ts": r["ts"].isoformat(),
+            "value": float(r["value"]),
+        }
+        for r in conn.execute(q).mappings()
+    ]
+
+
 def _is_anomaly(test: str, family: str | None) -> bool:
     return family == "anomaly" or test.startswith("anomaly")
 
@@ -472,11 +539,13 @@ def report_items(
     Values: ``drift``/``anomaly`` 1 for a test that found drift (or an anomaly), 0 for none,
     tests with insufficient data left out (anomaly rows are those of family ``anomaly``);
     ``gate`` 1 when the gate or canary failed (exit code not 0), else 0; ``kappa`` the judge's
-    kappa; ``run_cost`` a finished run's ``summary["cost_usd"]`` (or ``summary["cost"]``).
+    kappa; ``run_cost`` a finished run's ``summary["cost_usd"]`` (or ``summary["cost"]``);
+    ``fairness`` 1 for a segment-metric finding that is a gap, 0 for none (insufficient data
+    left out).
 
     Args:
         engine: The store.
-        source: ``drift``, ``anomaly``, ``gate``, ``kappa`` or ``run_cost``.
+        source: ``drift``, ``anomaly``, ``gate``, ``kappa``, ``run_cost`` or ``fairness``.
         since: Exclusive lower bound of the item time (None: from the beginning).
         until: Inclusive upper bound.
 
@@ -489,6 +558,7 @@ def report_items(
         "gate": _gate_items,
         "kappa": _kappa_items,
         "run_cost": _run_cost_items,
+        "fairness": _fairness_items,
     }
     with engine.connect() as conn:
         read = readers.get(source)
@@ -513,16 +583,20 @@ def _drift_report_items(
     """Drift report rows as items: anomaly series or the other tests, insufficient data left out."""
     out: list[ReportItem] = []
     for r in _in_window(conn, sa.select(_dr), _dr.c.created_at, _dr.c.id, since, until):
-        if _is_anomaly(r["test"], r["family"]) != anomaly:
+        if _is_anomaly(r["test"], r["family"]) != anomaly or r["family"] == "fairness":
             continue
         if r["verdict"] == "insufficient_data":
             continue
         scope = r["scope"] or {}
+        dims = {"app": scope.get("app"), "model_version": scope.get("model_version")}
+        if anomaly:
+            # Metric-series anomalies (runs.metric_anomalies) are scoped by host, GPU, model.
+            dims |= {d: scope.get(d) for d in METRIC_DIMENSIONS} | {"series": r["feature"]}
         out.append(
             ReportItem(
                 key=r["report_key"],
                 ts=r["created_at"],
-                dims={"app": scope.get("app"), "model_version": scope.get("model_version")},
+                dims=dims,
                 value=1.0 if r["verdict"] in ("drift", "anomaly") else 0.0,
                 detail={
                     "report_key": r["report_key"],
@@ -532,6 +606,46 @@ def _drift_report_items(
                     "effect_size": r["effect_size"],
                     "effect_name": r["effect_name"],
                     "p_adjusted": r["p_adjusted"],
+                    "summary": r["summary"],
+                },
+            )
+        )
+    return out
+
+
+def _fairness_items(conn: Connection, since: datetime | None, until: datetime) -> list[ReportItem]:
+    """:func:`report_items` of ``fairness``: each segment-metric finding, 1 when it is a gap.
+
+    Rows of family ``fairness`` of the drift reports; findings with insufficient data are
+    left out. Dimensions: ``segment`` (``field=value``), ``metric``, ``app``, ``model_version``.
+    """
+    q = sa.select(_dr).where(_dr.c.family == "fairness")
+    out: list[ReportItem] = []
+    for r in _in_window(conn, q, _dr.c.created_at, _dr.c.id, since, until):
+        if r["verdict"] == "insufficient_data":
+            continue
+        scope = r["scope"] or {}
+        details = r["details"] or {}
+        out.append(
+            ReportItem(
+                key=r["report_key"],
+                ts=r["created_at"],
+                dims={
+                    "segment": scope.get("segment"),
+                    "metric": r["feature"],
+                    "app": scope.get("app"),
+                    "model_version": scope.get("model_version"),
+                },
+                value=1.0 if r["verdict"] == "gap" else 0.0,
+                detail={
+                    "report_key": r["report_key"],
+                    "segment": scope.get("segment"),
+                    "metric": r["feature"],
+                    "group": details.get("group"),
+                    "direction": details.get("direction"),
+                    "difference": r["effect_size"],
+                    "p_adjusted": r["p_adjusted"],
+                    "verdict": r["verdict"],
                     "summary": r["summary"],
                 },
             )

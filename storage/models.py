@@ -113,6 +113,18 @@ class Interaction(SQLModel, table=True):
     redactions: int = 0
     source: str | None = Field(default=None, max_length=500)
     ingested_at: datetime = _now()
+    # Privacy (migration 0004): once text retention or metadata-only ingest removed the texts,
+    # prompt/response are "" and context/reference None; their lengths and SHA-256 stay.
+    text_removed_at: datetime | None = _opt_ts()
+    text_removed_reason: str | None = Field(default=None, max_length=32)
+    prompt_chars: int | None = None
+    prompt_sha256: str | None = Field(default=None, max_length=64)
+    response_chars: int | None = None
+    response_sha256: str | None = Field(default=None, max_length=64)
+    context_chars: int | None = None
+    context_sha256: str | None = Field(default=None, max_length=64)
+    reference_chars: int | None = None
+    reference_sha256: str | None = Field(default=None, max_length=64)
 
 
 class Feedback(SQLModel, table=True):
@@ -125,7 +137,7 @@ class Feedback(SQLModel, table=True):
     # Content-derived, so re-ingesting the same feedback is a no-op.
     feedback_key: str = Field(max_length=64)
     interaction_id: int = Field(foreign_key="interactions.id", index=True, ondelete="CASCADE")
-    kind: str = Field(max_length=32)  # rating | thumbs | follow_up | abandon
+    kind: str = Field(max_length=32)  # one of evalwatch.core.feedback.FEEDBACK_KINDS
     value: float | None = None
     label: str | None = Field(default=None, max_length=64)
     comment: str | None = _text()

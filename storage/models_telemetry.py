@@ -56,5 +56,7 @@ class MetricSample(SQLModel, table=True):
     # first). Histogram: the mean of the observations in the interval, when known.
     value: float | None = None
     raw: float | None = None  # counter: the cumulative reading as emitted
-    # Histogram: {"le": [...], "counts": [...cumulative], "sum": float, "count": float}.
+    # Histogram: {"le": [...], "counts": [...cumulative], "sum": float, "count": float}, the
+    # last bound as "+Inf" (JSON has no infinity), and "interval": {"counts", "sum", "count"},
+    # the observations since the series' previous sample (absent for its first).
     buckets: dict[str, Any] | None = _json()

@@ -20,7 +20,15 @@ from evalwatch.storage.models import (
     RegressionReport,
     Score,
 )
+from evalwatch.storage.performance import (
+    EngineWindow,
+    engine_windows,
+    infra_samples,
+    load_perf_frame,
+    model_load_series,
+)
 from evalwatch.storage.traffic_frame import newest_interaction_time
+from evalwatch.storage.ux_signal import TASK_SUCCESS_COLUMNS, task_success_frame
 
 __all__ = ["FINDING_VERDICTS", "OverviewData", "load_overview", "overview_window"]
 
@@ -43,6 +51,17 @@ class OverviewData:
     # (the latest check finding nothing must not hide what an earlier one found).
     findings_drift: list[dict[str, Any]] = field(default_factory=list)
     findings_drift_at: datetime | None = None
+    # Judged task success per interaction (evalwatch.storage.ux_signal.task_success_frame).
+    task_success: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=TASK_SUCCESS_COLUMNS)
+    )
+    # Model performance per version and the serving fleet (evalwatch.storage.performance):
+    # the window's interactions with their performance fields, the engine series per served
+    # model, the infrastructure gauges and the model-load readings.
+    perf: pd.DataFrame = field(default_factory=pd.DataFrame)
+    engines: dict[str, EngineWindow] = field(default_factory=dict)
+    infra: pd.DataFrame = field(default_factory=pd.DataFrame)
+    model_loads: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # Verdicts of drift_reports rows that are findings: a drifted test, an anomalous series.
@@ -107,6 +126,7 @@ def load_overview(engine: Engine, start: datetime, end: datetime) -> OverviewDat
         )
         drift, drift_at, findings, findings_at = _latest_drift(conn)
         gates = _latest_gates(conn)
+        task_success = task_success_frame(conn, start, end)
     for frame in (traffic, scores, feedback):
         if not frame.empty:
             frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
@@ -127,6 +147,11 @@ def load_overview(engine: Engine, start: datetime, end: datetime) -> OverviewDat
         gates,
         findings,
         findings_at,
+        task_success=task_success,
+        perf=load_perf_frame(engine, start, end),
+        engines=engine_windows(engine, start, end),
+        infra=infra_samples(engine, start, end),
+        model_loads=model_load_series(engine, start, end),
     )
 
 

@@ -900,12 +900,39 @@ def write_scores(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.begin() as conn:
             return write_scores(conn, rows)
-    rows = _about_live_subjects(conn_or_engine, rows)
+    live = _about_live_subjects(conn_or_engine, rows)
+    if len(live) != len(rows):
+        _forget_judge_answers(conn_or_engine, rows, live)
+    rows = live
     cols = ["subject_id", "subject_type", "evaluator", "evaluator_version", "config_hash", "metric"]
     ids = insert_ignore(conn_or_engine, Score, rows, cols)
     run_ids = {r["run_id"] for r in rows}
     link_written(conn_or_engine, ids, run_ids.pop() if len(run_ids) == 1 else None)
     return len(ids)
+
+
+def _forget_judge_answers(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], live: Sequence[Mapping[str, Any]]
+) -> None:
+    """Delete the judge-cache entries of scores not stored because their interaction is gone.
+
+    A judge caches its answers while it runs, before the scores are written; when the
+    interaction was deleted meanwhile (``privacy forget``, ``db prune``), its text would
+    otherwise stay in the cache with no score pointing at it.
+    """
+    kept = {id(r) for r in live}
+    keys = sorted(
+        {
+            k
+            for r in rows
+            if id(r) not in kept and isinstance(r.get("details"), dict)
+            for k in r["details"].get("cache_keys") or ()
+            if isinstance(k, str)
+        }
+    )
+    table = JudgeCache.__table__  # type: ignore[attr-defined]
+    for start in range(0, len(keys), 5_000):
+        conn.execute(sa.delete(table).where(table.c.key.in_(keys[start : start + 5_000])))
 
 
 def write_embeddings(conn_or_engine: Engine | Connection, rows: Sequence[Mapping[str, Any]]) -> int:

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from evalwatch.core import SubjectType
+from evalwatch.core.feedback import FEEDBACK_KIND_NAMES, FEEDBACK_KINDS
 from evalwatch.storage.membership import run_subject_ids
 from evalwatch.storage.models import (
     DriftReportRow,
@@ -49,10 +50,12 @@ from evalwatch.storage.models import (
 
 __all__ = [
     "INTERACTION_COLUMNS",
+    "SegmentColumns",
     "TrafficFrame",
     "Window",
     "insert_drift_rows",
     "load_frame",
+    "load_segments",
     "newest_interaction_time",
     "run_subjects",
     "to_datetime64",
@@ -156,6 +159,10 @@ class TrafficFrame:
         embedding_model: The embedding model loaded.
         rating_rows / rating_values / rating_ts: Rating feedback (row, 1-5 value, time).
         thumb_rows / thumb_down: Thumbs feedback (row, whether it was down).
+        feedback_numeric: Per-row values of the other ``mean`` feedback kinds
+            (``time_to_rate``; NaN where the row has none), only kinds the frame has.
+        feedback_events: Per-row whether the interaction had an event of each ``rate`` kind
+            (``follow_up``, ``copy``, ...), only kinds with an event in the frame.
         score_keys: Evaluator -> the ``(evaluator_version, config_hash)`` whose scores the
             score columns hold (the widest in the current window, see :func:`load_frame`).
         left_out: Evaluator -> rows that have ``ok`` scores of it under another version or
@@ -183,6 +190,8 @@ class TrafficFrame:
     score_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
     left_out: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
     left_out_keys: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    feedback_numeric: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    feedback_events: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -388,6 +397,8 @@ def load_frame(
         score_keys=scores.keys,
         left_out=scores.left_out,
         left_out_keys=scores.left_out_keys,
+        feedback_numeric=feedback.numeric,
+        feedback_events=feedback.events,
     )
 
 
@@ -425,12 +436,13 @@ def _read_interactions(
             it.c.input_tokens,
             it.c.output_tokens,
             it.c.cost,
+            it.c.response_chars,
         )
         .where(*where)
         .order_by(it.c.ts, it.c.id)
     )
     rows = _fetchall(conn, q)
-    cols: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * 9
+    cols: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * 10
     ids = _ints(cols[0])
     n = ids.size
     return _Interactions(
@@ -440,7 +452,12 @@ def _read_interactions(
         model_version=_objects(cols[3]),
         responses=_objects(cols[4]),
         numeric={
-            "response_length": np.fromiter((len(r) for r in cols[4]), dtype=np.float64, count=n),
+            # A removed text (retention, metadata-only ingest) kept its length.
+            "response_length": np.fromiter(
+                (len(r) if c is None else c for r, c in zip(cols[4], cols[9], strict=True)),
+                dtype=np.float64,
+                count=n,
+            ),
             "latency_ms": _floats(cols[5]),
             "input_tokens": _floats(cols[6]),
             "output_tokens": _floats(cols[7]),
@@ -734,13 +751,19 @@ class _Feedback:
     rating_ts: npt.NDArray[np.datetime64]
     thumb_rows: npt.NDArray[np.intp]
     thumb_down: npt.NDArray[np.bool_]
+    numeric: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    events: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
 
 
 def _read_feedback(conn: sa.Connection, in_window: sa.Select[Any], index: _RowIndex) -> _Feedback:
-    """Ratings (time order, with their times) and thumbs (whether down) of the frame's rows."""
+    """Ratings (time order, with their times) and thumbs (whether down) of the frame's rows.
+
+    And the other kinds of :data:`evalwatch.core.feedback.FEEDBACK_KINDS`: per row, the value
+    of each other ``mean`` kind and whether the row had an event of each ``rate`` kind.
+    """
     fb = Feedback.__table__  # type: ignore[attr-defined]
     qf = sa.select(fb.c.interaction_id, fb.c.kind, fb.c.value, fb.c.ts).where(
-        fb.c.interaction_id.in_(in_window), fb.c.kind.in_(["rating", "thumbs"])
+        fb.c.interaction_id.in_(in_window), fb.c.kind.in_(FEEDBACK_KIND_NAMES)
     )
     rows = _fetchall(conn, qf) if index.n else []
     if not rows:
@@ -755,8 +778,11 @@ def _read_feedback(conn: sa.Connection, in_window: sa.Select[Any], index: _RowIn
     fr = index.rows_of(_ints(iid))
     is_rating = np.fromiter((k == "rating" for k in kind), dtype=np.bool_, count=len(kind))
     fv = _floats(value)
+    kinds = np.asarray(kind, dtype=object)
+    is_thumbs = kinds == "thumbs"
     usable = (fr >= 0) & np.isfinite(fv)
-    rating, thumbs = usable & is_rating, usable & ~is_rating
+    rating, thumbs = usable & is_rating, usable & is_thumbs
+    numeric, events = _other_feedback(index.n, fr, kinds, fv)
     ts = _to_dt64(fts)[rating]
     by_time = np.argsort(ts, kind="stable")
     return _Feedback(
@@ -765,7 +791,34 @@ def _read_feedback(conn: sa.Connection, in_window: sa.Select[Any], index: _RowIn
         rating_ts=ts[by_time],
         thumb_rows=fr[thumbs],
         thumb_down=fv[thumbs] < 0.5,
+        numeric=numeric,
+        events=events,
     )
+
+
+def _other_feedback(
+    n: int, fr: npt.NDArray[np.intp], kinds: npt.NDArray[np.object_], fv: npt.NDArray[np.float64]
+) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
+    """Per-row columns of the kinds besides rating and thumbs, only those the rows have."""
+    numeric: dict[str, npt.NDArray[np.float64]] = {}
+    events: dict[str, npt.NDArray[np.bool_]] = {}
+    for k in FEEDBACK_KINDS:
+        if k.name in ("rating", "thumbs"):
+            continue
+        mine = (kinds == k.name) & (fr >= 0)
+        if not mine.any():
+            continue
+        if k.aggregate == "rate":
+            happened = np.zeros(n, dtype=np.bool_)
+            happened[fr[mine]] = True
+            events[k.name] = happened
+        else:
+            mine &= np.isfinite(fv)
+            if mine.any():
+                col = np.full(n, np.nan)
+                col[fr[mine]] = fv[mine]  # several for one interaction: the last stored
+                numeric[k.name] = col
+    return numeric, events
 
 
 def insert_drift_rows(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -776,3 +829,102 @@ def insert_drift_rows(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
     with engine.begin() as conn:
         conn.execute(sa.insert(table), list(rows))
     return len(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Fairness segments: metadata fields of the frame's rows
+# --------------------------------------------------------------------------------------------
+
+# Ids per "IN (...)" of a segment read: well under SQLite's bound-parameter limit.
+_SEGMENT_CHUNK = 10_000
+# The metadata key the ingest pipeline stores the detected language under
+# (evalwatch.checks.language.DETECTED_FIELD; storage does not import checks).
+_DETECTED_LANGUAGE = "detected_language"
+_PROMPT_CHARS = 500
+
+
+@dataclass(frozen=True)
+class SegmentColumns:
+    """Segment labels of a frame's rows, read from the interactions' metadata.
+
+    Attributes:
+        labels: Field -> one label per row (object array; None where the row has none).
+        undetected: For the ``language`` field: rows with neither ``language`` nor
+            ``detected_language`` in their metadata (stored before detection, or with it off).
+        prompts: The first characters of those rows' prompts (None where no text is kept),
+            for a detection at analysis time.
+    """
+
+    labels: dict[str, npt.NDArray[np.object_]]
+    undetected: npt.NDArray[np.intp]
+    prompts: list[str | None]
+
+
+def _label(value: Any) -> str | None:
+    # Only scalars name a segment; a nested object or an empty string names none.
+    if value is None or isinstance(value, dict | list) or value == "":
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def load_segments(
+    engine: Engine,
+    ids: npt.NDArray[np.int64],
+    fields: Sequence[str],
+    *,
+    language_field: str = "language",
+) -> SegmentColumns:
+    """Read the segment fields of some interactions from their metadata, in ``ids`` order.
+
+    ``language_field`` falls back to the ingest-time ``detected_language``; rows with neither
+    are listed in ``undetected`` with the start of their prompt, for the caller to detect.
+
+    Args:
+        engine: The store.
+        ids: Interaction ids (a frame's ``ids``).
+        fields: Metadata keys to read.
+        language_field: The field that falls back to the detected language.
+
+    Returns:
+        The labels.
+
+    Examples:
+        >>> from evalwatch.storage.db import make_engine, upgrade
+        >>> e = make_engine("sqlite://"); _ = upgrade(e)
+        >>> load_segments(e, np.empty(0, dtype=np.int64), ["region"]).labels["region"].size
+        0
+    """
+    it = _it()
+    pos = {int(i): k for k, i in enumerate(ids.tolist())}
+    labels = {f: np.full(ids.size, None, dtype=object) for f in fields}
+    missing: list[int] = []
+    id_list = ids.tolist()
+    with engine.connect() as conn:
+        for s in range(0, len(id_list), _SEGMENT_CHUNK):
+            chunk = id_list[s : s + _SEGMENT_CHUNK]
+            q = sa.select(it.c.id, it.c["metadata"]).where(it.c.id.in_(chunk))
+            for iid, meta in conn.execute(q):
+                row = pos[int(iid)]
+                meta = meta if isinstance(meta, dict) else {}
+                for f in fields:
+                    labels[f][row] = _label(meta.get(f))
+                if language_field in labels and labels[language_field][row] is None:
+                    detected = _label(meta.get(_DETECTED_LANGUAGE))
+                    if detected is None:
+                        missing.append(row)
+                    labels[language_field][row] = detected
+        prompts: dict[int, str | None] = {}
+        rows_missing = sorted(missing)
+        by_id = [id_list[r] for r in rows_missing]
+        for s in range(0, len(by_id), _SEGMENT_CHUNK):
+            chunk = by_id[s : s + _SEGMENT_CHUNK]
+            text = sa.func.substr(it.c.prompt, 1, _PROMPT_CHARS)
+            for iid, prompt in conn.execute(sa.select(it.c.id, text).where(it.c.id.in_(chunk))):
+                prompts[pos[int(iid)]] = prompt or None
+    return SegmentColumns(
+        labels=labels,
+        undetected=np.array(rows_missing, dtype=np.intp),
+        prompts=[prompts.get(r) for r in rows_missing],
+    )

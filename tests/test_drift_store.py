@@ -370,7 +370,8 @@ def test_check_finds_the_shift_per_scope_and_stores_one_row_per_test(engine):
 
     rows = _stored(engine)
     n_tests = sum(len(s.report.results) for s in out.scopes)
-    assert len(rows) == out.n_rows_stored == n_tests + len(out.anomalies)
+    n_fair = len(out.fairness.findings) if out.fairness is not None else 0  # own family
+    assert len(rows) == out.n_rows_stored == n_tests + len(out.anomalies) + n_fair
     assert {r["report_key"] for r in rows} == {out.report_key}
     by_label = {r["scope"]["label"]: r["scope"] for r in rows}
     assert by_label["app=shop"] == {"app": "shop", "model_version": None, "label": "app=shop"}
@@ -380,7 +381,11 @@ def test_check_finds_the_shift_per_scope_and_stores_one_row_per_test(engine):
     assert {r["verdict"] for r in anomaly_rows} <= {"anomaly", "no_anomaly", "insufficient_data"}
     # One Benjamini-Hochberg family across every scope: the stored adjusted p-values are BH of
     # all stored raw p-values together.
-    tested = [r for r in rows if r["family"] != "anomaly" and r["verdict"] != "insufficient_data"]
+    tested = [
+        r
+        for r in rows
+        if r["family"] not in ("anomaly", "fairness") and r["verdict"] != "insufficient_data"
+    ]
     assert len({r["scope"]["label"] for r in tested}) == 5
     np.testing.assert_allclose(
         [r["p_adjusted"] for r in tested],

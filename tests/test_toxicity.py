@@ -414,3 +414,37 @@ def test_a_non_finite_model_output_is_unscored_not_a_value(no_detoxify_weights: 
     ]
     assert all(r.status == "ok" and r.value is not None for r in out.scores if r.subject_id != 1)
     assert out.scores[2].reason == "non-finite model output"
+
+
+def test_a_failed_download_under_auto_is_not_tried_again_by_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each batch task builds its own evaluator; an unreachable host must cost one attempt.
+
+    The download really runs (torch.hub over urllib) through a proxy that refuses at once, as
+    a machine without internet would, after its timeout.
+    """
+    from evalwatch.evaluators import toxicity
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.setattr(toxicity, "_DETOXIFY_FAILED", {})
+    with caplog.at_level("WARNING", logger="evalwatch.evaluators.toxicity"):
+        first = ToxicityEvaluator(device="cpu")
+        first.load()
+        second = ToxicityEvaluator(device="cpu")
+        second.load()
+    attempts = [r for r in caplog.records if "downloading detoxify" in r.getMessage()]
+    assert len(attempts) == 1
+    assert first.backend == second.backend == EMBEDDED_BACKEND
+    assert second.source is not None and "detoxify is not available" in second.source
+    # A place with other caches (another user, a fresh TORCH_HOME) tries again.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "other-torch-home"))
+    with caplog.at_level("WARNING", logger="evalwatch.evaluators.toxicity"):
+        ToxicityEvaluator(device="cpu").load()
+    attempts = [r for r in caplog.records if "downloading detoxify" in r.getMessage()]
+    assert len(attempts) == 2

@@ -202,7 +202,10 @@ def test_an_expectation_that_cannot_run_is_an_error_not_a_pass():
         ({**R1, "kind": "thumbs"}, ["value: missing"]),
         ({**R1, "kind": "follow_up", "value": "and then?"}, []),
         ({**R1, "kind": "abandon"}, []),
-        ({**R1, "kind": "like"}, ["kind: not one of rating, thumbs, follow_up, abandon"]),
+        (
+            {**R1, "kind": "like"},
+            ["kind: not one of rating, thumbs, time_to_rate, follow_up, copy, refinement, abandon"],
+        ),
         ({"kind": "abandon"}, ["request_id: missing"]),
         ({"request_id": "r1"}, ["kind: missing"]),
         ({**R1, "kind": "abandon", "timestamp": None}, ["timestamp: missing"]),

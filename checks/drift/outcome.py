@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from evalwatch.checks.anomaly import AnomalyPoint, AnomalyReport, from_anscombe
 from evalwatch.checks.drift.config import DriftConfig
 from evalwatch.checks.drift.results import DriftReport, DriftTestResult
+from evalwatch.checks.fairness import FairnessReport
 from evalwatch.core import parse_duration
 
 __all__ = [
@@ -396,6 +397,8 @@ class DriftOutcome:
         alerts: What the alert rules did after the report was stored.
         alert_error: Why the alert rules could not be evaluated (None: they were, or were
             not asked to be).
+        fairness: The current window's fairness report (segments against the rest; None:
+            not computed), stored as rows of family ``"fairness"``.
     """
 
     report_key: str
@@ -412,6 +415,7 @@ class DriftOutcome:
     no_data: list[str] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     alert_error: str | None = None
+    fairness: FairnessReport | None = None
 
     @property
     def report(self) -> DriftReport:
@@ -509,6 +513,16 @@ class DriftOutcome:
                 "baseline": self.baseline.as_json(),
                 "embedding_model": self.embedding_model,
                 "moved": self.headlines(),
+                "fairness": (
+                    None
+                    if self.fairness is None
+                    else self.fairness.model_dump(mode="json")
+                    if full
+                    else {
+                        "gap_found": self.fairness.gap_found,
+                        "gaps": [g.model_dump(mode="json") for g in self.fairness.gaps()],
+                    }
+                ),
                 "scopes": [
                     {
                         "scope": s.label,

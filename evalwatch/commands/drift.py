@@ -89,6 +89,18 @@ def print_outcome(outcome: DriftOutcome) -> None:
         console.print("[bold]anomalies in the current window:[/bold]")
         for a in found:
             console.print(f"  {escape(a.scope.label)}: {escape(a.summary())}", highlight=False)
+    if outcome.fairness is not None:
+        from evalwatch.reporting.fairness import fairness_summary_lines
+
+        gaps = fairness_summary_lines(outcome.fairness)
+        tested = sum(f.verdict != "insufficient_data" for f in outcome.fairness.findings)
+        console.print(
+            f"[bold]fairness[/bold]: {len(gaps)} gap(s) in {tested} segment tests"
+            + ("" if outcome.fairness.segments else " (no segment field has two values)"),
+            highlight=False,
+        )
+        for line in gaps:
+            console.print(f"  {escape(line)}", highlight=False)
     insufficient = sum(
         1 for s in outcome.scopes for r in s.report.results if r.verdict == "insufficient_data"
     )

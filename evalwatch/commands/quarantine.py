@@ -37,10 +37,10 @@ def quarantine_list(
     table.add_column("kind", no_wrap=True)
     table.add_column("source:line", overflow="fold")
     table.add_column("reasons", overflow="fold")
+    redact = Redactor().redact  # a reason may quote the value it is about
     for q in page.rows:
-        table.add_row(
-            str(q.id), escape(q.kind), escape(f"{q.source}:{q.line}"), escape("; ".join(q.reasons))
-        )
+        reasons = "; ".join(redact(r)[0] for r in q.reasons)
+        table.add_row(str(q.id), escape(q.kind), escape(f"{q.source}:{q.line}"), escape(reasons))
     console.print(table)
     if page.rows:
         console.print("the raw row: `evalwatch quarantine show ID`", highlight=False)
@@ -64,8 +64,8 @@ def quarantine_show(
     console.print(f"[bold]quarantined row {q.id}[/bold] ({escape(q.kind)})")
     console.print(f"  source: {escape(q.source)}, line {q.line}", highlight=False)
     console.print(f"  quarantined (UTC): {str(q.created_at)[:19]}", highlight=False)
-    for why in q.reasons:
-        console.print(f"  - {escape(why)}", highlight=False)
+    for why in q.reasons:  # a reason may quote the value it is about
+        console.print(f"  - {escape(Redactor().redact(why)[0])}", highlight=False)
     console.print("  raw (personal data and secrets masked):", highlight=False)
     console.print(escape(raw), highlight=False, soft_wrap=True)
 

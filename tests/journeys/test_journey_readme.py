@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -142,7 +145,15 @@ class Ctx:
         try:
             counts = table_counts(engine)
             with engine.connect() as conn:
-                for table in ("drift_reports", "regression_reports", "judge_calibrations"):
+                for table in (
+                    "drift_reports",
+                    "regression_reports",
+                    "judge_calibrations",
+                    "metric_series",
+                    "metric_samples",
+                    "privacy_optouts",
+                    "dp_releases",
+                ):
                     counts[table] = conn.execute(sa.text(f"SELECT count(*) FROM {table}")).one()[0]
             return counts
         finally:
@@ -255,6 +266,98 @@ def write_rules(ctx: Ctx) -> None:
     (ctx.dir / "bad-rules.yaml").write_text(
         "rules:\n  - name: typo\n    metric: heuristics.refusl\n", encoding="utf-8"
     )
+
+
+# A dcgm-exporter scrape (two GPUs of one host) and one with a line that cannot be right.
+DCGM_SCRAPE = "".join(
+    f"# TYPE {field} gauge\n"
+    + "".join(
+        f'{field}{{gpu="{gpu}",UUID="GPU-{gpu}",device="nvidia{gpu}",'
+        f'modelName="NVIDIA H100 80GB HBM3",Hostname="gpu-node-1"}} {value}\n'
+        for gpu, value in enumerate(values)
+    )
+    for field, values in (
+        ("DCGM_FI_DEV_GPU_UTIL", (87, 12)),
+        ("DCGM_FI_DEV_FB_USED", (61000, 2000)),
+        ("DCGM_FI_DEV_FB_FREE", (20000, 79000)),
+        ("DCGM_FI_DEV_GPU_TEMP", (71, 40)),
+        ("DCGM_FI_DEV_POWER_USAGE", (512.5, 80.25)),
+    )
+)
+BAD_SCRAPE = DCGM_SCRAPE + 'DCGM_FI_DEV_GPU_UTIL{gpu="2",Hostname="gpu-node-1"} 250\n'
+
+
+def write_scrapes(ctx: Ctx) -> None:
+    (ctx.dir / "dcgm.prom").write_text(DCGM_SCRAPE, encoding="utf-8")
+    (ctx.dir / "bad.prom").write_text(BAD_SCRAPE, encoding="utf-8")
+
+
+class ScrapeTarget:
+    """A metrics endpoint on localhost serving :data:`DCGM_SCRAPE` (``before``/``extra`` hooks)."""
+
+    server: ThreadingHTTPServer | None = None
+
+    @classmethod
+    def start(cls, ctx: Ctx) -> None:
+        body = DCGM_SCRAPE.encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        cls.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=cls.server.serve_forever, daemon=True).start()
+
+    @classmethod
+    def url(cls, ctx: Ctx) -> tuple[str, ...]:
+        assert cls.server is not None
+        return ("collect", "scrape", f"http://127.0.0.1:{cls.server.server_address[1]}/metrics")
+
+    @classmethod
+    def stop(cls, ctx: Ctx) -> None:
+        if cls.server is not None:
+            cls.server.shutdown()
+            cls.server.server_close()
+            cls.server = None
+
+
+def _closed_port() -> int:
+    """A localhost port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def file_written(name: str, *patterns: str) -> Check:
+    """``name`` was written in the user's directory and holds every pattern."""
+
+    def check(ctx: Ctx, res: Result, before: dict[str, int]) -> None:
+        path = ctx.dir / name
+        assert path.is_file(), f"{name} was not written:\n{res}"
+        text = path.read_text(encoding="utf-8")
+        for pattern in patterns:
+            assert re.search(pattern, text), f"{name} does not hold {pattern!r}"
+
+    return check
+
+
+def both(*checks: Check) -> Check:
+    def check(ctx: Ctx, res: Result, before: dict[str, int]) -> None:
+        for c in checks:
+            c(ctx, res, before)
+
+    return check
+
+
+def write_bad_targets(ctx: Ctx) -> None:
+    (ctx.dir / "bad-targets.yaml").write_text("safety: {target: high}\n", encoding="utf-8")
 
 
 DEGRADED = "datasets/support-qa.predictions.candidate-degraded.jsonl"
