@@ -29,7 +29,7 @@ from evalwatch.checks.dp import (
     safe_ratio,
 )
 from evalwatch.evaluators.metrics import metric_catalogue, metric_spec
-from evalwatch.reporting.overview import successful_ids
+from evalwatch.reporting.overview import KEY_METRICS, successful_ids
 from evalwatch.reporting.page import html_page, html_table, section
 from evalwatch.storage.dp_data import DPFrames
 
@@ -46,15 +46,8 @@ __all__ = [
     "overview_release",
 ]
 
-# The score metrics the DP overview releases, when scored (as the overview's headline ones).
-_DP_METRICS = (
-    "judge.helpfulness",
-    "judge.correctness",
-    "embedding.relevance",
-    "toxicity.safety",
-    "heuristics.refusal",
-    "heuristics.pii_leak",
-)
+# The score metrics the DP overview releases, when scored: the overview's headline ones.
+_DP_METRICS = KEY_METRICS
 
 
 @dataclass(frozen=True)

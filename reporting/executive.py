@@ -45,6 +45,7 @@ from evalwatch.checks.health import (
     health_score,
 )
 from evalwatch.checks.rules import RulesFile
+from evalwatch.reporting.markdown import md_records
 from evalwatch.reporting.overview import successful_ids
 from evalwatch.reporting.page import html_page, html_table, img, section
 from evalwatch.reporting.performance import trend_text
@@ -439,20 +440,6 @@ def executive_html(data: ExecutiveData) -> str:
     )
 
 
-def _md(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "_none_\n"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += [
-        "| "
-        + " | ".join("—" if r[c] is None else str(r[c]).replace("|", "\\|") for c in cols)
-        + " |"
-        for r in rows
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def executive_markdown(data: ExecutiveData) -> str:
     """The executive view as markdown (a Prefect artifact, a file beside the HTML page)."""
     out = [
@@ -460,21 +447,25 @@ def executive_markdown(data: ExecutiveData) -> str:
         "",
         _window_line(data),
         "",
-        _md(_glance_rows(data)),
+        md_records(_glance_rows(data)),
         "## Health parts",
         "",
     ]
     for s in data.scopes:
         h = scope_health(data, s)
         score = "no data" if h.score is None else f"{h.score:.1f}"
-        out += [f"### {s.app} / {s.model_version}: health {score}", "", _md(_part_rows(data, s))]
+        out += [
+            f"### {s.app} / {s.model_version}: health {score}",
+            "",
+            md_records(_part_rows(data, s)),
+        ]
     out += [
         "## Trends (previous period → this window)",
         "",
-        _md(_trend_rows(data)),
+        md_records(_trend_rows(data)),
         f"## Active alerts ({len(data.open_alerts)})",
         "",
-        _md(_alert_rows(data)),
+        md_records(_alert_rows(data)),
         "## Definitions",
         "",
         *(f"- {d}" for d in _definitions(data)),

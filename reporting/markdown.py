@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["format_p", "md_escape", "md_table"]
+__all__ = ["format_p", "md_escape", "md_records", "md_table"]
 
 
 def format_p(p: float | None, missing: str = "n/a") -> str:
@@ -44,3 +45,30 @@ def md_table(rows: Sequence[Sequence[str]]) -> str:
     lines.append("|" + "---|" * len(rows[0]))
     lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows[1:]]
     return "\n".join(lines)
+
+
+def md_records(rows: Sequence[Mapping[str, Any]]) -> str:
+    r"""A markdown table of records: the first record's keys are the header, None is ``—``.
+
+    ``|`` in a cell is escaped; no records give ``_none_`` (an empty table would not render).
+
+    Examples:
+        >>> print(md_records([{"a": 1, "b": None}, {"a": "x|y", "b": 2}]), end="")
+        | a | b |
+        |---|---|
+        | 1 | — |
+        | x\|y | 2 |
+        >>> md_records([])
+        '_none_\n'
+    """
+    if not rows:
+        return "_none_\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += [
+        "| "
+        + " | ".join("—" if r[c] is None else str(r[c]).replace("|", "\\|") for c in cols)
+        + " |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ import pandas as pd
 
 from evalwatch.core.telemetry import GPU_UTILIZATION
 from evalwatch.evaluators.metrics import MetricKind, metric_catalogue, metric_spec
+from evalwatch.reporting.markdown import md_records
 from evalwatch.reporting.page import html_page, html_table, img, section
 from evalwatch.reporting.performance import infra_rows, infra_table, perf_rows, perf_table
 from evalwatch.reporting.plots import figure_to_data_uri
@@ -18,6 +19,7 @@ from evalwatch.reporting.ux_signal import ux_markdown, ux_section
 from evalwatch.storage.overview import FINDING_VERDICTS, OverviewData
 
 __all__ = [
+    "KEY_METRICS",
     "OverviewTables",
     "build_tables",
     "drift_line",
@@ -28,7 +30,7 @@ __all__ = [
 
 # The headline metrics, in this order, when present (a choice of presentation: what a metric
 # means is its evaluator's declaration, see evalwatch.evaluators.metrics).
-_KEY_METRICS = (
+KEY_METRICS = (
     "judge.helpfulness",
     "judge.correctness",
     "embedding.relevance",
@@ -96,7 +98,7 @@ def _trend_metrics(scored: set[str]) -> list[str]:
     evaluators), the first few that grade responses, leaving out descriptive ones such as
     response length, whose rise or fall says nothing about quality by itself.
     """
-    key = [m for m in _KEY_METRICS if m in scored]
+    key = [m for m in KEY_METRICS if m in scored]
     if key:
         return key
     catalogue = metric_catalogue()
@@ -351,7 +353,7 @@ def _volume_png(data: OverviewData) -> str | None:
 
 
 def _quality_png(data: OverviewData) -> str | None:
-    present = [m for m in _KEY_METRICS if m in set(data.scores["metric"])]
+    present = [m for m in KEY_METRICS if m in set(data.scores["metric"])]
     if not present:
         return None
     fig, axes = plt.subplots(
@@ -458,20 +460,6 @@ def overview_html(data: OverviewData) -> str:
     )
 
 
-def _md(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "_none_\n"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += [
-        "| "
-        + " | ".join("—" if r[c] is None else str(r[c]).replace("|", "\\|") for c in cols)
-        + " |"
-        for r in rows
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def overview_markdown(data: OverviewData) -> str:
     """The overview as a markdown artifact."""
     t = build_tables(data)
@@ -483,31 +471,31 @@ def overview_markdown(data: OverviewData) -> str:
             "",
             f"open alerts: **{alerts}** · {drift_line(data, t)} · {gate_line}",
             "",
-            _md(t.headline),
+            md_records(t.headline),
             "## Per model version",
             "",
-            _md(t.per_version),
+            md_records(t.per_version),
             "## Satisfaction",
             "",
-            _md(t.satisfaction[-7:]),
+            md_records(t.satisfaction[-7:]),
             ux_markdown(data),
             "## Model performance per version",
             "",
-            _md(t.performance),
+            md_records(t.performance),
             "## Infrastructure",
             "",
-            _md(t.infrastructure),
+            md_records(t.infrastructure),
             "## " + _alerts_title(t),
             "",
-            _md(t.active_alerts),
+            md_records(t.active_alerts),
             "## Drift findings" + (" (the latest check with findings)" if t.drift_earlier else ""),
             "",
-            _md(t.drift or t.drift_earlier),
+            md_records(t.drift or t.drift_earlier),
             "## Gates",
             "",
-            _md(t.gates),
+            md_records(t.gates),
             "## Evaluators",
             "",
-            _md(t.evaluators),
+            md_records(t.evaluators),
         ]
     )

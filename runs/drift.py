@@ -924,51 +924,12 @@ def _test_row(outcome: DriftOutcome, s: ScopeResult, r: DriftTestResult) -> dict
 
 def _anomaly_row(outcome: DriftOutcome, a: AnomalySeries) -> dict[str, Any]:
     """The ``drift_reports`` row of one anomaly series (family ``"anomaly"``)."""
-    found = [
-        {
-            "window_start": p.window_start.isoformat(),
-            "value": a.display(p.value, c),
-            "expected": a.display(p.expected, c),
-            "scale": p.scale,
-            "robust_z": p.robust_z,
-            "cutoff": p.cutoff,
-            "direction": p.direction,
-            "n": c,
-        }
-        for p, c in a.anomalies()
-    ]
-    return {
-        "report_key": outcome.report_key,
-        "created_at": outcome.created_at,
-        "scope": {**a.scope.dims(), "label": a.scope.label},
-        "baseline": {
-            "kind": "history",
-            "windows": a.n_history,
-            "start": outcome.current.start.isoformat(),
-        },
-        "current": outcome.current.as_json(),
-        "test": f"anomaly_{a.report.method}",
-        "feature": a.feature,
-        "family": "anomaly",
-        "n_baseline": a.n_history,
-        "n_current": len(a.judged()),
-        "statistic": a.max_abs_z,
-        "effect_size": a.max_abs_z,
-        "effect_name": "robust z",
-        "p_value": None,
-        "p_adjusted": None,
-        "verdict": a.verdict,
-        "summary": a.summary(),
-        "details": json_safe(
-            {
-                "freq": a.report.freq,
-                "method": a.report.method,
-                "threshold": a.report.threshold,
-                "scale": "arcsine" if a.rate else "linear",
-                "anomalies": found,
-            }
-        ),
-    }
+    return a.row(
+        report_key=outcome.report_key,
+        created_at=outcome.created_at,
+        dims=a.scope.dims(),
+        test=f"anomaly_{a.report.method}",
+    )
 
 
 def store_outcome(engine: Engine, outcome: DriftOutcome) -> int:

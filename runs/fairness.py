@@ -74,6 +74,7 @@ def fairness_config(settings: FairnessSettings) -> FairnessConfig:
     """
     return FairnessConfig(
         fdr=settings.fdr,
+        correction=settings.correction,
         min_segment_size=settings.min_segment_size,
         max_segments=settings.max_segments,
     )

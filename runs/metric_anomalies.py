@@ -11,7 +11,10 @@ job does for traffic series.
 Per window: a gauge's or counter rate's samples are averaged
 (:func:`evalwatch.checks.anomaly.aggregate_series`); a percentile selector reads the quantile
 of the window's interval buckets added up (:func:`evalwatch.checks.histograms.window_quantile`),
-a percentile of requests rather than of per-sample means. Series with the same name, host, GPU
+a percentile of requests rather than of per-sample means. Each window's scale has a floor: a
+mean's sampling error (the samples' spread around their own window's mean, so a daily cycle is
+not counted as noise), or 5 % of a percentile's history median (buckets resolve no finer).
+Series with the same name, host, GPU
 and model (a DCGM exporter and ``collect gpu`` on one machine) are one scope.
 
 Each selector and scope becomes one ``drift_reports`` row of family ``anomaly`` (the drift
@@ -43,7 +46,6 @@ from evalwatch.checks.drift.outcome import (
     Scope,
     TimeWindow,
     as_utc,
-    json_safe,
 )
 from evalwatch.checks.histograms import window_quantile
 from evalwatch.core import parse_duration
@@ -402,48 +404,9 @@ def _no_data_line(engine: Engine, names: Sequence[str], current: TimeWindow) -> 
 
 def _row(outcome: MetricAnomalyOutcome, a: MetricAnomalySeries) -> dict[str, Any]:
     """The ``drift_reports`` row of one metric anomaly series (the drift job's row shape)."""
-    found = [
-        {
-            "window_start": p.window_start.isoformat(),
-            "value": p.value,
-            "expected": p.expected,
-            "scale": p.scale,
-            "robust_z": p.robust_z,
-            "cutoff": p.cutoff,
-            "direction": p.direction,
-            "n": c,
-        }
-        for p, c in a.anomalies()
-    ]
-    return {
-        "report_key": outcome.report_key,
-        "created_at": outcome.created_at,
-        "scope": {**a.dims, "label": a.scope.label},
-        "baseline": {
-            "kind": "history",
-            "windows": a.n_history,
-            "start": outcome.current.start.isoformat(),
-        },
-        "current": outcome.current.as_json(),
-        "test": f"{_TEST}{a.report.method}",
-        "feature": a.feature,
-        "family": "anomaly",
-        "n_baseline": a.n_history,
-        "n_current": len(a.judged()),
-        "statistic": a.max_abs_z,
-        "effect_size": a.max_abs_z,
-        "effect_name": "robust z",
-        "p_value": None,
-        "p_adjusted": None,
-        "verdict": a.verdict,
-        "summary": a.summary(),
-        "details": json_safe(
-            {
-                "freq": a.report.freq,
-                "method": a.report.method,
-                "threshold": a.report.threshold,
-                "scale": "linear",
-                "anomalies": found,
-            }
-        ),
-    }
+    return a.row(
+        report_key=outcome.report_key,
+        created_at=outcome.created_at,
+        dims=a.dims,
+        test=f"{_TEST}{a.report.method}",
+    )

@@ -427,13 +427,7 @@ def offending_items(
     where = list(where)
     if run_id is not None:
         where += _run_where(series, run_id)
-    if start is not None:
-        where.append(ts >= start)
-    if end is not None:
-        where.append(ts < end)
-    for dim, wanted in {**series.filters, **scope}.items():
-        if wanted is not None and dim in dims:
-            where.append(dims[dim] == wanted)
+    where = _window_scope_where(where, ts, dims, series, scope, start, end)
     cols = [
         _it.c.id,
         _it.c.request_id,
@@ -463,6 +457,35 @@ def offending_items(
     return out
 
 
+def _window_scope_where(
+    where: Sequence[Any],
+    ts: Any,
+    dims: Mapping[str, Any],
+    series: SeriesSpec,
+    scope: Mapping[str, str | None],
+    start: datetime | None,
+    end: datetime | None,
+) -> list[Any]:
+    """A source's where clauses plus the window's bounds and the series' and scope's dims.
+
+    A filter or scope dimension the source has no column for (a metric sample's ``app``) is
+    skipped rather than matching nothing, as the rule's scope may name it for other sources.
+
+    Example:
+        >>> _window_scope_where([], sa.column("ts"), {}, SeriesSpec("volume"), {}, None, None)
+        []
+    """
+    out = list(where)
+    if start is not None:
+        out.append(ts >= start)
+    if end is not None:
+        out.append(ts < end)
+    for dim, wanted in {**series.filters, **scope}.items():
+        if wanted is not None and dim in dims:
+            out.append(dims[dim] == wanted)
+    return out
+
+
 def _metric_offending(
     conn: Connection,
     series: SeriesSpec,
@@ -483,14 +506,7 @@ def _metric_offending(
     if sel is None or sel.quantile is not None:
         return []
     frm, value, where, dims, ts = metric_sql_source(series.metric)
-    where = list(where)
-    if start is not None:
-        where.append(ts >= start)
-    if end is not None:
-        where.append(ts < end)
-    for dim, wanted in {**series.filters, **scope}.items():
-        if wanted is not None and dim in dims:
-            where.append(dims[dim] == wanted)
+    where = _window_scope_where(where, ts, dims, series, scope, start, end)
     if comparison is not None and bound is not None:
         where.append(_cmp(value, comparison, bound))
     cols = [ts.label("ts"), *(c.label(d) for d, c in dims.items()), value.label("value")]

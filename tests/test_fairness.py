@@ -176,14 +176,16 @@ def test_planted_quality_and_refusal_gaps_are_found_and_kept_apart() -> None:
     assert rating.n_segment == sum(1 for r in range(0, 600, 3) if r % 4 == 0)
 
 
-def test_one_benjamini_hochberg_family_across_fields_segments_and_metrics() -> None:
+@pytest.mark.parametrize("correction", ["by", "bh"])
+def test_one_fdr_family_across_fields_segments_and_metrics(correction: str) -> None:
     metrics, segments = _report_inputs(gap=0.04, refusal_gap=0.0, seed=3)
-    report = run_fairness(metrics, segments, FairnessConfig(fdr=0.1))
+    config = FairnessConfig(fdr=0.1, correction=correction)
+    report = run_fairness(metrics, segments, config)
     tested = [f for f in report.findings if f.verdict != "insufficient_data"]
     # Two segments per field: one test per field and metric, the other segment its mirror.
     family = [f for f in tested if "mirror_of" not in f.details]
     assert len(family) == 2 * 4 and len(tested) == 2 * 2 * 4
-    expected = stats.false_discovery_control([f.p_value for f in family], method="bh")
+    expected = stats.false_discovery_control([f.p_value for f in family], method=correction)
     assert [f.p_adjusted for f in family] == pytest.approx(list(expected))
     assert all((f.verdict == "gap") == ((f.p_adjusted or 1.0) <= 0.1) for f in tested)
     for m in (f for f in tested if "mirror_of" in f.details):

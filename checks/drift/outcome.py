@@ -360,6 +360,72 @@ class AnomalySeries:
             f"(robust z {worst.robust_z or 0.0:+.1f}{scale})"
         )
 
+    def row(
+        self, *, report_key: str, created_at: datetime, dims: dict[str, str | None], test: str
+    ) -> dict[str, Any]:
+        """The series' ``drift_reports`` row (family ``anomaly``), as alert rules read it.
+
+        Args:
+            report_key: Key of the report the row belongs to.
+            created_at: When the check ran.
+            dims: The scope's dimensions as stored (``app``/``model_version`` for traffic,
+                ``host``/``gpu``/``model`` for metric samples).
+            test: The row's test name, e.g. ``anomaly_mad`` (``anomaly*`` marks anomaly rows).
+
+        Returns:
+            The row: each anomalous window in ``details.anomalies``, values in the series'
+            own units (:meth:`display`).
+
+        Example:
+            ``series.row(report_key=k, created_at=now, dims=series.scope.dims(),
+            test="anomaly_mad")["verdict"]`` is ``"anomaly"`` when a judged window was.
+        """
+        found = [
+            {
+                "window_start": p.window_start.isoformat(),
+                "value": self.display(p.value, c),
+                "expected": self.display(p.expected, c),
+                "scale": p.scale,
+                "robust_z": p.robust_z,
+                "cutoff": p.cutoff,
+                "direction": p.direction,
+                "n": c,
+            }
+            for p, c in self.anomalies()
+        ]
+        return {
+            "report_key": report_key,
+            "created_at": created_at,
+            "scope": {**dims, "label": self.scope.label},
+            "baseline": {
+                "kind": "history",
+                "windows": self.n_history,
+                "start": self.current.start.isoformat(),
+            },
+            "current": self.current.as_json(),
+            "test": test,
+            "feature": self.feature,
+            "family": "anomaly",
+            "n_baseline": self.n_history,
+            "n_current": len(self.judged()),
+            "statistic": self.max_abs_z,
+            "effect_size": self.max_abs_z,
+            "effect_name": "robust z",
+            "p_value": None,
+            "p_adjusted": None,
+            "verdict": self.verdict,
+            "summary": self.summary(),
+            "details": json_safe(
+                {
+                    "freq": self.report.freq,
+                    "method": self.report.method,
+                    "threshold": self.report.threshold,
+                    "scale": "arcsine" if self.rate else "linear",
+                    "anomalies": found,
+                }
+            ),
+        }
+
 
 def format_value(x: float | None, missing: str = "n/a") -> str:
     """A value for a summary line or a report cell (``missing`` when there is none).

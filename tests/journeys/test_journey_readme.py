@@ -302,7 +302,7 @@ class ScrapeTarget:
         body = DCGM_SCRAPE.encode()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:  # http.server's name for the GET handler
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -416,6 +416,68 @@ COMMANDS: dict[str, Spec] = {
         ],
         writes=True,
     ),
+    "ingest --kind": Spec(
+        [
+            Step(
+                ("ingest", "--kind", "metrics", "dcgm.prom"),
+                says=(r"12 metric samples stored in 12 series \(12 new\), 0 duplicate", "dcgm"),
+                check=grew("metric_samples", 12),
+            ),
+            # The same file again (same modification time): nothing new.
+            Step(
+                ("ingest", "--kind", "metrics", "dcgm.prom"),
+                says=(r"0 metric samples stored .* 12 duplicate, 0 quarantined",),
+                check=unchanged,
+            ),
+            Step(
+                ("ingest", "--kind", "metrics", "bad.prom"),
+                code=1,
+                says=("1 quarantined", "above 100 percent"),
+                check=grew("quarantine", 1),
+            ),
+            Step(("ingest", "--kind", "metrics", "missing.prom"), code=2, says=("missing.prom",)),
+        ],
+        writes=True,
+        before=write_scrapes,
+    ),
+    "collect scrape": Spec(
+        [
+            Step(
+                ScrapeTarget.url,
+                says=(r"12 metric samples stored in 12 series \(12 new\)", "1 endpoint"),
+                check=grew("metric_samples", 12),
+            ),
+            Step(
+                lambda ctx: ("collect", "scrape", f"http://127.0.0.1:{_closed_port()}/metrics"),
+                code=3,
+                says=("cannot reach http://127.0.0.1:",),
+                check=unchanged,
+            ),
+        ],
+        writes=True,
+        before=ScrapeTarget.start,
+        extra=ScrapeTarget.stop,
+    ),
+    # No NVIDIA driver or GPU where the suite runs: one line says so.
+    "collect gpu": Spec(
+        [Step(("collect", "gpu"), code=2, says=("NVML is not available",), check=unchanged)]
+    ),
+    # The demo store holds no metric samples: nothing to judge, and the line says so.
+    "collect anomalies": Spec(
+        [
+            Step(
+                ("collect", "anomalies", "--window", "1h"),
+                code=2,
+                says=("metric samples", "nothing judged"),
+                check=unchanged,
+            ),
+            Step(
+                ("collect", "anomalies", "--series", "gpu.tempx"),
+                code=2,
+                says=("unknown metric series 'gpu.tempx'",),
+            ),
+        ]
+    ),
     "datasets load": Spec(
         [
             Step(
@@ -488,9 +550,145 @@ COMMANDS: dict[str, Spec] = {
             Step(
                 ("report", "--overview", "--days", "14", "--html", "overview.html"),
                 check=html_file("overview.html"),
-            )
+            ),
+            Step(
+                ("report", "--overview", "--days", "7", "--dp-epsilon", "0.5", "--html", "dp.html"),
+                says=(r"differentially private, release 1, epsilon 0\.5 of dataset 'traffic'",),
+                check=both(html_file("dp.html"), grew("dp_releases", 1)),
+            ),
+            # One release may spend at most dp.max_epsilon_per_release (5).
+            Step(
+                ("report", "--overview", "--dp-epsilon", "6", "--html", "no.html"),
+                code=2,
+                says=("above the largest one release may spend",),
+                check=unchanged,
+            ),
         ],
         writes=True,
+    ),
+    "report --executive": Spec(
+        [
+            Step(
+                ("report", "--executive", "--days", "7", "--html", "executive.html"),
+                says=("executive view: ", "markdown: "),
+                check=both(
+                    html_file("executive.html"),
+                    file_written("executive.md", "health", "safety compliance", "support-bot"),
+                ),
+            ),
+            Step(
+                ("report", "--executive", "--targets", "bad-targets.yaml"),
+                code=2,
+                says=("bad-targets.yaml",),
+            ),
+            Step(
+                ("report", "--executive", "--days", "7", "--dp-epsilon", "0.5", "--html", "x.html"),
+                says=(r"differentially private, release 1, epsilon 0\.5 of dataset 'traffic'",),
+                check=both(html_file("x.html"), grew("dp_releases", 1)),
+            ),
+        ],
+        writes=True,
+        before=write_bad_targets,
+    ),
+    "export daily --dp-epsilon": Spec(
+        [
+            Step(
+                (
+                    *("export", "daily", "--dp-epsilon", "1", "--out", "daily.csv"),
+                    *("--since", "2026-11-01", "--until", "2026-11-15", "--app", "support-bot"),
+                ),
+                says=(r"14 rows, release 1, epsilon 1 of dataset 'traffic:support-bot'",),
+                check=both(
+                    file_written("daily.csv", "interactions_noise95", "2026-11-14,support-bot"),
+                    grew("dp_releases", 1),
+                ),
+            ),
+            Step(
+                ("export", "daily", "--dp-epsilon", "5", "--out", "d.json", "--format", "json"),
+                says=(r"epsilon 5 of dataset 'traffic'",),
+                check=file_written("d.json", r"\"interactions\""),
+            ),
+            # 1 + 5 spent of traffic:support-bot's 10: another 5 is over budget.
+            Step(
+                ("export", "daily", "--dp-epsilon", "5", "--out", "no.csv", "--app", "support-bot"),
+                code=1,
+                says=("privacy budget", "remaining 4", "requested 5"),
+                check=unchanged,
+            ),
+        ],
+        writes=True,
+    ),
+    "export budget": Spec(
+        [
+            Step(("export", "budget"), says=("no differentially private release yet",)),
+            Step(("export", "daily", "--dp-epsilon", "2", "--out", "daily.csv")),
+            Step(
+                ("export", "budget"),
+                says=(r"traffic: budget 10, spent 2, remaining 8, 1 release",),
+                check=unchanged,
+            ),
+        ],
+        writes=True,
+    ),
+    "privacy opt-out add": Spec(
+        [
+            Step(
+                ("privacy", "opt-out", "add", "--user-id", "user_00098", "--note", "ticket-4711"),
+                says=(r"opted out: 1 new", "interactions"),
+                check=both(shrank("interactions"), grew("privacy_optouts", 1)),
+            ),
+            Step(("privacy", "opt-out", "list"), says=("1 opt-out", "ticket-4711")),
+        ],
+        writes=True,
+    ),
+    "privacy opt-out list": Spec(
+        [Step(("privacy", "opt-out", "list"), says=("no opt-outs",), check=unchanged)]
+    ),
+    "privacy opt-out remove": Spec(
+        [
+            Step(
+                ("privacy", "opt-out", "add", "--user-id", "user_00098", "--no-forget"),
+                says=(r"opted out: 1 new",),
+                check=grew("privacy_optouts", 1),
+            ),
+            Step(
+                ("privacy", "opt-out", "remove", "--user-id", "user_00098"),
+                says=(r"removed 1 opt-out",),
+            ),
+            Step(("privacy", "opt-out", "list"), says=("no opt-outs",)),
+        ],
+        writes=True,
+    ),
+    "privacy forget": Spec(
+        [
+            Step(
+                ("privacy", "forget", "--user-id", "user_00098", "--dry-run"),
+                says=("dry run", "interactions"),
+                check=unchanged,
+            ),
+            Step(
+                ("privacy", "forget", "--user-id", "user_00098"),
+                says=("forget",),
+                check=shrank("interactions"),
+            ),
+            # Idempotent: a second run deletes nothing.
+            Step(
+                ("privacy", "forget", "--user-id", "user_00098", "--json"),
+                says=(r'"interactions": 0',),
+                check=unchanged,
+            ),
+        ],
+        writes=True,
+    ),
+    "privacy enforce": Spec(
+        [
+            Step(("privacy", "enforce"), code=2, says=("--older-than",), check=unchanged),
+            Step(
+                ("privacy", "enforce", "--older-than", "1d", "--dry-run"),
+                says=("would remove", r"interactions\W+\d+"),
+                check=unchanged,
+            ),
+        ]
     ),
     "judge calibrate --labels": Spec(
         [
