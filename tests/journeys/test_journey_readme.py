@@ -604,8 +604,11 @@ COMMANDS: dict[str, Spec] = {
                 ),
             ),
             Step(
-                ("export", "daily", "--dp-epsilon", "5", "--out", "d.json", "--format", "json"),
-                says=(r"epsilon 5 of dataset 'traffic'",),
+                (
+                    *("export", "daily", "--dp-epsilon", "5", "--out", "d.json"),
+                    *("--format", "json", "--app", "support-bot"),
+                ),
+                says=(r"epsilon 5 of dataset 'traffic:support-bot': 6 of 10 spent, 4 left",),
                 check=file_written("d.json", r"\"interactions\""),
             ),
             # 1 + 5 spent of traffic:support-bot's 10: another 5 is over budget.
