@@ -399,6 +399,9 @@ def _time_cli(url: str, scopes: str, home: Path) -> tuple[float, dict[str, float
         "EVALWATCH_DATABASE_URL": url,
         "EVALWATCH_HOME": str(home),
         "EVALWATCH_HASH_KEY": "bench",
+        # A user's own Prefect home: a machine whose ~/.prefect holds saved notification
+        # blocks makes every alert delivery start a temporary Prefect server (about 10 s).
+        "PREFECT_HOME": str(home / "prefect"),
         "BENCH_TIMINGS": str(timings),
     }
     t0 = time.perf_counter()

@@ -399,6 +399,12 @@ class FairnessSettings(BaseModel):
         ge=0.0,
         description="Gate: a segment's gap may widen by this much (metric units) before it fails.",
     )
+    max_detect_at_check: int = Field(
+        5_000,
+        ge=0,
+        description="At most this many interactions without a stored language are detected "
+        "when a check runs (older rows); more are left out of the language comparison.",
+    )
     detect_language: bool = Field(
         True,
         description="Detect the prompt's language at ingest (py3langid) into metadata "

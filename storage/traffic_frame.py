@@ -875,6 +875,7 @@ def load_segments(
     fields: Sequence[str],
     *,
     language_field: str = "language",
+    max_prompts: int | None = None,
 ) -> SegmentColumns:
     """Read the segment fields of some interactions from their metadata, in ``ids`` order.
 
@@ -886,6 +887,8 @@ def load_segments(
         ids: Interaction ids (a frame's ``ids``).
         fields: Metadata keys to read.
         language_field: The field that falls back to the detected language.
+        max_prompts: More undetected rows than this: their prompts are not read (``prompts``
+            is empty; ``undetected`` still lists them).
 
     Returns:
         The labels.
@@ -917,7 +920,8 @@ def load_segments(
                     labels[language_field][row] = detected
         prompts: dict[int, str | None] = {}
         rows_missing = sorted(missing)
-        by_id = [id_list[r] for r in rows_missing]
+        over = max_prompts is not None and len(rows_missing) > max_prompts
+        by_id = [] if over else [id_list[r] for r in rows_missing]
         for s in range(0, len(by_id), _SEGMENT_CHUNK):
             chunk = by_id[s : s + _SEGMENT_CHUNK]
             text = sa.func.substr(it.c.prompt, 1, _PROMPT_CHARS)
@@ -926,5 +930,5 @@ def load_segments(
     return SegmentColumns(
         labels=labels,
         undetected=np.array(rows_missing, dtype=np.intp),
-        prompts=[prompts.get(r) for r in rows_missing],
+        prompts=[] if over else [prompts.get(r) for r in rows_missing],
     )

@@ -413,6 +413,22 @@ def test_load_segments_reads_metadata_and_lists_rows_to_detect(engine) -> None:
     assert cols.labels["language"][0] == "de" and cols.labels["language"][2] == "en"
     assert cols.undetected.tolist() == list(range(1, 40, 2))
     assert cols.prompts[0] == EN and all(p in (EN, DE) for p in cols.prompts)
+    # Past the cap the prompts are not read, and the rows are still named.
+    capped = load_segments(engine, order, ["language"], max_prompts=19)
+    assert capped.undetected.tolist() == list(range(1, 40, 2)) and capped.prompts == []
+    assert len(load_segments(engine, order, ["language"], max_prompts=20).prompts) == 20
+
+
+def test_old_rows_past_the_detection_cap_leave_the_language_comparison(engine) -> None:
+    """A store of rows ingested before detection is not detected whole at every check."""
+    _seed(engine, gap=0.15, refusal_gap=0.2)
+    cap = FairnessSettings(max_detect_at_check=10)
+    capped = Settings(database_url=str(engine.url), fairness=cap)
+    fair = check_drift(engine, _params(), capped, store=False, alerts=False).fairness
+    assert fair is not None
+    # Only the rows with a stored language (half of the 368 current ones) are compared.
+    assert sum(fair.segments["language"].values()) == 184
+    assert any("184 interactions have no stored language" in n for n in fair.notes)
 
 
 # --------------------------------------------------------------------------------------------
