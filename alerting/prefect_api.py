@@ -14,8 +14,13 @@ So delivery starts the temporary server itself, once per delivery, with a wall-c
 (outside the 8000-8999 range Prefect's own temporary servers race for), and stops it when
 delivery is done (a temporary server Prefect already runs in this process, a flow run's, is
 used instead). When no saved block can exist (the temporary server's SQLite database does
-not exist yet), no server is started at all. A server that cannot be had leaves the
-notifications queued on their alerts, with the reason.
+not exist yet, or holds no saved block and no deployment), no server is started at all. A
+server that cannot be had leaves the notifications queued on their alerts, with the reason.
+
+Importing Prefect to read its settings costs about 2 s, so a process that has not imported it
+first asks the environment and the files Prefect's settings come from: when none of them can
+point at an API or another database, and the default database holds nothing to load, the
+answer is known without Prefect.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -73,6 +79,66 @@ def _sqlite_file(connection_url: str) -> Path | None:
     if not url.get_backend_name().startswith("sqlite") or url.database in (None, "", ":memory:"):
         return None
     return Path(url.database).expanduser()
+
+
+# Settings that could point Prefect at an API, another database or another profile: with any of
+# them set, only Prefect's own settings can say where blocks live.
+_SETTINGS_ENV = ("API_URL", "DATABASE", "EPHEMERAL", "PROFILE")
+_NO_BLOCKS = "no Prefect API: PREFECT_API_URL is not set and no notification block is saved locally"
+
+
+def _holds_saved_objects(db: Path) -> bool:
+    """Whether a temporary server's SQLite database may hold a saved block or a deployment.
+
+    Args:
+        db: The database file (it exists).
+
+    Returns:
+        False only when the database reads and has neither; True when it cannot be read as a
+        Prefect database (an empty or foreign file): starting a server is then worth a try.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return True
+    try:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM block_document WHERE is_anonymous = 0)"
+            " OR EXISTS (SELECT 1 FROM deployment)"
+        ).fetchone()
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
+    return bool(row and row[0])
+
+
+def _nothing_to_reach_without_prefect() -> bool:
+    """True when, without importing Prefect, it is certain that no Prefect API can be had.
+
+    Only in a process that has not imported Prefect (its settings are then exactly what the
+    environment and files say), with no Prefect setting in the environment that moves the API,
+    the database or the profile, none of the files Prefect reads settings from in the working
+    directory or ``~/.prefect``, and a default database that holds nothing to load.
+    """
+    if "prefect" in sys.modules:
+        return False
+    if any(k.startswith("PREFECT_") and any(t in k for t in _SETTINGS_ENV) for k in os.environ):
+        return False
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    if (home / "profiles.toml").exists():
+        return False
+    cwd = Path.cwd()
+    if (cwd / ".env").exists() or (cwd / "prefect.toml").exists():
+        return False
+    pyproject = cwd / "pyproject.toml"
+    try:
+        if pyproject.exists() and "[tool.prefect" in pyproject.read_text(errors="replace"):
+            return False
+    except OSError:
+        return False
+    db = home / "prefect.db"
+    return not db.exists() or not _holds_saved_objects(db)
 
 
 def _running_temporary_server() -> str | None:
@@ -194,6 +260,9 @@ def prefect_api(startup_timeout_s: float | None = None) -> Iterator[PrefectApi]:
         ...         api.url
         'http://127.0.0.1:4200/api'
     """
+    if _nothing_to_reach_without_prefect():
+        yield PrefectApi(None, _NO_BLOCKS)
+        return
     settings = _settings()
     if settings.api.url:
         yield PrefectApi(str(settings.api.url))
@@ -206,13 +275,10 @@ def prefect_api(startup_timeout_s: float | None = None) -> Iterator[PrefectApi]:
         yield PrefectApi(None, "no Prefect API: PREFECT_API_URL is not set")
         return
     db = _sqlite_file(settings.server.database.connection_url.get_secret_value())
-    if db is not None and not db.exists():
-        # The temporary server's database does not exist, so no block was ever saved there:
-        # starting a server (tens of seconds on a busy machine) could only fail to load one.
-        yield PrefectApi(
-            None,
-            "no Prefect API: PREFECT_API_URL is not set and no notification block is saved locally",
-        )
+    if db is not None and (not db.exists() or not _holds_saved_objects(db)):
+        # No block (nor deployment) was ever saved there: starting a server (tens of seconds
+        # on a busy machine) could only fail to load one.
+        yield PrefectApi(None, _NO_BLOCKS)
         return
     timeout = float(
         settings.server.ephemeral.startup_timeout_seconds

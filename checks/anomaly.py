@@ -46,7 +46,7 @@ __all__ = [
 Freq = Literal["hour", "day"]
 Method = Literal["mad", "ewma"]
 Agg = Literal["mean", "sum", "count", "p95", "rate"]
-Status = Literal["ok", "insufficient_history", "no_data"]
+Status = Literal["ok", "insufficient_history", "no_data", "not_judged"]
 
 _MAD_TO_SD = 1.4826  # 1 / Phi^-1(3/4): MAD of Gaussian noise -> its standard deviation
 _MEAN_AD_TO_SD = 1.2533  # sqrt(pi / 2): mean absolute deviation -> standard deviation
@@ -74,7 +74,8 @@ class AnomalyPoint(BaseModel):
         anomaly: Whether ``|robust_z|`` exceeds ``cutoff``.
         direction: ``"up"`` or ``"down"`` for an anomaly, else ``None``.
         seasonal: Whether the expected value came from the same hour of day (day of week).
-        status: ``"ok"``, ``"insufficient_history"`` or ``"no_data"``.
+        status: ``"ok"``, ``"insufficient_history"``, ``"no_data"``, or ``"not_judged"`` (a
+            history window before ``judge_from``: its value, no baseline).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -340,6 +341,7 @@ def detect_anomalies(
     min_scale: float = 0.0,
     start: datetime | np.datetime64 | None = None,
     end: datetime | np.datetime64 | None = None,
+    judge_from: datetime | np.datetime64 | None = None,
 ) -> AnomalyReport:
     """Flag windows whose aggregate departs from a robust baseline of the windows before.
 
@@ -365,6 +367,9 @@ def detect_anomalies(
             at exactly 0) does not turn every small change into an anomaly.
         start: First window (see :func:`aggregate_series`).
         end: Last window.
+        judge_from: Windows starting before it are history only: they keep their value and
+            count (``status="not_judged"``) but get no baseline, which a MAD baseline would
+            otherwise compute for every one of them (default: judge every window).
 
     Returns:
         An :class:`AnomalyReport` with one point per window.
@@ -387,9 +392,15 @@ def detect_anomalies(
     history = history or _DEFAULT_HISTORY[freq]
     min_history = min_history or _DEFAULT_MIN_HISTORY[freq]
     slots = _slot(starts, freq)
+    first = 0
+    if judge_from is not None:
+        first = int(np.searchsorted(starts, _to_datetime64([judge_from])[0]))
     if method == "mad":
-        rows = [
-            _mad_baseline(series, slots, t, history, period, seasonal) for t in range(series.size)
+        # Each MAD baseline reads only the windows before it: history windows need none.
+        skipped = _Baseline(math.nan, math.nan, False, 0, 1.0)
+        rows = [skipped] * first + [
+            _mad_baseline(series, slots, t, history, period, seasonal)
+            for t in range(first, series.size)
         ]
     else:
         rows = _run_ewma(series, slots, min_history, period, seasonal, threshold, ewma_span)
@@ -397,6 +408,16 @@ def detect_anomalies(
     for i, base in enumerate(rows):
         value = float(series[i])
         start_dt = starts[i].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC)
+        if i < first:
+            points.append(
+                AnomalyPoint(
+                    window_start=start_dt,
+                    value=value if math.isfinite(value) else None,
+                    n=int(counts[i]),
+                    status="not_judged",
+                )
+            )
+            continue
         if not math.isfinite(value):
             points.append(
                 AnomalyPoint(window_start=start_dt, value=None, n=int(counts[i]), status="no_data")

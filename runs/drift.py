@@ -466,7 +466,11 @@ def anomaly_threshold(p: DriftParams, n_windows: int) -> float:
 
 
 def _detect(
-    prepared: Sequence[_Prepared], current: TimeWindow, p: DriftParams, now: datetime
+    prepared: Sequence[_Prepared],
+    current: TimeWindow,
+    p: DriftParams,
+    now: datetime,
+    history_baselines: bool,
 ) -> list[AnomalySeries]:
     step = FREQ_DELTA[p.anomaly_freq]
     first, last = to_datetime64(current.start), to_datetime64(min(current.end, now))
@@ -488,6 +492,9 @@ def _detect(
             min_scale=s.floor,
             start=s.starts[0],
             end=s.starts[-1],
+            # Only a chart shows the history's baselines: without one, judge the current
+            # window alone (its baselines still read the whole history).
+            judge_from=None if history_baselines else current.start,
         )
         out.append(
             AnomalySeries(
@@ -587,7 +594,9 @@ def check_drift(
     fairness = _fairness(engine, frame, cur_rows, params, settings, catalogue, timings)
     timings["fairness"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    series = _anomaly_series(frame, current, series_start, params, now, catalogue)
+    series = _anomaly_series(
+        frame, current, series_start, params, now, catalogue, history_baselines=bool(html)
+    )
     timings["anomalies"] = time.perf_counter() - t0
 
     created = utcnow()
@@ -792,8 +801,13 @@ def _anomaly_series(
     params: DriftParams,
     now: datetime,
     catalogue: Mapping[str, MetricSpec],
+    history_baselines: bool = False,
 ) -> list[AnomalySeries]:
-    """The anomaly series of every anomaly scope, judged with one check-wide threshold."""
+    """The anomaly series of every anomaly scope, judged with one check-wide threshold.
+
+    ``history_baselines``: also give the history windows a baseline (the HTML report draws
+    the expected line over the whole series).
+    """
     prepared: list[_Prepared] = []
     series_rows = frame.between(TimeWindow(start=series_start, end=current.end))
     for scope in _scopes(params.anomaly_scopes, frame, series_rows, params):
@@ -801,7 +815,7 @@ def _anomaly_series(
         prepared.extend(
             _prepare_series(scope, frame, rows, current, series_start, params, catalogue)
         )
-    return _detect(prepared, current, params, now)
+    return _detect(prepared, current, params, now, history_baselines)
 
 
 def _store_and_alert(engine: Engine, outcome: DriftOutcome, settings: Settings | None) -> None:

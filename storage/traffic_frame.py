@@ -26,10 +26,12 @@ check can say what it left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +49,8 @@ from evalwatch.storage.models import (
     Interaction,
     Score,
 )
+
+_T = TypeVar("_T")
 
 __all__ = [
     "INTERACTION_COLUMNS",
@@ -290,6 +294,43 @@ def _pg_columns(
     return [bytes(v) if v is not None else b"" for v in row] if row else [b""] * len(kinds)
 
 
+def _own_connections(engine: Engine) -> bool:
+    """Whether another connection sees the same data (not an in-memory SQLite database)."""
+    url = engine.url
+    return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
+
+
+@contextlib.contextmanager
+def _beside(
+    engine: Engine, conn: sa.Connection
+) -> Iterator[Callable[[Callable[[sa.Connection], _T]], Future[_T]]]:
+    """Run reads on a second connection in a thread, beside the caller's.
+
+    The drivers leave the GIL while the database works (SQLite's C code, PostgreSQL's
+    socket), so a read there overlaps the caller's own reads and numpy work. An in-memory
+    SQLite database is one per connection: its reads run on ``conn``, in order.
+    """
+    if not _own_connections(engine):
+
+        def now(fn: Callable[[sa.Connection], _T]) -> Future[_T]:
+            done: Future[_T] = Future()
+            done.set_result(fn(conn))
+            return done
+
+        yield now
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalwatch-read") as pool:
+
+        def later(fn: Callable[[sa.Connection], _T]) -> Future[_T]:
+            def task() -> _T:
+                with engine.connect() as own:
+                    return fn(own)
+
+            return pool.submit(task)
+
+        yield later
+
+
 def _is_pg(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
@@ -369,12 +410,14 @@ def load_frame(
         else None
     )
 
-    with engine.connect() as conn:
+    with engine.connect() as conn, _beside(engine, conn) as run_beside:
+        # The widest read (every score row) runs on its own connection meanwhile.
+        score_rows = run_beside(lambda c: _fetch_scores(c, in_window, in_current))
         inter = _read_interactions(conn, where)
         index = _RowIndex(inter.ids)
-        scores = _read_scores(conn, in_window, in_current, index)
         emb_rows, embeddings, model = _read_embeddings(conn, in_window, index, embedding_model)
         feedback = _read_feedback(conn, in_window, index)
+        scores = _read_scores(score_rows.result(), index)
 
     return TrafficFrame(
         ids=inter.ids,
@@ -569,30 +612,33 @@ def _widest_key(
     return str(ver), str(ch)
 
 
-def _read_scores(
-    conn: sa.Connection,
-    in_window: sa.Select[Any],
-    in_current: sa.Select[Any] | None,
-    index: _RowIndex,
-) -> _Scores:
-    """Every score row of the frame in one read, as two numpy columns: a code and the value.
+@dataclass(frozen=True)
+class _ScoreRows:
+    """The frame's score rows as read, before they are placed in the frame's rows."""
 
-    The code packs, per score row, its interaction, its column (one per compared
+    found: list[tuple[str, str, str, str]]
+    chosen: dict[str, tuple[str, str]]
+    others: dict[str, list[tuple[str, str]]]
+    metrics: list[tuple[str, str]]
+    left_slot: dict[str, int]
+    n_slots: int
+    codes: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+
+def _fetch_scores(
+    conn: sa.Connection, in_window: sa.Select[Any], in_current: sa.Select[Any] | None
+) -> _ScoreRows | None:
+    """Every score row of the frame in one read (None: no score is stored for the frame).
+
+    The code of each row packs its interaction, its column (one per compared
     ``(evaluator, metric)``, one "left out" column per evaluator with scores under other
-    keys, see :func:`_score_keys`) and its status, computed in SQL; numpy unpacks it and
-    scatters the values into the columns. Measured on 1.4 M score rows (a loaded 2-core
-    machine): SQLite 1.7 s for this read against 2.3 s for a ``MAX(CASE ...)`` pivot (one per
-    metric and row); PostgreSQL 1.0 s of server time against 0.9 s for a pivot of only 4 of
-    the 14 metrics. Only SQLite's ``fetchall`` makes Python objects per row.
+    keys, see :func:`_score_keys`) and its status, computed in SQL; :func:`_read_scores`
+    unpacks it. It needs no frame rows, so it runs beside the interactions' read.
     """
-    n = index.n
-    evaluated = np.zeros(n, dtype=np.bool_)
-    errored = np.zeros(n, dtype=np.bool_)
-    if not n:
-        return _Scores({}, set(), evaluated, errored, {}, {}, {})
     found, chosen = _score_keys(conn, in_window, in_current)
     if not found:
-        return _Scores({}, set(), evaluated, errored, {}, {}, {})
+        return None
     others = {
         ev: sorted({(ver, ch) for e, ver, ch, _ in found if e == ev} - {key})
         for ev, key in chosen.items()
@@ -601,8 +647,25 @@ def _read_scores(
     metrics = sorted({(ev, m) for ev, ver, ch, m in found if (ver, ch) == chosen[ev]})
     left_slot = {ev: len(metrics) + j for j, ev in enumerate(others)}
     discard = len(metrics) + len(others)
-    n_slots = discard + 1
     codes, values = _score_rows(conn, in_window, chosen, metrics, left_slot, discard)
+    return _ScoreRows(found, chosen, others, metrics, left_slot, discard + 1, codes, values)
+
+
+def _read_scores(read: _ScoreRows | None, index: _RowIndex) -> _Scores:
+    """The score rows as frame columns: numpy unpacks the codes and scatters the values.
+
+    Measured on 1.4 M score rows (a 2-core machine): SQLite 1.7 s through ``fetchall`` of
+    ``(code, value)`` tuples, 0.9 s as two ``group_concat`` texts parsed by numpy (and that
+    read runs in SQLite's C code, beside the other reads); against 2.3 s for a
+    ``MAX(CASE ...)`` pivot (one per metric and row). PostgreSQL 1.0 s of server time against
+    0.9 s for a pivot of only 4 of the 14 metrics.
+    """
+    n = index.n
+    evaluated = np.zeros(n, dtype=np.bool_)
+    errored = np.zeros(n, dtype=np.bool_)
+    if not n or read is None:
+        return _Scores({}, set(), evaluated, errored, {}, {}, {})
+    codes, values, n_slots = read.codes, read.values, read.n_slots
     status = codes & 3  # 0 ok, 1 error, 2 other
     slot = (codes >> 2) % n_slots
     rows = index.rows_of((codes >> 2) // n_slots)
@@ -616,7 +679,7 @@ def _read_scores(
     matrix[slot[ok], rows[ok]] = values[ok]
     out: dict[str, npt.NDArray[np.float64]] = {}
     binary: set[str] = set()
-    for k, (ev, m) in enumerate(metrics):
+    for k, (ev, m) in enumerate(read.metrics):
         col = matrix[k]
         finite = col[np.isfinite(col)]
         if finite.size == 0:
@@ -625,11 +688,11 @@ def _read_scores(
         if bool(np.isin(finite, (0.0, 1.0)).all()):
             binary.add(f"{ev}.{m}")
     left_out: dict[str, npt.NDArray[np.bool_]] = {}
-    for ev, k in left_slot.items():
+    for ev, k in read.left_slot.items():
         flag = np.zeros(n, dtype=np.bool_)
         flag[rows[ok & (slot == k)]] = True
         left_out[ev] = flag
-    return _Scores(out, binary, evaluated, errored, chosen, left_out, others)
+    return _Scores(out, binary, evaluated, errored, read.chosen, left_out, read.others)
 
 
 def _score_rows(
@@ -678,10 +741,22 @@ def _score_rows(
             np.frombuffer(code_buf, dtype=">i8").astype(np.int64),
             np.frombuffer(value_buf, dtype=">f8").astype(np.float64),
         )
-    # One float64 array (NULL -> NaN); codes stay exact below 2**53.
-    table = np.array(_fetchall(conn, sa.select(code, sc.c.value).where(*where)), dtype=np.float64)
-    table = table.reshape(-1, 2)
-    return table[:, 0].astype(np.int64), table[:, 1]
+    # Two texts, not 1.4 M row tuples: SQLite builds them in C (the GIL released, so the
+    # other reads go on meanwhile) and numpy parses them in one pass. 20 significant digits
+    # give back every float64 exactly (17 would not: SQLite's printf is off by an ulp in some
+    # cases); NULL becomes NaN, as group_concat would skip it.
+    text = sa.case(
+        (sc.c.value.is_(None), sa.literal("nan")),
+        else_=sa.func.printf(sa.literal("%!.20g"), sc.c.value),
+    )
+    got = _fetchall(
+        conn, sa.select(sa.func.group_concat(code), sa.func.group_concat(text)).where(*where)
+    )
+    code_text, value_text = got[0] if got else (None, None)
+    return (
+        np.fromstring(code_text or "", dtype=np.int64, sep=","),
+        np.fromstring(value_text or "", dtype=np.float64, sep=","),
+    )
 
 
 def _read_embeddings(
@@ -869,6 +944,36 @@ def _label(value: Any) -> str | None:
     return str(value)
 
 
+def _metadata_values(conn: sa.Connection, keys: Sequence[str]) -> list[sa.ColumnElement[Any]]:
+    """Columns giving each of ``keys`` from the interactions' metadata (see _metadata_row).
+
+    Only the wanted keys cross, not every row's whole metadata document. PostgreSQL hands
+    each over as its JSON value. SQLite's ``json_extract`` turns ``true`` into 1, so its type
+    comes along too.
+    """
+    meta = _it().c["metadata"]
+    if conn.dialect.name != "sqlite":
+        return [meta[key] for key in keys]
+    out: list[sa.ColumnElement[Any]] = []
+    for key in keys:
+        path = '$."' + key.replace('"', '""') + '"'
+        out += [sa.func.json_type(meta, path), sa.func.json_extract(meta, path)]
+    return out
+
+
+def _metadata_row(conn: sa.Connection, raw: Sequence[Any]) -> list[Any]:
+    """The values of one row of :func:`_metadata_values`, as the parsed document holds them."""
+    if conn.dialect.name != "sqlite":
+        return list(raw)
+    out: list[Any] = []
+    for kind, value in zip(raw[::2], raw[1::2], strict=True):
+        if kind in ("true", "false"):
+            out.append(kind == "true")
+        else:  # an object or array arrives as its JSON text: no segment either way
+            out.append({} if kind in ("object", "array") else value)
+    return out
+
+
 def load_segments(
     engine: Engine,
     ids: npt.NDArray[np.int64],
@@ -904,17 +1009,19 @@ def load_segments(
     labels = {f: np.full(ids.size, None, dtype=object) for f in fields}
     missing: list[int] = []
     id_list = ids.tolist()
+    wanted = [*fields, _DETECTED_LANGUAGE] if language_field in fields else list(fields)
     with engine.connect() as conn:
+        values = _metadata_values(conn, wanted)
         for s in range(0, len(id_list), _SEGMENT_CHUNK):
             chunk = id_list[s : s + _SEGMENT_CHUNK]
-            q = sa.select(it.c.id, it.c["metadata"]).where(it.c.id.in_(chunk))
-            for iid, meta in conn.execute(q):
+            q = sa.select(it.c.id, *values).where(it.c.id.in_(chunk))
+            for iid, *raw in conn.execute(q):
+                got = _metadata_row(conn, raw)
                 row = pos[int(iid)]
-                meta = meta if isinstance(meta, dict) else {}
-                for f in fields:
-                    labels[f][row] = _label(meta.get(f))
+                for f, value in zip(fields, got, strict=False):
+                    labels[f][row] = _label(value)
                 if language_field in labels and labels[language_field][row] is None:
-                    detected = _label(meta.get(_DETECTED_LANGUAGE))
+                    detected = _label(got[-1])
                     if detected is None:
                         missing.append(row)
                     labels[language_field][row] = detected

@@ -235,3 +235,25 @@ def test_report_round_trips_through_json() -> None:
     again = AnomalyReport.model_validate_json(report.model_dump_json())
     assert again == report
     assert again.points[0].window_start.tzinfo is not None
+
+
+@pytest.mark.parametrize("method", ["mad", "ewma"])
+def test_judging_from_a_window_gives_it_the_same_verdicts_and_leaves_history_unjudged(
+    method: str,
+) -> None:
+    hours = np.arange("2024-01-01T00", "2024-01-15T00", dtype="datetime64[h]")
+    values = np.random.default_rng(7).normal(100, 5, hours.size)
+    values[-5] = 180.0  # a spike in the judged day
+    values[40] = np.nan  # an empty history window
+    full = detect_anomalies(hours, values, method=method)  # type: ignore[arg-type]
+    judge_from = datetime(2024, 1, 14, tzinfo=UTC)
+    part = detect_anomalies(hours, values, method=method, judge_from=judge_from)  # type: ignore[arg-type]
+    assert len(part.points) == len(full.points)
+    for a, b in zip(full.points, part.points, strict=True):
+        if b.window_start >= judge_from:
+            assert a == b  # each baseline still reads the whole history before it
+        else:
+            assert b.status == "not_judged" and not b.anomaly and b.expected is None
+            assert b.n == a.n and b.value == a.value
+    spike = hours[-5].astype(datetime).replace(tzinfo=UTC)
+    assert [p.window_start for p in part.anomalies()] == [spike]

@@ -675,3 +675,106 @@ def test_an_api_url_in_force_is_used_as_it_is(prefect_harness: None) -> None:
 
     with prefect_api() as api:
         assert api.url == PREFECT_API_URL.value() and not api.temporary
+
+
+# -- knowing there is no API without importing Prefect ---------------------------------------
+
+_PROBE = """
+import json, sys
+from evalwatch.alerting.prefect_api import prefect_api
+with prefect_api() as api:
+    print(json.dumps({"url": api.url, "reason": api.reason, "prefect": "prefect" in sys.modules}))
+"""
+
+
+def _probe(home: Path, cwd: Path, **env: str) -> dict[str, Any]:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env={**clean, "PREFECT_HOME": str(home), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_no_api_is_known_without_importing_prefect_when_nothing_can_point_at_one(
+    tmp_path: Path,
+) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    got = _probe(home, cwd)
+    assert got["url"] is None and "no notification block is saved locally" in got["reason"]
+    assert got["prefect"] is False  # the 2 s import was not paid
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["env-url", "env-db", "profiles", "dotenv", "prefect-toml", "pyproject", "foreign-db"],
+)
+def test_any_setting_that_could_point_at_an_api_or_blocks_asks_prefect(
+    tmp_path: Path, where: str
+) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    env: dict[str, str] = {}
+    if where == "env-url":
+        # Nothing listens there: Prefect's answer is still "this API", not "none".
+        env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
+    elif where == "env-db":
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path}/none.db"
+    elif where == "profiles":
+        (home / "profiles.toml").write_text('active = "default"\n[profiles.default]\n')
+    elif where == "dotenv":
+        (cwd / ".env").write_text("X=1\n")
+    elif where == "prefect-toml":
+        (cwd / "prefect.toml").write_text("")
+    elif where == "pyproject":
+        (cwd / "pyproject.toml").write_text('[tool.prefect]\napi.url = "http://127.0.0.1:9/api"\n')
+    else:
+        (home / "prefect.db").write_bytes(b"not a database")
+        # Unreadable as a Prefect database: a temporary server is worth a try, and fails fast.
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "1"
+    got = _probe(home, cwd, **env)
+    assert got["prefect"] is True
+    if where == "env-url":
+        assert got["url"] == "http://127.0.0.1:9/api"
+    if where == "pyproject":
+        assert got["url"] == "http://127.0.0.1:9/api"
+
+
+def test_a_local_database_counts_only_when_it_holds_a_saved_block(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    from evalwatch.alerting.prefect_api import _holds_saved_objects, _sqlite_file
+
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    assert _holds_saved_objects(empty)  # not a Prefect database: cannot tell, so try
+    CustomWebhookNotificationBlock(name="saved-probe", url="http://127.0.0.1:9/x").save(
+        "saved-probe", overwrite=True
+    )
+    db = _sqlite_file(PREFECT_API_DATABASE_CONNECTION_URL.value())
+    assert db is not None and db.exists()
+    assert _holds_saved_objects(db)
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("DELETE FROM block_document")
+        conn.execute("DELETE FROM deployment")
+    assert not _holds_saved_objects(copy)  # Prefect's own schema, nothing saved in it

@@ -419,6 +419,31 @@ def test_load_segments_reads_metadata_and_lists_rows_to_detect(engine) -> None:
     assert len(load_segments(engine, order, ["language"], max_prompts=20).prompts) == 20
 
 
+def test_load_segments_names_scalars_of_any_json_type_and_no_segment_for_objects(engine) -> None:
+    values: list[Any] = [3, 2.5, True, False, "eu", "", None, {"a": 1}, [1, 2]]
+    rows = [
+        {
+            "request_id": f"t{i}",
+            "ts": T0 + timedelta(minutes=i),
+            "app": "bot",
+            "model_name": "acme",
+            "model_version": "v1",
+            "prompt": EN,
+            "response": "ok",
+            "metadata": {"tier": v, DETECTED_FIELD: "en"} if i % 2 else {"tier": v},
+        }
+        for i, v in enumerate(values)
+    ]
+    insert_interactions(engine, rows)
+    ids = interaction_ids_for(engine, [r["request_id"] for r in rows])
+    order = np.array([ids[f"t{i}"] for i in reversed(range(len(values)))], dtype=np.int64)
+    cols = load_segments(engine, order, ["tier", "language"])
+    expected = ["3", "2.5", "true", "false", "eu", None, None, None, None]
+    assert cols.labels["tier"].tolist() == expected[::-1]  # in the order of ``ids``
+    assert cols.labels["language"].tolist() == [("en" if i % 2 else None) for i in range(9)][::-1]
+    assert sorted(cols.undetected.tolist()) == [0, 2, 4, 6, 8]
+
+
 def test_old_rows_past_the_detection_cap_leave_the_language_comparison(engine) -> None:
     """A store of rows ingested before detection is not detected whole at every check."""
     _seed(engine, gap=0.15, refusal_gap=0.2)
