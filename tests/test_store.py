@@ -215,3 +215,36 @@ def test_prune_removes_old_traffic_and_its_scores(engine):
     deleted = prune(engine, timedelta(days=90), now=now)
     assert deleted["interactions"] == 4 and deleted["scores"] == 1
     assert table_counts(engine)["interactions"] == 2
+
+
+def test_the_head_read_from_the_migration_files_is_alembics() -> None:
+    from evalwatch.storage.db import _head_in_files
+
+    assert _head_in_files() == head_revision()
+
+
+def test_a_store_at_the_head_opens_without_importing_alembic(engine) -> None:
+    import subprocess
+    import sys
+
+    url = engine.url.render_as_string(hide_password=False)
+    code = (
+        "import sys\n"
+        "from evalwatch.storage.db import make_engine, upgrade\n"
+        f"assert upgrade(make_engine({url!r})) == 'head'\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_store_behind_the_head_is_still_migrated(engine) -> None:
+    from evalwatch.storage.db import _stored_revision
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0004'"))
+        conn.execute(sa.text("DROP TABLE dp_releases"))
+        conn.execute(sa.text("DROP TABLE dp_budgets"))
+    assert _stored_revision(engine) == "0004"
+    assert upgrade(engine) == head_revision()
+    assert {"dp_budgets", "dp_releases"} <= set(sa.inspect(engine).get_table_names())
