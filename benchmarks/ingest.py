@@ -18,8 +18,13 @@ process: for the benchmark's normal file, and for files holding one giant JSON l
 length and hash and never held whole, so the peak should not grow with it.
 
 PostgreSQL runs in a throwaway database created on the server of ``--pg-url`` and dropped at
-the end. The one-off start-up of Great Expectations (imports, context) is timed separately and
-is not part of the rows/s; a real CLI run pays it once.
+the end. The one-off start-up of Great Expectations (imports, context) and of the language
+model is timed separately and is not part of the rows/s; a real CLI run pays it once.
+
+Other work on the machine takes CPU from both sides unevenly (the ingest uses two processes,
+the raw driver one), so the CPU pressure (Linux PSI, share of time some task waited for a CPU,
+over the last minute) is printed before and after the timed runs: figures taken above ~10%
+are not comparable.
 
     python benchmarks/ingest.py                  # 100k rows, SQLite and PostgreSQL
     python benchmarks/ingest.py --n 20000 --backend sqlite --repeat 3
@@ -177,6 +182,16 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def cpu_pressure() -> str:
+    """Linux PSI ``some avg60`` for the CPU: how much of the last minute tasks waited for one."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return "n/a"
+    fields = dict(part.split("=", 1) for part in first.split()[1:])
+    return f"{float(fields.get('avg60', 'nan')):.0f}%"
+
+
 def _truncate(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
@@ -307,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evalwatch ingest benchmark: {args.n} rows ({size_mb:.1f} MB JSONL, generated in "
           f"{gen_s:.1f}s), chunk {chunk}, redaction {'on' if redact else 'off'}, "
           f"best of {args.repeat}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f}; "
-          f"one-off Great Expectations start-up {warm_s:.1f}s (not in the rows/s)")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f}, CPU pressure "
+          f"{cpu_pressure()}; one-off start-up (Great Expectations, language model) "
+          f"{warm_s:.1f}s (not in the rows/s)")
     print()
     parallel = {"auto": None, "on": True, "off": False}[args.parallel]
     header = (f"{'backend':10} {'raw driver':>14} {'(insert only)':>14} {'ingest':>14} "
@@ -354,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             if drop is not None:
                 drop()
     print()
+    print(f"CPU pressure after the timed runs: {cpu_pressure()}")
     print("ratio = ingest rows/s / raw driver rows/s (read + parse + executemany/COPY of the "
           "same rows); goal >= 0.5")
     print("CPU s: this process and the ingest worker (PostgreSQL's server work is not in it); "

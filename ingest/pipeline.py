@@ -35,6 +35,7 @@ import gc
 import hashlib
 import multiprocessing
 import os
+import queue
 import sys
 import threading
 import time
@@ -42,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any, Literal
 
@@ -259,6 +261,9 @@ class _Prepared:
     texts: list[dict[str, Any]] = field(default_factory=list)
     # (user hash, session hash) of each rejected row, where it has them (opt-outs drop it)
     rejected_ids: list[tuple[str | None, str | None]] = field(default_factory=list)
+    # (user id, session id) of each stored row as read: commit hashes them into the row, in
+    # the process that writes (a fair share of a chunk's work, taken off the busier reader)
+    user_ids: list[tuple[str | None, str | None]] = field(default_factory=list)
     # feedback files: typed rows and their records
     feedback: list[tuple[RawRecord, dict[str, Any], list[str]]] = field(default_factory=list)
     rejected: list[tuple[RawRecord, list[str]]] = field(default_factory=list)
@@ -419,6 +424,7 @@ class _Run:
             source, [keep[i] for i in good], [rows[i] for i in good], prepared.warnings
         )
         prepared.lines = [keep[i].line for i in good]
+        prepared.user_ids = [(rows[i]["user_id"], rows[i]["session_id"]) for i in good]  # type: ignore[index]
         prepared.votes = [(rows[i]["rating"], rows[i]["thumbs"]) for i in good]  # type: ignore[index]
         prepared.rejected = failed + [(keep[i], reasons[i]) for i in range(len(rows)) if reasons[i]]
         prepared.rejected_ids = [(None, None)] * len(failed) + [
@@ -462,7 +468,6 @@ class _Run:
             # One batched scan per field over the whole chunk; a field empty in every row
             # (often context and reference) has nothing to find.
             found = {f: self.redactor.find_many(t) for f, t in texts.items() if any(t)}
-        hash_id = self._hash_id
         out: list[dict[str, Any]] = [
             {
                 "request_id": row["request_id"],
@@ -478,8 +483,8 @@ class _Run:
                 "input_tokens": row["input_tokens"],
                 "output_tokens": row["output_tokens"],
                 "cost": row["cost"],
-                "user_hash": hash_id(row["user_id"]),
-                "session_hash": hash_id(row["session_id"]),
+                "user_hash": None,  # hashed from _Prepared.user_ids by commit
+                "session_hash": None,
                 "metadata": row["metadata"],
                 "redactions": 0,
                 "source": source,
@@ -506,6 +511,14 @@ class _Run:
                 out[i]["metadata"] = meta
                 warnings[_REPLACED_WARNING] += 1
         return out
+
+    def _hash_user_ids(self, prepared: _Prepared) -> None:
+        """Give each row to store the keyed hashes of its user and session ids."""
+        hash_id = self._hash_id
+        for row, (user, session) in zip(prepared.store, prepared.user_ids, strict=True):
+            row["user_hash"] = hash_id(user)
+            row["session_hash"] = hash_id(session)
+        prepared.user_ids = []
 
     def _drop_opted_out(self, prepared: _Prepared) -> None:
         """Drop the rows (stored or quarantined alike) of opted-out users and sessions.
@@ -643,11 +656,14 @@ class _Run:
             result.skipped[skip] += 1
             self._outcome(source, line, "skipped", [skip])
         if self.kind == "traffic":
+            self._hash_user_ids(prepared)
             self._drop_opted_out(prepared)
             new_ids: set[str] = set()
             updated: set[str] = set()
-            plain = [r for r in prepared.store if not is_trace_row(r)]
-            traced = [r for r in prepared.store if is_trace_row(r)]
+            plain: list[dict[str, Any]] = []
+            traced: list[dict[str, Any]] = []
+            for r in prepared.store:
+                (traced if is_trace_row(r) else plain).append(r)
             if plain:
                 new_ids = set(insert_interactions(self.engine, plain))
             if traced:
@@ -746,6 +762,76 @@ def _worker(
         conn.close()
 
 
+class _Inbox:
+    """The worker's messages, read off the pipe by a thread of this process as they come.
+
+    Without it the worker's ``send`` of a chunk (megabytes through a pipe that holds 1 MB at
+    most) waits until this process has stored the previous chunk and calls ``recv``, so neither
+    process works during the hand-over. The thread holds the GIL only between reads, and keeps
+    at most ``_INBOX_CHUNKS`` messages unread (the worker then waits, so memory stays bounded).
+    """
+
+    def __init__(self, receive: Any) -> None:
+        self._receive = receive
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_INBOX_CHUNKS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="evalwatch-ingest-inbox")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _pump(self) -> None:
+        item: bytes | BaseException | None
+        while not self._stop.is_set():
+            try:
+                item = self._receive.recv_bytes()
+            except EOFError:
+                item = None
+            except BaseException as exc:
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, bytes):
+                return
+
+    def get(self) -> tuple[str, Any]:
+        """The next message; EOFError once the worker is gone without saying done."""
+        item = self._queue.get()
+        if item is None:
+            raise EOFError
+        if isinstance(item, BaseException):
+            raise item
+        what, payload = ForkingPickler.loads(item)
+        return str(what), payload
+
+    def close(self) -> None:
+        """Stop the thread (the worker must be gone, so its read ends) and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+
+# Messages the inbox holds unread: one chunk ahead of the one being stored is all it takes.
+_INBOX_CHUNKS = 1
+# Pipe buffer asked for (Linux's default limit for it): a chunk of ~15 MB then crosses in a
+# few reads. Each read needs the GIL back from the thread that stores, up to a switch interval
+# (5 ms) each: with the default 64 KB buffer that alone held the worker up for about a second
+# per chunk.
+_PIPE_BYTES = 1 << 20
+
+
+def _widen(conn: Any) -> None:
+    """Give a pipe connection's pipe :data:`_PIPE_BYTES` of buffer, where the system allows."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass  # the default buffer works, only slower
+
+
 def _forked(run: _Run, readers: Sequence[SourceReader], size: int, engine: Engine) -> _Stream:
     """:func:`_prepare` in a forked worker process.
 
@@ -756,16 +842,19 @@ def _forked(run: _Run, readers: Sequence[SourceReader], size: int, engine: Engin
     """
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
+    _widen(send)
     worker = ctx.Process(
         target=_worker, args=(send, run, readers, size, engine), name="evalwatch-ingest"
     )
     worker.start()
     send.close()
+    inbox = _Inbox(receive)  # after the fork: the worker must not inherit a running thread
     try:
         while True:
             try:
-                what, payload = receive.recv()
+                what, payload = inbox.get()
             except EOFError:
+                worker.join()
                 raise RuntimeError(
                     f"the ingest worker stopped unexpectedly (exit code {worker.exitcode})"
                 ) from None
@@ -779,6 +868,7 @@ def _forked(run: _Run, readers: Sequence[SourceReader], size: int, engine: Engin
         if worker.is_alive():
             worker.terminate()
         worker.join()
+        inbox.close()
         receive.close()
 
 
@@ -902,6 +992,9 @@ def _ingest(
     )
     if kind == "traffic":
         warm_up()  # build Great Expectations once, before a worker forks from this process
+        # The language model is not loaded here: it would cost the peak memory of a
+        # one-off CLI run about 50 MB (tests/test_ingest_bounded.py) and save no time there;
+        # the worker loads it on its first prompt (~0.6 s).
     stream = _forked(run, readers, size, engine) if parallel else _prepare(run, readers, size)
     tasks = [
         bar.add_task(f"ingest {r.path.name}", total=r.total, stored=0, quarantined=0)

@@ -357,11 +357,11 @@ def _sqlite_utc(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:"
-        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-    )
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        # "+00:00" cut off: a bulk insert formats every timestamp, and isoformat is C.
+        return value.isoformat(" ", "microseconds")[:-6]
+    return value.isoformat(" ", "microseconds")
 
 
 def _existing_keys(conn: Connection, table: sa.Table, key: str, keys: Sequence[Any]) -> set[Any]:

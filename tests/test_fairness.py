@@ -421,7 +421,7 @@ def test_load_segments_reads_metadata_and_lists_rows_to_detect(engine) -> None:
 
 def test_load_segments_names_scalars_of_any_json_type_and_no_segment_for_objects(engine) -> None:
     values: list[Any] = [3, 2.5, True, False, "eu", "", None, {"a": 1}, [1, 2]]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "request_id": f"t{i}",
             "ts": T0 + timedelta(minutes=i),
@@ -438,9 +438,10 @@ def test_load_segments_names_scalars_of_any_json_type_and_no_segment_for_objects
     ids = interaction_ids_for(engine, [r["request_id"] for r in rows])
     order = np.array([ids[f"t{i}"] for i in reversed(range(len(values)))], dtype=np.int64)
     cols = load_segments(engine, order, ["tier", "language"])
-    expected = ["3", "2.5", "true", "false", "eu", None, None, None, None]
+    expected: list[str | None] = ["3", "2.5", "true", "false", "eu", None, None, None, None]
     assert cols.labels["tier"].tolist() == expected[::-1]  # in the order of ``ids``
-    assert cols.labels["language"].tolist() == [("en" if i % 2 else None) for i in range(9)][::-1]
+    languages: list[str | None] = [("en" if i % 2 else None) for i in range(9)]
+    assert cols.labels["language"].tolist() == languages[::-1]
     assert sorted(cols.undetected.tolist()) == [0, 2, 4, 6, 8]
 
 
