@@ -13,6 +13,17 @@ and the peak RSS at 100k within 10% of 10k.
 Run: ``python benchmarks/flow_overhead.py [--sizes 10000 100000] [--batch-size 1024]``. On a
 2-core CPU the 100k run embeds 200k texts with MiniLM and takes a long time; ``--sizes 2000
 20000`` checks the same properties faster.
+
+``--startup [--repeat 3]`` measures the other overhead, Prefect's start-up, the way a user
+meets it: the installed ``evalwatch run dataset support-qa --outputs <baseline> --evaluators
+heuristics`` (250 items), from a fresh folder and Prefect home, run ``--repeat`` times in each
+of three set-ups: with ``evalwatch server start`` running (no start-up: the reference),
+without any server (the command's own temporary server, started first and overlapping its
+preparation), and with Prefect's own temporary server (what commands did before; chosen by a
+``.env`` naming a Prefect setting, which leaves the choice to Prefect). It prints each set-up's
+median and fastest wall time, the median CPU time of the command and its children (the server
+included), and the median wall time over the reference: the Prefect start-up a user waits for
+(goal: 2 s at most). The set-ups take turns, run by run, so other load weighs on each alike.
 """
 
 from __future__ import annotations
@@ -98,9 +109,102 @@ def child(n: int, batch_size: int, folder: Path, evaluators: list[str]) -> dict[
     }
 
 
+def _evalwatch() -> str:
+    script = Path(sys.executable).parent / "evalwatch"
+    return str(script) if script.exists() else "evalwatch"
+
+
+def _timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds (the command's and its children's) of one command; its output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return wall, cpu, done.stdout + done.stderr
+
+
+def startup(repeat: int) -> None:
+    """Time ``evalwatch run dataset`` with a server, with its own temporary one, with Prefect's."""
+    import statistics
+
+    exe = _evalwatch()
+    data = REPO / "datasets"
+    run = [
+        exe,
+        "run",
+        "dataset",
+        "support-qa",
+        "--outputs",
+        str(data / "support-qa.predictions.baseline.jsonl"),
+        "--evaluators",
+        "heuristics",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "EVALWATCH_"))}
+        base.update(
+            EVALWATCH_DATABASE_URL=f"sqlite:///{folder / 'store.db'}",
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            DO_NOT_TRACK="1",
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+        )
+        # Each set-up has its own folder, evalwatch home and Prefect home (so the temporary
+        # ones do not find the server); the runs take turns, so load from other processes
+        # weighs on all three alike.
+        setups: dict[str, tuple[Path, dict[str, str]]] = {}
+        for label, name in (
+            ("evalwatch server", "server"),
+            ("temporary (evalwatch)", "temporary"),
+            ("temporary (Prefect's own)", "prefects-own"),
+        ):
+            cwd = folder / name
+            cwd.mkdir()
+            env = dict(base, EVALWATCH_HOME=str(cwd / "ew-home"), PREFECT_HOME=str(cwd / "p-home"))
+            setups[label] = (cwd, env)
+        # A setting named in .env: evalwatch leaves the choice of server to Prefect.
+        own = setups["temporary (Prefect's own)"][0]
+        (own / ".env").write_text("PREFECT_SERVER_EPHEMERAL_ENABLED=true\n")
+        _timed([exe, "datasets", "load", str(data / "support-qa.jsonl")], folder, base)
+        server_cwd, server_env = setups["evalwatch server"]
+        _timed([exe, "server", "start", "--no-ui"], server_cwd, server_env)
+        times: dict[str, list[tuple[float, float]]] = {label: [] for label in setups}
+        try:
+            for cwd, env in setups.values():
+                _timed(run, cwd, env)  # untimed: the file cache, each Prefect database
+            for _ in range(repeat):
+                for label, (cwd, env) in setups.items():
+                    times[label].append(_timed(run, cwd, env)[:2])
+        finally:
+            _timed([exe, "server", "stop"], server_cwd, server_env)
+    rows = [
+        (
+            label,
+            statistics.median(w for w, _ in runs),
+            min(w for w, _ in runs),
+            statistics.median(c for _, c in runs),
+        )
+        for label, runs in times.items()
+    ]
+    reference = rows[0][1]
+    print(f"evalwatch run dataset support-qa --evaluators heuristics (250 items), x{repeat}")
+    print(f"{'Prefect server':<26} {'wall s':>7} {'min s':>7} {'CPU s':>7} {'start-up s':>11}")
+    for label, wall, fastest, cpu in rows:
+        print(f"{label:<26} {wall:>7.2f} {fastest:>7.2f} {cpu:>7.2f} {wall - reference:>11.2f}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument(
+        "--startup", action="store_true", help="time Prefect's start-up in `evalwatch run`"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per set-up (--startup)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument(
         "--evaluators", default="embedding,heuristics", help="comma-separated evaluator names"
@@ -108,6 +212,9 @@ def main() -> None:
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.startup:
+        startup(args.repeat)
+        return
     if args.child:
         out = child(args.child, args.batch_size, Path(args.folder), args.evaluators.split(","))
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from evalwatch.commands.common import DEFAULT_EVALUATOR_LIST, console, err_console
-from evalwatch.commands.server import use_prefect_server
+from evalwatch.commands.server import use_prefect_server, wait_for_prefect
 from evalwatch.settings import Settings, reset_settings
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ def demo(
     url = _fresh_store(out)
     # The flows read their settings from the environment, like a deployment would.
     os.environ["EVALWATCH_DATABASE_URL"] = url
-    use_prefect_server()  # `evalwatch server`'s, else a temporary one given time to start
+    use_prefect_server()  # `evalwatch server`'s, else a temporary one that starts meanwhile
     os.environ.setdefault("DO_NOT_TRACK", "1")
     reset_settings()
     from evalwatch.settings import get_settings
@@ -234,6 +234,7 @@ def demo(
     judge_on = endpoint_configured(settings.judge)
     judge_spec = SampleSpec(max_items=JUDGE_ITEMS, seed=0)
     judge_files = _prepare_judge(engine, settings, data, out, judge_spec, judge_on)
+    wait_for_prefect()  # the first flow: the server has been starting since the store was made
     traffic = _traffic_step(engine, settings, url, names)
     if judge_on:
         _judge_traffic_step(settings, url, judge_spec)

@@ -35,7 +35,7 @@ from evalwatch.commands.common import (
     sample_spec,
     validation_message,
 )
-from evalwatch.commands.server import use_prefect_server
+from evalwatch.commands.server import use_prefect_server, wait_for_prefect
 
 run_app = typer.Typer(help="Run evalwatch's Prefect flows.", no_args_is_help=True)
 
@@ -83,7 +83,7 @@ def run_traffic(
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-traffic flow on a sample of stored traffic."""
-    use_prefect_server()  # before Prefect is imported: it reads its settings once
+    use_prefect_server()  # first: before Prefect is imported, and a server starts meanwhile
     from evalwatch.flows._runtime import with_task_runner
     from evalwatch.flows.traffic import evaluate_traffic
     from evalwatch.runs.traffic import TrafficParams
@@ -96,6 +96,7 @@ def run_traffic(
     )
     settings = STATE.settings()
     flow = with_task_runner(evaluate_traffic, settings)
+    wait_for_prefect()
     summary = flow(params=params, database_url=settings.database_url)
     print_run_summary(summary)
 
@@ -116,7 +117,7 @@ def run_dataset(
     batch_size: BatchOpt = 1024,
 ) -> None:
     """Run the evaluate-dataset flow: a model on a versioned test set."""
-    use_prefect_server()  # before Prefect is imported: it reads its settings once
+    use_prefect_server()  # first: before Prefect is imported, and a server starts meanwhile
     from evalwatch.runs.dataset import DatasetParams, DatasetRunError, check_dataset_run
 
     try:
@@ -132,7 +133,7 @@ def run_dataset(
         raise bad_input(validation_message(exc)) from exc
     try:
         # Before the flow starts: bad input is told in one line, not retried and logged with a
-        # traceback by Prefect (and no temporary server is started for it).
+        # traceback by Prefect (a temporary server started meanwhile is stopped at exit).
         check_dataset_run(open_store(), params, STATE.settings())
     except DatasetRunError as exc:
         raise bad_input(str(exc)) from exc
@@ -142,6 +143,7 @@ def run_dataset(
     settings = STATE.settings()
     try:
         flow = with_task_runner(evaluate_dataset, settings)
+        wait_for_prefect()
         summary = flow(params=params, database_url=settings.database_url)
     except DatasetRunError as exc:
         raise bad_input(str(exc)) from exc

@@ -1,12 +1,21 @@
-"""``evalwatch server``: one local Prefect server that every later command runs its flows on.
+"""Where a command's Prefect flows run: ``evalwatch server``'s server, or a temporary one.
 
-Without a server, each command that runs a flow (``run traffic``, ``run dataset``, ``demo``)
-has Prefect start a temporary one and stop it at exit: seconds of start-up every time
-(importing Prefect's server, then starting it in a subprocess). ``evalwatch server start``
-starts ``prefect server start`` once, in the background, and writes its process id and
-address to ``<EVALWATCH_HOME>/prefect-server.json``; later commands find that file and, while
-the process lives, set ``PREFECT_API_URL`` to it (see :func:`use_prefect_server`).
-``PREFECT_API_URL`` set by hand always wins.
+``evalwatch server start`` starts ``prefect server start`` once, in the background, and writes
+its process id and address to ``<EVALWATCH_HOME>/prefect-server.json``; later commands find
+that file and, while the process lives and answers, set ``PREFECT_API_URL`` to it (see
+:func:`use_prefect_server`): no start-up per command. ``PREFECT_API_URL`` set by hand, or an
+API URL in Prefect's settings files, always wins.
+
+Without either, a command that runs a flow (``run traffic``, ``run dataset``, ``demo``) starts
+a temporary server of its own as its first step, and stops it at exit. Prefect would start one
+too, inside the first flow call, but only after importing its whole server in the command's
+process (about 2.5 s) and then waiting for the server process to import it again (3.5-4 s):
+evalwatch instead starts the server process at once, on a socket it has already opened (so
+the address is known before anything is imported), and goes on with its own preparation
+(evaluators, the store, the sample) meanwhile; :func:`wait_for_prefect`, just before the first
+flow, waits for what is left of the start. The server is Prefect's own app, with the settings
+of Prefect's temporary server, on Prefect's database (``PREFECT_HOME``): the flow runs, their
+logs and artifacts are there for ``prefect server start`` to show later.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,10 +39,13 @@ from evalwatch.commands.common import bad_input, console, err_console, unavailab
 __all__ = [
     "EPHEMERAL_STARTUP_TIMEOUT_S",
     "LocalServer",
+    "TemporaryServer",
     "register",
     "running_server",
     "server_app",
+    "start_temporary_server",
     "use_prefect_server",
+    "wait_for_prefect",
 ]
 
 server_app = typer.Typer(
@@ -90,10 +102,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _healthy(server: LocalServer, timeout: float = 2.0) -> bool:
-    """Whether the server answers its health check (stdlib HTTP: no Prefect import)."""
+def _healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """Whether the API at ``api_url`` answers its health check (stdlib HTTP: no Prefect import)."""
     try:
-        with urllib.request.urlopen(f"{server.api_url}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -118,36 +130,329 @@ def running_server(home: Path | None = None) -> LocalServer | None:
     return server
 
 
-def use_prefect_server() -> str | None:
-    """Point Prefect at the local server when one runs; else let a temporary one start patiently.
+# --- what Prefect's own settings say --------------------------------------------------------
 
-    Call before Prefect is imported: Prefect reads its settings from the environment once.
-    ``PREFECT_API_URL`` set by hand is kept. Without a server, a temporary one starts with
-    :data:`EPHEMERAL_STARTUP_TIMEOUT_S` to start in (``PREFECT_SERVER_EPHEMERAL_STARTUP_
-    TIMEOUT_SECONDS`` set by hand is kept), and analytics off.
+# Settings names that move the API or turn temporary servers off. The start-up timeout is not
+# one of them: it is read here, for evalwatch's own temporary server.
+_DECIDING = ("API_URL", "EPHEMERAL_ENABLED", "ALLOW_EPHEMERAL_MODE", "PROFILE")
+# Prefect's default profile, which names no API; its other bundled ones ("local", "cloud") do.
+_DEFAULT_PROFILE = "ephemeral"
+
+
+def _deciding(key: str, value: object) -> bool:
+    """Whether the setting ``key = value`` could give Prefect an API or forbid a temporary one."""
+    name = key.upper()
+    if "API_URL" in name:
+        return bool(value)
+    if "EPHEMERAL_ENABLED" in name or "ALLOW_EPHEMERAL_MODE" in name:
+        return str(value).strip().lower() in ("0", "false", "no", "off")
+    return False
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _prefect_settings_decide(cwd: Path | None = None) -> str | None:
+    """Why Prefect's own settings must choose the API, or None when evalwatch may start one.
+
+    Prefect reads settings from the environment, a ``.env``, ``prefect.toml`` and
+    ``pyproject.toml`` in the working directory, and the active profile. Importing Prefect to
+    ask it costs about 2.5 s before anything else can start, so these are read here, with the
+    standard library, for the few settings that matter: an API URL, or temporary servers
+    turned off. Whatever cannot be read leaves the choice to Prefect (only slower).
+
+    Args:
+        cwd: The working directory (default: the process's).
 
     Returns:
-        The API URL now in ``PREFECT_API_URL``, or None for a temporary server.
+        The source that decides (one short phrase), or None.
     """
-    os.environ.setdefault(
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S)
+    for key, value in os.environ.items():
+        if key.startswith("PREFECT_") and (
+            _deciding(key, value) or (key.endswith("PROFILE") and value != _DEFAULT_PROFILE)
+        ):
+            return f"${key}"
+    where = cwd or Path.cwd()
+    try:
+        dotenv = where / ".env"
+        if dotenv.is_file():
+            for line in dotenv.read_text(encoding="utf-8", errors="replace").splitlines():
+                key = line.partition("=")[0].removeprefix("export").strip()
+                if key.startswith("PREFECT_") and any(t in key for t in _DECIDING):
+                    return str(dotenv)
+        tables: list[tuple[Path, dict[str, Any]]] = []
+        if (where / "prefect.toml").is_file():
+            tables.append((where / "prefect.toml", _toml(where / "prefect.toml")))
+        if (where / "pyproject.toml").is_file():
+            tool = _toml(where / "pyproject.toml").get("tool", {})
+            if isinstance(tool, dict) and isinstance(tool.get("prefect"), dict):
+                tables.append((where / "pyproject.toml", tool["prefect"]))
+        for path, table in tables:
+            api = table.get("api", {})
+            server = table.get("server", {})
+            ephemeral = server.get("ephemeral", {}) if isinstance(server, dict) else {}
+            if (isinstance(api, dict) and api.get("url")) or (
+                isinstance(ephemeral, dict)
+                and any(_deciding(f"EPHEMERAL_{k}", v) for k, v in ephemeral.items())
+            ):
+                return str(path)
+        home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+        profiles_path = Path(
+            os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml"
+        ).expanduser()
+        if profiles_path.is_file():
+            data = _toml(profiles_path)
+            active = str(
+                os.environ.get("PREFECT_PROFILE") or data.get("active") or _DEFAULT_PROFILE
+            )
+            profile = (data.get("profiles") or {}).get(active)
+            if profile is None and active != _DEFAULT_PROFILE:
+                return f"Prefect profile {active!r}"  # one of Prefect's bundled profiles
+            if isinstance(profile, dict) and any(_deciding(k, v) for k, v in profile.items()):
+                return f"Prefect profile {active!r} ({profiles_path})"
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"Prefect settings not read here ({type(exc).__name__})"
+    return None
+
+
+# --- a temporary server for one command -----------------------------------------------------
+
+
+@dataclass
+class TemporaryServer:
+    """The Prefect server this command started for its own flows, stopped when it exits."""
+
+    process: subprocess.Popen[bytes]
+    api_url: str
+    log: Path  # its output; removed once it has stopped, kept when it failed
+    started: float  # time.monotonic() when its process was started
+    timeout_s: float  # seconds from ``started`` it may take to answer
+    ready: bool = False
+    failed: bool = False  # it exited during start-up: its log is kept, and the error names it
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        """End the server (SIGTERM, SIGKILL after ``wait_s``) and reap it; idempotent."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if not self.failed:
+            self.log.unlink(missing_ok=True)
+
+
+_temporary: TemporaryServer | None = None
+
+
+def _startup_timeout() -> float:
+    raw = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    try:
+        return float(raw) if raw else float(EPHEMERAL_STARTUP_TIMEOUT_S)
+    except ValueError:
+        raise bad_input(
+            f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS={raw!r} is not a number of seconds"
+        ) from None
+
+
+def _blocks_registered_before() -> bool:
+    """Whether a Prefect server has registered the block types in Prefect's database already.
+
+    Prefect records each registration in its memo store (``PREFECT_HOME/memo_store.toml``).
+    Once they are there, a temporary server can skip registering them: block types from a
+    collection installed since are registered by the next ``prefect server start``, and a
+    block saved from code registers its own type. A block setting given by hand is kept.
+    """
+    if any(("REGISTER" in k and "BLOCKS" in k) or "MEMOIZE_BLOCK" in k for k in os.environ):
+        return False
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    memo = (
+        os.environ.get("PREFECT_SERVER_MEMO_STORE_PATH")
+        or os.environ.get("PREFECT_MEMO_STORE_PATH")
+        or home / "memo_store.toml"
     )
+    try:
+        return "block_auto_registration" in _toml(Path(memo).expanduser())
+    except (OSError, ValueError):
+        return False
+
+
+def start_temporary_server(timeout_s: float | None = None) -> TemporaryServer:
+    """Start a Prefect server for this command, without waiting for it; stopped at exit.
+
+    The socket is bound (a port the system hands out on 127.0.0.1) and listening before the
+    server process starts, so the address is final and requests made early wait in its queue
+    instead of failing. The process is in a session of its own: a Ctrl-C reaches this command,
+    which still reports its flow run's end to the server, and not the server first.
+
+    Args:
+        timeout_s: Seconds it may take to answer (default: ``PREFECT_SERVER_EPHEMERAL_
+            STARTUP_TIMEOUT_SECONDS``, else :data:`EPHEMERAL_STARTUP_TIMEOUT_S`).
+
+    Returns:
+        The server; :func:`wait_for_prefect` waits for it.
+    """
+    import atexit
+    import socket
+    import tempfile
+
+    timeout = _startup_timeout() if timeout_s is None else timeout_s
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        port = int(sock.getsockname()[1])
+        fd, log_name = tempfile.mkstemp(prefix="evalwatch-prefect-", suffix=".log")
+        env = {
+            **os.environ,
+            # What Prefect's own temporary server runs with: no UI, only its services.
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+        }
+        env.pop("PREFECT_API_URL", None)
+        if _blocks_registered_before():
+            # Registering them again first imports every installed Prefect collection (Dask
+            # among them) and hashes the block registry: over a second of the start's CPU.
+            env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
+            env["PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION"] = "false"
+        with os.fdopen(fd, "wb") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "evalwatch.commands._prefect_child",
+                    str(sock.fileno()),
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=(sock.fileno(),),
+                start_new_session=True,
+            )
+    finally:
+        # The child holds the socket now: were this copy kept, requests would queue on it
+        # (and hang) after the server has gone.
+        sock.close()
+    server = TemporaryServer(
+        process=process,
+        api_url=f"http://127.0.0.1:{port}/api",
+        log=Path(log_name),
+        started=time.monotonic(),
+        timeout_s=timeout,
+    )
+    # Registered before Prefect's own exit handlers, so it runs after them: the logs and
+    # events they send at exit still find the server.
+    atexit.register(server.stop)
+    return server
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+def wait_for_prefect() -> float:
+    """Wait until this command's temporary Prefect server answers; at once if there is none.
+
+    Call it just before the first flow: the server has started meanwhile.
+
+    Returns:
+        The seconds waited here (0.0 when no temporary server runs or it already answered).
+
+    Raises:
+        typer.Exit: Code 3, with one line saying why, when the server exited during start-up
+            or did not answer within its start-up timeout (it is stopped first).
+    """
+    server = _temporary
+    if server is None or server.ready:
+        return 0.0
+    t0 = time.monotonic()
+    deadline = server.started + server.timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        code = server.process.poll()
+        if code is not None:
+            server.failed = True
+            tail = _log_tail(server.log)
+            raise unavailable(
+                f"the temporary Prefect server exited during start-up (code {code})"
+                + (f": {tail}" if tail else "")
+                + f"; its output is in {server.log}"
+            )
+        if remaining <= 0:
+            server.stop()
+            raise unavailable(
+                f"the temporary Prefect server did not start within {server.timeout_s:g}s "
+                "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); raise that, or start one "
+                "local server that later commands use: `evalwatch server start`"
+            )
+        # The socket listens already: a probe waits in its queue until the server serves it.
+        if _healthy(server.api_url, timeout=min(remaining, 10.0)):
+            break
+        time.sleep(0.05)
+    server.ready = True
+    return time.monotonic() - t0
+
+
+def use_prefect_server() -> str | None:
+    """Choose the Prefect API this command's flows run on, and put it in ``PREFECT_API_URL``.
+
+    In order: ``PREFECT_API_URL`` set by hand, or Prefect settings files that name an API or
+    forbid temporary servers (Prefect then decides); the server ``evalwatch server start``
+    left, while it answers; else a temporary server started now for this command
+    (:func:`start_temporary_server`), which :func:`wait_for_prefect` waits for. Call before
+    Prefect is imported: it reads ``PREFECT_API_URL`` once. Analytics are off unless set.
+
+    Returns:
+        The API URL now in ``PREFECT_API_URL``; None when Prefect's settings decide.
+    """
+    global _temporary
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
-    server = running_server()
-    if server is None:
+    if _temporary is not None and _temporary.process.poll() is None:
+        os.environ["PREFECT_API_URL"] = _temporary.api_url
+        return _temporary.api_url
+    if os.name == "nt" or _prefect_settings_decide() is not None:
+        # Prefect's own temporary server, if it comes to one, gets as long to start as ours.
+        os.environ.setdefault(
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S)
+        )
         return None
-    if not _healthy(server):
+    server = running_server()
+    if server is not None:
+        if _healthy(server.api_url):
+            os.environ["PREFECT_API_URL"] = server.api_url
+            return server.api_url
         err_console.print(
             f"[yellow]note:[/yellow] the Prefect server at {server.url} (pid {server.pid}) does "
             "not answer; using a temporary one (`evalwatch server status`)",
             highlight=False,
             soft_wrap=True,
         )
-        return None
-    os.environ["PREFECT_API_URL"] = server.api_url
-    return server.api_url
+    _temporary = start_temporary_server()
+    os.environ["PREFECT_API_URL"] = _temporary.api_url
+    # No UI, and its address ends with the command: no "View at" link to print or to store
+    # on an alert (Prefect's own temporary server gives none either).
+    os.environ.setdefault("PREFECT_UI_URL", "")
+    err_console.print(
+        f"Prefect: a temporary server for this command at {_temporary.api_url[:-4]} "
+        "(`evalwatch server start` keeps one for later commands)",
+        highlight=False,
+        soft_wrap=True,
+        style="dim",
+    )
+    return _temporary.api_url
 
 
 def _free_port(host: str) -> int:
@@ -212,7 +517,7 @@ def server_start(
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     server = LocalServer(pid=process.pid, url=f"http://{shown}:{chosen}", log=str(log))
     deadline = time.monotonic() + timeout
-    while not _healthy(server, timeout=1.0):
+    while not _healthy(server.api_url, timeout=1.0):
         if process.poll() is not None:
             raise unavailable(
                 f"the Prefect server exited with code {process.returncode}; see {log}"
@@ -265,7 +570,7 @@ def server_status() -> None:
             "no local Prefect server: commands start a temporary one each "
             "(`evalwatch server start` starts one they share)"
         )
-    if not _healthy(server):
+    if not _healthy(server.api_url):
         raise unavailable(f"the Prefect server at {server.url} (pid {server.pid}) does not answer")
     console.print(f"Prefect server at {server.url} (pid {server.pid}) answers", highlight=False)
 
