@@ -317,7 +317,8 @@ def run_fairness_report(
 
     if not settings.segment_fields:
         return None
-    frame = _drift.load_frame(engine, [], baseline_run=run_id)
+    # Scores and fields only: a large run's texts and vectors would be read for nothing.
+    frame = _drift.load_frame(engine, [], baseline_run=run_id, texts=False, vectors=False)
     if len(frame) == 0:
         return None
     catalogue = _drift.frame_catalogue(engine, frame)

@@ -27,6 +27,7 @@ check can say what it left out.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -353,6 +354,8 @@ def load_frame(
     model_versions: Sequence[str] = (),
     embedding_model: str | None = None,
     current: Window | None = None,
+    texts: bool = True,
+    vectors: bool = True,
 ) -> TrafficFrame:
     """Load the interactions in any of ``windows`` (or scored by a run) with their data.
 
@@ -379,6 +382,10 @@ def load_frame(
         embedding_model: Embedding model to load (default: the one with most rows).
         current: The window whose scores pick each evaluator's version and options
             (default: all the loaded rows).
+        texts: Read the response texts (False: ``responses`` holds None and
+            ``response_length`` comes from the database's ``length``), for a caller that
+            compares only scores and fields and should not hold every text of a large run.
+        vectors: Read the embeddings (False: none, as if none were stored).
 
     Returns:
         The frame, rows ordered by time.
@@ -413,9 +420,13 @@ def load_frame(
     with engine.connect() as conn, _beside(engine, conn) as run_beside:
         # The widest read (every score row) runs on its own connection meanwhile.
         score_rows = run_beside(lambda c: _fetch_scores(c, in_window, in_current))
-        inter = _read_interactions(conn, where)
+        inter = _read_interactions(conn, where, texts=texts)
         index = _RowIndex(inter.ids)
-        emb_rows, embeddings, model = _read_embeddings(conn, in_window, index, embedding_model)
+        emb_rows, embeddings, model = (
+            _read_embeddings(conn, in_window, index, embedding_model)
+            if vectors
+            else (np.empty(0, dtype=np.intp), None, None)
+        )
         feedback = _read_feedback(conn, in_window, index)
         scores = _read_scores(score_rows.result(), index)
 
@@ -464,9 +475,12 @@ class _Interactions:
 
 
 def _read_interactions(
-    conn: sa.Connection, where: Sequence[sa.ColumnElement[bool]]
+    conn: sa.Connection, where: Sequence[sa.ColumnElement[bool]], *, texts: bool = True
 ) -> _Interactions:
-    """The interactions matching ``where``, ordered by time, as numpy columns."""
+    """The interactions matching ``where``, ordered by time, as numpy columns.
+
+    Without ``texts`` the response is not read; its length comes from the database.
+    """
     it = _it()
     q = (
         sa.select(
@@ -474,12 +488,14 @@ def _read_interactions(
             it.c.ts,
             it.c.app,
             it.c.model_version,
-            it.c.response,
+            it.c.response if texts else sa.null(),
             it.c.latency_ms,
             it.c.input_tokens,
             it.c.output_tokens,
             it.c.cost,
-            it.c.response_chars,
+            it.c.response_chars
+            if texts
+            else sa.func.coalesce(it.c.response_chars, sa.func.length(it.c.response)),
         )
         .where(*where)
         .order_by(it.c.ts, it.c.id)
@@ -497,7 +513,10 @@ def _read_interactions(
         numeric={
             # A removed text (retention, metadata-only ingest) kept its length.
             "response_length": np.fromiter(
-                (len(r) if c is None else c for r, c in zip(cols[4], cols[9], strict=True)),
+                (
+                    (len(r) if r is not None else math.nan) if c is None else c
+                    for r, c in zip(cols[4], cols[9], strict=True)
+                ),
                 dtype=np.float64,
                 count=n,
             ),

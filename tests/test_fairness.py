@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from scipy import stats
 from typer.testing import CliRunner
 
+from evalwatch.checks.drift.outcome import TimeWindow
 from evalwatch.checks.fairness import (
     FAIRNESS_TESTS,
     TEST_FOR_KIND,
@@ -445,6 +446,29 @@ def test_load_segments_names_scalars_of_any_json_type_and_no_segment_for_objects
     assert sorted(cols.undetected.tolist()) == [0, 2, 4, 6, 8]
 
 
+def test_a_frame_without_texts_and_vectors_has_the_same_scores_and_lengths(engine) -> None:
+    """What the run report's fairness section loads: no texts, no embeddings, same columns."""
+    from evalwatch.storage.traffic_frame import load_frame
+
+    _seed(engine, n=60)
+    with engine.begin() as conn:  # one text removed by retention keeps its length
+        conn.execute(
+            sa.text(
+                "UPDATE interactions SET response = '', response_chars = 42"
+                " WHERE request_id = 'r7'"
+            )
+        )
+    window = TimeWindow(start=T0, end=T0 + timedelta(days=2))
+    full = load_frame(engine, [window])
+    lean = load_frame(engine, [window], texts=False, vectors=False)
+    assert lean.ids.tolist() == full.ids.tolist() and len(full) == 60
+    assert set(lean.numeric) == set(full.numeric)
+    for name, col in full.numeric.items():
+        assert np.array_equal(lean.numeric[name], col, equal_nan=True), name
+    assert 42.0 in lean.numeric["response_length"].tolist()
+    assert set(lean.responses.tolist()) == {None} and lean.embeddings is None
+
+
 def test_old_rows_past_the_detection_cap_leave_the_language_comparison(engine) -> None:
     """A store of rows ingested before detection is not detected whole at every check."""
     _seed(engine, gap=0.15, refusal_gap=0.2)
@@ -523,6 +547,20 @@ def test_drift_check_reports_stores_and_alerts_on_a_planted_gap(engine, tmp_path
     assert [(a["rule"], a["action"]) for a in alerts] == [("language-gap", "open")]
     assert alerts[0]["value"] >= 1  # the gaps of language=de (quality and refusal)
     assert alerts[0]["scope"] == "segment=language%3Dde"  # the scope key escapes "="
+
+
+def test_the_run_report_finds_the_planted_gap_among_the_runs_interactions(engine) -> None:
+    from evalwatch.runs.fairness import run_fairness_report
+    from evalwatch.storage.repo import get_run_by_key
+
+    _seed(engine, gap=0.15, refusal_gap=0.2)
+    run = get_run_by_key(engine, "seed-0")
+    assert run is not None and run.id is not None
+    fair = run_fairness_report(engine, run.id, FairnessSettings())
+    assert fair is not None and fair.gap_found
+    assert any(g.segment == "de" and g.field == "language" for g in fair.gaps(["quality"]))
+    assert sum(fair.segments["language"].values()) == 800  # every row the run scored
+    assert run_fairness_report(engine, run.id, FairnessSettings(segment_fields=[])) is None
 
 
 def test_no_planted_gap_no_gap_and_no_alert(engine) -> None:
