@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalwatch.core.prefect_settings import prefect_home, prefect_setting_source
+
 __all__ = ["PrefectApi", "prefect_api"]
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ def _sqlite_file(connection_url: str) -> Path | None:
 
 # Settings that could point Prefect at an API, another database or another profile: with any of
 # them set, only Prefect's own settings can say where blocks live.
-_SETTINGS_ENV = ("API_URL", "DATABASE", "EPHEMERAL", "PROFILE")
+_SETTINGS_THAT_MOVE = ("API_URL", "DATABASE", "EPHEMERAL", "PROFILE")
 _NO_BLOCKS = "no Prefect API: PREFECT_API_URL is not set and no notification block is saved locally"
 
 
@@ -117,27 +119,16 @@ def _nothing_to_reach_without_prefect() -> bool:
     """True when, without importing Prefect, it is certain that no Prefect API can be had.
 
     Only in a process that has not imported Prefect (its settings are then exactly what the
-    environment and files say), with no Prefect setting in the environment that moves the API,
-    the database or the profile, none of the files Prefect reads settings from in the working
-    directory or ``~/.prefect``, and a default database that holds nothing to load.
+    environment and files say), with no setting that moves the API, the database or the
+    profile anywhere Prefect reads settings from, and a default database that holds nothing to
+    load.
     """
     if "prefect" in sys.modules:
         return False
-    if any(k.startswith("PREFECT_") and any(t in k for t in _SETTINGS_ENV) for k in os.environ):
+    moves = prefect_setting_source(lambda k, _: any(t in k for t in _SETTINGS_THAT_MOVE))
+    if moves is not None:
         return False
-    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
-    if (home / "profiles.toml").exists():
-        return False
-    cwd = Path.cwd()
-    if (cwd / ".env").exists() or (cwd / "prefect.toml").exists():
-        return False
-    pyproject = cwd / "pyproject.toml"
-    try:
-        if pyproject.exists() and "[tool.prefect" in pyproject.read_text(errors="replace"):
-            return False
-    except OSError:
-        return False
-    db = home / "prefect.db"
+    db = prefect_home() / "prefect.db"
     return not db.exists() or not _holds_saved_objects(db)
 
 

@@ -714,6 +714,13 @@ def test_no_api_is_known_without_importing_prefect_when_nothing_can_point_at_one
     got = _probe(home, cwd)
     assert got["url"] is None and "no notification block is saved locally" in got["reason"]
     assert got["prefect"] is False  # the 2 s import was not paid
+    # Settings files that move nothing (a logging level) change nothing.
+    (home / "profiles.toml").write_text(
+        'active = "ephemeral"\n[profiles.ephemeral]\nPREFECT_LOGGING_LEVEL = "DEBUG"\n'
+    )
+    (cwd / ".env").write_text("PREFECT_LOGGING_LEVEL=DEBUG\nOTHER=1\n")
+    (cwd / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert _probe(home, cwd)["prefect"] is False
 
 
 @pytest.mark.parametrize(
@@ -733,11 +740,13 @@ def test_any_setting_that_could_point_at_an_api_or_blocks_asks_prefect(
     elif where == "env-db":
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path}/none.db"
     elif where == "profiles":
-        (home / "profiles.toml").write_text('active = "default"\n[profiles.default]\n')
+        (home / "profiles.toml").write_text(
+            'active = "mine"\n[profiles.mine]\nPREFECT_API_DATABASE_CONNECTION_URL = "x"\n'
+        )
     elif where == "dotenv":
-        (cwd / ".env").write_text("X=1\n")
+        (cwd / ".env").write_text("PREFECT_SERVER_DATABASE_CONNECTION_URL=sqlite:///x.db\n")
     elif where == "prefect-toml":
-        (cwd / "prefect.toml").write_text("")
+        (cwd / "prefect.toml").write_text('[server.ephemeral]\nenabled = false\n')
     elif where == "pyproject":
         (cwd / "pyproject.toml").write_text('[tool.prefect]\napi.url = "http://127.0.0.1:9/api"\n')
     else:

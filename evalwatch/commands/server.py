@@ -26,15 +26,17 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from evalwatch.commands.common import bad_input, console, err_console, unavailable
+from evalwatch.core.prefect_settings import DEFAULT_PROFILE, prefect_home, prefect_setting_source
 
 __all__ = [
     "EPHEMERAL_STARTUP_TIMEOUT_S",
@@ -132,12 +134,6 @@ def running_server(home: Path | None = None) -> LocalServer | None:
 
 # --- what Prefect's own settings say --------------------------------------------------------
 
-# Settings names that move the API or turn temporary servers off. The start-up timeout is not
-# one of them: it is read here, for evalwatch's own temporary server.
-_DECIDING = ("API_URL", "EPHEMERAL_ENABLED", "ALLOW_EPHEMERAL_MODE", "PROFILE")
-# Prefect's default profile, which names no API; its other bundled ones ("local", "cloud") do.
-_DEFAULT_PROFILE = "ephemeral"
-
 
 def _deciding(key: str, value: object) -> bool:
     """Whether the setting ``key = value`` could give Prefect an API or forbid a temporary one."""
@@ -146,23 +142,14 @@ def _deciding(key: str, value: object) -> bool:
         return bool(value)
     if "EPHEMERAL_ENABLED" in name or "ALLOW_EPHEMERAL_MODE" in name:
         return str(value).strip().lower() in ("0", "false", "no", "off")
-    return False
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    import tomllib
-
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+    return name == "PREFECT_PROFILE" and str(value) != DEFAULT_PROFILE
 
 
 def _prefect_settings_decide(cwd: Path | None = None) -> str | None:
     """Why Prefect's own settings must choose the API, or None when evalwatch may start one.
 
-    Prefect reads settings from the environment, a ``.env``, ``prefect.toml`` and
-    ``pyproject.toml`` in the working directory, and the active profile. Importing Prefect to
-    ask it costs about 2.5 s before anything else can start, so these are read here, with the
-    standard library, for the few settings that matter: an API URL, or temporary servers
-    turned off. Whatever cannot be read leaves the choice to Prefect (only slower).
+    The settings that matter: an API URL, temporary servers turned off, or another profile,
+    wherever Prefect would read them (see :mod:`evalwatch.core.prefect_settings`).
 
     Args:
         cwd: The working directory (default: the process's).
@@ -170,52 +157,7 @@ def _prefect_settings_decide(cwd: Path | None = None) -> str | None:
     Returns:
         The source that decides (one short phrase), or None.
     """
-    for key, value in os.environ.items():
-        if key.startswith("PREFECT_") and (
-            _deciding(key, value) or (key.endswith("PROFILE") and value != _DEFAULT_PROFILE)
-        ):
-            return f"${key}"
-    where = cwd or Path.cwd()
-    try:
-        dotenv = where / ".env"
-        if dotenv.is_file():
-            for line in dotenv.read_text(encoding="utf-8", errors="replace").splitlines():
-                key = line.partition("=")[0].removeprefix("export").strip()
-                if key.startswith("PREFECT_") and any(t in key for t in _DECIDING):
-                    return str(dotenv)
-        tables: list[tuple[Path, dict[str, Any]]] = []
-        if (where / "prefect.toml").is_file():
-            tables.append((where / "prefect.toml", _toml(where / "prefect.toml")))
-        if (where / "pyproject.toml").is_file():
-            tool = _toml(where / "pyproject.toml").get("tool", {})
-            if isinstance(tool, dict) and isinstance(tool.get("prefect"), dict):
-                tables.append((where / "pyproject.toml", tool["prefect"]))
-        for path, table in tables:
-            api = table.get("api", {})
-            server = table.get("server", {})
-            ephemeral = server.get("ephemeral", {}) if isinstance(server, dict) else {}
-            if (isinstance(api, dict) and api.get("url")) or (
-                isinstance(ephemeral, dict)
-                and any(_deciding(f"EPHEMERAL_{k}", v) for k, v in ephemeral.items())
-            ):
-                return str(path)
-        home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
-        profiles_path = Path(
-            os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml"
-        ).expanduser()
-        if profiles_path.is_file():
-            data = _toml(profiles_path)
-            active = str(
-                os.environ.get("PREFECT_PROFILE") or data.get("active") or _DEFAULT_PROFILE
-            )
-            profile = (data.get("profiles") or {}).get(active)
-            if profile is None and active != _DEFAULT_PROFILE:
-                return f"Prefect profile {active!r}"  # one of Prefect's bundled profiles
-            if isinstance(profile, dict) and any(_deciding(k, v) for k, v in profile.items()):
-                return f"Prefect profile {active!r} ({profiles_path})"
-    except (OSError, ValueError, AttributeError) as exc:
-        return f"Prefect settings not read here ({type(exc).__name__})"
-    return None
+    return prefect_setting_source(_deciding, cwd)
 
 
 # --- a temporary server for one command -----------------------------------------------------
@@ -269,14 +211,15 @@ def _blocks_registered_before() -> bool:
     """
     if any(("REGISTER" in k and "BLOCKS" in k) or "MEMOIZE_BLOCK" in k for k in os.environ):
         return False
-    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    home = prefect_home()
     memo = (
         os.environ.get("PREFECT_SERVER_MEMO_STORE_PATH")
         or os.environ.get("PREFECT_MEMO_STORE_PATH")
         or home / "memo_store.toml"
     )
     try:
-        return "block_auto_registration" in _toml(Path(memo).expanduser())
+        text = Path(memo).expanduser().read_text(encoding="utf-8")
+        return "block_auto_registration" in tomllib.loads(text)
     except (OSError, ValueError):
         return False
 
