@@ -319,6 +319,15 @@ def wait_for_prefect() -> float:
     server = _temporary
     if server is None or server.ready:
         return 0.0
+    # Said here, when a flow is about to use it: a command that stops at bad input before
+    # its first flow prints its one error line and nothing about a server it never used.
+    err_console.print(
+        f"Prefect: a temporary server for this command at {server.api_url[:-4]} "
+        "(`evalwatch server start` keeps one for later commands)",
+        highlight=False,
+        soft_wrap=True,
+        style="dim",
+    )
     t0 = time.monotonic()
     deadline = server.started + server.timeout_s
     while True:
@@ -388,13 +397,6 @@ def use_prefect_server() -> str | None:
     # No UI, and its address ends with the command: no "View at" link to print or to store
     # on an alert (Prefect's own temporary server gives none either).
     os.environ.setdefault("PREFECT_UI_URL", "")
-    err_console.print(
-        f"Prefect: a temporary server for this command at {_temporary.api_url[:-4]} "
-        "(`evalwatch server start` keeps one for later commands)",
-        highlight=False,
-        soft_wrap=True,
-        style="dim",
-    )
     return _temporary.api_url
 
 
